@@ -1,0 +1,64 @@
+"""tickerq: background jobs for Python.
+
+Fire-and-forget jobs, jobs at a time (time tickers) and cron jobs (cron
+tickers), with retries, history, several nodes sharing one database, and a
+live dashboard. See https://pypi.org/project/tickerq/ and the README.
+"""
+
+from __future__ import annotations
+
+from tickerq.app import TickerQ
+from tickerq.clock import Clock, SystemClock
+from tickerq.context import TickerContext
+from tickerq.engine import EngineOptions
+from tickerq.enums import MisfirePolicy, Priority, RunCondition, Status, TickerKind
+from tickerq.errors import (
+    CronError,
+    FunctionNotFoundError,
+    InvalidArgumentError,
+    InvalidRequestError,
+    RegistrationError,
+    TerminateExecution,
+    TickerNotFoundError,
+    TickerQError,
+    TickerStateError,
+)
+from tickerq.functions import FunctionOptions, TickerFunction, TickerRouter
+from tickerq.managers import TimeTickerSpec
+from tickerq.models import Attempt, CronOccurrence, CronTicker, Node, TimeTicker
+from tickerq.retry import RetryPolicy
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Attempt",
+    "Clock",
+    "CronError",
+    "CronOccurrence",
+    "CronTicker",
+    "EngineOptions",
+    "FunctionNotFoundError",
+    "FunctionOptions",
+    "InvalidArgumentError",
+    "InvalidRequestError",
+    "MisfirePolicy",
+    "Node",
+    "Priority",
+    "RegistrationError",
+    "RetryPolicy",
+    "RunCondition",
+    "Status",
+    "SystemClock",
+    "TerminateExecution",
+    "TickerContext",
+    "TickerFunction",
+    "TickerKind",
+    "TickerNotFoundError",
+    "TickerQ",
+    "TickerQError",
+    "TickerRouter",
+    "TickerStateError",
+    "TimeTicker",
+    "TimeTickerSpec",
+    "__version__",
+]

@@ -1,0 +1,191 @@
+"""The application object: :class:`TickerQ`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self
+
+from tickerq.clock import Clock, SystemClock
+from tickerq.cron import parse_timezone
+from tickerq.engine import Engine, EngineOptions
+from tickerq.errors import FunctionNotFoundError, InvalidArgumentError
+from tickerq.events import EventBus
+from tickerq.functions import TickerFunction, TickerRouter, _Registrar
+from tickerq.managers import CronTickerManager, TimeTickerManager
+from tickerq.stores import Store, open_store
+
+if TYPE_CHECKING:
+    from tickerq.context import TickerContext
+    from tickerq.sync import SyncTickerQ
+
+__all__ = ["ExceptionHandler", "TickerQ"]
+
+logger = logging.getLogger(__name__)
+
+ExceptionHandler = Callable[["TickerContext[Any]", BaseException], Awaitable[None] | None]
+"""Called with the context and the error of every failed attempt."""
+
+
+class TickerQ(_Registrar):
+    """A tickerq application: functions, a store and the engine that runs them.
+
+    ``TickerQ()`` keeps everything in memory; ``TickerQ("sqlite:///jobs.db")``
+    or ``TickerQ("postgresql://...")`` persist it. Register functions with
+    ``@app.function(...)``, then ``async with app:`` (or ``app.run()``) runs
+    the engine.
+    """
+
+    def __init__(
+        self,
+        store: str | Store = "memory://",
+        *,
+        node_id: str | None = None,
+        max_concurrency: int = 16,
+        timezone: str = "UTC",
+        clock: Clock | None = None,
+        options: EngineOptions | None = None,
+        exception_handler: ExceptionHandler | None = None,
+        seed_crons: bool = True,
+    ) -> None:
+        super().__init__()
+        if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int) or max_concurrency < 1:
+            raise InvalidArgumentError(f"max_concurrency must be an integer >= 1, got {max_concurrency!r}")
+        self.store = open_store(store) if isinstance(store, str) else store
+        self.node_id = node_id or f"{socket.gethostname()}-{os.getpid()}"
+        self.max_concurrency = max_concurrency
+        self.timezone = str(parse_timezone(timezone))
+        self.clock: Clock = clock or SystemClock()
+        self.exception_handler = exception_handler
+        self.seed_crons = seed_crons
+        self.events = EventBus()
+        self.store.bind_events(self.events)
+        self.time_tickers = TimeTickerManager(self)
+        """Add, change and inspect time tickers."""
+        self.cron_tickers = CronTickerManager(self)
+        """Add, change and inspect cron tickers."""
+        self.engine = Engine(self, options or EngineOptions())
+        self._opened = False
+        self._sync: SyncTickerQ | None = None
+
+    # -- registration -----------------------------------------------------------------
+
+    def _register(self, handle: TickerFunction[Any]) -> None:
+        super()._register(handle)
+        if self._functions.get(handle.name) is handle:
+            handle._app = self
+
+    def include_router(self, router: TickerRouter) -> None:
+        """Register every function of ``router`` in this app."""
+        for handle in router.functions.values():
+            self._register(handle)
+
+    def get_function(self, name: str) -> TickerFunction[Any]:
+        """The function registered as ``name``; raises FunctionNotFoundError."""
+        fn = self._functions.get(name)
+        if fn is None:
+            raise FunctionNotFoundError(name, list(self._functions))
+        return fn
+
+    def on_exception(self, handler: ExceptionHandler) -> ExceptionHandler:
+        """Decorator: call ``handler(ctx, error)`` for every failed attempt."""
+        self.exception_handler = handler
+        return handler
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Connect the store (done by start; enough for scheduling without running)."""
+        if not self._opened:
+            await self.store.open()
+            self._opened = True
+
+    async def start(self) -> None:
+        """Open the store, seed decorator crons, start the engine."""
+        await self.open()
+        if self.seed_crons:
+            await self._seed()
+        await self.engine.start()
+        logger.info(
+            "tickerq node %s started: %d function(s), max_concurrency=%d",
+            self.node_id,
+            len(self._functions),
+            self.max_concurrency,
+            extra={"action": "start"},
+        )
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop the engine (see Engine.stop) and close the store."""
+        await self.engine.stop(grace)
+        if self._opened:
+            await self.store.close()
+            self._opened = False
+
+    async def _seed(self) -> None:
+        for fn in self._functions.values():
+            if fn.options.cron is None:
+                continue
+            cron = self.cron_tickers.build(
+                fn.name,
+                fn.options.cron,
+                timezone=fn.options.cron_timezone,
+                retries=fn.options.retries,
+                retry_intervals=fn.options.retry_intervals,
+                misfire=fn.options.misfire,
+                seeded=True,
+            )
+            await self.store.seed_cron_ticker(cron)
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def serve(self) -> None:
+        """Run until cancelled or SIGINT/SIGTERM, then stop gracefully."""
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        installed = []
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, stop.set)
+                installed.append(sig)
+            except (NotImplementedError, RuntimeError):
+                pass
+        try:
+            async with self:
+                await stop.wait()
+        finally:
+            for sig in installed:
+                loop.remove_signal_handler(sig)
+
+    def run(self) -> None:
+        """Block running the engine until SIGINT/SIGTERM."""
+        asyncio.run(self.serve())
+
+    def wake_engine(self, due: datetime | None) -> None:
+        """Tell the engine that work became due at ``due`` (None: look now)."""
+        if self.engine.running:
+            self.engine.wake(due)
+
+    @property
+    def sync(self) -> SyncTickerQ:
+        """A blocking facade for code that is not async (scripts, Django, Flask)."""
+        if self._sync is None:
+            from tickerq.sync import SyncTickerQ
+
+            self._sync = SyncTickerQ(self)
+        return self._sync

@@ -1,0 +1,129 @@
+"""What a running job sees: :class:`TickerContext`."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Generic
+from uuid import UUID
+
+from typing_extensions import TypeVar
+
+from tickerq.enums import Status, TickerKind
+from tickerq.errors import TerminateExecution
+
+if TYPE_CHECKING:
+    from tickerq.app import TickerQ
+
+__all__ = ["Req", "TickerContext"]
+
+Req = TypeVar("Req", default=Any)
+"""The request type of a function: ``TickerContext[Email]``."""
+
+
+class TickerContext(Generic[Req]):
+    """Passed to a job function that declares a ``ctx: TickerContext[Req]`` parameter.
+
+    It tells the job which ticker it runs for, hands it the validated request,
+    and lets it notice cancellation (``ctx.cancelled`` for sync jobs,
+    ``await ctx.wait_cancelled()`` for async ones; async jobs are also
+    cancelled with ``asyncio.CancelledError``).
+    """
+
+    __slots__ = (
+        "_app",
+        "_cancel_requested",
+        "_cancel_waiter",
+        "_loop",
+        "_request",
+        "cron_ticker_id",
+        "function",
+        "id",
+        "is_due",
+        "kind",
+        "parent_id",
+        "retry_count",
+        "scheduled_for",
+    )
+
+    def __init__(
+        self,
+        *,
+        app: TickerQ,
+        id: UUID,
+        function: str,
+        kind: TickerKind,
+        request: Req,
+        retry_count: int,
+        scheduled_for: datetime | None,
+        is_due: bool,
+        cron_ticker_id: UUID | None = None,
+        parent_id: UUID | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        self._app = app
+        self.id = id
+        """The time ticker's or cron occurrence's id."""
+        self.function = function
+        """The function's registered name."""
+        self.kind = kind
+        """TIME for a time ticker, CRON_OCCURRENCE for a cron fire."""
+        self._request = request
+        self.retry_count = retry_count
+        """0 on the first attempt, 1 on the first retry, ..."""
+        self.scheduled_for = scheduled_for
+        """When the run was due (UTC)."""
+        self.is_due = is_due
+        """True when the run started later than the app's lateness threshold."""
+        self.cron_ticker_id = cron_ticker_id
+        self.parent_id = parent_id
+        self._loop = loop
+        self._cancel_requested = False
+        self._cancel_waiter: asyncio.Future[None] | None = None
+
+    @property
+    def request(self) -> Req:
+        """The request, validated and decoded into the function's request type."""
+        return self._request
+
+    @property
+    def app(self) -> TickerQ:
+        """The app running this job, to schedule follow-up work."""
+        return self._app
+
+    @property
+    def cancelled(self) -> bool:
+        """True once cancellation was requested (or the run timed out)."""
+        return self._cancel_requested
+
+    def raise_if_cancelled(self) -> None:
+        """End the run as CANCELLED if cancellation was requested."""
+        if self._cancel_requested:
+            raise TerminateExecution(Status.CANCELLED, "cancellation requested")
+
+    async def wait_cancelled(self) -> None:
+        """Return once cancellation is requested."""
+        if self._cancel_requested:
+            return
+        if self._cancel_waiter is None:
+            self._cancel_waiter = asyncio.get_running_loop().create_future()
+        await asyncio.shield(self._cancel_waiter)
+
+    def skip_if_already_running(self) -> None:
+        """End this run as SKIPPED if another run of the same work is in progress.
+
+        "The same work" is the same cron ticker for a cron occurrence, the same
+        function for a time ticker.
+        """
+        if self._app.engine.is_running_elsewhere(self):
+            raise TerminateExecution(Status.SKIPPED, "another run is already in progress")
+
+    def _request_cancel(self) -> None:
+        """Engine side: mark cancelled and wake ``wait_cancelled``; loop thread only."""
+        self._cancel_requested = True
+        waiter = self._cancel_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def __repr__(self) -> str:
+        return f"TickerContext(function={self.function!r}, id={self.id}, kind={self.kind.name})"

@@ -1,0 +1,111 @@
+"""Every error tickerq raises, under one root: :class:`TickerQError`.
+
+Each error carries the offending value in its message, and derives from the
+stdlib base a caller would expect (``LookupError`` for unknown names and ids,
+``ValueError`` for bad input), so ``except ValueError`` keeps working.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tickerq.enums import Status
+
+__all__ = [
+    "CronError",
+    "FunctionNotFoundError",
+    "InvalidArgumentError",
+    "InvalidRequestError",
+    "NotRunningError",
+    "RegistrationError",
+    "TerminateExecution",
+    "TickerNotFoundError",
+    "TickerQError",
+    "TickerStateError",
+]
+
+
+class TickerQError(Exception):
+    """Root of every error raised by tickerq."""
+
+
+class RegistrationError(TickerQError, ValueError):
+    """A function cannot be registered: duplicate name, bad signature, bad option.
+
+    ``function`` names the function, ``problem`` says what is wrong with it.
+    """
+
+    def __init__(self, function: str, problem: str) -> None:
+        super().__init__(f"function {function!r}: {problem}")
+        self.function = function
+        self.problem = problem
+
+
+class CronError(TickerQError, ValueError):
+    """A cron expression or timezone is invalid; the message names the field."""
+
+    def __init__(self, expression: str, problem: str, field: str | None = None) -> None:
+        where = f" in the {field} field" if field else ""
+        super().__init__(f"invalid cron expression {expression!r}{where}: {problem}")
+        self.expression = expression
+        self.field = field
+        self.problem = problem
+
+
+class FunctionNotFoundError(TickerQError, LookupError):
+    """No function is registered under this name."""
+
+    def __init__(self, name: str, known: list[str] | None = None) -> None:
+        hint = f" (registered: {', '.join(sorted(known))})" if known else ""
+        super().__init__(f"no ticker function named {name!r}{hint}")
+        self.name = name
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class TickerNotFoundError(TickerQError, LookupError):
+    """No ticker exists with this id."""
+
+    def __init__(self, kind: str, ticker_id: object) -> None:
+        super().__init__(f"no {kind} with id {ticker_id!s}")
+        self.kind = kind
+        self.ticker_id = ticker_id
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class InvalidRequestError(TickerQError, ValueError):
+    """A request payload failed validation or is not JSON-serializable."""
+
+    def __init__(self, function: str, problem: str) -> None:
+        super().__init__(f"invalid request for function {function!r}: {problem}")
+        self.function = function
+        self.problem = problem
+
+
+class InvalidArgumentError(TickerQError, ValueError):
+    """An argument is invalid (naive datetime, negative retries, ...); names the value."""
+
+
+class TickerStateError(TickerQError, ValueError):
+    """The operation is not allowed in the ticker's current state."""
+
+
+class NotRunningError(TickerQError, RuntimeError):
+    """The app's engine is not running (e.g. the sync facade was not started)."""
+
+
+class TerminateExecution(TickerQError):  # noqa: N818 - name kept from TickerQ
+    """Raise inside a job to end the run with a chosen status and reason.
+
+    ``raise TerminateExecution(Status.SKIPPED, "nothing to do")`` ends the run
+    as SKIPPED with no retry; a FAILED status also skips remaining retries.
+    """
+
+    def __init__(self, status: Status, reason: str = "") -> None:
+        super().__init__(f"execution terminated with status {status.name}: {reason}")
+        self.status = status
+        self.reason = reason

@@ -1,0 +1,109 @@
+"""Turning due cron tickers into occurrences, with the misfire policy applied."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from functools import lru_cache
+from typing import TYPE_CHECKING
+
+from tickerq.cron import CronExpression
+from tickerq.enums import MisfirePolicy, Priority
+
+if TYPE_CHECKING:
+    from tickerq.models import CronTicker
+    from tickerq.stores.base import Store
+
+__all__ = ["fire_due_crons", "first_fire_after", "parse_cached"]
+
+logger = logging.getLogger(__name__)
+
+MAX_FIRES_PER_ROUND = 1000
+"""RUN_ALL after a long outage materializes at most this many fires per round."""
+
+
+@lru_cache(maxsize=1024)
+def parse_cached(expression: str, timezone: str) -> CronExpression:
+    """Parse once per (expression, timezone)."""
+    return CronExpression.parse(expression, timezone)
+
+
+def first_fire_after(cron: CronTicker, after: datetime) -> datetime | None:
+    """The first fire of ``cron`` strictly after ``after``."""
+    try:
+        return parse_cached(cron.expression, cron.timezone).next_after(after)
+    except (ValueError, StopIteration):
+        return None
+
+
+def _latest_at_or_before(expr: CronExpression, now: datetime, floor: datetime) -> datetime:
+    """The latest fire in [floor, now], found by widening a window back from now."""
+    span = 1.0
+    while True:
+        start = max(floor - timedelta(microseconds=1), now - timedelta(seconds=span))
+        fire = expr.next_after(start)
+        if fire <= now:
+            latest = fire
+            while (following := expr.next_after(latest)) <= now:
+                latest = following
+            return latest
+        if start < floor:
+            return floor
+        span *= 4
+
+
+def plan_fires(
+    expr: CronExpression, cursor: datetime, now: datetime, policy: MisfirePolicy, grace: float
+) -> tuple[list[datetime], datetime]:
+    """Which fires in [cursor, now] to materialize, and the new cursor (> now, or the
+    next unprocessed fire when RUN_ALL hit its per-round cap)."""
+    limit = timedelta(seconds=grace)
+    if policy is MisfirePolicy.RUN_ALL:
+        fires = []
+        fire = cursor
+        while fire <= now and len(fires) < MAX_FIRES_PER_ROUND:
+            fires.append(fire)
+            fire = expr.next_after(fire)
+        return fires, fire
+    latest = _latest_at_or_before(expr, now, cursor)
+    following = expr.next_after(latest)
+    if policy is MisfirePolicy.SKIP and now - latest > limit:
+        return [], following
+    return [latest], following
+
+
+async def fire_due_crons(
+    store: Store,
+    now: datetime,
+    priorities: Mapping[str, Priority],
+    misfire_grace: float,
+) -> int:
+    """Materialize the occurrences of every due cron ticker; returns how many were created."""
+    created = 0
+    for cron in await store.due_cron_tickers(now):
+        cursor = cron.next_fire_at
+        if cursor is None:
+            continue
+        try:
+            expr = parse_cached(cron.expression, cron.timezone)
+        except ValueError:
+            logger.exception("cron ticker %s has an invalid expression; disabling it", cron.id)
+            await store.update_cron_ticker(cron.id, {"enabled": False})
+            continue
+        fires, new_cursor = plan_fires(expr, cursor, now, cron.misfire, misfire_grace)
+        if len(fires) > 1 or (fires and now - fires[0] > timedelta(seconds=misfire_grace)):
+            logger.info(
+                "cron ticker %s (%s): %d fire(s) due since %s, policy %s",
+                cron.id,
+                cron.function,
+                len(fires),
+                cursor.isoformat(),
+                cron.misfire.name,
+                extra={"action": "cron_misfire", "cron_ticker_id": str(cron.id)},
+            )
+        priority = priorities.get(cron.function, Priority.NORMAL)
+        created += await store.advance_cron_ticker(
+            cron.id, cursor, new_cursor, fires, priority, now
+        )
+    return created

@@ -1,0 +1,390 @@
+"""Registering job functions: options, checks, typed handles and routers.
+
+Everything about a function is worked out once, when its decorator runs:
+its name, whether it is async, whether it wants a context, how its request is
+validated and encoded. Dispatch is then a dict lookup and a call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import inspect
+import json
+import math
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Generic, Protocol, get_args, get_origin, get_type_hints
+
+from pydantic import TypeAdapter, ValidationError
+
+from tickerq.context import Req, TickerContext
+from tickerq.enums import MisfirePolicy, Priority
+from tickerq.errors import InvalidRequestError, RegistrationError, TickerQError
+
+if TYPE_CHECKING:
+    from tickerq.app import TickerQ
+    from tickerq.models import TimeTicker
+
+__all__ = [
+    "FunctionOptions",
+    "TickerFunction",
+    "TickerRouter",
+    "collect_registration_errors",
+]
+
+JobCallable = Callable[..., Any]
+
+_collector: contextvars.ContextVar[list[RegistrationError] | None] = contextvars.ContextVar(
+    "tickerq_registration_collector", default=None
+)
+
+
+@contextlib.contextmanager
+def collect_registration_errors() -> Iterator[list[RegistrationError]]:
+    """Within this block, registration problems are collected instead of raised.
+
+    ``tickerq check`` uses it to report every mistake in a module at once.
+    """
+    problems: list[RegistrationError] = []
+    token = _collector.set(problems)
+    try:
+        yield problems
+    finally:
+        _collector.reset(token)
+
+
+def _problem(function: str, message: str) -> None:
+    error = RegistrationError(function, message)
+    collected = _collector.get()
+    if collected is None:
+        raise error
+    collected.append(error)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FunctionOptions:
+    """How a function runs; set by ``@app.function(...)``."""
+
+    cron: str | None = None
+    """Seeds a cron ticker with this expression when the app starts."""
+    cron_timezone: str | None = None
+    """Timezone of the seeded cron (default: the app's)."""
+    misfire: MisfirePolicy = MisfirePolicy.RUN_ONCE
+    priority: Priority = Priority.NORMAL
+    max_concurrency: int = 0
+    """At most this many runs at once (0: no limit beyond the engine's)."""
+    retries: int = 0
+    retry_intervals: tuple[float, ...] | None = None
+    """Seconds before each retry; the last repeats. None: exponential backoff."""
+    timeout: float | None = None
+    """Seconds a run may take before it is cancelled and counted as failed."""
+
+
+class _Codec:
+    """Validates and encodes requests of one function; built once per function."""
+
+    __slots__ = ("_adapter", "_plain", "type")
+
+    def __init__(self, function: str, request_type: Any) -> None:
+        self.type = request_type
+        self._plain = request_type is Any
+        self._adapter: TypeAdapter[Any] | None = None
+        if self._plain or request_type is None or request_type is type(None):
+            return
+        try:
+            adapter: TypeAdapter[Any] = TypeAdapter(request_type)
+            adapter.json_schema()
+        except Exception as exc:  # pydantic raises several kinds here
+            _problem(
+                function,
+                f"request type {_type_name(request_type)} cannot be validated and "
+                f"serialized as JSON ({type(exc).__name__}: {str(exc).splitlines()[0]})",
+            )
+            self._plain = True
+            return
+        self._adapter = adapter
+
+    def encode(self, function: str, request: Any) -> Any:
+        """Validate ``request`` and return its JSON-compatible form."""
+        adapter = self._adapter
+        if adapter is not None:
+            try:
+                return adapter.dump_python(adapter.validate_python(request), mode="json")
+            except ValidationError as exc:
+                raise InvalidRequestError(function, _validation_text(exc)) from None
+            except Exception as exc:
+                raise InvalidRequestError(function, f"{type(exc).__name__}: {exc}") from None
+        if request is None:
+            return None
+        if not self._plain:
+            raise InvalidRequestError(
+                function, f"the function takes no request, got {_short_repr(request)}"
+            )
+        try:
+            json.dumps(request, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise InvalidRequestError(
+                function, f"payload {_short_repr(request)} is not JSON: {exc}"
+            ) from None
+        return request
+
+    def decode(self, payload: Any) -> Any:
+        """Turn a stored payload back into the request type."""
+        adapter = self._adapter
+        if adapter is None:
+            return payload
+        return adapter.validate_python(payload)
+
+
+class TickerFunction(Generic[Req]):
+    """A registered job function; the decorator returns one.
+
+    Call ``await fn.enqueue(request)`` to run it now, or
+    ``await fn.schedule(request, at=... | after=...)`` to run it later. The
+    original function stays callable as ``fn.func``.
+    """
+
+    __slots__ = ("_app", "_codec", "func", "is_async", "name", "options", "wants_context")
+
+    def __init__(self, name: str, func: JobCallable, options: FunctionOptions) -> None:
+        self.name = name
+        self.func = func
+        self.options = options
+        self.is_async = inspect.iscoroutinefunction(func)
+        self.wants_context, request_type = _inspect_signature(name, func)
+        self._codec = _Codec(name, request_type)
+        self._app: TickerQ | None = None
+
+    @property
+    def request_type(self) -> Any:
+        """The request type (``Any`` for plain JSON, ``None`` for no request)."""
+        return self._codec.type
+
+    @property
+    def app(self) -> TickerQ:
+        """The app this function is registered in."""
+        if self._app is None:
+            raise TickerQError(
+                f"function {self.name!r} belongs to a router that no app has included yet"
+            )
+        return self._app
+
+    def encode_request(self, request: Any) -> Any:
+        """Validate a request and return the JSON-compatible payload to store."""
+        return self._codec.encode(self.name, request)
+
+    def decode_request(self, payload: Any) -> Any:
+        """Decode a stored payload into the request type."""
+        return self._codec.decode(payload)
+
+    async def enqueue(
+        self,
+        request: Req | None = None,
+        *,
+        description: str = "",
+        retries: int | None = None,
+        retry_intervals: Sequence[float] | None = None,
+        timeout: float | None = None,
+    ) -> TimeTicker:
+        """Add a time ticker that runs as soon as a slot is free."""
+        return await self.app.time_tickers.add(
+            self.name,
+            request=request,
+            description=description,
+            retries=retries,
+            retry_intervals=retry_intervals,
+            timeout=timeout,
+        )
+
+    async def schedule(
+        self,
+        request: Req | None = None,
+        *,
+        at: datetime | None = None,
+        after: timedelta | float | None = None,
+        description: str = "",
+        retries: int | None = None,
+        retry_intervals: Sequence[float] | None = None,
+        timeout: float | None = None,
+    ) -> TimeTicker:
+        """Add a time ticker due ``at`` an aware datetime or ``after`` a delay."""
+        return await self.app.time_tickers.add(
+            self.name,
+            request=request,
+            execution_time=at,
+            after=after,
+            description=description,
+            retries=retries,
+            retry_intervals=retry_intervals,
+            timeout=timeout,
+        )
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Call the underlying function directly (e.g. in a unit test)."""
+        return self.func(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"TickerFunction({self.name!r})"
+
+
+def _inspect_signature(name: str, func: JobCallable) -> tuple[bool, Any]:
+    """Return (wants_context, request_type) or report a signature problem."""
+    if inspect.isgeneratorfunction(func) or inspect.isasyncgenfunction(func):
+        _problem(name, "a job function cannot be a generator")
+        return False, None
+    try:
+        signature = inspect.signature(func)
+    except (TypeError, ValueError) as exc:
+        _problem(name, f"its signature cannot be read: {exc}")
+        return False, None
+    params = list(signature.parameters.values())
+    if not params:
+        return False, None
+    allowed = "only one parameter, annotated TickerContext or TickerContext[Request], is allowed"
+    if len(params) > 1:
+        names = ", ".join(p.name for p in params)
+        _problem(name, f"takes parameters ({names}); {allowed}")
+        return False, None
+    param = params[0]
+    if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD, param.KEYWORD_ONLY):
+        _problem(name, f"parameter {param.name!r} must be positional; {allowed}")
+        return False, None
+    if param.annotation is inspect.Parameter.empty:
+        return True, Any
+    try:
+        hints = get_type_hints(func)
+    except Exception as exc:
+        _problem(name, f"the annotation of {param.name!r} cannot be resolved: {exc}")
+        return True, Any
+    annotation = hints.get(param.name, Any)
+    if annotation is TickerContext:
+        return True, Any
+    if get_origin(annotation) is TickerContext:
+        args = get_args(annotation)
+        return True, args[0] if args else Any
+    _problem(name, f"parameter {param.name!r} is annotated {_type_name(annotation)}; {allowed}")
+    return True, Any
+
+
+def _check_options(name: str, options: FunctionOptions) -> None:
+    if options.retries < 0:
+        _problem(name, f"retries must be >= 0, got {options.retries}")
+    if options.max_concurrency < 0:
+        _problem(name, f"max_concurrency must be >= 0, got {options.max_concurrency}")
+    if options.timeout is not None and not (options.timeout > 0 and math.isfinite(options.timeout)):
+        _problem(name, f"timeout must be a positive number of seconds, got {options.timeout}")
+    for interval in options.retry_intervals or ():
+        if not (interval >= 0 and math.isfinite(interval)):
+            _problem(name, f"retry_intervals must be >= 0 seconds, got {interval}")
+    if options.cron is not None:
+        from tickerq.cron import CronExpression
+
+        try:
+            CronExpression.parse(options.cron, options.cron_timezone or "UTC")
+        except ValueError as exc:
+            _problem(name, str(exc))
+
+
+class _Decorator(Protocol):
+    def __call__(self, func: Callable[[TickerContext[Req]], Awaitable[Any] | Any], /) -> TickerFunction[Req]: ...
+
+
+class _Registrar:
+    """The ``function`` decorator, shared by :class:`TickerQ` and :class:`TickerRouter`."""
+
+    def __init__(self) -> None:
+        self._functions: dict[str, TickerFunction[Any]] = {}
+
+    @property
+    def functions(self) -> dict[str, TickerFunction[Any]]:
+        """The registered functions by name (a copy)."""
+        return dict(self._functions)
+
+    def function(
+        self,
+        name: str | None = None,
+        *,
+        cron: str | None = None,
+        cron_timezone: str | None = None,
+        misfire: MisfirePolicy = MisfirePolicy.RUN_ONCE,
+        priority: Priority = Priority.NORMAL,
+        max_concurrency: int = 0,
+        retries: int = 0,
+        retry_intervals: Sequence[float] | None = None,
+        timeout: float | None = None,
+    ) -> _Decorator:
+        """Register a job function: ``@app.function()`` or ``@app.function("name", ...)``.
+
+        Problems (duplicate name, bad signature, bad cron, negative limits,
+        unserializable request type) raise :class:`RegistrationError` here.
+        """
+        options = FunctionOptions(
+            cron=cron,
+            cron_timezone=cron_timezone,
+            misfire=MisfirePolicy(misfire),
+            priority=Priority(priority),
+            max_concurrency=max_concurrency,
+            retries=retries,
+            retry_intervals=tuple(retry_intervals) if retry_intervals is not None else None,
+            timeout=timeout,
+        )
+
+        def decorate(func: JobCallable) -> TickerFunction[Any]:
+            fname = name or getattr(func, "__name__", None) or repr(func)
+            handle: TickerFunction[Any] = TickerFunction(fname, func, options)
+            _check_options(fname, options)
+            self._register(handle)
+            return handle
+
+        return decorate  # type: ignore[return-value]
+
+    def _register(self, handle: TickerFunction[Any]) -> None:
+        if handle.name in self._functions and self._functions[handle.name] is not handle:
+            existing = self._functions[handle.name].func
+            where = getattr(existing, "__module__", "?") + "." + getattr(existing, "__qualname__", "?")
+            _problem(handle.name, f"the name is already registered (by {where})")
+            return
+        self._functions[handle.name] = handle
+
+
+class TickerRouter(_Registrar):
+    """A group of functions declared in one module, included into an app later.
+
+    ``router = TickerRouter(prefix="billing.")`` then ``@router.function()``;
+    ``app.include_router(router)`` registers them all, checking name clashes.
+    """
+
+    def __init__(self, prefix: str = "") -> None:
+        super().__init__()
+        self.prefix = prefix
+
+    def function(self, name: str | None = None, **kwargs: Any) -> _Decorator:  # type: ignore[override]
+        """Register a function under the router's prefix (see ``TickerQ.function``)."""
+        outer = super().function
+        prefix = self.prefix
+
+        def decorate(func: JobCallable) -> TickerFunction[Any]:
+            base = name or getattr(func, "__name__", None) or repr(func)
+            return outer(prefix + base, **kwargs)(func)
+
+        return decorate  # type: ignore[return-value]
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__qualname__", None) or repr(tp)
+
+
+def _short_repr(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _validation_text(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:3]:
+        loc = ".".join(str(p) for p in err["loc"]) or "request"
+        parts.append(f"{loc}: {err['msg']} (got {_short_repr(err.get('input'), 40)})")
+    more = exc.error_count() - 3
+    return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")

@@ -1,0 +1,139 @@
+"""Value objects returned to users: frozen snapshots of stored rows.
+
+Stores keep their own row representation; these are what the managers hand
+out (``app.time_tickers.get(id)`` and friends). Each has ``evolve()`` to get
+a changed copy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Self
+from uuid import UUID
+
+from tickerq.enums import MisfirePolicy, Priority, RunCondition, Status, TickerKind
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+__all__ = ["Attempt", "CronOccurrence", "CronTicker", "Node", "TimeTicker"]
+
+JSONValue = Any
+"""A value that ``json.dumps`` accepts (dict, list, str, int, float, bool, None)."""
+
+
+class _Evolve:
+    def evolve(self, **changes: Any) -> Self:
+        """A copy with the given fields changed."""
+        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TimeTicker(_Evolve):
+    """One run of a function at a time (``execution_time``), with its state."""
+
+    id: UUID
+    function: str
+    execution_time: datetime | None
+    """When it is due (UTC); None for a chain child that runs right after its parent."""
+    request: JSONValue = None
+    """The request payload, as JSON-compatible data."""
+    status: Status = Status.IDLE
+    priority: Priority = Priority.NORMAL
+    retries: int = 0
+    retry_intervals: tuple[float, ...] | None = None
+    retry_count: int = 0
+    timeout: float | None = None
+    description: str = ""
+    parent_id: UUID | None = None
+    run_condition: RunCondition | None = None
+    lock_holder: str | None = None
+    locked_at: datetime | None = None
+    lease_until: datetime | None = None
+    executed_at: datetime | None = None
+    """When the last attempt started."""
+    finished_at: datetime | None = None
+    elapsed_ms: float | None = None
+    error_type: str | None = None
+    error_message: str | None = None
+    skipped_reason: str | None = None
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CronTicker(_Evolve):
+    """A recurring schedule of a function."""
+
+    id: UUID
+    function: str
+    expression: str
+    timezone: str
+    request: JSONValue = None
+    retries: int = 0
+    retry_intervals: tuple[float, ...] | None = None
+    enabled: bool = True
+    misfire: MisfirePolicy = MisfirePolicy.RUN_ONCE
+    description: str = ""
+    seeded: bool = False
+    """True when it was created from a ``@app.function(cron=...)`` decorator."""
+    next_fire_at: datetime | None = None
+    """The next fire not yet turned into an occurrence (UTC)."""
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CronOccurrence(_Evolve):
+    """One fire of a cron ticker: unique by (cron_ticker_id, execution_time)."""
+
+    id: UUID
+    cron_ticker_id: UUID
+    function: str
+    execution_time: datetime
+    status: Status = Status.IDLE
+    retry_count: int = 0
+    lock_holder: str | None = None
+    locked_at: datetime | None = None
+    lease_until: datetime | None = None
+    executed_at: datetime | None = None
+    finished_at: datetime | None = None
+    elapsed_ms: float | None = None
+    error_type: str | None = None
+    error_message: str | None = None
+    skipped_reason: str | None = None
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Attempt(_Evolve):
+    """One execution attempt of a time ticker or cron occurrence."""
+
+    ticker_id: UUID
+    kind: TickerKind
+    number: int
+    """0 for the first run, 1 for the first retry, ..."""
+    node: str
+    started_at: datetime
+    finished_at: datetime | None = None
+    status: Status = Status.IN_PROGRESS
+    elapsed_ms: float | None = None
+    error_type: str | None = None
+    error_message: str | None = None
+    traceback: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Node(_Evolve):
+    """A running engine."""
+
+    id: str
+    started_at: datetime
+    last_heartbeat: datetime
+    version: str
+    max_concurrency: int
+    active: int = 0
+    functions: Sequence[str] = field(default_factory=tuple)

@@ -1,0 +1,291 @@
+"""The store contract: what the engine and the managers ask of persistence.
+
+Every store (memory, SQLite, PostgreSQL) implements :class:`Store` and passes
+the same contract test suite. A store keeps time tickers, cron tickers, their
+occurrences, attempts and nodes, and does the few things that must be atomic
+where several nodes share it: claiming due work with a lease, materializing a
+cron fire exactly once, and taking over rows whose lease ran out.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+from tickerq.enums import Priority, RunCondition, Status, TickerKind
+
+if TYPE_CHECKING:
+    from tickerq.events import EventBus
+    from tickerq.models import Attempt, CronOccurrence, CronTicker, Node, TimeTicker
+
+__all__ = ["Job", "Outcome", "Store", "TickerQuery"]
+
+
+class Job:
+    """A claimed unit of work (a time ticker or a cron occurrence), read-only for the engine."""
+
+    __slots__ = (
+        "cron_ticker_id",
+        "execution_time",
+        "function",
+        "id",
+        "kind",
+        "parent_id",
+        "priority",
+        "request",
+        "retries",
+        "retry_count",
+        "retry_intervals",
+        "timeout",
+    )
+
+    def __init__(
+        self,
+        *,
+        kind: TickerKind,
+        id: UUID,
+        function: str,
+        priority: Priority,
+        request: Any,
+        execution_time: datetime | None,
+        retries: int,
+        retry_intervals: tuple[float, ...] | None,
+        retry_count: int,
+        timeout: float | None,
+        cron_ticker_id: UUID | None = None,
+        parent_id: UUID | None = None,
+    ) -> None:
+        self.kind = kind
+        self.id = id
+        self.function = function
+        self.priority = priority
+        self.request = request
+        self.execution_time = execution_time
+        self.retries = retries
+        self.retry_intervals = retry_intervals
+        self.retry_count = retry_count
+        self.timeout = timeout
+        self.cron_ticker_id = cron_ticker_id
+        self.parent_id = parent_id
+
+
+@dataclass(slots=True, kw_only=True)
+class Outcome:
+    """The result of one attempt, handed to :meth:`Store.complete`."""
+
+    job: Job
+    status: Status
+    """A final status, or IDLE when the job goes back to wait for a retry (or a restart)."""
+    node: str
+    started_at: datetime
+    finished_at: datetime
+    retry_at: datetime | None = None
+    """With status IDLE: when to run again."""
+    counts_as_retry: bool = True
+    """False when the run was interrupted (shutdown), so it does not use up a retry."""
+    error_type: str | None = None
+    error_message: str | None = None
+    traceback: str | None = None
+    skipped_reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TickerQuery:
+    """Filter and page for listing time tickers."""
+
+    statuses: Sequence[Status] | None = None
+    function: str | None = None
+    text: str | None = None
+    """Matched, case-insensitively, against function, description and id."""
+    parent_id: UUID | None = None
+    roots_only: bool = False
+    """Only tickers without a parent (the tops of chains)."""
+    limit: int = 100
+    offset: int = 0
+
+
+class Store(ABC):
+    """Persistence of tickers; one implementation per backend."""
+
+    shared: bool = False
+    """True when other processes may use the same data (leases and heartbeats matter)."""
+
+    events: EventBus | None = None
+
+    def bind_events(self, bus: EventBus) -> None:
+        """Announce every change on ``bus``."""
+        self.events = bus
+
+    async def open(self) -> None:  # noqa: B027 - optional hook
+        """Connect; create or check the schema."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release every connection."""
+
+    # -- time tickers ------------------------------------------------------------------
+
+    @abstractmethod
+    async def add_time_tickers(self, tickers: Sequence[TimeTicker]) -> None:
+        """Store new time tickers atomically (all or none). Parents come before children."""
+
+    @abstractmethod
+    async def get_time_ticker(self, ticker_id: UUID) -> TimeTicker | None:
+        """One time ticker, or None."""
+
+    @abstractmethod
+    async def update_time_ticker(
+        self, ticker_id: UUID, changes: Mapping[str, Any], allowed: frozenset[Status]
+    ) -> TimeTicker:
+        """Change fields of a ticker whose status is in ``allowed``.
+
+        Raises TickerNotFoundError, or TickerStateError naming the status.
+        """
+
+    @abstractmethod
+    async def delete_time_tickers(self, ids: Sequence[UUID]) -> int:
+        """Delete tickers (and their children) that are not running; returns how many."""
+
+    @abstractmethod
+    async def query_time_tickers(self, query: TickerQuery) -> list[TimeTicker]:
+        """Tickers matching ``query``, newest execution time first."""
+
+    @abstractmethod
+    async def count_time_tickers(self, query: TickerQuery) -> int:
+        """How many tickers match ``query`` (ignoring its page)."""
+
+    # -- operations on both kinds -----------------------------------------------------
+
+    @abstractmethod
+    async def cancel(self, kind: TickerKind, ticker_id: UUID, now: datetime) -> Status:
+        """Cancel a waiting ticker at once; flag a running one for its node.
+
+        Returns the status it had. Raises TickerNotFoundError, or
+        TickerStateError when it has already ended.
+        """
+
+    @abstractmethod
+    async def retry_now(self, kind: TickerKind, ticker_id: UUID, now: datetime) -> None:
+        """Make an ended (or waiting) ticker due now again. Raises if running."""
+
+    @abstractmethod
+    async def attempts(self, kind: TickerKind, ticker_id: UUID) -> list[Attempt]:
+        """Every attempt of a ticker, oldest first."""
+
+    # -- cron tickers -----------------------------------------------------------------
+
+    @abstractmethod
+    async def add_cron_ticker(self, cron: CronTicker) -> CronTicker:
+        """Store a new cron ticker."""
+
+    @abstractmethod
+    async def seed_cron_ticker(self, cron: CronTicker) -> CronTicker:
+        """Create a decorator-seeded cron ticker unless one with the same function
+        and expression exists (idempotent under replicas starting together)."""
+
+    @abstractmethod
+    async def get_cron_ticker(self, cron_id: UUID) -> CronTicker | None:
+        """One cron ticker, or None."""
+
+    @abstractmethod
+    async def update_cron_ticker(self, cron_id: UUID, changes: Mapping[str, Any]) -> CronTicker:
+        """Change fields of a cron ticker. Raises TickerNotFoundError."""
+
+    @abstractmethod
+    async def delete_cron_ticker(self, cron_id: UUID) -> None:
+        """Delete a cron ticker and its waiting occurrences. Raises TickerNotFoundError."""
+
+    @abstractmethod
+    async def query_cron_tickers(self, function: str | None = None) -> list[CronTicker]:
+        """Every cron ticker (of one function), oldest first."""
+
+    @abstractmethod
+    async def due_cron_tickers(self, now: datetime) -> list[CronTicker]:
+        """Enabled cron tickers whose ``next_fire_at`` is at or before ``now``."""
+
+    @abstractmethod
+    async def advance_cron_ticker(
+        self,
+        cron_id: UUID,
+        expected_next: datetime | None,
+        new_next: datetime | None,
+        fires: Sequence[datetime],
+        priority: Priority,
+        now: datetime,
+    ) -> int:
+        """Create occurrences for ``fires`` (each at most once, ever) and move the
+        cron's cursor from ``expected_next`` to ``new_next`` if nobody moved it first.
+        Returns how many occurrences this call created."""
+
+    @abstractmethod
+    async def occurrences(
+        self, cron_id: UUID, limit: int = 100, offset: int = 0
+    ) -> list[CronOccurrence]:
+        """Occurrences of a cron ticker, newest first."""
+
+    @abstractmethod
+    async def get_occurrence(self, occurrence_id: UUID) -> CronOccurrence | None:
+        """One occurrence, or None."""
+
+    # -- the engine's work ------------------------------------------------------------
+
+    @abstractmethod
+    async def next_due_time(self) -> datetime | None:
+        """The earliest time at which something becomes due (claimable or a cron fire)."""
+
+    @abstractmethod
+    async def claim(
+        self,
+        now: datetime,
+        node: str,
+        lease_until: datetime,
+        slots: int,
+        capacity: Mapping[str, int],
+    ) -> list[Job]:
+        """Claim due work as QUEUED for ``node``: highest priority first, then oldest.
+
+        At most ``slots`` jobs, not counting LONG_RUNNING ones (they run outside
+        the pool); at most ``capacity[f]`` jobs of a function ``f`` that has a limit.
+        """
+
+    @abstractmethod
+    async def mark_started(self, jobs: Sequence[Job], node: str, now: datetime) -> None:
+        """QUEUED -> IN_PROGRESS, an attempt opened per job; IN_PROGRESS children start."""
+
+    @abstractmethod
+    async def complete(self, outcomes: Sequence[Outcome]) -> None:
+        """Record attempts' ends: final status or back to IDLE for a retry; resolve chains."""
+
+    @abstractmethod
+    async def release(self, jobs: Sequence[Job]) -> None:
+        """Give back claimed jobs that were not started (QUEUED -> IDLE)."""
+
+    # -- nodes and leases -------------------------------------------------------------
+
+    @abstractmethod
+    async def heartbeat(self, node: Node, running: Sequence[UUID], lease_until: datetime) -> None:
+        """Record that ``node`` is alive and extend the leases of its running jobs."""
+
+    @abstractmethod
+    async def reclaim_expired(self, now: datetime) -> int:
+        """Put rows whose lease ran out (their node died) back to IDLE; returns how many."""
+
+    @abstractmethod
+    async def nodes(self) -> list[Node]:
+        """Every known node."""
+
+    @abstractmethod
+    async def remove_node(self, node_id: str) -> None:
+        """Forget a node (on graceful stop)."""
+
+    @abstractmethod
+    async def cancel_requested(self, ids: Sequence[UUID]) -> list[UUID]:
+        """Which of these running ids were asked to cancel (from any node)."""
+
+
+def resolve_child(condition: RunCondition | None, parent_status: Status) -> bool:
+    """Whether a child with ``condition`` runs after its parent ended with ``parent_status``."""
+    return (condition or RunCondition.ON_ANY_COMPLETED_STATUS).matches(parent_status)
