@@ -55,8 +55,14 @@ class TickerQ(_Registrar):
         seed_crons: bool = True,
     ) -> None:
         super().__init__()
-        if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int) or max_concurrency < 1:
-            raise InvalidArgumentError(f"max_concurrency must be an integer >= 1, got {max_concurrency!r}")
+        if (
+            isinstance(max_concurrency, bool)
+            or not isinstance(max_concurrency, int)
+            or max_concurrency < 1
+        ):
+            raise InvalidArgumentError(
+                f"max_concurrency must be an integer >= 1, got {max_concurrency!r}"
+            )
         self.store = open_store(store) if isinstance(store, str) else store
         self.node_id = node_id or f"{socket.gethostname()}-{os.getpid()}"
         self.max_concurrency = max_concurrency

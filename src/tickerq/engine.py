@@ -205,7 +205,11 @@ class Engine:
         if run is None:
             return False
         run.ctx._request_cancel()
-        if run.task is not None and run.fn.is_async and run.job.priority is not Priority.LONG_RUNNING:
+        if (
+            run.task is not None
+            and run.fn.is_async
+            and run.job.priority is not Priority.LONG_RUNNING
+        ):
             run.task.cancel()
         return True
 
@@ -260,9 +264,14 @@ class Engine:
         for job in jobs:
             fn = self._functions.get(job.function)
             if fn is None:
-                self._record(job, now, Status.FAILED, error=LookupError(
-                    f"function {job.function!r} is not registered on node {self.node_id}"
-                ))
+                self._record(
+                    job,
+                    now,
+                    Status.FAILED,
+                    error=LookupError(
+                        f"function {job.function!r} is not registered on node {self.node_id}"
+                    ),
+                )
                 continue
             due = job.execution_time
             ctx: TickerContext[Any] = TickerContext(
@@ -293,17 +302,7 @@ class Engine:
         reason: str | None = None
         timeout = job.timeout if job.timeout is not None else fn.options.timeout
         try:
-            if fn.wants_context and job.request is not None:
-                ctx._request = fn.decode_request(job.request)
-            if fn.is_async and job.priority is not Priority.LONG_RUNNING:
-                call = fn.func(ctx) if fn.wants_context else fn.func()
-                if timeout is None:
-                    await call
-                else:
-                    async with asyncio.timeout(timeout):
-                        await call
-            else:
-                await self._in_thread(run, timeout)
+            await self._call(run, timeout)
         except TerminateExecution as stop:
             status, reason = stop.status, stop.reason
         except asyncio.CancelledError:
@@ -327,14 +326,30 @@ class Engine:
         else:
             self._record(job, run.started_at, status, reason=reason)
 
+    async def _call(self, run: _Run, timeout: float | None) -> None:
+        job, fn, ctx = run.job, run.fn, run.ctx
+        if fn.wants_context and job.request is not None:
+            ctx._request = fn.decode_request(job.request)
+        if not fn.is_async or job.priority is Priority.LONG_RUNNING:
+            await self._in_thread(run, timeout)
+            return
+        call = fn.func(ctx) if fn.wants_context else fn.func()
+        if timeout is None:
+            await call
+            return
+        async with asyncio.timeout(timeout):
+            await call
+
     async def _in_thread(self, run: _Run, timeout: float | None) -> None:
         loop = asyncio.get_running_loop()
         fn, ctx = run.fn, run.ctx
         func = fn.func
         if fn.is_async:
+
             def call() -> Any:
                 return asyncio.run(func(ctx) if fn.wants_context else func())
         elif fn.wants_context:
+
             def call() -> Any:
                 return func(ctx)
         else:
@@ -343,7 +358,10 @@ class Engine:
         if run.job.priority is Priority.LONG_RUNNING:
             future = loop.create_future()
             threading.Thread(
-                target=_thread_main, args=(loop, future, call), name=f"tickerq-{fn.name}", daemon=True
+                target=_thread_main,
+                args=(loop, future, call),
+                name=f"tickerq-{fn.name}",
+                daemon=True,
             ).start()
         else:
             future = loop.run_in_executor(self._pool, call)
@@ -482,7 +500,9 @@ class Engine:
             bus.publish(EngineStateChanged(self.clock.now(), self.node_id, state))
 
 
-def _thread_main(loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], call: Callable[[], Any]) -> None:
+def _thread_main(
+    loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], call: Callable[[], Any]
+) -> None:
     try:
         result = call()
     except BaseException as exc:  # handed to the loop, re-raised there

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from enum import Enum, IntEnum
+from enum import IntEnum, StrEnum
 
 __all__ = ["MisfirePolicy", "Priority", "RunCondition", "Status", "TickerKind"]
 
 
-class Status(str, Enum):
+class Status(StrEnum):
     """Where a ticker (or cron occurrence) is in its life."""
 
     IDLE = "IDLE"
@@ -38,12 +38,10 @@ class Status(str, Enum):
         return self in (Status.DONE, Status.DUE_DONE)
 
 
-_FINAL = frozenset(
-    {Status.DONE, Status.DUE_DONE, Status.FAILED, Status.CANCELLED, Status.SKIPPED}
-)
+_FINAL = frozenset({Status.DONE, Status.DUE_DONE, Status.FAILED, Status.CANCELLED, Status.SKIPPED})
 
 
-class RunCondition(str, Enum):
+class RunCondition(StrEnum):
     """When a child ticker of a chain runs, given its parent's outcome."""
 
     ON_SUCCESS = "ON_SUCCESS"
@@ -82,7 +80,7 @@ class Priority(IntEnum):
     LONG_RUNNING = 3
 
 
-class MisfirePolicy(str, Enum):
+class MisfirePolicy(StrEnum):
     """What a cron ticker does with fires missed while no node was running."""
 
     RUN_ONCE = "RUN_ONCE"
@@ -93,7 +91,7 @@ class MisfirePolicy(str, Enum):
     """Run none of the missed fires; wait for the next one."""
 
 
-class TickerKind(str, Enum):
+class TickerKind(StrEnum):
     """What kind of row a running job came from."""
 
     TIME = "TIME"

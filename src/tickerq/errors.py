@@ -98,7 +98,7 @@ class NotRunningError(TickerQError, RuntimeError):
     """The app's engine is not running (e.g. the sync facade was not started)."""
 
 
-class TerminateExecution(TickerQError):  # noqa: N818 - name kept from TickerQ
+class TerminateExecution(TickerQError):
     """Raise inside a job to end the run with a chosen status and reason.
 
     ``raise TerminateExecution(Status.SKIPPED, "nothing to do")`` ends the run

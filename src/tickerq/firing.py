@@ -60,7 +60,7 @@ def plan_fires(
     next unprocessed fire when RUN_ALL hit its per-round cap)."""
     limit = timedelta(seconds=grace)
     if policy is MisfirePolicy.RUN_ALL:
-        fires = []
+        fires: list[datetime] = []
         fire = cursor
         while fire <= now and len(fires) < MAX_FIRES_PER_ROUND:
             fires.append(fire)
@@ -104,6 +104,11 @@ async def fire_due_crons(
             )
         priority = priorities.get(cron.function, Priority.NORMAL)
         created += await store.advance_cron_ticker(
-            cron.id, cursor, new_cursor, fires, priority, now
+            cron.id,
+            expected_next=cursor,
+            new_next=new_cursor,
+            fires=fires,
+            priority=priority,
+            now=now,
         )
     return created

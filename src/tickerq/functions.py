@@ -12,10 +12,19 @@ import contextvars
 import inspect
 import json
 import math
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Generic, Protocol, get_args, get_origin, get_type_hints
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Generic,
+    Protocol,
+    get_args,
+    get_origin,
+    get_type_hints,
+    overload,
+)
 
 from pydantic import TypeAdapter, ValidationError
 
@@ -288,7 +297,12 @@ def _check_options(name: str, options: FunctionOptions) -> None:
 
 
 class _Decorator(Protocol):
-    def __call__(self, func: Callable[[TickerContext[Req]], Awaitable[Any] | Any], /) -> TickerFunction[Req]: ...
+    """What ``@app.function(...)`` returns: turns a function into a typed handle."""
+
+    @overload
+    def __call__(self, func: Callable[[TickerContext[Req]], Any], /) -> TickerFunction[Req]: ...
+    @overload
+    def __call__(self, func: Callable[[], Any], /) -> TickerFunction[None]: ...
 
 
 class _Registrar:
@@ -302,6 +316,13 @@ class _Registrar:
         """The registered functions by name (a copy)."""
         return dict(self._functions)
 
+    _prefix = ""
+
+    @overload
+    def function(self, name: Callable[[TickerContext[Req]], Any], /) -> TickerFunction[Req]: ...
+    @overload
+    def function(self, name: Callable[[], Any], /) -> TickerFunction[None]: ...
+    @overload
     def function(
         self,
         name: str | None = None,
@@ -314,12 +335,31 @@ class _Registrar:
         retries: int = 0,
         retry_intervals: Sequence[float] | None = None,
         timeout: float | None = None,
-    ) -> _Decorator:
-        """Register a job function: ``@app.function()`` or ``@app.function("name", ...)``.
+    ) -> _Decorator: ...
+    def function(
+        self,
+        name: str | JobCallable | None = None,
+        *,
+        cron: str | None = None,
+        cron_timezone: str | None = None,
+        misfire: MisfirePolicy = MisfirePolicy.RUN_ONCE,
+        priority: Priority = Priority.NORMAL,
+        max_concurrency: int = 0,
+        retries: int = 0,
+        retry_intervals: Sequence[float] | None = None,
+        timeout: float | None = None,
+    ) -> Any:
+        """Register a job function: ``@app.function``, ``@app.function()`` or
+        ``@app.function("name", cron=..., priority=..., max_concurrency=...,
+        retries=..., retry_intervals=..., timeout=...)``.
 
         Problems (duplicate name, bad signature, bad cron, negative limits,
-        unserializable request type) raise :class:`RegistrationError` here.
+        unserializable request type) raise :class:`RegistrationError` here,
+        naming the function.
         """
+        if not (name is None or isinstance(name, str)):  # bare @app.function
+            return self.function()(name)
+        label: str | None = name
         options = FunctionOptions(
             cron=cron,
             cron_timezone=cron_timezone,
@@ -332,18 +372,23 @@ class _Registrar:
         )
 
         def decorate(func: JobCallable) -> TickerFunction[Any]:
-            fname = name or getattr(func, "__name__", None) or repr(func)
+            fname = self._prefix + (label or getattr(func, "__name__", None) or repr(func))
             handle: TickerFunction[Any] = TickerFunction(fname, func, options)
             _check_options(fname, options)
             self._register(handle)
             return handle
 
-        return decorate  # type: ignore[return-value]
+        if callable(name):  # bare @app.function without parentheses
+            func, name = name, None
+            return decorate(func)
+        return decorate
 
     def _register(self, handle: TickerFunction[Any]) -> None:
         if handle.name in self._functions and self._functions[handle.name] is not handle:
             existing = self._functions[handle.name].func
-            where = getattr(existing, "__module__", "?") + "." + getattr(existing, "__qualname__", "?")
+            where = (
+                getattr(existing, "__module__", "?") + "." + getattr(existing, "__qualname__", "?")
+            )
             _problem(handle.name, f"the name is already registered (by {where})")
             return
         self._functions[handle.name] = handle
@@ -358,18 +403,12 @@ class TickerRouter(_Registrar):
 
     def __init__(self, prefix: str = "") -> None:
         super().__init__()
-        self.prefix = prefix
+        self._prefix = prefix
 
-    def function(self, name: str | None = None, **kwargs: Any) -> _Decorator:  # type: ignore[override]
-        """Register a function under the router's prefix (see ``TickerQ.function``)."""
-        outer = super().function
-        prefix = self.prefix
-
-        def decorate(func: JobCallable) -> TickerFunction[Any]:
-            base = name or getattr(func, "__name__", None) or repr(func)
-            return outer(prefix + base, **kwargs)(func)
-
-        return decorate  # type: ignore[return-value]
+    @property
+    def prefix(self) -> str:
+        """Prepended to the name of every function registered here."""
+        return self._prefix
 
 
 def _type_name(tp: Any) -> str:

@@ -175,7 +175,9 @@ class TimeTickerManager:
         for spec in specs:
             walk(spec, None)
         await self._app.store.add_time_tickers(out)
-        self._app.wake_engine(min((t.execution_time for t in out if t.execution_time), default=None))
+        self._app.wake_engine(
+            min((t.execution_time for t in out if t.execution_time), default=None)
+        )
         return out
 
     async def get(self, ticker_id: UUID) -> TimeTicker:
@@ -252,7 +254,15 @@ class TimeTickerManager:
     ) -> list[TimeTicker]:
         """Tickers matching the filters, latest execution time first."""
         return await self._app.store.query_time_tickers(
-            _query(status, function, text, parent_id, roots_only, limit, offset)
+            _query(
+                status=status,
+                function=function,
+                text=text,
+                parent_id=parent_id,
+                roots_only=roots_only,
+                limit=limit,
+                offset=offset,
+            )
         )
 
     async def count(
@@ -264,7 +274,15 @@ class TimeTickerManager:
     ) -> int:
         """How many tickers match the filters."""
         return await self._app.store.count_time_tickers(
-            _query(status, function, text, None, False, 1, 0)
+            _query(
+                status=status,
+                function=function,
+                text=text,
+                parent_id=None,
+                roots_only=False,
+                limit=1,
+                offset=0,
+            )
         )
 
     async def attempts(self, ticker_id: UUID) -> list[Attempt]:
@@ -416,7 +434,12 @@ class CronTickerManager:
         fn = self._app.get_function(cron.function)
         store = self._app.store
         await store.advance_cron_ticker(
-            cron.id, cron.next_fire_at, cron.next_fire_at, [now], fn.options.priority, now
+            cron.id,
+            expected_next=cron.next_fire_at,
+            new_next=cron.next_fire_at,
+            fires=[now],
+            priority=fn.options.priority,
+            now=now,
         )
         self._app.wake_engine(now)
         for occurrence in await store.occurrences(cron.id, limit=5):
@@ -467,6 +490,7 @@ def _uuid(value: UUID | str) -> UUID:
 
 
 def _query(
+    *,
     status: Status | Sequence[Status] | None,
     function: str | None,
     text: str | None,

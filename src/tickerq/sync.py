@@ -108,7 +108,9 @@ class SyncTickerQ:
         self._loop = None
         self._thread = None
 
-    def enqueue(self, fn: TickerFunction[Req], request: Req | None = None, **options: Any) -> TimeTicker:
+    def enqueue(
+        self, fn: TickerFunction[Req], request: Req | None = None, **options: Any
+    ) -> TimeTicker:
         """``await fn.enqueue(request, ...)``, blocking."""
         return self.call(fn.enqueue(request, **options))
 

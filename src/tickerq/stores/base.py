@@ -210,6 +210,7 @@ class Store(ABC):
     async def advance_cron_ticker(
         self,
         cron_id: UUID,
+        *,
         expected_next: datetime | None,
         new_next: datetime | None,
         fires: Sequence[datetime],

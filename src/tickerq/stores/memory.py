@@ -243,7 +243,9 @@ class MemoryStore(Store):
         row = self._row(kind, ticker_id)
         before = row.status
         if before.is_final:
-            raise TickerStateError(f"{_kind_name(kind)} {ticker_id} has already ended ({before.name})")
+            raise TickerStateError(
+                f"{_kind_name(kind)} {ticker_id} has already ended ({before.name})"
+            )
         if before is Status.IN_PROGRESS:
             row.cancel_requested = True
             return before
@@ -334,6 +336,7 @@ class MemoryStore(Store):
     async def advance_cron_ticker(
         self,
         cron_id: UUID,
+        *,
         expected_next: datetime | None,
         new_next: datetime | None,
         fires: Sequence[datetime],
@@ -532,9 +535,7 @@ class MemoryStore(Store):
             else:
                 self._finish(row, outcome.status, outcome.finished_at, outcome.skipped_reason)
 
-    def _finish(
-        self, row: _Row, status: Status, now: datetime, skipped_reason: str | None
-    ) -> None:
+    def _finish(self, row: _Row, status: Status, now: datetime, skipped_reason: str | None) -> None:
         """Put a row in a final status and resolve its waiting children."""
         row.status = status
         row.finished_at = now

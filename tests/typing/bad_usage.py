@@ -1,0 +1,40 @@
+"""Typing sample: mypy --strict must REJECT the marked lines (tests/unit/test_typing.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tickerq import TickerContext, TickerQ
+
+app = TickerQ()
+
+
+@dataclass
+class Email:
+    to: str
+
+
+@dataclass
+class Sms:
+    number: str
+
+
+@app.function()
+def send_email(ctx: TickerContext[Email]) -> None:
+    print(ctx.request.to)
+
+
+@app.function()
+def no_request() -> None:
+    pass
+
+
+async def use() -> None:
+    await send_email.enqueue(Sms(number="1"))  # error: wrong request type
+    await send_email.schedule("not an email", after=5)  # error: wrong request type
+    await no_request.enqueue(Email(to="x"))  # error: takes no request
+
+
+@app.function()
+def reads_wrong_field(ctx: TickerContext[Email]) -> None:
+    print(ctx.request.number)  # error: Email has no attribute number
