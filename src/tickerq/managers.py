@@ -244,7 +244,7 @@ class TimeTickerManager:
     async def query(
         self,
         *,
-        status: Status | Sequence[Status] | None = None,
+        status: Status | str | Sequence[Status | str] | None = None,
         function: str | None = None,
         text: str | None = None,
         parent_id: UUID | None = None,
@@ -268,7 +268,7 @@ class TimeTickerManager:
     async def count(
         self,
         *,
-        status: Status | Sequence[Status] | None = None,
+        status: Status | str | Sequence[Status | str] | None = None,
         function: str | None = None,
         text: str | None = None,
     ) -> int:
@@ -489,9 +489,17 @@ def _uuid(value: UUID | str) -> UUID:
         raise InvalidArgumentError(f"not a ticker id: {value!r}") from None
 
 
+def _status(value: Status | str) -> Status:
+    try:
+        return Status(str(value).upper())
+    except ValueError:
+        names = ", ".join(s.name for s in Status)
+        raise InvalidArgumentError(f"unknown status {value!r}; expected one of {names}") from None
+
+
 def _query(
     *,
-    status: Status | Sequence[Status] | None,
+    status: Status | str | Sequence[Status | str] | None,
     function: str | None,
     text: str | None,
     parent_id: UUID | None,
@@ -501,9 +509,9 @@ def _query(
 ) -> TickerQuery:
     if limit < 0 or offset < 0:
         raise InvalidArgumentError(f"limit and offset must be >= 0, got {limit}, {offset}")
-    statuses = [status] if isinstance(status, Status) else status
+    statuses = [status] if isinstance(status, str) else status
     return TickerQuery(
-        statuses=[Status(s) for s in statuses] if statuses else None,
+        statuses=[_status(s) for s in statuses] if statuses else None,
         function=function,
         text=text,
         parent_id=parent_id,
