@@ -62,7 +62,7 @@ class EngineOptions:
 class _Run:
     """A job running on this node."""
 
-    __slots__ = ("ctx", "fn", "interrupted", "job", "started_at", "task")
+    __slots__ = ("ctx", "fn", "interrupted", "job", "started_at", "task", "thread", "timed_out")
 
     def __init__(self, job: Job, fn: TickerFunction[Any], ctx: TickerContext[Any], now: datetime):
         self.job = job
@@ -70,7 +70,9 @@ class _Run:
         self.ctx = ctx
         self.started_at = now
         self.task: asyncio.Task[None] | None = None
+        self.thread: asyncio.Future[Any] | None = None
         self.interrupted = False
+        self.timed_out = False
 
 
 class Engine:
@@ -99,6 +101,7 @@ class Engine:
         self._pool: ThreadPoolExecutor | None = None
         self._rng = random.Random()
         self._limited: list[TickerFunction[Any]] = []
+        self._known_functions = -1
         self._functions: dict[str, TickerFunction[Any]] = {}
 
     # -- lifecycle --------------------------------------------------------------------
@@ -115,8 +118,7 @@ class Engine:
 
     async def start(self) -> None:
         """Start the loop (and heartbeats on a shared store)."""
-        self._functions = self.app.functions
-        self._limited = [f for f in self._functions.values() if f.options.max_concurrency > 0]
+        self._functions = self.app._functions  # live: functions registered later count too
         self._pool = ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="tickerq")
         self._stopping = False
         self.started_at = self.clock.now()
@@ -179,6 +181,7 @@ class Engine:
             return
         wakeup = self._wakeup
         if wakeup is not None and not wakeup.done():
+            self._idle.clear()
             wakeup.set_result(None)
 
     async def wait_idle(self) -> None:
@@ -219,14 +222,13 @@ class Engine:
         loop = asyncio.get_running_loop()
         store = self.store
         clock = self.clock
-        priorities = {name: f.options.priority for name, f in self._functions.items()}
         while not self._stopping:
             self._wakeup = loop.create_future()
             self._idle.clear()
             now = clock.now()
             try:
                 if not self.paused:
-                    await fire_due_crons(store, now, priorities, self.options.misfire_grace)
+                    await fire_due_crons(store, now, self._priority_of, self.options.misfire_grace)
                     free = self.max_concurrency - self._active
                     jobs = await store.claim(
                         now, self.node_id, self._lease_until(now), max(free, 0), self._capacity()
@@ -250,7 +252,14 @@ class Engine:
             self._deadline = None
         self._idle.set()
 
+    def _priority_of(self, function: str) -> Priority:
+        fn = self._functions.get(function)
+        return fn.options.priority if fn is not None else Priority.NORMAL
+
     def _capacity(self) -> dict[str, int]:
+        if len(self._functions) != self._known_functions:
+            self._known_functions = len(self._functions)
+            self._limited = [f for f in self._functions.values() if f.options.max_concurrency]
         fn_active = self._fn_active
         return {f.name: f.options.max_concurrency - fn_active.get(f.name, 0) for f in self._limited}
 
@@ -309,18 +318,32 @@ class Engine:
             if not (run.interrupted or ctx.cancelled):
                 raise
         except TimeoutError as exc:
-            error = exc if timeout is None else TimeoutError(f"timed out after {timeout:g} s")
-            error.__traceback__ = exc.__traceback__
+            error = exc
+            if run.timed_out:
+                error = TimeoutError(f"timed out after {timeout:g} s")
+                error.__traceback__ = exc.__traceback__
         except Exception as exc:
             error = exc
+        except BaseException:
+            self._release_slot(run)
+            raise
+        try:
+            await self._conclude(run, status, error, reason)
+            if run.thread is not None and not run.thread.done() and not run.interrupted:
+                # A thread cannot be killed: its slot stays taken until it returns.
+                await asyncio.wait([run.thread])
         finally:
             self._release_slot(run)
+
+    async def _conclude(
+        self, run: _Run, status: Status, error: BaseException | None, reason: str | None
+    ) -> None:
+        job, ctx = run.job, run.ctx
         if run.interrupted:
             self._record(job, run.started_at, Status.IDLE, counts_as_retry=False)
-            return
-        if ctx.cancelled and status is not Status.FAILED:
-            status, error, reason = Status.CANCELLED, None, None
-        if error is not None:
+        elif ctx.cancelled and not run.timed_out and status is not Status.FAILED:
+            self._record(job, run.started_at, Status.CANCELLED)
+        elif error is not None:
             await self._on_error(ctx, error)
             self._record(job, run.started_at, Status.FAILED, error=error)
         else:
@@ -337,8 +360,12 @@ class Engine:
         if timeout is None:
             await call
             return
-        async with asyncio.timeout(timeout):
-            await call
+        limit = asyncio.timeout(timeout)
+        try:
+            async with limit:
+                await call
+        finally:
+            run.timed_out = limit.expired()
 
     async def _in_thread(self, run: _Run, timeout: float | None) -> None:
         loop = asyncio.get_running_loop()
@@ -365,15 +392,16 @@ class Engine:
             ).start()
         else:
             future = loop.run_in_executor(self._pool, call)
+        run.thread = future
         if timeout is None:
             await asyncio.shield(future)
             return
         try:
             await asyncio.wait_for(asyncio.shield(future), timeout)
         except TimeoutError:
-            ctx._request_cancel()
-            ctx._cancel_requested = False  # a timeout is a failure, not a cancellation
-            raise TimeoutError(f"timed out after {timeout:g} s") from None
+            run.timed_out = True
+            ctx._request_cancel()  # ask the thread to stop; the run counts as failed
+            raise
 
     def _release_slot(self, run: _Run) -> None:
         job = run.job
@@ -383,6 +411,8 @@ class Engine:
             self._active -= 1
         if run.fn.options.max_concurrency:
             self._fn_active[run.fn.name] -= 1
+        if self._flush_task is None:
+            self.wake()  # a slot is free (otherwise the flush wakes the loop when written)
 
     def _interrupt(self, run: _Run) -> None:
         run.interrupted = True

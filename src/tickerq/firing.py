@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from tickerq.cron import CronExpression
-from tickerq.enums import MisfirePolicy, Priority
+from tickerq.enums import MisfirePolicy
+
+if TYPE_CHECKING:
+    from tickerq.enums import Priority
 
 if TYPE_CHECKING:
     from tickerq.models import CronTicker
@@ -76,7 +79,7 @@ def plan_fires(
 async def fire_due_crons(
     store: Store,
     now: datetime,
-    priorities: Mapping[str, Priority],
+    priority_of: Callable[[str], Priority],
     misfire_grace: float,
 ) -> int:
     """Materialize the occurrences of every due cron ticker; returns how many were created."""
@@ -102,7 +105,7 @@ async def fire_due_crons(
                 cron.misfire.name,
                 extra={"action": "cron_misfire", "cron_ticker_id": str(cron.id)},
             )
-        priority = priorities.get(cron.function, Priority.NORMAL)
+        priority = priority_of(cron.function)
         created += await store.advance_cron_ticker(
             cron.id,
             expected_next=cursor,
