@@ -3,7 +3,6 @@
 import dataclasses
 import datetime as dt
 import json
-import math
 import uuid
 from typing import Any
 
