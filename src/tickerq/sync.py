@@ -83,6 +83,8 @@ class SyncTickerQ:
         """Run ``awaitable`` on the app's loop and wait for its result."""
         loop = self._portal()
         if threading.current_thread() is self._thread:
+            if isinstance(awaitable, Coroutine):
+                awaitable.close()
             raise TickerQError("app.sync cannot be used from inside the app's own event loop")
 
         async def run() -> T:

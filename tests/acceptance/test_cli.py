@@ -1,0 +1,113 @@
+"""The `tickerq` command, run as a user would: a subprocess."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+SAMPLE = Path(__file__).parent / "sample"
+
+
+def tickerq(
+    *args: str, cwd: Path = SAMPLE, timeout: float = 30, **env: str
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tickerq.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **env, "COLUMNS": "120"},
+        check=False,
+    )
+
+
+def test_help_lists_the_commands() -> None:
+    result = tickerq("--help")
+    assert result.returncode == 0
+    for command in ("run", "check", "cron", "demo"):
+        assert f"  {command}" in result.stdout
+
+
+def test_check_reports_all_three_mistakes() -> None:
+    result = tickerq("check", "broken_app:app")
+    assert result.returncode == 1
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 3, result.stderr
+    assert "'nightly'" in lines[0] and "hour" in lines[0] and "25" in lines[0]
+    assert "'two_params'" in lines[1] and "extra" in lines[1]
+    assert "'hopeless'" in lines[2] and "retries" in lines[2] and "-1" in lines[2]
+    assert "3 problem(s) found" in result.stderr
+
+
+def test_check_passes_a_good_app() -> None:
+    result = tickerq("check", "good_app")
+    assert result.returncode == 0, result.stderr
+    assert "ok: 2 function(s): every_second, greet" in result.stdout
+
+
+def test_check_names_a_missing_module() -> None:
+    result = tickerq("check", "no_such_module:app")
+    assert result.returncode == 2
+    assert "no_such_module" in result.stderr
+
+
+def test_cron_next_prints_fires_in_the_timezone() -> None:
+    result = tickerq(
+        "cron",
+        "next",
+        "30 2 * * *",
+        "--tz",
+        "Europe/Berlin",
+        "-n",
+        "3",
+        "--after",
+        "2026-03-27T12:00",
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[1].split()[0] == "2026-03-28T02:30:00+01:00"
+    assert lines[2].split()[0] == "2026-03-29T03:00:00+02:00"  # the spring-forward gap
+    assert lines[3].split()[0] == "2026-03-30T02:30:00+02:00"
+
+
+def test_cron_next_rejects_a_bad_field() -> None:
+    result = tickerq("cron", "next", "61 * * * *")
+    assert result.returncode == 2
+    assert "minute" in result.stderr and "61" in result.stderr
+
+
+def test_run_executes_jobs_and_stops_on_sigterm(tmp_path: Path) -> None:
+    env = {**os.environ, "TICKERQ_TEST_MARKERS": str(tmp_path)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tickerq.cli", "run", "good_app:app"],
+        cwd=SAMPLE,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 15
+        while not list(tmp_path.glob("cron-*")):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the cron never ran"
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0, err
+    assert "running good_app:app" in out
+
+
+def test_demo_shows_jobs_running() -> None:
+    result = tickerq("demo", "--duration", "4", timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "tickerq demo" in result.stdout
+    assert "charge_card" in result.stdout
+    assert "DONE" in result.stdout
+    assert "sync_inventory" in result.stdout
