@@ -106,6 +106,11 @@ class TerminateExecution(TickerQError):
     """
 
     def __init__(self, status: Status, reason: str = "") -> None:
+        if not status.is_final:
+            raise InvalidArgumentError(
+                f"TerminateExecution needs a final status (DONE, FAILED, CANCELLED, SKIPPED...), "
+                f"got {status.name}"
+            )
         super().__init__(f"execution terminated with status {status.name}: {reason}")
         self.status = status
         self.reason = reason

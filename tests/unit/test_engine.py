@@ -551,3 +551,27 @@ async def test_many_jobs_all_reach_a_final_status(clock: ManualClock, kind: str)
         await advance(app, 10)
         assert await app.time_tickers.count(status=Status.DONE) == 300
     assert count == 300
+
+
+def test_terminate_execution_needs_a_final_status() -> None:
+    with pytest.raises(ValueError, match="IN_PROGRESS"):
+        TerminateExecution(Status.IN_PROGRESS, "not allowed")
+
+
+async def test_every_status_change_is_an_event(app: TickerQ) -> None:
+    from tickerq.events import Event, TickerChanged
+
+    events: list[Event] = []
+    app.events.subscribe(events.append)
+
+    @app.function()
+    async def job() -> None:
+        pass
+
+    async with app:
+        ticker = await job.enqueue()
+        await run_until_idle(app)
+    statuses = [e.status for e in events if isinstance(e, TickerChanged) and e.id == ticker.id]
+    assert statuses == [Status.IDLE, Status.QUEUED, Status.IN_PROGRESS, Status.DONE]
+    states = [e.state for e in events if type(e).__name__ == "EngineStateChanged"]  # type: ignore[attr-defined]
+    assert states == ["running", "stopped"]
