@@ -10,8 +10,6 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import inspect
-import json
-import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -30,7 +28,13 @@ from pydantic import TypeAdapter, ValidationError
 
 from tickerq.context import Req, TickerContext
 from tickerq.enums import MisfirePolicy, Priority
-from tickerq.errors import InvalidRequestError, RegistrationError, TickerQError
+from tickerq.errors import (
+    InvalidArgumentError,
+    InvalidRequestError,
+    RegistrationError,
+    TickerQError,
+)
+from tickerq.validation import check_count, check_enum, check_retries, check_timeout, json_copy
 
 if TYPE_CHECKING:
     from tickerq.app import TickerQ
@@ -132,12 +136,11 @@ class _Codec:
                 function, f"the function takes no request, got {_short_repr(request)}"
             )
         try:
-            json.dumps(request, allow_nan=False)
+            return json_copy(request)
         except (TypeError, ValueError) as exc:
             raise InvalidRequestError(
                 function, f"payload {_short_repr(request)} is not JSON: {exc}"
             ) from None
-        return request
 
     def decode(self, payload: Any) -> Any:
         """Turn a stored payload back into the request type."""
@@ -277,23 +280,32 @@ def _inspect_signature(name: str, func: JobCallable) -> tuple[bool, Any]:
     return True, Any
 
 
-def _check_options(name: str, options: FunctionOptions) -> None:
-    if options.retries < 0:
-        _problem(name, f"retries must be >= 0, got {options.retries}")
-    if options.max_concurrency < 0:
-        _problem(name, f"max_concurrency must be >= 0, got {options.max_concurrency}")
-    if options.timeout is not None and not (options.timeout > 0 and math.isfinite(options.timeout)):
-        _problem(name, f"timeout must be a positive number of seconds, got {options.timeout}")
-    for interval in options.retry_intervals or ():
-        if not (interval >= 0 and math.isfinite(interval)):
-            _problem(name, f"retry_intervals must be >= 0 seconds, got {interval}")
-    if options.cron is not None:
+def _checked_options(name: str, options: dict[str, Any]) -> FunctionOptions:
+    """Build the options, reporting every bad one as a problem of function ``name``."""
+    checks = {
+        "misfire": lambda v: check_enum(MisfirePolicy, v, "misfire policy"),
+        "priority": lambda v: check_enum(Priority, v, "priority"),
+        "max_concurrency": lambda v: check_count(v, "max_concurrency"),
+        "retries": lambda v: check_count(v, "retries"),
+        "retry_intervals": lambda v: check_retries(0, v),
+        "timeout": check_timeout,
+    }
+    defaults = FunctionOptions()
+    for key, check in checks.items():
+        try:
+            options[key] = check(options[key])
+        except InvalidArgumentError as exc:
+            _problem(name, str(exc))
+            options[key] = getattr(defaults, key)
+    if options["cron"] is not None:
         from tickerq.cron import CronExpression
 
         try:
-            CronExpression.parse(options.cron, options.cron_timezone or "UTC")
+            CronExpression.parse(options["cron"], options["cron_timezone"] or "UTC")
         except ValueError as exc:
             _problem(name, str(exc))
+            options["cron"] = None
+    return FunctionOptions(**options)
 
 
 class _Decorator(Protocol):
@@ -360,21 +372,21 @@ class _Registrar:
         if not (name is None or isinstance(name, str)):  # bare @app.function
             return self.function()(name)
         label: str | None = name
-        options = FunctionOptions(
-            cron=cron,
-            cron_timezone=cron_timezone,
-            misfire=MisfirePolicy(misfire),
-            priority=Priority(priority),
-            max_concurrency=max_concurrency,
-            retries=retries,
-            retry_intervals=tuple(retry_intervals) if retry_intervals is not None else None,
-            timeout=timeout,
-        )
+        raw = {
+            "cron": cron,
+            "cron_timezone": cron_timezone,
+            "misfire": misfire,
+            "priority": priority,
+            "max_concurrency": max_concurrency,
+            "retries": retries,
+            "retry_intervals": retry_intervals,
+            "timeout": timeout,
+        }
 
         def decorate(func: JobCallable) -> TickerFunction[Any]:
             fname = self._prefix + (label or getattr(func, "__name__", None) or repr(func))
+            options = _checked_options(fname, dict(raw))
             handle: TickerFunction[Any] = TickerFunction(fname, func, options)
-            _check_options(fname, options)
             self._register(handle)
             return handle
 

@@ -18,6 +18,7 @@ from tickerq.errors import InvalidArgumentError, TickerNotFoundError, TickerStat
 from tickerq.firing import first_fire_after, parse_cached
 from tickerq.models import CronOccurrence, CronTicker, TimeTicker
 from tickerq.stores.base import TickerQuery
+from tickerq.validation import check_enum, check_retries, check_time, check_timeout
 
 if TYPE_CHECKING:
     from tickerq.app import TickerQ
@@ -46,43 +47,6 @@ class TimeTickerSpec:
     timeout: float | None = None
     run_condition: RunCondition | None = None
     children: Sequence[TimeTickerSpec] = field(default_factory=tuple)
-
-
-def check_time(value: datetime | None, what: str) -> datetime | None:
-    """Reject naive datetimes: a time without a timezone is ambiguous."""
-    if value is None:
-        return None
-    if not isinstance(value, datetime):
-        raise InvalidArgumentError(f"{what} must be a datetime, got {value!r}")
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise InvalidArgumentError(
-            f"{what} {value.isoformat()} has no timezone; pass an aware datetime "
-            "such as datetime.now(UTC) or datetime(..., tzinfo=ZoneInfo('Europe/Berlin'))"
-        )
-    return value
-
-
-def check_retries(retries: int, intervals: Sequence[float] | None) -> tuple[float, ...] | None:
-    """Validate retry options; return the intervals as a tuple."""
-    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-        raise InvalidArgumentError(f"retries must be an integer >= 0, got {retries!r}")
-    if intervals is None:
-        return None
-    out = []
-    for interval in intervals:
-        if not isinstance(interval, int | float) or not (interval >= 0 and math.isfinite(interval)):
-            raise InvalidArgumentError(f"retry interval must be a number >= 0, got {interval!r}")
-        out.append(float(interval))
-    return tuple(out)
-
-
-def check_timeout(timeout: float | None) -> float | None:
-    """Validate a timeout in seconds."""
-    if timeout is None:
-        return None
-    if not isinstance(timeout, int | float) or not (timeout > 0 and math.isfinite(timeout)):
-        raise InvalidArgumentError(f"timeout must be a number of seconds > 0, got {timeout!r}")
-    return float(timeout)
 
 
 class TimeTickerManager:
@@ -125,7 +89,9 @@ class TimeTickerManager:
             timeout=check_timeout(spec.timeout),
             description=spec.description,
             parent_id=parent_id,
-            run_condition=RunCondition(spec.run_condition) if spec.run_condition else None,
+            run_condition=check_enum(RunCondition, spec.run_condition, "run condition")
+            if spec.run_condition is not None
+            else None,
             created_at=now,
             updated_at=now,
         )
@@ -202,7 +168,8 @@ class TimeTickerManager:
         current = await self.get(ticker_id)
         changes: dict[str, Any] = {"updated_at": self._app.clock.now()}
         if execution_time is not _UNSET:
-            changes["execution_time"] = check_time(execution_time, "execution_time")
+            when = check_time(execution_time, "execution_time")
+            changes["execution_time"] = when or changes["updated_at"]  # None: now
         if request is not _UNSET:
             changes["request"] = self._app.get_function(current.function).encode_request(request)
         if description is not _UNSET:
@@ -353,7 +320,7 @@ class CronTickerManager:
             retries=retries,
             retry_intervals=check_retries(retries, retry_intervals),
             enabled=enabled,
-            misfire=MisfirePolicy(misfire),
+            misfire=check_enum(MisfirePolicy, misfire, "misfire policy"),
             description=description,
             seeded=seeded,
             next_fire_at=expr.next_after(now),
@@ -398,7 +365,7 @@ class CronTickerManager:
             changes["retries"] = r
             changes["retry_intervals"] = check_retries(r, ri)
         if misfire is not _UNSET:
-            changes["misfire"] = MisfirePolicy(misfire)
+            changes["misfire"] = check_enum(MisfirePolicy, misfire, "misfire policy")
         if description is not _UNSET:
             changes["description"] = str(description)
         cron = await self._app.store.update_cron_ticker(current.id, changes)
@@ -489,14 +456,6 @@ def _uuid(value: UUID | str) -> UUID:
         raise InvalidArgumentError(f"not a ticker id: {value!r}") from None
 
 
-def _status(value: Status | str) -> Status:
-    try:
-        return Status(str(value).upper())
-    except ValueError:
-        names = ", ".join(s.name for s in Status)
-        raise InvalidArgumentError(f"unknown status {value!r}; expected one of {names}") from None
-
-
 def _query(
     *,
     status: Status | str | Sequence[Status | str] | None,
@@ -511,7 +470,7 @@ def _query(
         raise InvalidArgumentError(f"limit and offset must be >= 0, got {limit}, {offset}")
     statuses = [status] if isinstance(status, str) else status
     return TickerQuery(
-        statuses=[_status(s) for s in statuses] if statuses else None,
+        statuses=[check_enum(Status, s, "status") for s in statuses] if statuses else None,
         function=function,
         text=text,
         parent_id=parent_id,
