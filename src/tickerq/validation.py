@@ -62,7 +62,8 @@ def check_retries(retries: Any, intervals: Sequence[float] | None) -> tuple[floa
             or not (interval >= 0 and math.isfinite(interval))
         ):
             raise InvalidArgumentError(
-                f"retry_intervals: each retry interval must be a number of seconds >= 0, got {interval!r}"
+                "retry_intervals: each retry interval must be a number of seconds >= 0, "
+                f"got {interval!r}"
             )
         out.append(float(interval))
     return tuple(out)
