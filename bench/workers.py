@@ -30,7 +30,7 @@ import resource
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -162,10 +162,10 @@ async def tickerq_lateness(n: int, concurrency: int, spread: float, lead: float)
 
 def aps_scheduler(impl: str) -> Any:
     """An AsyncIOScheduler: default setup, or APScheduler's 10-thread pool as executor."""
-    from apscheduler.schedulers.asyncio import AsyncIOScheduler
+    from apscheduler.schedulers.asyncio import AsyncIOScheduler  # type: ignore[import-untyped]
 
     if impl == "aps-pool":
-        from apscheduler.executors.pool import ThreadPoolExecutor
+        from apscheduler.executors.pool import ThreadPoolExecutor  # type: ignore[import-untyped]
 
         return AsyncIOScheduler(executors={"default": ThreadPoolExecutor()})
     return AsyncIOScheduler()
@@ -207,7 +207,7 @@ class Completions:
 
 
 async def aps_drain(impl: str, n: int) -> Result:
-    from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED
+    from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED  # type: ignore[import-untyped]
 
     loop = asyncio.get_running_loop()
     scheduler = aps_scheduler(impl)
@@ -220,9 +220,7 @@ async def aps_drain(impl: str, n: int) -> Result:
     scheduler.start(paused=True)
     now = datetime.now(UTC)
     for _ in range(n):
-        scheduler.add_job(
-            func, "date", run_date=now, misfire_grace_time=None, coalesce=False
-        )
+        scheduler.add_job(func, "date", run_date=now, misfire_grace_time=None, coalesce=False)
     t_start = time.perf_counter()
     scheduler.resume()
     await asyncio.wait_for(counter.done.wait(), timeout=300)
@@ -289,7 +287,9 @@ async def aps_lateness(impl: str, n: int, spread: float, lead: float) -> Result:
 # -- entry point ---------------------------------------------------------------------
 
 
-def measure(args: argparse.Namespace, profiler: cProfile.Profile | None) -> Awaitable[Result]:
+def measure(
+    args: argparse.Namespace, profiler: cProfile.Profile | None
+) -> Coroutine[Any, Any, Result]:
     impl, workload, n, conc = args.impl, args.workload, args.n, args.concurrency
     if impl == "tickerq":
         if workload == "drain":

@@ -51,8 +51,9 @@ class EngineOptions:
     """How long a claim holds without a heartbeat before another node may take it over."""
     heartbeat_interval: float = 10.0
     """How often a node on a shared store reports itself and extends its leases."""
-    poll_interval: float = 30.0
-    """On a shared store, look for due work at least this often (wake-ups can be lost)."""
+    poll_interval: float | None = None
+    """Look for due work at least this often (wake-ups from other nodes can be lost).
+    None: the store's default (memory: never; SQLite: 0.5 s; PostgreSQL: 5 s)."""
     misfire_grace: float = 5.0
     """A cron fire later than this counts as missed (for the SKIP policy)."""
     retry: RetryPolicy = field(default_factory=RetryPolicy)
@@ -231,7 +232,12 @@ class Engine:
                     await fire_due_crons(store, now, self._priority_of, self.options.misfire_grace)
                     free = self.max_concurrency - self._active
                     jobs = await store.claim(
-                        now, self.node_id, self._lease_until(now), max(free, 0), self._capacity()
+                        now,
+                        node=self.node_id,
+                        lease_until=self._lease_until(now),
+                        slots=max(free, 0),
+                        capacity=self._capacity(),
+                        functions=self._functions.keys(),
                     )
                     if jobs:
                         await self._dispatch(jobs, now)
@@ -242,8 +248,9 @@ class Engine:
                 deadline = now + timedelta(seconds=1)
             if deadline is not None and deadline <= now:
                 deadline = None  # due but no room: a finishing job wakes us
-            if store.shared:
-                poll = now + timedelta(seconds=self.options.poll_interval)
+            poll_interval = self.options.poll_interval or store.poll_interval
+            if poll_interval:
+                poll = now + timedelta(seconds=poll_interval)
                 deadline = poll if deadline is None else min(deadline, poll)
             self._deadline = deadline
             if not self._running and not self._outcomes:

@@ -46,8 +46,12 @@ class CronError(TickerQError, ValueError):
     """A cron expression or timezone is invalid; the message names the field."""
 
     def __init__(self, expression: str, problem: str, field: str | None = None) -> None:
-        where = f" in the {field} field" if field else ""
-        super().__init__(f"invalid cron expression {expression!r}{where}: {problem}")
+        if field == "timezone":
+            message = f"invalid timezone {expression!r}: {problem}"
+        else:
+            where = f" in the {field} field" if field else ""
+            message = f"invalid cron expression {expression!r}{where}: {problem}"
+        super().__init__(message)
         self.expression = expression
         self.field = field
         self.problem = problem

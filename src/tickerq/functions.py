@@ -260,8 +260,12 @@ def _inspect_signature(name: str, func: JobCallable) -> tuple[bool, Any]:
         _problem(name, f"takes parameters ({names}); {allowed}")
         return False, None
     param = params[0]
-    if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD, param.KEYWORD_ONLY):
-        _problem(name, f"parameter {param.name!r} must be positional; {allowed}")
+    if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+        star = "*" if param.kind is param.VAR_POSITIONAL else "**"
+        _problem(name, f"variadic parameter {star}{param.name} is not allowed; {allowed}")
+        return False, None
+    if param.kind is param.KEYWORD_ONLY:
+        _problem(name, f"parameter {param.name!r} is keyword-only; {allowed}")
         return False, None
     if param.annotation is inspect.Parameter.empty:
         return True, Any

@@ -1,9 +1,11 @@
 """Bad input to the managers: a clear error naming the value, and nothing stored."""
 
+import asyncio
 import dataclasses
 import datetime as dt
 import json
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -138,12 +140,12 @@ async def test_bad_request_in_cron_add_stores_nothing(jobs: Jobs) -> None:
 
 # Plain-JSON payloads: what is stored must be what a durable store gives back
 # (json round trip), and must not change when the caller mutates its object.
-# Both fail today: _Codec.encode returns the caller's object unchanged, so the
-# memory store aliases it, keeps tuples and non-string keys.
+# Regression: the caller's object used to be stored unchanged, so the memory
+# store aliased it and kept tuples and non-string keys.
 
 
 async def test_plain_payload_is_not_aliased(jobs: Jobs) -> None:
-    # BUG: mutating the dict after enqueue changes the queued ticker's request.
+    # Mutating the dict after enqueue must not change the queued ticker's request.
     payload: dict[str, Any] = {"items": [1]}
     ticker = await jobs.plain.enqueue(payload)
     payload["items"].append(2)
@@ -158,8 +160,8 @@ async def test_plain_payload_is_not_aliased(jobs: Jobs) -> None:
     ids=["tuple", "int-key", "nested-tuple"],
 )
 async def test_plain_payload_is_stored_as_json(jobs: Jobs, payload: Any) -> None:
-    # BUG: stored as given ((1, 2), {1: 'a'}); a SQL store would give back
-    # [1, 2] / {'1': 'a'}, so behaviour differs between stores.
+    # Stored as given ((1, 2), {1: 'a'}), a SQL store would give back
+    # [1, 2] / {'1': 'a'}: the memory store must behave the same.
     ticker = await jobs.plain.enqueue(payload)
     stored = await jobs.app.time_tickers.get(ticker.id)
     assert stored.request == json.loads(json.dumps(payload))
@@ -311,9 +313,21 @@ async def test_unknown_timezone_rejected(jobs: Jobs) -> None:
         TickerQ(timezone="Mars/Olympus_Mons")
 
 
+async def test_unknown_timezone_message_does_not_call_it_a_cron_expression(jobs: Jobs) -> None:
+    # Regression: the message used to read "invalid cron expression
+    # 'Mars/Olympus_Mons' in the timezone field: unknown timezone
+    # 'Mars/Olympus_Mons'", even for TickerQ(timezone=...), where no cron is involved.
+    with pytest.raises(CronError) as excinfo:
+        await jobs.app.cron_tickers.add("plain", "0 9 * * *", timezone="Mars/Olympus_Mons")
+    assert "cron expression 'Mars/Olympus_Mons'" not in str(excinfo.value)
+    with pytest.raises(CronError) as excinfo:
+        TickerQ(timezone="Mars/Olympus_Mons")
+    assert "cron expression 'Mars/Olympus_Mons'" not in str(excinfo.value)
+
+
 async def test_unknown_misfire_policy_rejected(jobs: Jobs) -> None:
-    # BUG: raises a bare ValueError ("'sometimes' is not a valid MisfirePolicy"),
-    # outside the TickerQError hierarchy the design promises.
+    # Regression: this used to raise a bare ValueError ("'sometimes' is not a
+    # valid MisfirePolicy"), outside the TickerQError hierarchy.
     with pytest.raises(TickerQError, match="sometimes"):
         await jobs.app.cron_tickers.add(
             "plain",
@@ -342,18 +356,18 @@ async def test_bad_cron_update_changes_nothing(jobs: Jobs) -> None:
 async def test_unknown_time_ticker_id(jobs: Jobs) -> None:
     manager = jobs.app.time_tickers
     missing = uuid.uuid4()
-    calls = {
-        "get": manager.get(missing),
-        "cancel": manager.cancel(missing),
-        "update": manager.update(missing, description="x"),
-        "delete": manager.delete(missing),
-        "retry": manager.retry(missing),
-        "attempts": manager.attempts(missing),
-        "get(str)": manager.get(str(missing)),  # type: ignore[arg-type]
+    calls: dict[str, Callable[[], Awaitable[object]]] = {
+        "get": lambda: manager.get(missing),
+        "cancel": lambda: manager.cancel(missing),
+        "update": lambda: manager.update(missing, description="x"),
+        "delete": lambda: manager.delete(missing),
+        "retry": lambda: manager.retry(missing),
+        "attempts": lambda: manager.attempts(missing),
+        "get(str)": lambda: manager.get(str(missing)),  # type: ignore[arg-type]
     }
     for label, call in calls.items():
         with pytest.raises(TickerNotFoundError) as excinfo:
-            await call
+            await call()
         assert isinstance(excinfo.value, LookupError), label
         assert str(missing) in str(excinfo.value), label
         assert "time ticker" in str(excinfo.value), label
@@ -363,20 +377,20 @@ async def test_unknown_time_ticker_id(jobs: Jobs) -> None:
 async def test_unknown_cron_ticker_id(jobs: Jobs) -> None:
     manager = jobs.app.cron_tickers
     missing = uuid.uuid4()
-    calls = {
-        "get": manager.get(missing),
-        "update": manager.update(missing, description="x"),
-        "delete": manager.delete(missing),
-        "enable": manager.enable(missing),
-        "disable": manager.disable(missing),
-        "run_now": manager.run_now(missing),
-        "occurrences": manager.occurrences(missing),
-        "get_occurrence": manager.get_occurrence(missing),
-        "cancel_occurrence": manager.cancel_occurrence(missing),
+    calls: dict[str, Callable[[], Awaitable[object]]] = {
+        "get": lambda: manager.get(missing),
+        "update": lambda: manager.update(missing, description="x"),
+        "delete": lambda: manager.delete(missing),
+        "enable": lambda: manager.enable(missing),
+        "disable": lambda: manager.disable(missing),
+        "run_now": lambda: manager.run_now(missing),
+        "occurrences": lambda: manager.occurrences(missing),
+        "get_occurrence": lambda: manager.get_occurrence(missing),
+        "cancel_occurrence": lambda: manager.cancel_occurrence(missing),
     }
     for label, call in calls.items():
         with pytest.raises(TickerNotFoundError) as excinfo:
-            await call
+            await call()
         assert str(missing) in str(excinfo.value), label
     await assert_nothing_stored(jobs.app)
 
@@ -391,18 +405,18 @@ async def test_time_ticker_id_is_not_a_cron_id(jobs: Jobs) -> None:
 
 @pytest.mark.parametrize("bad_id", ["not-a-uuid", "", 12345])
 async def test_non_uuid_id(jobs: Jobs, bad_id: Any) -> None:
-    calls = [
-        jobs.app.time_tickers.get(bad_id),
-        jobs.app.time_tickers.cancel(bad_id),
-        jobs.app.time_tickers.update(bad_id, description="x"),
-        jobs.app.time_tickers.delete(bad_id),
-        jobs.app.time_tickers.retry(bad_id),
-        jobs.app.cron_tickers.get(bad_id),
-        jobs.app.cron_tickers.delete(bad_id),
+    calls: list[Callable[[], Awaitable[object]]] = [
+        lambda: jobs.app.time_tickers.get(bad_id),
+        lambda: jobs.app.time_tickers.cancel(bad_id),
+        lambda: jobs.app.time_tickers.update(bad_id, description="x"),
+        lambda: jobs.app.time_tickers.delete(bad_id),
+        lambda: jobs.app.time_tickers.retry(bad_id),
+        lambda: jobs.app.cron_tickers.get(bad_id),
+        lambda: jobs.app.cron_tickers.delete(bad_id),
     ]
     for call in calls:
         with pytest.raises(InvalidArgumentError) as excinfo:
-            await call
+            await call()
         assert repr(bad_id) in str(excinfo.value)
 
 
@@ -451,10 +465,9 @@ async def test_bad_update_changes_nothing(jobs: Jobs) -> None:
 
 
 async def test_update_execution_time_none_keeps_ticker_runnable(jobs: Jobs) -> None:
-    # BUG: update(execution_time=None) on a root ticker is accepted and stores
-    # execution_time=None, which for a root ticker means it never runs (it stays
-    # IDLE forever). It should be rejected (the parameter is a datetime) or mean
-    # "now" as it does in add().
+    # Regression: update(execution_time=None) on a root ticker used to store
+    # execution_time=None, so the ticker never ran (IDLE forever). It must be
+    # rejected or mean "now", as it does in add().
     ticker = await jobs.plain.schedule(1, at=LATER)
     try:
         updated = await jobs.app.time_tickers.update(
@@ -488,7 +501,7 @@ async def test_schedule_before_start_is_stored_idle_then_runs() -> None:
 
     await app.start()
     try:
-        await app.engine.wait_idle()
+        await asyncio.wait_for(app.engine.wait_idle(), timeout=10)
         done = await app.time_tickers.get(ticker.id)
         assert done.status is Status.DONE
         assert ran == [{"n": 1}]

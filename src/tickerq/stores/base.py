@@ -10,7 +10,7 @@ cron fire exactly once, and taking over rows whose lease ran out.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -115,6 +115,9 @@ class Store(ABC):
     """True when other processes may use the same data (leases and heartbeats matter)."""
 
     events: EventBus | None = None
+
+    poll_interval: float | None = None
+    """How often an idle engine looks for work others added (None: only when woken)."""
 
     def bind_events(self, bus: EventBus) -> None:
         """Announce every change on ``bus``."""
@@ -241,15 +244,18 @@ class Store(ABC):
     async def claim(
         self,
         now: datetime,
+        *,
         node: str,
         lease_until: datetime,
         slots: int,
         capacity: Mapping[str, int],
+        functions: Collection[str],
     ) -> list[Job]:
         """Claim due work as QUEUED for ``node``: highest priority first, then oldest.
 
         At most ``slots`` jobs, not counting LONG_RUNNING ones (they run outside
-        the pool); at most ``capacity[f]`` jobs of a function ``f`` that has a limit.
+        the pool); at most ``capacity[f]`` jobs of a function ``f`` that has a limit;
+        only jobs of ``functions`` (those this node can run).
         """
 
     @abstractmethod

@@ -10,7 +10,7 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID, uuid4
@@ -434,10 +434,12 @@ class MemoryStore(Store):
     async def claim(
         self,
         now: datetime,
+        *,
         node: str,
         lease_until: datetime,
         slots: int,
         capacity: Mapping[str, int],
+        functions: Collection[str],
     ) -> list[Job]:
         """Move due rows to the ready FIFOs, then take the best up to the limits."""
         now_ts = now.timestamp()

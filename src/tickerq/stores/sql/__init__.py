@@ -1,0 +1,7 @@
+"""SQL stores (SQLite and PostgreSQL) over SQLAlchemy 2 Core."""
+
+from __future__ import annotations
+
+from tickerq.stores.sql.store import SqlStore
+
+__all__ = ["SqlStore"]

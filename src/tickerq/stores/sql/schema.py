@@ -1,0 +1,158 @@
+"""The SQL schema, defined once for every dialect (SQLAlchemy 2 Core).
+
+Time tickers and cron occurrences share one table, ``tickerq_tickers``,
+told apart by ``kind``: the engine claims both with a single statement, and an
+occurrence's ``(cron_ticker_id, fire_time)`` is unique, so each cron fire
+exists once however many nodes materialize it. ``execution_time`` is when a
+row is next due (it moves on retries); ``fire_time`` never moves.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    Uuid,
+)
+
+__all__ = ["SCHEMA_VERSION", "UTCDateTime", "metadata", "tables"]
+
+SCHEMA_VERSION = "0001"
+"""The Alembic revision the code expects."""
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes on every dialect (SQLite keeps naive UTC text)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)  # type: ignore[no-any-return]
+        return value.astimezone(UTC)  # type: ignore[no-any-return]
+
+
+metadata = MetaData()
+
+tickers = Table(
+    "tickerq_tickers",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column("function", String(200), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("priority", Integer, nullable=False),
+    Column("execution_time", UTCDateTime, nullable=True),
+    Column("request", JSON, nullable=True),
+    Column("retries", Integer, nullable=False, default=0),
+    Column("retry_intervals", JSON, nullable=True),
+    Column("retry_count", Integer, nullable=False, default=0),
+    Column("timeout", Float, nullable=True),
+    Column("description", Text, nullable=False, default=""),
+    Column("parent_id", Uuid, ForeignKey("tickerq_tickers.id", ondelete="CASCADE"), nullable=True),
+    Column("run_condition", String(32), nullable=True),
+    Column("awaiting_parent", Boolean, nullable=False, default=False),
+    Column(
+        "cron_ticker_id",
+        Uuid,
+        ForeignKey("tickerq_cron_tickers.id", ondelete="CASCADE"),
+        nullable=True,
+    ),
+    Column("fire_time", UTCDateTime, nullable=True),
+    Column("cancel_requested", Boolean, nullable=False, default=False),
+    Column("lock_holder", String(200), nullable=True),
+    Column("locked_at", UTCDateTime, nullable=True),
+    Column("lease_until", UTCDateTime, nullable=True),
+    Column("executed_at", UTCDateTime, nullable=True),
+    Column("finished_at", UTCDateTime, nullable=True),
+    Column("elapsed_ms", Float, nullable=True),
+    Column("error_type", String(200), nullable=True),
+    Column("error_message", Text, nullable=True),
+    Column("skipped_reason", Text, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    UniqueConstraint("cron_ticker_id", "fire_time", name="uq_tickerq_occurrence_fire"),
+    # The engine's claim: waiting rows by due time (priority is sorted among the due few).
+    Index("ix_tickerq_tickers_due", "status", "execution_time"),
+    Index("ix_tickerq_tickers_parent", "parent_id"),
+    Index("ix_tickerq_tickers_function", "function", "status"),
+    Index("ix_tickerq_tickers_lease", "lock_holder", "lease_until"),
+    Index("ix_tickerq_tickers_updated", "kind", "updated_at"),
+)
+
+cron_tickers = Table(
+    "tickerq_cron_tickers",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("function", String(200), nullable=False),
+    Column("expression", String(200), nullable=False),
+    Column("timezone", String(64), nullable=False),
+    Column("request", JSON, nullable=True),
+    Column("retries", Integer, nullable=False, default=0),
+    Column("retry_intervals", JSON, nullable=True),
+    Column("enabled", Boolean, nullable=False, default=True),
+    Column("misfire", String(16), nullable=False),
+    Column("description", Text, nullable=False, default=""),
+    Column("seed_key", String(420), nullable=True, unique=True),
+    Column("next_fire_at", UTCDateTime, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Index("ix_tickerq_cron_due", "enabled", "next_fire_at"),
+)
+
+attempts = Table(
+    "tickerq_attempts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("ticker_id", Uuid, ForeignKey("tickerq_tickers.id", ondelete="CASCADE"), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("number", Integer, nullable=False),
+    Column("node", String(200), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("finished_at", UTCDateTime, nullable=True),
+    Column("elapsed_ms", Float, nullable=True),
+    Column("error_type", String(200), nullable=True),
+    Column("error_message", Text, nullable=True),
+    Column("traceback", Text, nullable=True),
+    Index("ix_tickerq_attempts_ticker", "ticker_id", "number"),
+)
+
+nodes = Table(
+    "tickerq_nodes",
+    metadata,
+    Column("id", String(200), primary_key=True),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("last_heartbeat", UTCDateTime, nullable=False),
+    Column("version", String(32), nullable=False),
+    Column("max_concurrency", Integer, nullable=False),
+    Column("active", Integer, nullable=False, default=0),
+    Column("functions", JSON, nullable=False),
+)
+
+tables = {t.name: t for t in (tickers, cron_tickers, attempts, nodes)}
