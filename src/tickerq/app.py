@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Self
 from tickerq.clock import Clock, SystemClock
 from tickerq.cron import parse_timezone
 from tickerq.engine import Engine, EngineOptions
-from tickerq.errors import FunctionNotFoundError, InvalidArgumentError
+from tickerq.errors import FunctionNotFoundError, InvalidArgumentError, RegistrationError
 from tickerq.events import EventBus
 from tickerq.functions import TickerFunction, TickerRouter, _Registrar
 from tickerq.managers import CronTickerManager, TimeTickerManager
@@ -88,8 +88,14 @@ class TickerQ(_Registrar):
             handle._app = self
 
     def include_router(self, router: TickerRouter) -> None:
-        """Register every function of ``router`` in this app."""
-        for handle in router.functions.values():
+        """Register every function of ``router`` in this app (all or none on a clash)."""
+        handles = list(router.functions.values())
+        for handle in handles:
+            existing = self._functions.get(handle.name)
+            if existing is not None and existing is not handle:
+                where = f"{existing.func.__module__}.{existing.func.__qualname__}"
+                raise RegistrationError(handle.name, f"the name is already registered (by {where})")
+        for handle in handles:
             self._register(handle)
 
     def get_function(self, name: str) -> TickerFunction[Any]:

@@ -376,6 +376,8 @@ class _Registrar:
         if not (name is None or isinstance(name, str)):  # bare @app.function
             return self.function()(name)
         label: str | None = name
+        if label is not None and not label.strip():
+            raise RegistrationError(repr(label), "a function name cannot be empty")
         raw = {
             "cron": cron,
             "cron_timezone": cron_timezone,

@@ -67,7 +67,10 @@ class TimeTickerManager:
         when = check_time(spec.execution_time, "execution_time")
         if after is not None:
             if when is not None:
-                raise InvalidArgumentError("pass either at/execution_time or after, not both")
+                raise InvalidArgumentError(
+                    f"pass either at/execution_time ({when.isoformat()}) or after ({after!r}), "
+                    "not both"
+                )
             seconds = after.total_seconds() if isinstance(after, timedelta) else after
             if not isinstance(seconds, int | float) or not math.isfinite(seconds):
                 raise InvalidArgumentError(f"after must be a timedelta or seconds, got {after!r}")

@@ -506,6 +506,44 @@ async def test_router_function_unusable_before_inclusion() -> None:
     assert await app.time_tickers.count() == 1
 
 
+def test_include_router_clash_registers_nothing() -> None:
+    # BUG: app.include_router registers the router's functions one by one, so a
+    # clash on "b.refund" leaves "b.charge" registered although include_router
+    # raised: the app ends up half-including the router.
+    app = TickerQ()
+    router = TickerRouter(prefix="b.")
+
+    @router.function
+    def charge() -> None:
+        return None
+
+    @router.function("refund")
+    def refund() -> None:
+        return None
+
+    @app.function("b.refund")
+    def existing() -> None:
+        return None
+
+    with pytest.raises(RegistrationError, match=r"b\.refund"):
+        app.include_router(router)
+    assert list(app.functions) == ["b.refund"]
+    assert app.get_function("b.refund") is existing
+
+
+def test_empty_name_rejected() -> None:
+    # BUG: @app.function("") silently registers under the function's own name
+    # (functions.py: ``label or func.__name__``) instead of rejecting the name.
+    app = TickerQ()
+    with pytest.raises(RegistrationError):
+
+        @app.function("")
+        def job() -> None:
+            return None
+
+    assert app.functions == {}
+
+
 # -- collecting problems -------------------------------------------------------------
 
 
