@@ -10,6 +10,7 @@ call.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import threading
@@ -124,6 +125,7 @@ class Engine:
         self._stopping = False
         self.started_at = self.clock.now()
         await self.store.heartbeat(self._node(), [], self._lease_until(self.started_at))
+        await self.store.listen(self._on_notice)
         self._loop_task = asyncio.create_task(self._main(), name="tickerq-engine")
         if self.store.shared:
             self._heartbeat_task = asyncio.create_task(self._heartbeats(), name="tickerq-heartbeat")
@@ -192,6 +194,19 @@ class Engine:
             await asyncio.sleep(0)
             if self._idle.is_set():
                 return
+
+    def _on_notice(self, kind: str, value: str) -> None:
+        """A notice from another node (PostgreSQL NOTIFY)."""
+        if kind == "cancel":
+            with contextlib.suppress(ValueError):
+                self.cancel_local(UUID(value))
+        elif kind == "due":
+            try:
+                self.wake(datetime.fromisoformat(value))
+            except ValueError:
+                self.wake()
+        else:
+            self.wake()
 
     def is_running_elsewhere(self, ctx: TickerContext[Any]) -> bool:
         """Whether another run of the same cron ticker (or function) is in progress here."""

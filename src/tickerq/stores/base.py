@@ -10,7 +10,7 @@ cron fire exactly once, and taking over rows whose lease ran out.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -128,6 +128,10 @@ class Store(ABC):
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release every connection."""
+
+    async def listen(self, handler: Callable[[str, str], None]) -> None:  # noqa: B027
+        """Hand notices from other nodes to ``handler(kind, value)``: ("due", iso time),
+        ("cancel", ticker id) or ("wake", ""). Stores without cross-node notices do nothing."""
 
     # -- time tickers ------------------------------------------------------------------
 

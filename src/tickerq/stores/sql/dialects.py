@@ -49,6 +49,8 @@ class Dialect:
     safe_url: str
     """The URL without its password, for messages and logs."""
     poll_interval: float
+    plain_url: str = ""
+    """The URL for a raw driver connection (PostgreSQL LISTEN)."""
 
     def create_engine(self, pool_size: int) -> AsyncEngine:
         """An async engine with this dialect's connection settings."""
@@ -107,7 +109,8 @@ def for_url(url: str) -> Dialect:
         return Dialect("sqlite", driver.render_as_string(hide_password=False), safe, 0.5)
     if backend in ("postgresql", "postgres"):
         driver = parsed.set(drivername="postgresql+asyncpg")
-        return Dialect("postgresql", driver.render_as_string(hide_password=False), safe, 5.0)
+        plain = parsed.set(drivername="postgresql").render_as_string(hide_password=False)
+        return Dialect("postgresql", driver.render_as_string(hide_password=False), safe, 5.0, plain)
     raise InvalidArgumentError(
         f"unsupported store URL scheme {parsed.drivername!r} in {safe!r}; "
         "supported: memory://, sqlite:///path, postgresql://user@host/db"

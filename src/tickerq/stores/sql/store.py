@@ -9,7 +9,7 @@ with ``BEGIN IMMEDIATE`` and so runs alone.
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -34,6 +34,7 @@ from tickerq.events import CronTickerChanged, TickerChanged, TickerDeleted
 from tickerq.models import Attempt, CronOccurrence, CronTicker, Node, TimeTicker
 from tickerq.stores.base import Job, Outcome, Store, TickerQuery
 from tickerq.stores.sql import dialects
+from tickerq.stores.sql.notify import CHANNEL, Listener
 from tickerq.stores.sql.rows import (
     attempt_from_row,
     cron_from_row,
@@ -84,6 +85,7 @@ class SqlStore(Store):
         self.pool_size = pool_size
         self.max_payload_bytes = max_payload_bytes
         self._engine: AsyncEngine | None = None
+        self._listener: Listener | None = None
 
     @property
     def engine(self) -> AsyncEngine:
@@ -99,10 +101,26 @@ class SqlStore(Store):
         await self.dialect.prepare(self._engine)
 
     async def close(self) -> None:
-        """Close every pooled connection."""
+        """Close every pooled connection (and the LISTEN connection)."""
+        if self._listener is not None:
+            await self._listener.stop()
+            self._listener = None
         if self._engine is not None:
             await self._engine.dispose()
             self._engine = None
+
+    async def listen(self, handler: Callable[[str, str], None]) -> None:
+        """On PostgreSQL, LISTEN for other nodes' notices."""
+        if self.dialect.name != "postgresql" or self._listener is not None:
+            return
+        self._listener = Listener(self.dialect.plain_url, self.dialect.safe_url, handler)
+        await self._listener.start()
+
+    async def _notify(self, conn: AsyncConnection, kind: str, value: object = "") -> None:
+        """Tell other nodes, when this transaction commits (PostgreSQL only)."""
+        if self.dialect.name == "postgresql":
+            payload = f"{kind} {value.isoformat() if isinstance(value, datetime) else value}"
+            await conn.execute(select(func.pg_notify(CHANNEL, payload)))
 
     def _announce(
         self, kind: str, ticker_id: UUID, function: str, status: str, at: datetime
@@ -131,6 +149,9 @@ class SqlStore(Store):
                 insert(tickers), [ticker_values(t, t.parent_id is not None) for t in new]
             )
             now = new[0].updated_at
+            due = [t.execution_time for t in new if t.execution_time and t.parent_id is None]
+            if due:
+                await self._notify(conn, "due", min(due))
             for parent_id, status in parent_status.items():
                 if Status(status).is_final:
                     await self._resolve_children(conn, parent_id, Status(status), now)
@@ -275,6 +296,7 @@ class SqlStore(Store):
                 await conn.execute(
                     update(tickers).where(T.id == ticker_id).values(cancel_requested=True)
                 )
+                await self._notify(conn, "cancel", ticker_id)
                 return before
             await self._finish(
                 conn, ticker_id, Status.CANCELLED, now, error_message="cancelled before it started"
@@ -307,6 +329,7 @@ class SqlStore(Store):
             if function is None:
                 status = await self._status_of(conn, kind, ticker_id)
                 raise TickerStateError(f"{_kind_name(kind)} {ticker_id} is {status}")
+            await self._notify(conn, "due", now)
         self._announce(kind.value, ticker_id, function, IDLE, now)
 
     async def attempts(self, kind: TickerKind, ticker_id: UUID) -> list[Attempt]:
