@@ -146,11 +146,21 @@ def _parse_after(after: str | None, zone: object) -> datetime:
 @click.option(
     "--duration", type=float, default=None, help="Stop after this many seconds (default: Ctrl+C)."
 )
-def demo(duration: float | None) -> None:
-    """Run a small demo app and show its jobs live in the terminal."""
+@click.option(
+    "--store",
+    default="sqlite:///tickerq-demo.db",
+    show_default=True,
+    help="Where the demo keeps its tickers (memory:// keeps nothing).",
+)
+def demo(duration: float | None, store: str) -> None:
+    """Run a small demo app and show its jobs live in the terminal.
+
+    Its data stays in the store: stop it and start it again, and the history
+    is still there and work that fell due meanwhile runs.
+    """
     from tickerq.demo import run_demo
 
-    asyncio.run(run_demo(duration))
+    asyncio.run(run_demo(duration, store))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """``tickerq demo``: a small shop's background work, shown live in the terminal.
 
-It uses the in-memory store, so nothing is kept when it stops.
+It keeps its data in ``tickerq-demo.db`` (SQLite) in the current folder: stop
+it and start it again, and the history is still there and overdue work runs.
 """
 
 from __future__ import annotations
@@ -57,9 +58,12 @@ class Order:
     amount: float
 
 
-def build_demo_app() -> TickerQ:
+DEFAULT_STORE = "sqlite:///tickerq-demo.db"
+
+
+def build_demo_app(store: str = DEFAULT_STORE) -> TickerQ:
     """The demo's app: five functions, two crons, retries and a chain."""
-    app = TickerQ(max_concurrency=4, node_id="demo")
+    app = TickerQ(store, max_concurrency=4, node_id="demo")
     app.on_exception(lambda ctx, error: None)  # failures show in the table, not the log
 
     @app.function(retries=2, retry_intervals=[1, 2])
@@ -91,7 +95,7 @@ def build_demo_app() -> TickerQ:
 
 async def _feed(app: TickerQ) -> None:
     """Add work the way a busy web app would."""
-    order = 1000
+    order = 1000 + await app.time_tickers.count(function="charge_card")
     while True:
         order += 1
         amount = round(random.uniform(5, 1000), 2)
@@ -169,7 +173,7 @@ async def _render(app: TickerQ, started: float) -> Group:
 
     uptime = time.monotonic() - started
     title = (
-        f"tickerq demo - node {app.node_id} - {app.engine.active} running "
+        f"tickerq demo - {app.store_url} - {app.engine.active} running "
         f"of {app.max_concurrency} slots - up {uptime:.0f} s - Ctrl+C to stop"
     )
     return Group(
@@ -179,9 +183,9 @@ async def _render(app: TickerQ, started: float) -> Group:
     )
 
 
-async def run_demo(duration: float | None = None) -> None:
+async def run_demo(duration: float | None = None, store: str = DEFAULT_STORE) -> None:
     """Run the demo app; show it live until Ctrl+C or ``duration`` seconds."""
-    app = build_demo_app()
+    app = build_demo_app(store)
     started = time.monotonic()
     async with app:
         feeder = asyncio.create_task(_feed(app))

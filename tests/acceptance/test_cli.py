@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -104,10 +105,33 @@ def test_run_executes_jobs_and_stops_on_sigterm(tmp_path: Path) -> None:
     assert "running good_app:app" in out
 
 
-def test_demo_shows_jobs_running() -> None:
-    result = tickerq("demo", "--duration", "4", timeout=60)
-    assert result.returncode == 0, result.stderr
-    assert "tickerq demo" in result.stdout
-    assert "charge_card" in result.stdout
-    assert "DONE" in result.stdout
-    assert "sync_inventory" in result.stdout
+def test_demo_shows_jobs_running_and_keeps_history(tmp_path: Path) -> None:
+    store = f"sqlite:///{tmp_path}/demo.db"
+    first = tickerq("demo", "--duration", "4", "--store", store, timeout=60)
+    assert first.returncode == 0, first.stderr
+    assert "tickerq demo" in first.stdout
+    assert "charge_card" in first.stdout
+    assert "DONE" in first.stdout
+    assert "sync_inventory" in first.stdout
+    assert "order 1001" in first.stdout
+    after_first = asyncio.run(_orders(store))
+    assert after_first, "the first run stored no orders"
+    # Started again on the same file, the history is still there and new orders follow it.
+    second = tickerq("demo", "--duration", "3", "--store", store, timeout=60)
+    assert second.returncode == 0, second.stderr
+    after_second = asyncio.run(_orders(store))
+    assert set(after_first) <= set(after_second)
+    assert max(after_second) > max(after_first)
+    assert f"order {max(after_second)}" in second.stdout
+
+
+async def _orders(store: str) -> list[int]:
+    from tickerq import TickerQ
+
+    app = TickerQ(store)
+    await app.open()
+    try:
+        tickers = await app.time_tickers.query(function="charge_card", limit=1000)
+    finally:
+        await app.store.close()
+    return [int(t.description.split()[-1]) for t in tickers]
