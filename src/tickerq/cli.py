@@ -8,7 +8,8 @@ import logging
 import os
 import sys
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -16,8 +17,11 @@ from tickerq.errors import RegistrationError
 
 if TYPE_CHECKING:
     from tickerq.app import TickerQ
+    from tickerq.stores.sql.dialects import Dialect
 
 __all__ = ["main"]
+
+_T = TypeVar("_T")
 
 
 def load_app(target: str) -> TickerQ:
@@ -161,6 +165,132 @@ def demo(duration: float | None, store: str) -> None:
     from tickerq.demo import run_demo
 
     asyncio.run(run_demo(duration, store))
+
+
+# -- database schema -----------------------------------------------------------------
+
+_STORE_OPTION = click.option(
+    "--store",
+    "store_url",
+    envvar="TICKERQ_STORE",
+    required=True,
+    metavar="URL",
+    help="sqlite:///path or postgresql://user@host/db (default: $TICKERQ_STORE).",
+)
+
+
+@main.group()
+def db() -> None:
+    """Inspect and upgrade the schema of a SQL store.
+
+    \b
+    Examples:
+      tickerq db current --store postgresql://app@db.internal/app
+      TICKERQ_STORE=sqlite:///jobs.db tickerq db upgrade
+    """
+
+
+@db.command("upgrade")
+@_STORE_OPTION
+def db_upgrade(store_url: str) -> None:
+    """Upgrade the schema at the store URL to what this tickerq needs.
+
+    Creates the tables in an empty database. Safe to run from several hosts at
+    once: one upgrades, the others find it done.
+    """
+    from tickerq.stores.sql import migrate
+
+    dialect = _sql_dialect(store_url)
+
+    async def work() -> tuple[str | None, str]:
+        engine = dialect.create_engine(1)
+        try:
+            return await migrate.upgrade_from_to(engine)
+        finally:
+            await engine.dispose()
+
+    before, after = _run_db(dialect.safe_url, work)
+    if before == after:
+        click.echo(f"{dialect.safe_url}: already at {after} (up to date)")
+    else:
+        click.echo(f"{dialect.safe_url}: upgraded {before or 'none'} -> {after}")
+
+
+@db.command("current")
+@_STORE_OPTION
+def db_current(store_url: str) -> None:
+    """Print the schema revision at the store URL; exit 1 if it is behind."""
+    from tickerq.stores.sql import migrate
+
+    dialect = _sql_dialect(store_url)
+    if dialect.name == "sqlite":
+        from sqlalchemy.engine import make_url
+
+        path = make_url(dialect.driver_url).database or ""
+        if not os.path.exists(path):
+            click.echo(f"{dialect.safe_url}: none (the file does not exist)")
+            sys.exit(1)
+
+    async def work() -> migrate.SchemaStatus:
+        engine = dialect.create_engine(1)
+        try:
+            return await migrate.status(engine)
+        finally:
+            await engine.dispose()
+
+    state = _run_db(dialect.safe_url, work)
+    revision = state.revision or "none"
+    notes = {
+        "current": "up to date",
+        "fresh": f"no tickerq tables; this tickerq needs {state.head}",
+        "behind": f"behind: this tickerq needs {state.head}; run `tickerq db upgrade`",
+        "unversioned": (
+            f"tables from before versioned migrations, equal to {state.effective_revision}; "
+            f"{'up to date' if state.up_to_date else f'this tickerq needs {state.head}'}; "
+            "`tickerq db upgrade` or opening the store records the revision"
+        ),
+        "unknown": f"unknown to this tickerq, which needs {state.head}; upgrade tickerq",
+    }
+    click.echo(f"{dialect.safe_url}: {revision} ({notes[state.state]})")
+    if not state.up_to_date:
+        sys.exit(1)
+
+
+def _sql_dialect(url: str) -> Dialect:
+    from tickerq.errors import InvalidArgumentError
+    from tickerq.stores.sql.dialects import for_url
+
+    if url.split("://", 1)[0] == "memory":
+        raise click.UsageError("memory:// keeps no schema; give a sqlite:// or postgresql:// URL")
+    try:
+        return for_url(url)
+    except InvalidArgumentError as exc:
+        raise click.UsageError(_without_password(str(exc), url)) from None
+
+
+def _run_db(safe_url: str, work: Callable[[], Coroutine[Any, Any, _T]]) -> _T:
+    from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+
+    from tickerq.errors import TickerQError
+
+    try:
+        return asyncio.run(work())
+    except TickerQError as exc:
+        raise click.ClickException(str(exc)) from None
+    except DBAPIError as exc:
+        raise click.ClickException(
+            f"{safe_url}: {type(exc.orig).__name__}: {exc.orig}".rstrip()
+        ) from None
+    except (SQLAlchemyError, OSError) as exc:
+        raise click.ClickException(f"cannot use {safe_url}: {type(exc).__name__}: {exc}") from None
+
+
+def _without_password(message: str, url: str) -> str:
+    """``message`` with the password of ``url`` (if any) masked."""
+    scheme, sep, rest = url.partition("://")
+    userinfo = rest.rpartition("@")[0] if sep else ""
+    password = userinfo.partition(":")[2]
+    return message.replace(password, "***") if password else message
 
 
 if __name__ == "__main__":

@@ -57,6 +57,10 @@ class EngineOptions:
     None: the store's default (memory: never; SQLite: 0.5 s; PostgreSQL: 5 s)."""
     misfire_grace: float = 5.0
     """A cron fire later than this counts as missed (for the SKIP policy)."""
+    retention: float | None = 7 * 24 * 3600.0
+    """Ended tickers and occurrences older than this many seconds are deleted (None: keep)."""
+    retention_batch: int = 500
+    """Rows deleted per batch, so purging never holds long locks."""
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     """Backoff used when a ticker has retries but no retry intervals."""
 
@@ -127,7 +131,7 @@ class Engine:
         await self.store.heartbeat(self._node(), [], self._lease_until(self.started_at))
         await self.store.listen(self._on_notice)
         self._loop_task = asyncio.create_task(self._main(), name="tickerq-engine")
-        if self.store.shared:
+        if self.store.shared or self.options.retention is not None:
             self._heartbeat_task = asyncio.create_task(self._heartbeats(), name="tickerq-heartbeat")
         self._publish_state("running")
 
@@ -519,6 +523,8 @@ class Engine:
 
     async def _heartbeats(self) -> None:
         interval = self.options.heartbeat_interval
+        if not self.store.shared:  # nothing to renew: only retention, now and then
+            interval = max(60.0, min(3600.0, (self.options.retention or 36000.0) / 10))
         while True:
             await self.clock.sleep(interval)
             now = self.clock.now()
@@ -529,8 +535,23 @@ class Engine:
                     self.cancel_local(ticker_id)
                 if await self.store.reclaim_expired(now):
                     self.wake()
+                await self._purge(now)
             except Exception:
                 logger.exception("heartbeat failed")
+
+    async def _purge(self, now: datetime) -> None:
+        retention = self.options.retention
+        if retention is None:
+            return
+        cutoff = now - timedelta(seconds=retention)
+        total = 0
+        while (count := await self.store.purge(cutoff, self.options.retention_batch)) > 0:
+            total += count
+            if count < self.options.retention_batch:
+                break
+            await asyncio.sleep(0)  # let jobs run between batches
+        if total:
+            logger.info("purged %d ended ticker(s) older than %s", total, cutoff.isoformat())
 
     def _node(self) -> Node:
         from tickerq import __version__

@@ -73,7 +73,7 @@ async def test_engine_wakes_at_once_for_earlier_work(app: TickerQ, clock: Manual
     async with app:
         await job.schedule(after=timedelta(hours=1))
         await run_until_idle(app)  # the engine now sleeps until the hour
-        assert clock.next_deadline() == START + timedelta(hours=1)
+        assert app.engine._deadline == START + timedelta(hours=1)
         await job.enqueue()
         await asyncio.wait_for(ran.wait(), 1)
     assert clock.now() == START  # no time had to pass
@@ -575,3 +575,22 @@ async def test_every_status_change_is_an_event(app: TickerQ) -> None:
     assert statuses == [Status.IDLE, Status.QUEUED, Status.IN_PROGRESS, Status.DONE]
     states = [e.state for e in events if type(e).__name__ == "EngineStateChanged"]  # type: ignore[attr-defined]
     assert states == ["running", "stopped"]
+
+
+async def test_retention_purges_old_ended_tickers(clock: ManualClock) -> None:
+    app = TickerQ(clock=clock, options=EngineOptions(retention=3600, retention_batch=2))
+
+    @app.function()
+    async def job() -> None:
+        pass
+
+    async with app:
+        old = [await job.enqueue() for _ in range(5)]
+        await run_until_idle(app)
+        keep = await job.schedule(after=timedelta(hours=3))  # still waiting
+        await advance(app, timedelta(hours=2, minutes=1))
+        assert await app.time_tickers.count() == 1
+        assert (await app.time_tickers.get(keep.id)).status is Status.IDLE
+    for ticker in old:
+        with pytest.raises(LookupError):
+            await app.time_tickers.get(ticker.id)

@@ -293,6 +293,12 @@ class Store(ABC):
         """Forget a node (on graceful stop)."""
 
     @abstractmethod
+    async def purge(self, finished_before: datetime, limit: int) -> int:
+        """Delete up to ``limit`` ended rows (and their attempts) that finished before
+        ``finished_before``, oldest first; waiting chain children keep their parent.
+        Returns how many rows went."""
+
+    @abstractmethod
     async def cancel_requested(self, ids: Sequence[UUID]) -> list[UUID]:
         """Which of these running ids were asked to cancel (from any node)."""
 

@@ -46,6 +46,7 @@ class _Row(Job):
         "lease_until",
         "lock_holder",
         "locked_at",
+        "open_attempt",
         "run_condition",
         "skipped_reason",
         "status",
@@ -64,6 +65,7 @@ class _Row(Job):
         self.updated_at: datetime = extra["updated_at"]
         self.children: list[_Row] = []
         self.attempts: list[Attempt] = []
+        self.open_attempt: tuple[str, datetime] | None = None
         self.version = 0
         self.due_ts = 0.0
         self.cancel_requested = False
@@ -270,7 +272,20 @@ class MemoryStore(Store):
 
     async def attempts(self, kind: TickerKind, ticker_id: UUID) -> list[Attempt]:
         """Attempts of one ticker, oldest first."""
-        return list(self._row(kind, ticker_id).attempts)
+        row = self._row(kind, ticker_id)
+        done = list(row.attempts)
+        if row.open_attempt is not None:
+            node, started = row.open_attempt
+            done.append(
+                Attempt(
+                    ticker_id=row.id,
+                    kind=row.kind,
+                    number=row.retry_count,
+                    node=node,
+                    started_at=started,
+                )
+            )
+        return done
 
     # -- cron tickers ---------------------------------------------------------------------
 
@@ -490,15 +505,7 @@ class MemoryStore(Store):
             row.status = Status.IN_PROGRESS
             row.executed_at = now
             row.updated_at = now
-            row.attempts.append(
-                Attempt(
-                    ticker_id=row.id,
-                    kind=row.kind,
-                    number=row.retry_count,
-                    node=node,
-                    started_at=now,
-                )
-            )
+            row.open_attempt = (node, now)
             self._announce(row, now)
             if row.children:
                 for child in row.children:
@@ -512,15 +519,23 @@ class MemoryStore(Store):
             if row is None:
                 continue
             elapsed = (outcome.finished_at - outcome.started_at).total_seconds() * 1000.0
-            if row.attempts:
-                row.attempts[-1] = row.attempts[-1].evolve(
-                    finished_at=outcome.finished_at,
-                    status=outcome.status,
-                    elapsed_ms=elapsed,
-                    error_type=outcome.error_type,
-                    error_message=outcome.error_message,
-                    traceback=outcome.traceback,
+            if row.open_attempt is not None:
+                row.attempts.append(
+                    Attempt(
+                        ticker_id=row.id,
+                        kind=row.kind,
+                        number=row.retry_count,
+                        node=outcome.node,
+                        started_at=row.open_attempt[1],
+                        finished_at=outcome.finished_at,
+                        status=outcome.status,
+                        elapsed_ms=elapsed,
+                        error_type=outcome.error_type,
+                        error_message=outcome.error_message,
+                        traceback=outcome.traceback,
+                    )
                 )
+                row.open_attempt = None
             row.elapsed_ms = elapsed
             row.error_type = outcome.error_type
             row.error_message = outcome.error_message
@@ -616,6 +631,31 @@ class MemoryStore(Store):
     async def remove_node(self, node_id: str) -> None:
         """Forget a node."""
         self._nodes.pop(node_id, None)
+
+    async def purge(self, finished_before: datetime, limit: int) -> int:
+        """Delete old ended rows whose chain has ended too."""
+        doomed: list[_Row] = []
+        for row in self._rows.values():
+            if len(doomed) >= limit:
+                break
+            if (
+                row.status.is_final
+                and row.finished_at is not None
+                and row.finished_at < finished_before
+                and all(c.status.is_final for c in _descendants(row))
+            ):
+                doomed.append(row)
+        for row in doomed:
+            self._rows.pop(row.id, None)
+            row.version += 1
+            parent = self._rows.get(row.parent_id) if row.parent_id else None
+            if parent is not None and row in parent.children:
+                parent.children.remove(row)
+            if row.cron_ticker_id is not None and row.execution_time is not None:
+                occurrences = self._cron_occurrences.get(row.cron_ticker_id)
+                if occurrences is not None and row in occurrences:
+                    occurrences.remove(row)
+        return len(doomed)
 
     async def cancel_requested(self, ids: Sequence[UUID]) -> list[UUID]:
         """Running ids flagged for cancellation."""

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID, uuid4
 
-from sqlalchemy import Case, ColumnElement, Select, Table, case, event, text
+from sqlalchemy import Case, ColumnElement, Select, Table, case, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.sql.dml import Insert
 
 from tickerq.errors import InvalidArgumentError
-from tickerq.stores.sql.schema import metadata
 
 __all__ = ["Dialect", "as_utc", "for_url", "later_of", "new_id", "utcnow"]
 
@@ -62,13 +60,16 @@ class Dialect:
             self.driver_url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
         )
 
-    async def prepare(self, engine: AsyncEngine) -> None:
-        """Create the tables if they do not exist (serialized across processes)."""
-        async with engine.begin() as conn:
-            if self.name == "postgresql":
-                key = int.from_bytes(hashlib.sha256(b"tickerq-schema").digest()[:7], "big")
-                await conn.execute(text(f"SELECT pg_advisory_xact_lock({key})"))
-            await conn.run_sync(metadata.create_all)
+    async def prepare(self, engine: AsyncEngine, auto_upgrade: bool = False) -> None:
+        """Bring the schema to what this tickerq needs, serialized across processes.
+
+        An empty database is created through the migrations; tables from before
+        migrations are stamped; an older schema is upgraded only if
+        ``auto_upgrade``, else TickerStateError says how to upgrade it.
+        """
+        from tickerq.stores.sql import migrate
+
+        await migrate.ensure(engine, auto_upgrade=auto_upgrade, url=self.safe_url)
 
     def insert_ignore(self, table: Table, values: dict[str, Any]) -> Insert:
         """INSERT that does nothing when a unique key already exists."""

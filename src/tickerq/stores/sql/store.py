@@ -77,9 +77,15 @@ class SqlStore(Store):
     shared = True
 
     def __init__(
-        self, url: str, *, pool_size: int = 10, max_payload_bytes: int = 1_000_000
+        self,
+        url: str,
+        *,
+        pool_size: int = 10,
+        max_payload_bytes: int = 1_000_000,
+        auto_upgrade: bool = False,
     ) -> None:
         self.url = url
+        self.auto_upgrade = auto_upgrade
         self.dialect = dialects.for_url(url)
         self.poll_interval = self.dialect.poll_interval
         self.pool_size = pool_size
@@ -95,10 +101,19 @@ class SqlStore(Store):
         return self._engine
 
     async def open(self) -> None:
-        """Connect, and create the schema if the database is empty."""
+        """Connect, and create the schema if the database is empty.
+
+        A schema from an older tickerq is upgraded if the store was made with
+        ``auto_upgrade=True``; otherwise TickerStateError says how to upgrade it.
+        """
         if self._engine is None:
             self._engine = self.dialect.create_engine(self.pool_size)
-        await self.dialect.prepare(self._engine)
+        try:
+            await self.dialect.prepare(self._engine, self.auto_upgrade)
+        except BaseException:
+            engine, self._engine = self._engine, None
+            await engine.dispose()
+            raise
 
     async def close(self) -> None:
         """Close every pooled connection (and the LISTEN connection)."""
@@ -853,6 +868,33 @@ class SqlStore(Store):
                 .values(status=IDLE, lock_holder=None, locked_at=None, lease_until=None)
             )
             await conn.execute(delete(nodes).where(nodes.c.id == node_id))
+
+    async def purge(self, finished_before: datetime, limit: int) -> int:
+        """Delete a batch of old ended rows; rows with a waiting child stay."""
+        final = [s.value for s in Status if s.is_final]
+        child = tickers.alias("child")
+        waiting_child = (
+            select(child.c.id)
+            .where(child.c.parent_id == T.id, child.c.status.not_in(final))
+            .exists()
+        )
+        async with self.engine.begin() as conn:
+            ids = list(
+                (
+                    await conn.execute(
+                        select(T.id)
+                        .where(T.status.in_(final), T.finished_at < finished_before, ~waiting_child)
+                        .order_by(T.finished_at)
+                        .limit(limit)
+                    )
+                ).scalars()
+            )
+            if not ids:
+                return 0
+            await conn.execute(delete(attempts).where(attempts.c.ticker_id.in_(ids)))
+            # children that ended are purged with their parent (ON DELETE CASCADE)
+            result = await conn.execute(delete(tickers).where(T.id.in_(ids)))
+        return max(result.rowcount, len(ids))
 
     async def cancel_requested(self, ids: Sequence[UUID]) -> list[UUID]:
         """Which running ids were flagged for cancellation."""
