@@ -7,8 +7,8 @@ import importlib
 import logging
 import os
 import sys
-from datetime import UTC, datetime
 from collections.abc import Callable, Coroutine
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
@@ -173,14 +173,14 @@ _STORE_OPTION = click.option(
     "--store",
     "store_url",
     envvar="TICKERQ_STORE",
-    required=True,
     metavar="URL",
     help="sqlite:///path or postgresql://user@host/db (default: $TICKERQ_STORE).",
 )
 
 
 @main.group()
-def db() -> None:
+@click.pass_context
+def db(ctx: click.Context) -> None:
     """Inspect and upgrade the schema of a SQL store.
 
     \b
@@ -188,11 +188,14 @@ def db() -> None:
       tickerq db current --store postgresql://app@db.internal/app
       TICKERQ_STORE=sqlite:///jobs.db tickerq db upgrade
     """
+    verbose = ctx.parent is not None and ctx.parent.params.get("verbose", False)
+    if not verbose:  # Alembic explains its setup at INFO
+        logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 @db.command("upgrade")
 @_STORE_OPTION
-def db_upgrade(store_url: str) -> None:
+def db_upgrade(store_url: str | None) -> None:
     """Upgrade the schema at the store URL to what this tickerq needs.
 
     Creates the tables in an empty database. Safe to run from several hosts at
@@ -205,7 +208,7 @@ def db_upgrade(store_url: str) -> None:
     async def work() -> tuple[str | None, str]:
         engine = dialect.create_engine(1)
         try:
-            return await migrate.upgrade_from_to(engine)
+            return await migrate.upgrade_from_to(engine, url=dialect.safe_url)
         finally:
             await engine.dispose()
 
@@ -218,8 +221,8 @@ def db_upgrade(store_url: str) -> None:
 
 @db.command("current")
 @_STORE_OPTION
-def db_current(store_url: str) -> None:
-    """Print the schema revision at the store URL; exit 1 if it is behind."""
+def db_current(store_url: str | None) -> None:
+    """Print the schema revision of the store; exit 1 unless up to date."""
     from tickerq.stores.sql import migrate
 
     dialect = _sql_dialect(store_url)
@@ -256,10 +259,12 @@ def db_current(store_url: str) -> None:
         sys.exit(1)
 
 
-def _sql_dialect(url: str) -> Dialect:
+def _sql_dialect(url: str | None) -> Dialect:
     from tickerq.errors import InvalidArgumentError
     from tickerq.stores.sql.dialects import for_url
 
+    if not url:
+        raise click.UsageError("which database? give --store URL or set TICKERQ_STORE")
     if url.split("://", 1)[0] == "memory":
         raise click.UsageError("memory:// keeps no schema; give a sqlite:// or postgresql:// URL")
     try:
@@ -278,16 +283,14 @@ def _run_db(safe_url: str, work: Callable[[], Coroutine[Any, Any, _T]]) -> _T:
     except TickerQError as exc:
         raise click.ClickException(str(exc)) from None
     except DBAPIError as exc:
-        raise click.ClickException(
-            f"{safe_url}: {type(exc.orig).__name__}: {exc.orig}".rstrip()
-        ) from None
+        raise click.ClickException(f"cannot use {safe_url}: {exc.orig}") from None
     except (SQLAlchemyError, OSError) as exc:
         raise click.ClickException(f"cannot use {safe_url}: {type(exc).__name__}: {exc}") from None
 
 
 def _without_password(message: str, url: str) -> str:
     """``message`` with the password of ``url`` (if any) masked."""
-    scheme, sep, rest = url.partition("://")
+    _, sep, rest = url.partition("://")
     userinfo = rest.rpartition("@")[0] if sep else ""
     password = userinfo.partition(":")[2]
     return message.replace(password, "***") if password else message

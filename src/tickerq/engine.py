@@ -103,6 +103,7 @@ class Engine:
         self._wakeup: asyncio.Future[None] | None = None
         self._deadline: datetime | None = None
         self._stopping = False
+        self._maintaining = False
         self._idle = asyncio.Event()
         self._pool: ThreadPoolExecutor | None = None
         self._rng = random.Random()
@@ -272,7 +273,7 @@ class Engine:
                 poll = now + timedelta(seconds=poll_interval)
                 deadline = poll if deadline is None else min(deadline, poll)
             self._deadline = deadline
-            if not self._running and not self._outcomes:
+            if not (self._running or self._outcomes or self._maintaining):
                 self._idle.set()
             await clock.sleep_until(deadline, self._wakeup)
             self._deadline = None
@@ -528,6 +529,8 @@ class Engine:
         while True:
             await self.clock.sleep(interval)
             now = self.clock.now()
+            self._maintaining = True
+            self._idle.clear()
             try:
                 running = list(self._running)
                 await self.store.heartbeat(self._node(), running, self._lease_until(now))
@@ -538,6 +541,9 @@ class Engine:
                 await self._purge(now)
             except Exception:
                 logger.exception("heartbeat failed")
+            finally:
+                self._maintaining = False
+                self.wake()  # the loop re-checks for work and idleness
 
     async def _purge(self, now: datetime) -> None:
         retention = self.options.retention

@@ -113,7 +113,7 @@ def test_demo_shows_jobs_running_and_keeps_history(tmp_path: Path) -> None:
     assert "charge_card" in first.stdout
     assert "DONE" in first.stdout
     assert "sync_inventory" in first.stdout
-    assert "order 1001" in first.stdout
+    assert "order 100" in first.stdout
     after_first = asyncio.run(_orders(store))
     assert after_first, "the first run stored no orders"
     # Started again on the same file, the history is still there and new orders follow it.

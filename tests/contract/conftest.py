@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from tickerq import EngineOptions, Priority, Status, TickerQ, TickerStateError
+from tickerq import EngineOptions, Priority, Status, TickerContext, TickerQ, TickerStateError
 from tickerq.models import TimeTicker
 from tickerq.stores.base import Job, Outcome, Store
 from tickerq.testing import ManualClock
@@ -150,7 +150,7 @@ FUNCTIONS = {
 """Functions registered in the ``app`` fixture, with their priorities."""
 
 
-async def _noop() -> None:
+async def _noop(ctx: TickerContext) -> None:
     return None
 
 

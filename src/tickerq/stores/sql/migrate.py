@@ -150,10 +150,24 @@ def _migration_context(conn: Connection) -> MigrationContext:
     return MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
 
 
+_version = sa.Table(VERSION_TABLE, sa.MetaData(), sa.Column("version_num", sa.String(32)))
+
+
+def _recorded_revision(conn: Connection) -> str | None:
+    # A plain query: configuring a MigrationContext would log at INFO on every open.
+    rows = list(conn.execute(sa.select(_version.c.version_num)).scalars())
+    if len(rows) > 1:
+        raise TickerStateError(
+            f"{VERSION_TABLE} holds several revisions ({', '.join(sorted(rows))}); "
+            "tickerq's migrations have no branches: repair it"
+        )
+    return rows[0] if rows else None
+
+
 def _status(conn: Connection) -> SchemaStatus:
     inspector = sa.inspect(conn)
     has_version_table = inspector.has_table(VERSION_TABLE)
-    revision = _migration_context(conn).get_current_revision() if has_version_table else None
+    revision = _recorded_revision(conn) if has_version_table else None
     return SchemaStatus(
         revision=revision,
         head=head_revision(),
@@ -175,11 +189,12 @@ def _stamp_unversioned(conn: Connection) -> None:
     logger.info("stamped existing tickerq tables as schema %s", UNVERSIONED_REVISION)
 
 
-def _upgrade(conn: Connection, target: str) -> tuple[str | None, str | None]:
+def _upgrade(conn: Connection, target: str, url: str | None) -> tuple[str | None, str | None]:
     """Upgrade inside the caller's transaction; the revision before and after."""
+    url = url or _safe(conn)
     before = _status(conn)
     if before.state == "unknown":
-        raise TickerStateError(before.problem(_safe(conn)))
+        raise TickerStateError(before.problem(url))
     if before.state == "unversioned":
         _stamp_unversioned(conn)
     script = _script()
@@ -194,14 +209,14 @@ def _upgrade(conn: Connection, target: str) -> tuple[str | None, str | None]:
                 env.run_migrations()
     except CommandError as exc:
         raise TickerStateError(
-            f"cannot upgrade the tickerq schema at {_safe(conn)} from "
+            f"cannot upgrade the tickerq schema at {url} from "
             f"{before.effective_revision or 'none'} to {target}: {exc}"
         ) from None
-    after = _migration_context(conn).get_current_revision()
+    after = _recorded_revision(conn)
     if after != before.revision:
         logger.info(
             "upgraded the tickerq schema at %s from %s to %s",
-            _safe(conn),
+            url,
             before.revision or "none",
             after,
         )
@@ -218,7 +233,7 @@ def _ensure(conn: Connection, auto_upgrade: bool, url: str | None) -> None:
         if current.state == "current":
             return
     if current.state == "fresh" or (auto_upgrade and current.state == "behind"):
-        _upgrade(conn, "head")
+        _upgrade(conn, "head", url)
         return
     raise TickerStateError(current.problem(url or _safe(conn)))
 
@@ -247,24 +262,29 @@ async def current_revision(engine: AsyncEngine) -> str | None:
     return (await status(engine)).revision
 
 
-async def upgrade(engine: AsyncEngine, target: str = "head") -> None:
+async def upgrade(engine: AsyncEngine, target: str = "head", *, url: str | None = None) -> None:
     """Upgrade the schema to ``target`` (a revision id or ``head``); no-op if it is there.
 
     Unversioned tables from before migrations are stamped 0001 first. Downgrades
     are not supported: a target older than the database raises TickerStateError.
     """
-    await upgrade_from_to(engine, target)
+    await upgrade_from_to(engine, target, url=url)
 
 
-async def upgrade_from_to(engine: AsyncEngine, target: str = "head") -> tuple[str | None, str]:
-    """:func:`upgrade`, returning the revision before (None: none) and after."""
+async def upgrade_from_to(
+    engine: AsyncEngine, target: str = "head", *, url: str | None = None
+) -> tuple[str | None, str]:
+    """:func:`upgrade`, returning the revision before (None: none) and after.
+
+    ``url`` (without password) names the database in logs and errors.
+    """
     if target not in ("head", "heads") and target not in _known_revisions():
         raise TickerStateError(
             f"unknown tickerq schema revision {target!r}; "
             f"known: {', '.join(sorted(_known_revisions()))} (or head)"
         )
     async with _locked(engine) as conn:
-        before, after = await conn.run_sync(_upgrade, target)
+        before, after = await conn.run_sync(_upgrade, target, url)
     assert after is not None
     return before, after
 

@@ -1,0 +1,344 @@
+"""Store contract: starting and completing work, attempts, chains, leases and nodes."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import TYPE_CHECKING
+from uuid import uuid4
+
+import pytest
+
+from support import START
+from tickerq import Node, RunCondition, Status, TickerNotFoundError, TickerQ
+from tickerq.enums import TickerKind
+
+if TYPE_CHECKING:
+    from contract.conftest import Ops
+
+
+# -- mark_started / complete -------------------------------------------------------------
+
+
+async def test_mark_started_opens_an_attempt(app: TickerQ, ops: Ops) -> None:
+    ticker = await ops.add("alpha")
+    job = await ops.claim_one(ticker.id)
+    ops.clock.tick(1)
+    await ops.start(job)
+    got = await app.time_tickers.get(ticker.id)
+    assert got.status is Status.IN_PROGRESS
+    assert got.executed_at == ops.now
+    assert got.lock_holder == "node-a"
+    (attempt,) = await app.time_tickers.attempts(ticker.id)
+    assert attempt.ticker_id == ticker.id and attempt.kind is TickerKind.TIME
+    assert (attempt.number, attempt.node, attempt.status) == (0, "node-a", Status.IN_PROGRESS)
+    assert attempt.started_at == ops.now and attempt.finished_at is None
+
+
+async def test_complete_done(app: TickerQ, ops: Ops) -> None:
+    ticker = await ops.add("alpha")
+    job = await ops.claim_one(ticker.id)
+    await ops.start(job)
+    finished = ops.at(2.5)
+    await ops.complete(job, Status.DONE, finished_at=finished)
+    got = await app.time_tickers.get(ticker.id)
+    assert got.status is Status.DONE
+    assert got.finished_at == finished
+    assert got.elapsed_ms == pytest.approx(2500)
+    assert (got.lock_holder, got.locked_at, got.lease_until) == (None, None, None)
+    assert got.error_type is None and got.error_message is None
+    (attempt,) = await app.time_tickers.attempts(ticker.id)
+    assert (attempt.status, attempt.finished_at) == (Status.DONE, finished)
+    assert attempt.elapsed_ms == pytest.approx(2500)
+    assert attempt.error_type is None and attempt.traceback is None
+    assert await ops.claim(ops.at(3600)) == []
+
+
+async def test_complete_failed_keeps_the_error(app: TickerQ, ops: Ops) -> None:
+    ticker = await ops.add("alpha")
+    await ops.run(
+        ticker.id,
+        Status.FAILED,
+        error_type="ValueError",
+        error_message="bad value 7",
+        traceback="Traceback (most recent call last):\n  ...\nValueError: bad value 7\n",
+    )
+    got = await app.time_tickers.get(ticker.id)
+    assert got.status is Status.FAILED
+    assert (got.error_type, got.error_message) == ("ValueError", "bad value 7")
+    (attempt,) = await app.time_tickers.attempts(ticker.id)
+    assert attempt.status is Status.FAILED
+    assert (attempt.error_type, attempt.error_message) == ("ValueError", "bad value 7")
+    assert attempt.traceback is not None and attempt.traceback.endswith("bad value 7\n")
+
+
+async def test_complete_several_outcomes_at_once(app: TickerQ, ops: Ops) -> None:
+    done = await ops.add("alpha")
+    skipped = await ops.add("beta")
+    jobs = {j.id: j for j in await ops.claim()}
+    await ops.store.mark_started(list(jobs.values()), "node-a", ops.now)
+    await ops.store.complete(
+        [
+            ops.outcome(jobs[done.id], Status.DONE),
+            ops.outcome(jobs[skipped.id], Status.SKIPPED, skipped_reason="already running"),
+        ]
+    )
+    assert (await app.time_tickers.get(done.id)).status is Status.DONE
+    got = await app.time_tickers.get(skipped.id)
+    assert got.status is Status.SKIPPED and got.skipped_reason == "already running"
+    await ops.store.complete([])
+
+
+async def test_retry_goes_back_to_idle_at_its_time(app: TickerQ, ops: Ops) -> None:
+    ticker = await ops.add("alpha", retries=2)
+    job = await ops.claim_one(ticker.id)
+    await ops.start(job)
+    retry_at = ops.at(30)
+    await ops.complete(
+        job, Status.IDLE, retry_at=retry_at, error_type="RuntimeError", error_message="boom"
+    )
+    waiting = await app.time_tickers.get(ticker.id)
+    assert waiting.status is Status.IDLE
+    assert waiting.execution_time == retry_at
+    assert waiting.retry_count == 1
+    assert waiting.error_message == "boom"
+    assert waiting.lock_holder is None
+    assert await ops.store.next_due_time() == retry_at
+    assert await ops.claim(ops.at(29)) == []
+    (again,) = await ops.claim(retry_at)
+    assert again.id == ticker.id and again.retry_count == 1
+    await ops.start(again, at=retry_at)
+    await ops.complete(again, Status.DONE, started_at=retry_at)
+    attempts = await app.time_tickers.attempts(ticker.id)
+    assert [(a.number, a.status) for a in attempts] == [(0, Status.IDLE), (1, Status.DONE)]
+    assert attempts[0].error_message == "boom" and attempts[1].error_message is None
+    assert [a.started_at for a in attempts] == [START, retry_at]
+    final = await app.time_tickers.get(ticker.id)
+    assert final.status is Status.DONE and final.retry_count == 1
+
+
+async def test_interrupted_run_does_not_use_a_retry(app: TickerQ, ops: Ops) -> None:
+    ticker = await ops.add("alpha", retries=1)
+    job = await ops.claim_one(ticker.id)
+    await ops.start(job)
+    finished = ops.at(1)
+    await ops.complete(job, Status.IDLE, counts_as_retry=False, finished_at=finished)
+    waiting = await app.time_tickers.get(ticker.id)
+    assert waiting.status is Status.IDLE
+    assert waiting.retry_count == 0
+    assert waiting.execution_time == finished  # no retry_at: due again at once
+    (again,) = await ops.claim(finished)
+    assert again.retry_count == 0
+
+
+# -- chains ---------------------------------------------------------------------------
+
+
+async def test_chain_children_are_resolved_with_their_parent(app: TickerQ, ops: Ops) -> None:
+    parent = await ops.add("alpha")
+    on_success = await ops.add("beta", parent_id=parent.id, run_condition=RunCondition.ON_SUCCESS)
+    on_any = await ops.add("beta", parent_id=parent.id)
+    on_failure = await ops.add("beta", parent_id=parent.id, run_condition=RunCondition.ON_FAILURE)
+    grandchild = await ops.add("gamma", parent_id=on_failure.id)
+    with_parent = await ops.add(
+        "gamma", parent_id=parent.id, run_condition=RunCondition.IN_PROGRESS
+    )
+    own_time = START + timedelta(hours=1)
+    later = await ops.add(
+        "beta", parent_id=parent.id, run_condition=RunCondition.ON_SUCCESS, execution_time=own_time
+    )
+    (job,) = await ops.claim()
+    assert job.id == parent.id
+
+    ops.clock.tick(1)
+    await ops.start(job)  # the IN_PROGRESS child starts together with its parent
+    assert [j.id for j in await ops.claim()] == [with_parent.id]
+
+    finished = ops.at(2)
+    await ops.complete(job, Status.DONE, finished_at=finished)
+    failed_branch = await app.time_tickers.get(on_failure.id)
+    assert failed_branch.status is Status.SKIPPED
+    assert "ON_FAILURE" in (failed_branch.skipped_reason or "")
+    assert "DONE" in (failed_branch.skipped_reason or "")
+    below = await app.time_tickers.get(grandchild.id)
+    assert below.status is Status.SKIPPED  # recursively
+    assert "SKIPPED" in (below.skipped_reason or "")
+    assert (await app.time_tickers.get(on_success.id)).status is Status.IDLE
+    assert await ops.claim(ops.at(1)) == []  # released for the parent's end, not before
+    released = await ops.claim(finished)
+    assert {j.id for j in released} == {on_success.id, on_any.id}
+    assert all(j.parent_id == parent.id for j in released)
+    assert await ops.claim(own_time - timedelta(seconds=1)) == []  # keeps its own later time
+    assert [j.id for j in await ops.claim(own_time)] == [later.id]
+
+
+async def test_chain_failure_releases_failure_children(app: TickerQ, ops: Ops) -> None:
+    parent = await ops.add("alpha")
+    on_success = await ops.add("beta", parent_id=parent.id, run_condition=RunCondition.ON_SUCCESS)
+    on_failure = await ops.add(
+        "beta", parent_id=parent.id, run_condition=RunCondition.ON_FAILURE_OR_CANCELLED
+    )
+    await ops.run(parent.id, Status.FAILED, error_message="x")
+    assert (await app.time_tickers.get(on_success.id)).status is Status.SKIPPED
+    assert [j.id for j in await ops.claim(ops.at(5))] == [on_failure.id]
+
+
+async def test_retry_of_a_parent_does_not_resolve_children(app: TickerQ, ops: Ops) -> None:
+    parent = await ops.add("alpha", retries=1)
+    child = await ops.add("beta", parent_id=parent.id, run_condition=RunCondition.ON_FAILURE)
+    await ops.run(parent.id, Status.IDLE, retry_at=ops.at(10), error_message="once")
+    got = await app.time_tickers.get(child.id)
+    assert got.status is Status.IDLE
+    assert [j.id for j in await ops.claim(ops.at(10))] == [parent.id]  # not the child
+
+
+async def test_child_added_to_an_ended_parent_is_resolved_at_once(app: TickerQ, ops: Ops) -> None:
+    parent = await ops.add("alpha")
+    await ops.run(parent.id, Status.DONE)
+    skipped = await ops.add("beta", parent_id=parent.id, run_condition=RunCondition.ON_FAILURE)
+    runs = await ops.add("beta", parent_id=parent.id, run_condition=RunCondition.ON_SUCCESS)
+    assert (await app.time_tickers.get(skipped.id)).status is Status.SKIPPED
+    assert [j.id for j in await ops.claim()] == [runs.id]
+
+
+async def test_in_progress_child_added_to_a_running_parent_starts(app: TickerQ, ops: Ops) -> None:
+    parent = await ops.add("alpha")
+    job = await ops.claim_one(parent.id)
+    await ops.start(job)
+    child = await ops.add("beta", parent_id=parent.id, run_condition=RunCondition.IN_PROGRESS)
+    waiting = await ops.add("beta", parent_id=parent.id)
+    assert [j.id for j in await ops.claim()] == [child.id]
+    assert (await app.time_tickers.get(waiting.id)).status is Status.IDLE
+
+
+# -- a node that lost its lock ---------------------------------------------------------
+
+
+async def test_complete_from_a_node_that_lost_the_lock_changes_nothing(
+    app: TickerQ, ops: Ops
+) -> None:
+    ticker = await ops.add("alpha")
+    stale = await ops.claim_one(ticker.id, node="node-a", lease=60)
+    await ops.start(stale, node="node-a")
+    later = ops.at(61)
+    assert await ops.store.reclaim_expired(later) == 1
+    (fresh,) = await ops.claim(later, node="node-b")
+    await ops.start(fresh, node="node-b", at=later)
+
+    # node-a wakes up and reports its (long lost) run
+    await ops.store.complete([ops.outcome(stale, Status.DONE, node="node-a")])
+    got = await app.time_tickers.get(ticker.id)
+    assert got.status is Status.IN_PROGRESS
+    assert got.lock_holder == "node-b"
+    current = (await app.time_tickers.attempts(ticker.id))[-1]
+    assert (current.node, current.status, current.finished_at) == ("node-b", Status.IN_PROGRESS, None)
+
+    await ops.store.complete(
+        [ops.outcome(fresh, Status.FAILED, node="node-b", started_at=later, error_message="b")]
+    )
+    got = await app.time_tickers.get(ticker.id)
+    assert got.status is Status.FAILED and got.error_message == "b"
+    last = (await app.time_tickers.attempts(ticker.id))[-1]
+    assert (last.node, last.status, last.error_message) == ("node-b", Status.FAILED, "b")
+
+
+# -- leases, heartbeats and nodes --------------------------------------------------------
+
+
+def node(node_id: str, ops: Ops, **changes: object) -> Node:
+    return Node(
+        id=node_id,
+        started_at=START,
+        last_heartbeat=ops.now,
+        version="9.9.9",
+        max_concurrency=8,
+        active=2,
+        functions=("alpha", "beta"),
+    ).evolve(**changes)
+
+
+async def test_heartbeat_extends_the_leases_of_its_node(app: TickerQ, ops: Ops) -> None:
+    for _ in range(3):
+        await ops.add("alpha")
+    mine = await ops.claim(node="node-a", slots=2, lease=60)
+    theirs = await ops.claim(node="node-b", lease=60)
+    assert len(mine) == 2 and len(theirs) == 1
+    await ops.store.mark_started(mine, "node-a", ops.now)
+    await ops.store.mark_started(theirs, "node-b", ops.now)
+
+    ops.clock.tick(30)
+    extended = ops.at(300)
+    await ops.store.heartbeat(node("node-a", ops), [j.id for j in mine], extended)
+    for job in mine:
+        assert (await app.time_tickers.get(job.id)).lease_until == extended
+    (other,) = theirs
+    assert (await app.time_tickers.get(other.id)).lease_until == START + timedelta(seconds=60)
+
+    assert await ops.store.reclaim_expired(START + timedelta(seconds=61)) == 1  # only node-b's
+    for job in mine:
+        assert (await app.time_tickers.get(job.id)).status is Status.IN_PROGRESS
+    assert (await app.time_tickers.get(other.id)).status is Status.IDLE
+
+
+async def test_nodes_are_recorded_and_removed(app: TickerQ, ops: Ops) -> None:
+    assert await ops.store.nodes() == []
+    await ops.store.heartbeat(node("node-a", ops), [], ops.at(60))
+    (seen,) = await ops.store.nodes()
+    assert seen.id == "node-a"
+    assert (seen.started_at, seen.last_heartbeat) == (START, ops.now)
+    assert (seen.version, seen.max_concurrency, seen.active) == ("9.9.9", 8, 2)
+    assert tuple(seen.functions) == ("alpha", "beta")
+
+    ops.clock.tick(10)
+    await ops.store.heartbeat(node("node-a", ops, active=5), [], ops.at(60))
+    await ops.store.heartbeat(node("node-b", ops), [], ops.at(60))
+    nodes = {n.id: n for n in await ops.store.nodes()}
+    assert set(nodes) == {"node-a", "node-b"}  # one row per node
+    assert nodes["node-a"].last_heartbeat == ops.now and nodes["node-a"].active == 5
+
+    await ops.store.remove_node("node-a")
+    assert [n.id for n in await ops.store.nodes()] == ["node-b"]
+    await ops.store.remove_node("never-seen")
+    assert [n.id for n in await ops.store.nodes()] == ["node-b"]
+
+
+async def test_reclaim_expired_puts_lapsed_rows_back(app: TickerQ, ops: Ops, store_kind: str) -> None:
+    started = await ops.add("alpha", retries=3)
+    job = await ops.claim_one(started.id, lease=60)
+    await ops.start(job)
+    queued = await ops.add("beta")
+    await ops.claim_one(queued.id, lease=120)
+
+    assert await ops.store.reclaim_expired(ops.at(60)) == 0  # the lease runs to its end
+    assert await ops.store.reclaim_expired(ops.at(61)) == 1
+    back = await app.time_tickers.get(started.id)
+    assert back.status is Status.IDLE
+    assert (back.lock_holder, back.locked_at, back.lease_until) == (None, None, None)
+    assert back.retry_count == 0  # a lost node is not the job's failure
+    assert (await app.time_tickers.get(queued.id)).status is Status.QUEUED
+    assert await ops.store.reclaim_expired(ops.at(121)) == 1
+    assert (await app.time_tickers.get(queued.id)).status is Status.IDLE
+    assert await ops.store.reclaim_expired(ops.at(3600)) == 0
+
+    # the lost attempt stays in the history; the row runs again elsewhere
+    (lost,) = await app.time_tickers.attempts(started.id)
+    assert (lost.number, lost.node, lost.started_at) == (0, "node-a", START)
+    if store_kind != "memory":
+        # SQL stores close the lost attempt; the memory store leaves it open
+        # (IN_PROGRESS, no finished_at): a documented difference.
+        assert lost.status is Status.FAILED
+        assert lost.error_type == "LeaseExpired"
+        assert lost.finished_at == ops.at(61)
+    redo = await ops.claim_one(started.id, node="node-b", now=ops.at(121))
+    await ops.start(redo, node="node-b", at=ops.at(121))
+    attempts = await app.time_tickers.attempts(started.id)
+    assert [(a.node, a.status) for a in attempts][-1] == ("node-b", Status.IN_PROGRESS)
+    assert len(attempts) == 2
+
+
+async def test_attempts_of_an_unknown_ticker(app: TickerQ, ops: Ops) -> None:
+    with pytest.raises(TickerNotFoundError):
+        await app.time_tickers.attempts(uuid4())
+    ticker = await ops.add("alpha")
+    assert await app.time_tickers.attempts(ticker.id) == []
+    with pytest.raises(TickerNotFoundError):  # a time ticker is not an occurrence
+        await ops.store.attempts(TickerKind.CRON_OCCURRENCE, ticker.id)

@@ -1,0 +1,392 @@
+"""Schema migrations on SQLite and PostgreSQL: creation, checks, upgrades, the CLI.
+
+PostgreSQL tests get a database of their own, created on the server of
+``$TICKERQ_TEST_POSTGRESQL`` (default ``postgresql://postgres@127.0.0.1:5432/test``,
+as in the contract suite; only its server is used) and dropped afterwards. They are skipped if it cannot be reached, unless ``CI`` is
+``true``: then they fail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tickerq.errors import TickerStateError
+from tickerq.stores.sql import SqlStore, migrate
+from tickerq.stores.sql.dialects import for_url
+from tickerq.stores.sql.schema import SCHEMA_VERSION, metadata, tables
+
+SERVER_URL = make_url(
+    os.environ.get("TICKERQ_TEST_POSTGRESQL", "postgresql://postgres@127.0.0.1:5432/test")
+).set(drivername="postgresql")
+IN_CI = os.environ.get("CI") == "true"
+
+
+# -- databases ------------------------------------------------------------------------
+
+
+async def _admin() -> Any:
+    import asyncpg
+
+    dsn = SERVER_URL.set(database="postgres").render_as_string(hide_password=False)
+    return await asyncpg.connect(dsn, timeout=5)
+
+
+@pytest.fixture
+async def pg_url() -> AsyncIterator[str]:
+    """A fresh, empty PostgreSQL database, dropped after the test."""
+    import asyncpg
+
+    try:
+        admin = await _admin()
+    except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+        where = SERVER_URL.set(database="postgres").render_as_string(hide_password=True)
+        if IN_CI:
+            pytest.fail(f"PostgreSQL at {where} is unreachable in CI: {exc!r}")
+        pytest.skip(f"PostgreSQL at {where} is unreachable: {exc!r}")
+    name = f"tickerq_mig_{uuid.uuid4().hex[:12]}"
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        yield SERVER_URL.set(database=name).render_as_string(hide_password=False)
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Any) -> str:
+    return f"sqlite:///{tmp_path / 'tickerq.db'}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request: pytest.FixtureRequest) -> str:
+    """Each test once per database family."""
+    name = "sqlite_url" if request.param == "sqlite" else "pg_url"
+    return str(request.getfixturevalue(name))
+
+
+@pytest.fixture
+async def engine(url: str) -> AsyncIterator[AsyncEngine]:
+    """A bare engine on the test's database (nothing created yet)."""
+    created = for_url(url).create_engine(5)
+    yield created
+    await created.dispose()
+
+
+async def _sync(engine: AsyncEngine, fn: Any, *args: Any) -> Any:
+    async with engine.begin() as conn:
+        return await conn.run_sync(fn, *args)
+
+
+def _layout(conn: Connection) -> dict[str, Any]:
+    """Tables (without the version table), their columns, indexes, uniques and FKs."""
+    inspector = sa.inspect(conn)
+    found: dict[str, Any] = {}
+    for table in inspector.get_table_names():
+        if table == migrate.VERSION_TABLE:
+            continue
+        found[table] = {
+            "columns": {c["name"] for c in inspector.get_columns(table)},
+            "indexes": {
+                i["name"]
+                for i in inspector.get_indexes(table)
+                if not i.get("duplicates_constraint")
+            },
+            "unique": {tuple(u["column_names"]) for u in inspector.get_unique_constraints(table)},
+            "foreign_keys": {
+                (tuple(f["constrained_columns"]), f["referred_table"], f["options"].get("ondelete"))
+                for f in inspector.get_foreign_keys(table)
+            },
+        }
+    return found
+
+
+def _expected_layout() -> dict[str, Any]:
+    expected: dict[str, Any] = {}
+    for name, table in tables.items():
+        expected[name] = {
+            "columns": {c.name for c in table.columns},
+            "indexes": {i.name for i in table.indexes},
+            "unique": {
+                tuple(c.name for c in u.columns)
+                for u in table.constraints
+                if isinstance(u, sa.UniqueConstraint)
+            }
+            | {(c.name,) for c in table.columns if c.unique},
+            "foreign_keys": {
+                ((f.parent.name,), f.column.table.name, f.ondelete) for f in table.foreign_keys
+            },
+        }
+    return expected
+
+
+def _diff(conn: Connection) -> list[Any]:
+    """What Alembic's autogenerate sees between the database and schema.py."""
+    context = MigrationContext.configure(
+        conn,
+        opts={
+            "compare_type": True,
+            "include_name": lambda name, kind, _parent: (
+                kind != "table" or name != migrate.VERSION_TABLE
+            ),
+        },
+    )
+    return list(compare_metadata(context, metadata))
+
+
+def _version_rows(conn: Connection) -> list[str]:
+    rows = conn.execute(sa.text(f"SELECT version_num FROM {migrate.VERSION_TABLE}"))
+    return [r[0] for r in rows]
+
+
+def _make_behind(conn: Connection) -> None:
+    """The state of a stamp to base: an empty version table and no tickerq tables."""
+    metadata.drop_all(conn)
+    conn.execute(sa.text(f"DELETE FROM {migrate.VERSION_TABLE}"))
+
+
+def _has_table(conn: Connection, name: str) -> bool:
+    return sa.inspect(conn).has_table(name)
+
+
+# -- the schema ----------------------------------------------------------------------
+
+
+def test_head_is_schema_version() -> None:
+    assert migrate.head_revision() == SCHEMA_VERSION == "0001"
+
+
+async def test_fresh_database_gets_exactly_the_schema(url: str) -> None:
+    store = SqlStore(url)
+    await store.open()
+    try:
+        layout = await _sync(store.engine, _layout)
+        assert layout == _expected_layout()
+        assert await _sync(store.engine, _diff) == []
+        assert await migrate.current_revision(store.engine) == "0001"
+        await migrate.check(store.engine)
+    finally:
+        await store.close()
+
+
+async def test_upgrade_creates_the_schema_and_a_second_upgrade_does_nothing(
+    engine: AsyncEngine,
+) -> None:
+    assert await migrate.current_revision(engine) is None
+    assert (await migrate.status(engine)).state == "fresh"
+    with pytest.raises(TickerStateError, match="no tickerq tables"):
+        await migrate.check(engine)
+
+    await migrate.upgrade(engine)
+    assert await migrate.current_revision(engine) == "0001"
+    assert set((await _sync(engine, _layout)).keys()) == set(tables)
+
+    assert await migrate.upgrade_from_to(engine) == ("0001", "0001")
+    await migrate.upgrade(engine, "0001")
+    assert await _sync(engine, _version_rows) == ["0001"]
+    assert await _sync(engine, _diff) == []
+
+
+async def test_unknown_target_is_refused(engine: AsyncEngine) -> None:
+    with pytest.raises(TickerStateError, match="unknown tickerq schema revision '0042'"):
+        await migrate.upgrade(engine, "0042")
+    assert not await _sync(engine, _has_table, migrate.VERSION_TABLE)
+
+
+# -- opening a store -----------------------------------------------------------------
+
+
+async def test_a_database_behind_is_refused_without_auto_upgrade(
+    url: str, engine: AsyncEngine
+) -> None:
+    await migrate.upgrade(engine)
+    await _sync(engine, _make_behind)
+    assert (await migrate.status(engine)).state == "behind"
+
+    store = SqlStore(url)
+    with pytest.raises(TickerStateError) as caught:
+        await store.open()
+    message = str(caught.value)
+    assert for_url(url).safe_url in message
+    assert "has no tickerq tables, but this tickerq needs 0001" in message
+    assert "tickerq db upgrade --store URL" in message
+    assert "auto_upgrade=True" in message
+    with pytest.raises(TickerStateError, match="not open"):
+        _ = store.engine  # a failed open leaves nothing behind
+    with pytest.raises(TickerStateError, match="has no tickerq tables"):
+        await migrate.check(engine)
+    assert not await _sync(engine, _has_table, "tickerq_tickers")
+
+    upgrading = SqlStore(url, auto_upgrade=True)
+    await upgrading.open()
+    try:
+        assert await migrate.current_revision(upgrading.engine) == "0001"
+        assert await _sync(upgrading.engine, _layout) == _expected_layout()
+    finally:
+        await upgrading.close()
+    store = SqlStore(url)  # now current: opens without auto_upgrade
+    await store.open()
+    await store.close()
+
+
+async def test_a_revision_from_a_newer_tickerq_is_refused(url: str, engine: AsyncEngine) -> None:
+    await migrate.upgrade(engine)
+    async with engine.begin() as conn:
+        await conn.execute(sa.text(f"UPDATE {migrate.VERSION_TABLE} SET version_num = '0099'"))
+    for auto_upgrade in (False, True):
+        store = SqlStore(url, auto_upgrade=auto_upgrade)
+        with pytest.raises(TickerStateError, match="schema 0099, which this tickerq does not know"):
+            await store.open()
+    with pytest.raises(TickerStateError, match="0099"):
+        await migrate.upgrade(engine)
+
+
+async def test_tables_from_before_migrations_are_stamped(url: str, engine: AsyncEngine) -> None:
+    async with engine.begin() as conn:
+        await conn.run_sync(metadata.create_all)  # what tickerq did before migrations
+    state = await migrate.status(engine)
+    assert (state.state, state.revision, state.up_to_date) == ("unversioned", None, True)
+
+    store = SqlStore(url)
+    await store.open()
+    await store.close()
+    assert await migrate.current_revision(engine) == "0001"
+
+    # the version row deleted by hand, the tables still there: stamped again
+    async with engine.begin() as conn:
+        await conn.execute(sa.text(f"DELETE FROM {migrate.VERSION_TABLE}"))
+    await migrate.upgrade(engine)
+    assert await _sync(engine, _version_rows) == ["0001"]
+
+
+async def test_partial_tickerq_tables_are_refused(url: str, engine: AsyncEngine) -> None:
+    async with engine.begin() as conn:
+        await conn.run_sync(
+            metadata.create_all, [tables["tickerq_cron_tickers"], tables["tickerq_tickers"]]
+        )
+    with pytest.raises(TickerStateError, match="not tickerq_attempts, tickerq_nodes"):
+        await SqlStore(url).open()
+
+
+async def test_concurrent_upgrades_upgrade_once(url: str) -> None:
+    engines = [for_url(url).create_engine(1) for _ in range(5)]
+    try:
+        await asyncio.gather(*(migrate.upgrade(e) for e in engines))
+        assert await _sync(engines[0], _version_rows) == ["0001"]
+        assert await _sync(engines[0], _diff) == []
+    finally:
+        for e in engines:
+            await e.dispose()
+
+
+async def test_concurrent_opens_create_once(url: str) -> None:
+    stores = [SqlStore(url, pool_size=1) for _ in range(5)]
+    try:
+        await asyncio.gather(*(s.open() for s in stores))
+        assert await _sync(stores[0].engine, _version_rows) == ["0001"]
+    finally:
+        for s in stores:
+            await s.close()
+
+
+# -- the CLI -------------------------------------------------------------------------
+
+
+async def tickerq(*args: str, **env: str) -> tuple[int, str, str]:
+    """Run ``tickerq`` as a user would; exit code, stdout, stderr."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tickerq.cli",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**{k: v for k, v in os.environ.items() if k != "TICKERQ_STORE"}, **env},
+    )
+    out, err = await asyncio.wait_for(process.communicate(), timeout=25)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def test_cli_current_and_upgrade(url: str) -> None:
+    safe = for_url(url).safe_url
+    code, out, _ = await tickerq("db", "current", "--store", url)
+    assert code == 1
+    assert out.startswith(f"{safe}: none (")
+
+    code, out, err = await tickerq("db", "upgrade", "--store", url)
+    assert (code, out) == (0, f"{safe}: upgraded none -> 0001\n"), err
+    code, out, _ = await tickerq("db", "upgrade", "--store", url)
+    assert (code, out) == (0, f"{safe}: already at 0001 (up to date)\n")
+
+    code, out, _ = await tickerq("db", "current", TICKERQ_STORE=url)
+    assert (code, out) == (0, f"{safe}: 0001 (up to date)\n")
+
+
+async def test_cli_current_behind_and_unversioned(url: str, engine: AsyncEngine) -> None:
+    await migrate.upgrade(engine)
+    await _sync(engine, _make_behind)
+    code, out, _ = await tickerq("db", "current", "--store", url)
+    assert code == 1
+    assert "none (behind: this tickerq needs 0001; run `tickerq db upgrade`)" in out
+
+    async with engine.begin() as conn:
+        await conn.execute(sa.text(f"DROP TABLE {migrate.VERSION_TABLE}"))
+        await conn.run_sync(metadata.create_all)
+    code, out, _ = await tickerq("db", "current", "--store", url)
+    assert code == 0
+    assert "none (tables from before versioned migrations, equal to 0001; up to date" in out
+
+    code, out, _ = await tickerq("db", "upgrade", "--store", url)
+    assert code == 0
+    assert await migrate.current_revision(engine) == "0001"
+
+
+async def test_cli_never_prints_the_password(pg_url: str) -> None:
+    secret = make_url(pg_url).set(password="secret").render_as_string(hide_password=False)
+    assert "secret" in secret
+    runs = [
+        ("db", "current", "--store", secret),
+        ("db", "upgrade", "--store", secret),
+        ("db", "current", "--store", secret),
+        ("db", "current", "--store", secret + "_missing"),  # no such database
+        ("db", "current", "--store", "postgresql://postgres:secret@127.0.0.1:1/x"),  # refused
+        ("db", "current", "--store", "postgresql://postgres:secret@127.0.0.1:port/x"),  # bad URL
+        ("db", "current", "--store", "mysql://postgres:secret@127.0.0.1/x"),  # unsupported
+    ]
+    codes = []
+    for args in runs:
+        code, out, err = await tickerq(*args)
+        assert "secret" not in out + err, (args, out, err)
+        codes.append(code)
+        if code != 0:
+            assert "Traceback" not in err
+    assert codes == [1, 0, 0, 1, 1, 2, 2]
+
+
+async def test_cli_usage_errors() -> None:
+    code, _, err = await tickerq("db", "current")
+    assert code == 2
+    assert "give --store URL or set TICKERQ_STORE" in err
+    code, _, err = await tickerq("db", "upgrade", "--store", "memory://")
+    assert code == 2
+    assert "memory:// keeps no schema" in err
+
+
+async def test_cli_current_does_not_create_a_sqlite_file(tmp_path: Any) -> None:
+    path = tmp_path / "missing.db"
+    code, out, _ = await tickerq("db", "current", "--store", f"sqlite:///{path}")
+    assert code == 1
+    assert "none (the file does not exist)" in out
+    assert not path.exists()
