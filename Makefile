@@ -34,6 +34,7 @@ pytest: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/run.py
+	$(PY) bench/idle.py
 
 format: $(STAMP)
 	$(PY) -m ruff format src tests bench
