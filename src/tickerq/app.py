@@ -20,6 +20,7 @@ from tickerq.events import EventBus
 from tickerq.functions import TickerFunction, TickerRouter, _Registrar
 from tickerq.managers import CronTickerManager, TimeTickerManager
 from tickerq.stores import Store, open_store
+from tickerq.stores.sql import mask_password
 
 if TYPE_CHECKING:
     from tickerq.context import TickerContext
@@ -64,7 +65,7 @@ class TickerQ(_Registrar):
                 f"max_concurrency must be an integer >= 1, got {max_concurrency!r}"
             )
         self.store = open_store(store) if isinstance(store, str) else store
-        self.store_url = _safe_url(store) if isinstance(store, str) else type(store).__name__
+        self.store_url = mask_password(store) if isinstance(store, str) else type(store).__name__
         """Where the tickers live (without any password)."""
         self.node_id = node_id or f"{socket.gethostname()}-{os.getpid()}"
         self.max_concurrency = max_concurrency
@@ -203,13 +204,3 @@ class TickerQ(_Registrar):
 
             self._sync = SyncTickerQ(self)
         return self._sync
-
-
-def _safe_url(url: str) -> str:
-    """``url`` with its password masked."""
-    scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest:
-        return url
-    credentials, _, host = rest.rpartition("@")
-    user = credentials.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}" if ":" in credentials else url

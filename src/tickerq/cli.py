@@ -245,7 +245,10 @@ def db_current(store_url: str | None) -> None:
     revision = state.revision or "none"
     notes = {
         "current": "up to date",
-        "fresh": f"no tickerq tables; this tickerq needs {state.head}",
+        "fresh": (
+            f"no tickerq tables; this tickerq needs {state.head}: "
+            "`tickerq db upgrade` or opening the store creates them"
+        ),
         "behind": f"behind: this tickerq needs {state.head}; run `tickerq db upgrade`",
         "unversioned": (
             f"tables from before versioned migrations, equal to {state.effective_revision}; "

@@ -14,10 +14,12 @@ PostgreSQL tests are skipped on a developer machine and fail when ``CI=true``.
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -77,6 +79,71 @@ async def _assert_no_connections(admin: Any, database: str) -> None:
     assert left == [], f"connections to {database} leaked after the apps stopped: {left}"
 
 
+async def _drop_database(admin: Any, database: str) -> None:
+    await admin.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        "WHERE datname = $1 AND pid <> pg_backend_pid()",
+        database,
+    )
+    await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+
+
+async def _create_database(admin: Any, database: str, template: str) -> None:
+    """CREATE DATABASE from ``template``, waiting out a session that is just leaving it."""
+    import asyncpg
+
+    for _ in range(100):
+        try:
+            await admin.execute(f'CREATE DATABASE "{database}" TEMPLATE "{template}"')
+            return
+        except asyncpg.ObjectInUseError:  # "source database is being accessed by other users"
+            await asyncio.sleep(0.02)
+    await admin.execute(f'CREATE DATABASE "{database}" TEMPLATE "{template}"')
+
+
+async def _make_template(name: str) -> None:
+    """A database holding tickerq's empty schema, copied for each test (faster than
+    creating the tables every time)."""
+    from tickerq.stores.sql import SqlStore
+
+    admin = await _admin_connection()
+    try:
+        await _create_database(admin, name, "template0")
+        store = SqlStore(_server_dsn(name))
+        await store.open()
+        await store.close()
+        await _assert_no_connections(admin, name)
+    finally:
+        await admin.close()
+
+
+async def _drop_template(name: str) -> None:
+    import asyncpg
+
+    admin = await asyncpg.connect(_server_dsn("postgres"), timeout=3)
+    try:
+        await _drop_database(admin, name)
+    finally:
+        await admin.close()
+
+
+def _in_thread(coro: Any) -> None:
+    """Run a coroutine on a loop of its own, away from the test's event loop."""
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, coro).result()
+
+
+@pytest.fixture(scope="session")
+def pg_template() -> Iterator[str]:
+    """The name of a template database with tickerq's schema (made once per session)."""
+    name = f"tickerq_tpl_{uuid.uuid4().hex[:12]}"
+    _in_thread(_make_template(name))
+    try:
+        yield name
+    finally:
+        _in_thread(_drop_template(name))
+
+
 @pytest.fixture(params=["memory", "sqlite", "postgresql"])
 async def store_url(request: pytest.FixtureRequest, tmp_path: Any) -> AsyncIterator[str]:
     """The URL of an empty store of each kind."""
@@ -87,19 +154,15 @@ async def store_url(request: pytest.FixtureRequest, tmp_path: Any) -> AsyncItera
         yield f"sqlite:///{tmp_path}/t.db"
         return
     admin = await _admin_connection()
+    template: str = request.getfixturevalue("pg_template")
     database = f"tickerq_{uuid.uuid4().hex[:12]}"
     try:
-        await admin.execute(f'CREATE DATABASE "{database}"')
+        await _create_database(admin, database, template)
         try:
             yield _server_dsn(database)
             await _assert_no_connections(admin, database)
         finally:
-            await admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE datname = $1 AND pid <> pg_backend_pid()",
-                database,
-            )
-            await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+            await _drop_database(admin, database)
     finally:
         await admin.close()
 
@@ -131,6 +194,7 @@ async def make_app(
 
     for app in apps:
         await app.stop()
+    gc.collect()  # a connection lost by its pool warns now, in this test's teardown
     for app in apps:
         store: Any = app.store
         if hasattr(store, "_engine"):  # the SQL store: its engine must be disposed

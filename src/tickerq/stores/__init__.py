@@ -8,23 +8,20 @@ from tickerq.stores.memory import MemoryStore
 __all__ = ["Job", "MemoryStore", "Outcome", "Store", "TickerQuery", "open_store"]
 
 
-def open_store(url: str) -> Store:
-    """The store for a URL: ``memory://``, ``sqlite:///path`` or ``postgresql://...``."""
+def open_store(url: str, *, auto_upgrade: bool = False) -> Store:
+    """The store for a URL: ``memory://``, ``sqlite:///path`` or ``postgresql://...``.
+
+    ``auto_upgrade`` lets a SQL store migrate an older schema when it opens.
+    """
     from tickerq.errors import InvalidArgumentError
+    from tickerq.stores.sql import SqlStore, mask_password
 
     scheme = url.split("://", 1)[0].split("+", 1)[0] if "://" in url else url
     if scheme == "memory":
         return MemoryStore()
     if scheme in ("sqlite", "postgresql", "postgres"):
-        try:
-            from tickerq.stores.sql import SqlStore
-        except ImportError as exc:  # the SQL extra is not installed
-            raise InvalidArgumentError(
-                f"the {scheme} store needs SQLAlchemy and its driver: "
-                f"pip install 'tickerq[{'sqlite' if scheme == 'sqlite' else 'postgresql'}]' ({exc})"
-            ) from None
-        return SqlStore(url)
+        return SqlStore(url, auto_upgrade=auto_upgrade)
     raise InvalidArgumentError(
-        f"unsupported store URL scheme {scheme!r} in {url!r}; "
+        f"unsupported store URL scheme {scheme!r} in {mask_password(url)!r}; "
         "supported: memory://, sqlite:///path, postgresql://user@host/db"
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -92,12 +94,22 @@ class Dialect:
         return stmt  # SQLite: the write transaction already runs alone
 
 
+def mask_password(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (for messages and logs)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    credentials, _, host = rest.rpartition("@")
+    user, colon, _ = credentials.partition(":")
+    return f"{scheme}://{user}:***@{host}" if colon else url
+
+
 def for_url(url: str) -> Dialect:
     """The dialect of a ``sqlite:///`` or ``postgresql://`` URL."""
     try:
         parsed = make_url(url)
     except Exception:
-        raise InvalidArgumentError(f"not a database URL: {url!r}") from None
+        raise InvalidArgumentError(f"not a database URL: {mask_password(url)!r}") from None
     safe = parsed.render_as_string(hide_password=True)
     backend = parsed.get_backend_name()
     if backend == "sqlite":
@@ -125,12 +137,18 @@ def _sqlite_settings(engine: AsyncEngine) -> None:
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        for pragma in (
-            "PRAGMA journal_mode=WAL",
-            "PRAGMA busy_timeout=30000",
-            "PRAGMA synchronous=NORMAL",
-            "PRAGMA foreign_keys=ON",
-        ):
+        cursor.execute("PRAGMA busy_timeout=30000")
+        # Switching a new file to WAL does not wait on the busy timeout when another
+        # process does the same at once; retry it for a while instead of failing.
+        for attempt in range(200):
+            try:
+                cursor.execute("PRAGMA journal_mode=WAL")
+                break
+            except Exception as exc:
+                if "locked" not in str(exc) or attempt == 199:
+                    raise
+                time.sleep(0.01 + random.random() * 0.02)
+        for pragma in ("PRAGMA synchronous=NORMAL", "PRAGMA foreign_keys=ON"):
             cursor.execute(pragma)
         cursor.close()
 
