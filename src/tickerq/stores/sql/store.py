@@ -9,7 +9,7 @@ with ``BEGIN IMMEDIATE`` and so runs alone.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -17,132 +17,47 @@ from uuid import UUID
 from sqlalchemy import (
     ColumnElement,
     Select,
-    and_,
     delete,
     func,
     insert,
-    literal,
     or_,
     select,
     update,
 )
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from tickerq.enums import Priority, RunCondition, Status, TickerKind
+from tickerq.enums import Priority, Status, TickerKind
 from tickerq.errors import TickerNotFoundError, TickerStateError
-from tickerq.events import CronTickerChanged, TickerChanged, TickerDeleted
-from tickerq.models import Attempt, CronOccurrence, CronTicker, Node, TimeTicker
-from tickerq.stores.base import Job, Outcome, Store, TickerQuery
+from tickerq.events import CronTickerChanged, TickerDeleted
+from tickerq.models import Attempt, CronOccurrence, CronTicker, TimeTicker
+from tickerq.stores.base import TickerQuery
 from tickerq.stores.sql import dialects
-from tickerq.stores.sql.notify import CHANNEL, Listener
+from tickerq.stores.sql.connection import (
+    IDLE,
+    OCCURRENCE,
+    QUEUED,
+    RUNNING,
+    TIME,
+    T,
+    kind_name,
+)
 from tickerq.stores.sql.rows import (
     attempt_from_row,
     cron_from_row,
     cron_values,
-    job_from_row,
-    node_from_row,
-    node_values,
     occurrence_from_row,
     ticker_from_row,
     ticker_values,
 )
-from tickerq.stores.sql.schema import attempts, cron_tickers, nodes, tickers
+from tickerq.stores.sql.schema import attempts, cron_tickers, tickers
+from tickerq.stores.sql.work import EngineWork
 
 __all__ = ["SqlStore"]
 
 logger = logging.getLogger(__name__)
 
-T = tickers.c
-IDLE, QUEUED, RUNNING = Status.IDLE.value, Status.QUEUED.value, Status.IN_PROGRESS.value
-TIME, OCCURRENCE = TickerKind.TIME.value, TickerKind.CRON_OCCURRENCE.value
-_JOB_COLUMNS = (
-    T.id, T.kind, T.function, T.priority, T.request, T.execution_time, T.fire_time,
-    T.retries, T.retry_intervals, T.retry_count, T.timeout, T.cron_ticker_id, T.parent_id,
-)  # fmt: skip
 
-
-def _kind_name(kind: TickerKind) -> str:
-    return "time ticker" if kind is TickerKind.TIME else "cron occurrence"
-
-
-def _matching_conditions(parent: Status) -> list[str]:
-    return [
-        c.value for c in RunCondition if c is not RunCondition.IN_PROGRESS and c.matches(parent)
-    ]
-
-
-class SqlStore(Store):
+class SqlStore(EngineWork):
     """Tickers in SQLite or PostgreSQL, shared by every node that uses the same database."""
-
-    shared = True
-
-    def __init__(
-        self,
-        url: str,
-        *,
-        pool_size: int = 10,
-        max_payload_bytes: int = 1_000_000,
-        auto_upgrade: bool = False,
-    ) -> None:
-        self.url = url
-        self.auto_upgrade = auto_upgrade
-        self.dialect = dialects.for_url(url)
-        self.poll_interval = self.dialect.poll_interval
-        self.pool_size = pool_size
-        self.max_payload_bytes = max_payload_bytes
-        self._engine: AsyncEngine | None = None
-        self._listener: Listener | None = None
-
-    @property
-    def engine(self) -> AsyncEngine:
-        """The SQLAlchemy engine (after open)."""
-        if self._engine is None:
-            raise TickerStateError(f"the store {self.dialect.safe_url} is not open")
-        return self._engine
-
-    async def open(self) -> None:
-        """Connect, and create the schema if the database is empty.
-
-        A schema from an older tickerq is upgraded if the store was made with
-        ``auto_upgrade=True``; otherwise TickerStateError says how to upgrade it.
-        """
-        if self._engine is None:
-            self._engine = self.dialect.create_engine(self.pool_size)
-        try:
-            await self.dialect.prepare(self._engine, self.auto_upgrade)
-        except BaseException:
-            engine, self._engine = self._engine, None
-            await engine.dispose()
-            raise
-
-    async def close(self) -> None:
-        """Close every pooled connection (and the LISTEN connection)."""
-        if self._listener is not None:
-            await self._listener.stop()
-            self._listener = None
-        if self._engine is not None:
-            await self._engine.dispose()
-            self._engine = None
-
-    async def listen(self, handler: Callable[[str, str], None]) -> None:
-        """On PostgreSQL, LISTEN for other nodes' notices."""
-        if self.dialect.name != "postgresql" or self._listener is not None:
-            return
-        self._listener = Listener(self.dialect.plain_url, self.dialect.safe_url, handler)
-        await self._listener.start()
-
-    async def _notify(self, conn: AsyncConnection, kind: str, value: object = "") -> None:
-        """Tell other nodes, when this transaction commits (PostgreSQL only)."""
-        if self.dialect.name == "postgresql":
-            payload = f"{kind} {value.isoformat() if isinstance(value, datetime) else value}"
-            await conn.execute(select(func.pg_notify(CHANNEL, payload)))
-
-    def _announce(
-        self, kind: str, ticker_id: UUID, function: str, status: str, at: datetime
-    ) -> None:
-        bus = self.events
-        if bus is not None and bus.active:
-            bus.publish(TickerChanged(at, TickerKind(kind), ticker_id, function, Status(status)))
 
     # -- time tickers ------------------------------------------------------------------
 
@@ -209,14 +124,6 @@ class SqlStore(Store):
                 )
         self._announce(TIME, row.id, row.function, row.status, row.updated_at)
         return ticker_from_row(row)
-
-    async def _status_of(self, conn: AsyncConnection, kind: TickerKind, ticker_id: UUID) -> str:
-        status = (
-            await conn.execute(select(T.status).where(T.id == ticker_id, T.kind == kind.value))
-        ).scalar()
-        if status is None:
-            raise TickerNotFoundError(_kind_name(kind), ticker_id)
-        return str(status)
 
     async def delete_time_tickers(self, ids: Sequence[UUID]) -> int:
         """Delete tickers with their descendants; refuse if one of them runs."""
@@ -301,11 +208,11 @@ class SqlStore(Store):
                 )
             ).first()
             if row is None:
-                raise TickerNotFoundError(_kind_name(kind), ticker_id)
+                raise TickerNotFoundError(kind_name(kind), ticker_id)
             before = Status(row.status)
             if before.is_final:
                 raise TickerStateError(
-                    f"{_kind_name(kind)} {ticker_id} has already ended ({before.name})"
+                    f"{kind_name(kind)} {ticker_id} has already ended ({before.name})"
                 )
             if before in (Status.IN_PROGRESS, Status.QUEUED):
                 await conn.execute(
@@ -343,7 +250,7 @@ class SqlStore(Store):
             function = result.scalar()
             if function is None:
                 status = await self._status_of(conn, kind, ticker_id)
-                raise TickerStateError(f"{_kind_name(kind)} {ticker_id} is {status}")
+                raise TickerStateError(f"{kind_name(kind)} {ticker_id} is {status}")
             await self._notify(conn, "due", now)
         self._announce(kind.value, ticker_id, function, IDLE, now)
 
@@ -530,395 +437,6 @@ class SqlStore(Store):
                 )
             ).first()
         return occurrence_from_row(row) if row is not None else None
-
-    def _announce_cron(self, cron_id: UUID, at: datetime) -> None:
-        bus = self.events
-        if bus is not None and bus.active:
-            bus.publish(CronTickerChanged(at, cron_id))
-
-    # -- the engine's work -------------------------------------------------------------
-
-    async def next_due_time(self) -> datetime | None:
-        """Earliest waiting row or cron fire."""
-        async with self.engine.connect() as conn:
-            row_due = (
-                await conn.execute(
-                    select(func.min(T.execution_time)).where(
-                        T.status == IDLE, T.awaiting_parent.is_(False)
-                    )
-                )
-            ).scalar()
-            cron_due = (
-                await conn.execute(
-                    select(func.min(cron_tickers.c.next_fire_at)).where(
-                        cron_tickers.c.enabled.is_(True)
-                    )
-                )
-            ).scalar()
-        due = [t for t in (row_due, cron_due) if t is not None]
-        return dialects.as_utc(min(due)) if due else None
-
-    async def claim(
-        self,
-        now: datetime,
-        *,
-        node: str,
-        lease_until: datetime,
-        slots: int,
-        capacity: Mapping[str, int],
-        functions: Collection[str],
-    ) -> list[Job]:
-        """Claim due rows, best priority first, with SKIP LOCKED where the database has it."""
-        runnable = [f for f in functions if capacity.get(f, 1) > 0]
-        if not runnable:
-            return []
-        claimed: list[Any] = []
-        async with self.engine.begin() as conn:
-            for long_running in (True, False):
-                limit = 1000 if long_running else slots
-                if limit <= 0:
-                    continue
-                pick = (
-                    select(T.id)
-                    .where(
-                        T.status == IDLE,
-                        T.awaiting_parent.is_(False),
-                        T.execution_time <= now,
-                        T.function.in_(runnable),
-                        (T.priority == int(Priority.LONG_RUNNING))
-                        if long_running
-                        else (T.priority < int(Priority.LONG_RUNNING)),
-                    )
-                    .order_by(T.priority.desc(), T.execution_time)
-                    .limit(limit)
-                )
-                pick = self.dialect.skip_locked(pick)
-                rows = await conn.execute(
-                    update(tickers)
-                    .where(T.id.in_(pick.scalar_subquery()))
-                    .values(status=QUEUED, lock_holder=node, locked_at=now, lease_until=lease_until)
-                    .returning(*_JOB_COLUMNS)
-                )
-                claimed.extend(rows)
-            claimed.sort(key=lambda r: (-r.priority, r.execution_time))
-            extra = _over_capacity(claimed, capacity)
-            if extra:
-                await conn.execute(
-                    update(tickers)
-                    .where(T.id.in_([r.id for r in extra]))
-                    .values(status=IDLE, lock_holder=None, locked_at=None, lease_until=None)
-                )
-                claimed = [r for r in claimed if r not in extra]
-        jobs = [job_from_row(r) for r in claimed]
-        for job in jobs:
-            self._announce(job.kind.value, job.id, job.function, QUEUED, now)
-        return jobs
-
-    async def mark_started(self, jobs: Sequence[Job], node: str, now: datetime) -> None:
-        """QUEUED -> IN_PROGRESS, one attempt row each; IN_PROGRESS children start."""
-        if not jobs:
-            return
-        ids = [j.id for j in jobs]
-        async with self.engine.begin() as conn:
-            await conn.execute(
-                update(tickers)
-                .where(T.id.in_(ids), T.lock_holder == node)
-                .values(status=RUNNING, executed_at=now, updated_at=now)
-            )
-            await conn.execute(
-                insert(attempts),
-                [
-                    {
-                        "ticker_id": j.id,
-                        "kind": j.kind.value,
-                        "number": j.retry_count,
-                        "node": node,
-                        "status": RUNNING,
-                        "started_at": now,
-                    }
-                    for j in jobs
-                ],
-            )
-            parents = [j.id for j in jobs if j.kind is TickerKind.TIME]
-            if parents:
-                await self._start_in_progress_children(conn, parents, now)
-        for job in jobs:
-            self._announce(job.kind.value, job.id, job.function, RUNNING, now)
-
-    async def complete(self, outcomes: Sequence[Outcome]) -> None:
-        """Write attempts' ends; retries go back to IDLE; finals resolve chains."""
-        if not outcomes:
-            return
-        a = attempts.c
-        async with self.engine.begin() as conn:
-            for o in outcomes:
-                elapsed = (o.finished_at - o.started_at).total_seconds() * 1000.0
-                await conn.execute(
-                    update(attempts)
-                    .where(
-                        a.ticker_id == o.job.id, a.number == o.job.retry_count, a.status == RUNNING
-                    )
-                    .values(
-                        status=o.status.value,
-                        finished_at=o.finished_at,
-                        elapsed_ms=elapsed,
-                        error_type=o.error_type,
-                        error_message=o.error_message,
-                        traceback=o.traceback,
-                    )
-                )
-                mine = and_(T.id == o.job.id, T.lock_holder == o.node)
-                common = {
-                    "elapsed_ms": elapsed,
-                    "error_type": o.error_type,
-                    "error_message": o.error_message,
-                    "lock_holder": None,
-                    "locked_at": None,
-                    "lease_until": None,
-                    "cancel_requested": False,
-                    "updated_at": o.finished_at,
-                }
-                if o.status is Status.IDLE:
-                    await conn.execute(
-                        update(tickers)
-                        .where(mine)
-                        .values(
-                            status=IDLE,
-                            execution_time=o.retry_at or o.finished_at,
-                            retry_count=T.retry_count + (1 if o.counts_as_retry else 0),
-                            **common,
-                        )
-                    )
-                    continue
-                result = await conn.execute(
-                    update(tickers)
-                    .where(mine)
-                    .values(
-                        status=o.status.value,
-                        finished_at=o.finished_at,
-                        skipped_reason=o.skipped_reason,
-                        **common,
-                    )
-                )
-                if result.rowcount and o.job.kind is TickerKind.TIME:
-                    await self._resolve_children(conn, o.job.id, o.status, o.finished_at)
-        for o in outcomes:
-            self._announce(
-                o.job.kind.value, o.job.id, o.job.function, o.status.value, o.finished_at
-            )
-
-    async def release(self, jobs: Sequence[Job]) -> None:
-        """Give back claims that were not started."""
-        if not jobs:
-            return
-        async with self.engine.begin() as conn:
-            await conn.execute(
-                update(tickers)
-                .where(T.id.in_([j.id for j in jobs]), T.status == QUEUED)
-                .values(status=IDLE, lock_holder=None, locked_at=None, lease_until=None)
-            )
-
-    # -- chains -----------------------------------------------------------------------
-
-    async def _finish(
-        self,
-        conn: AsyncConnection,
-        ticker_id: UUID,
-        status: Status,
-        now: datetime,
-        *,
-        error_message: str | None = None,
-        skipped_reason: str | None = None,
-    ) -> None:
-        await conn.execute(
-            update(tickers)
-            .where(T.id == ticker_id)
-            .values(
-                status=status.value,
-                finished_at=now,
-                updated_at=now,
-                error_message=error_message,
-                skipped_reason=skipped_reason,
-                lock_holder=None,
-                locked_at=None,
-                lease_until=None,
-            )
-        )
-        await self._resolve_children(conn, ticker_id, status, now)
-
-    async def _resolve_children(
-        self, conn: AsyncConnection, parent_id: UUID, parent: Status, now: datetime
-    ) -> None:
-        waiting = and_(T.parent_id == parent_id, T.awaiting_parent.is_(True), T.status == IDLE)
-        matching = _matching_conditions(parent)
-        runs = (
-            or_(T.run_condition.in_(matching), T.run_condition.is_(None))
-            if (RunCondition.ON_ANY_COMPLETED_STATUS.value in matching)
-            else T.run_condition.in_(matching)
-        )
-        await conn.execute(
-            update(tickers)
-            .where(waiting, runs)
-            .values(
-                awaiting_parent=False,
-                execution_time=dialects.later_of(T.execution_time, now),
-                updated_at=now,
-            )
-        )
-        skipped = await conn.execute(
-            update(tickers)
-            .where(waiting)
-            .values(
-                awaiting_parent=False,
-                status=Status.SKIPPED.value,
-                finished_at=now,
-                updated_at=now,
-                skipped_reason=literal("run condition ")
-                + func.coalesce(T.run_condition, RunCondition.ON_ANY_COMPLETED_STATUS.value)
-                + literal(f" did not match the parent's status {parent.name}"),
-            )
-            .returning(T.id)
-        )
-        for child_id in list(skipped.scalars()):
-            await self._resolve_children(conn, child_id, Status.SKIPPED, now)
-
-    async def _start_in_progress_children(
-        self, conn: AsyncConnection, parents: list[UUID], now: datetime
-    ) -> None:
-        await conn.execute(
-            update(tickers)
-            .where(
-                T.parent_id.in_(parents),
-                T.awaiting_parent.is_(True),
-                T.status == IDLE,
-                T.run_condition == RunCondition.IN_PROGRESS.value,
-            )
-            .values(
-                awaiting_parent=False,
-                execution_time=dialects.later_of(T.execution_time, now),
-                updated_at=now,
-            )
-        )
-
-    # -- nodes and leases -------------------------------------------------------------
-
-    async def heartbeat(self, node: Node, running: Sequence[UUID], lease_until: datetime) -> None:
-        """Upsert the node row and extend the leases it holds."""
-        async with self.engine.begin() as conn:
-            await conn.execute(self.dialect.upsert(nodes, node_values(node), key="id"))
-            await conn.execute(
-                update(tickers)
-                .where(T.lock_holder == node.id, T.status.in_([QUEUED, RUNNING]))
-                .values(lease_until=lease_until)
-            )
-
-    async def reclaim_expired(self, now: datetime) -> int:
-        """Rows whose lease ran out go back to IDLE; their open attempt is marked lost."""
-        async with self.engine.begin() as conn:
-            pick = self.dialect.skip_locked(
-                select(T.id).where(T.status.in_([QUEUED, RUNNING]), T.lease_until < now).limit(1000)
-            )
-            rows = list(
-                await conn.execute(
-                    update(tickers)
-                    .where(T.id.in_(pick.scalar_subquery()))
-                    .values(
-                        status=IDLE,
-                        execution_time=now,
-                        lock_holder=None,
-                        locked_at=None,
-                        lease_until=None,
-                        cancel_requested=False,
-                        updated_at=now,
-                    )
-                    .returning(T.id, T.kind, T.function)
-                )
-            )
-            if rows:
-                await conn.execute(
-                    update(attempts)
-                    .where(
-                        attempts.c.ticker_id.in_([r.id for r in rows]), attempts.c.status == RUNNING
-                    )
-                    .values(
-                        status=Status.FAILED.value,
-                        finished_at=now,
-                        error_type="LeaseExpired",
-                        error_message="its node stopped heartbeating; it runs again elsewhere",
-                    )
-                )
-        for r in rows:
-            logger.warning("reclaimed %s %s: its node's lease ran out", r.function, r.id)
-            self._announce(r.kind, r.id, r.function, IDLE, now)
-        return len(rows)
-
-    async def nodes(self) -> list[Node]:
-        """Every node row."""
-        async with self.engine.connect() as conn:
-            return [
-                node_from_row(r) for r in await conn.execute(select(nodes).order_by(nodes.c.id))
-            ]
-
-    async def remove_node(self, node_id: str) -> None:
-        """Delete a node row and release the claims it still holds."""
-        async with self.engine.begin() as conn:
-            await conn.execute(
-                update(tickers)
-                .where(T.lock_holder == node_id, T.status == QUEUED)
-                .values(status=IDLE, lock_holder=None, locked_at=None, lease_until=None)
-            )
-            await conn.execute(delete(nodes).where(nodes.c.id == node_id))
-
-    async def purge(self, finished_before: datetime, limit: int) -> int:
-        """Delete a batch of old ended rows; rows with a waiting child stay."""
-        final = [s.value for s in Status if s.is_final]
-        child = tickers.alias("child")
-        waiting_child = (
-            select(child.c.id)
-            .where(child.c.parent_id == T.id, child.c.status.not_in(final))
-            .exists()
-        )
-        async with self.engine.begin() as conn:
-            ids = list(
-                (
-                    await conn.execute(
-                        select(T.id)
-                        .where(T.status.in_(final), T.finished_at < finished_before, ~waiting_child)
-                        .order_by(T.finished_at)
-                        .limit(limit)
-                    )
-                ).scalars()
-            )
-            if not ids:
-                return 0
-            await conn.execute(delete(attempts).where(attempts.c.ticker_id.in_(ids)))
-            # children that ended are purged with their parent (ON DELETE CASCADE)
-            result = await conn.execute(delete(tickers).where(T.id.in_(ids)))
-        return max(result.rowcount, len(ids))
-
-    async def cancel_requested(self, ids: Sequence[UUID]) -> list[UUID]:
-        """Which running ids were flagged for cancellation."""
-        if not ids:
-            return []
-        async with self.engine.connect() as conn:
-            rows = await conn.execute(
-                select(T.id).where(T.id.in_(ids), T.cancel_requested.is_(True))
-            )
-            return list(rows.scalars())
-
-
-def _over_capacity(rows: list[Any], capacity: Mapping[str, int]) -> list[Any]:
-    left = dict(capacity)
-    extra = []
-    for row in rows:
-        room = left.get(row.function)
-        if room is None:
-            continue
-        if room <= 0:
-            extra.append(row)
-        else:
-            left[row.function] = room - 1
-    return extra
 
 
 def _chunks(items: list[UUID], size: int) -> list[list[UUID]]:

@@ -1,0 +1,227 @@
+"""Shared parts of the SQL store: connection, notices, events and chain resolution."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from uuid import UUID
+
+from sqlalchemy import (
+    and_,
+    func,
+    literal,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from tickerq.enums import RunCondition, Status, TickerKind
+from tickerq.errors import TickerNotFoundError, TickerStateError
+from tickerq.events import CronTickerChanged, TickerChanged
+from tickerq.stores.base import Store
+from tickerq.stores.sql import dialects
+from tickerq.stores.sql.notify import CHANNEL, Listener
+from tickerq.stores.sql.schema import tickers
+
+__all__ = [
+    "IDLE",
+    "JOB_COLUMNS",
+    "OCCURRENCE",
+    "QUEUED",
+    "RUNNING",
+    "TIME",
+    "SqlBase",
+    "T",
+    "kind_name",
+]
+
+logger = logging.getLogger(__name__)
+
+T = tickers.c
+IDLE, QUEUED, RUNNING = Status.IDLE.value, Status.QUEUED.value, Status.IN_PROGRESS.value
+TIME, OCCURRENCE = TickerKind.TIME.value, TickerKind.CRON_OCCURRENCE.value
+JOB_COLUMNS = (
+    T.id, T.kind, T.function, T.priority, T.request, T.execution_time, T.fire_time,
+    T.retries, T.retry_intervals, T.retry_count, T.timeout, T.cron_ticker_id, T.parent_id,
+)  # fmt: skip
+
+
+def kind_name(kind: TickerKind) -> str:
+    return "time ticker" if kind is TickerKind.TIME else "cron occurrence"
+
+
+def _matching_conditions(parent: Status) -> list[str]:
+    return [
+        c.value for c in RunCondition if c is not RunCondition.IN_PROGRESS and c.matches(parent)
+    ]
+
+
+class SqlBase(Store):
+    """Connection handling and helpers shared by the SQL store's parts."""
+
+    shared = True
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_size: int = 10,
+        max_payload_bytes: int = 1_000_000,
+        auto_upgrade: bool = False,
+    ) -> None:
+        self.url = url
+        self.auto_upgrade = auto_upgrade
+        self.dialect = dialects.for_url(url)
+        self.poll_interval = self.dialect.poll_interval
+        self.pool_size = pool_size
+        self.max_payload_bytes = max_payload_bytes
+        self._engine: AsyncEngine | None = None
+        self._listener: Listener | None = None
+
+    @property
+    def engine(self) -> AsyncEngine:
+        """The SQLAlchemy engine (after open)."""
+        if self._engine is None:
+            raise TickerStateError(f"the store {self.dialect.safe_url} is not open")
+        return self._engine
+
+    async def open(self) -> None:
+        """Connect, and create the schema if the database is empty.
+
+        A schema from an older tickerq is upgraded if the store was made with
+        ``auto_upgrade=True``; otherwise TickerStateError says how to upgrade it.
+        """
+        if self._engine is None:
+            self._engine = self.dialect.create_engine(self.pool_size)
+        try:
+            await self.dialect.prepare(self._engine, self.auto_upgrade)
+        except BaseException:
+            engine, self._engine = self._engine, None
+            await engine.dispose()
+            raise
+
+    async def close(self) -> None:
+        """Close every pooled connection (and the LISTEN connection)."""
+        if self._listener is not None:
+            await self._listener.stop()
+            self._listener = None
+        if self._engine is not None:
+            await self._engine.dispose()
+            self._engine = None
+
+    async def listen(self, handler: Callable[[str, str], None]) -> None:
+        """On PostgreSQL, LISTEN for other nodes' notices."""
+        if self.dialect.name != "postgresql" or self._listener is not None:
+            return
+        self._listener = Listener(self.dialect.plain_url, self.dialect.safe_url, handler)
+        await self._listener.start()
+
+    async def _notify(self, conn: AsyncConnection, kind: str, value: object = "") -> None:
+        """Tell other nodes, when this transaction commits (PostgreSQL only)."""
+        if self.dialect.name == "postgresql":
+            payload = f"{kind} {value.isoformat() if isinstance(value, datetime) else value}"
+            await conn.execute(select(func.pg_notify(CHANNEL, payload)))
+
+    def _announce(
+        self, kind: str, ticker_id: UUID, function: str, status: str, at: datetime
+    ) -> None:
+        bus = self.events
+        if bus is not None and bus.active:
+            bus.publish(TickerChanged(at, TickerKind(kind), ticker_id, function, Status(status)))
+
+    async def _status_of(self, conn: AsyncConnection, kind: TickerKind, ticker_id: UUID) -> str:
+        status = (
+            await conn.execute(select(T.status).where(T.id == ticker_id, T.kind == kind.value))
+        ).scalar()
+        if status is None:
+            raise TickerNotFoundError(kind_name(kind), ticker_id)
+        return str(status)
+
+    def _announce_cron(self, cron_id: UUID, at: datetime) -> None:
+        bus = self.events
+        if bus is not None and bus.active:
+            bus.publish(CronTickerChanged(at, cron_id))
+
+    # -- chains -----------------------------------------------------------------------
+
+    async def _finish(
+        self,
+        conn: AsyncConnection,
+        ticker_id: UUID,
+        status: Status,
+        now: datetime,
+        *,
+        error_message: str | None = None,
+        skipped_reason: str | None = None,
+    ) -> None:
+        await conn.execute(
+            update(tickers)
+            .where(T.id == ticker_id)
+            .values(
+                status=status.value,
+                finished_at=now,
+                updated_at=now,
+                error_message=error_message,
+                skipped_reason=skipped_reason,
+                lock_holder=None,
+                locked_at=None,
+                lease_until=None,
+            )
+        )
+        await self._resolve_children(conn, ticker_id, status, now)
+
+    async def _resolve_children(
+        self, conn: AsyncConnection, parent_id: UUID, parent: Status, now: datetime
+    ) -> None:
+        waiting = and_(T.parent_id == parent_id, T.awaiting_parent.is_(True), T.status == IDLE)
+        matching = _matching_conditions(parent)
+        runs = (
+            or_(T.run_condition.in_(matching), T.run_condition.is_(None))
+            if (RunCondition.ON_ANY_COMPLETED_STATUS.value in matching)
+            else T.run_condition.in_(matching)
+        )
+        await conn.execute(
+            update(tickers)
+            .where(waiting, runs)
+            .values(
+                awaiting_parent=False,
+                execution_time=dialects.later_of(T.execution_time, now),
+                updated_at=now,
+            )
+        )
+        skipped = await conn.execute(
+            update(tickers)
+            .where(waiting)
+            .values(
+                awaiting_parent=False,
+                status=Status.SKIPPED.value,
+                finished_at=now,
+                updated_at=now,
+                skipped_reason=literal("run condition ")
+                + func.coalesce(T.run_condition, RunCondition.ON_ANY_COMPLETED_STATUS.value)
+                + literal(f" did not match the parent's status {parent.name}"),
+            )
+            .returning(T.id)
+        )
+        for child_id in list(skipped.scalars()):
+            await self._resolve_children(conn, child_id, Status.SKIPPED, now)
+
+    async def _start_in_progress_children(
+        self, conn: AsyncConnection, parents: list[UUID], now: datetime
+    ) -> None:
+        await conn.execute(
+            update(tickers)
+            .where(
+                T.parent_id.in_(parents),
+                T.awaiting_parent.is_(True),
+                T.status == IDLE,
+                T.run_condition == RunCondition.IN_PROGRESS.value,
+            )
+            .values(
+                awaiting_parent=False,
+                execution_time=dialects.later_of(T.execution_time, now),
+                updated_at=now,
+            )
+        )

@@ -1,0 +1,347 @@
+"""The engine's side of the SQL store: claims, results, leases and nodes."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import (
+    and_,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
+
+from tickerq.enums import Priority, Status, TickerKind
+from tickerq.models import Node
+from tickerq.stores.base import Job, Outcome
+from tickerq.stores.sql import dialects
+from tickerq.stores.sql.connection import (
+    IDLE,
+    JOB_COLUMNS,
+    QUEUED,
+    RUNNING,
+    SqlBase,
+    T,
+)
+from tickerq.stores.sql.rows import (
+    job_from_row,
+    node_from_row,
+    node_values,
+)
+from tickerq.stores.sql.schema import attempts, cron_tickers, nodes, tickers
+
+__all__ = ["EngineWork"]
+
+logger = logging.getLogger(__name__)
+
+
+class EngineWork(SqlBase):
+    """Claiming, starting and finishing jobs; heartbeats, leases and retention."""
+
+    # -- the engine's work -------------------------------------------------------------
+
+    async def next_due_time(self) -> datetime | None:
+        """Earliest waiting row or cron fire."""
+        async with self.engine.connect() as conn:
+            row_due = (
+                await conn.execute(
+                    select(func.min(T.execution_time)).where(
+                        T.status == IDLE, T.awaiting_parent.is_(False)
+                    )
+                )
+            ).scalar()
+            cron_due = (
+                await conn.execute(
+                    select(func.min(cron_tickers.c.next_fire_at)).where(
+                        cron_tickers.c.enabled.is_(True)
+                    )
+                )
+            ).scalar()
+        due = [t for t in (row_due, cron_due) if t is not None]
+        return dialects.as_utc(min(due)) if due else None
+
+    async def claim(
+        self,
+        now: datetime,
+        *,
+        node: str,
+        lease_until: datetime,
+        slots: int,
+        capacity: Mapping[str, int],
+        functions: Collection[str],
+    ) -> list[Job]:
+        """Claim due rows, best priority first, with SKIP LOCKED where the database has it."""
+        runnable = [f for f in functions if capacity.get(f, 1) > 0]
+        if not runnable:
+            return []
+        claimed: list[Any] = []
+        async with self.engine.begin() as conn:
+            for long_running in (True, False):
+                limit = 1000 if long_running else slots
+                if limit <= 0:
+                    continue
+                pick = (
+                    select(T.id)
+                    .where(
+                        T.status == IDLE,
+                        T.awaiting_parent.is_(False),
+                        T.execution_time <= now,
+                        T.function.in_(runnable),
+                        (T.priority == int(Priority.LONG_RUNNING))
+                        if long_running
+                        else (T.priority < int(Priority.LONG_RUNNING)),
+                    )
+                    .order_by(T.priority.desc(), T.execution_time)
+                    .limit(limit)
+                )
+                pick = self.dialect.skip_locked(pick)
+                rows = await conn.execute(
+                    update(tickers)
+                    .where(T.id.in_(pick.scalar_subquery()))
+                    .values(status=QUEUED, lock_holder=node, locked_at=now, lease_until=lease_until)
+                    .returning(*JOB_COLUMNS)
+                )
+                claimed.extend(rows)
+            claimed.sort(key=lambda r: (-r.priority, r.execution_time))
+            extra = _over_capacity(claimed, capacity)
+            if extra:
+                await conn.execute(
+                    update(tickers)
+                    .where(T.id.in_([r.id for r in extra]))
+                    .values(status=IDLE, lock_holder=None, locked_at=None, lease_until=None)
+                )
+                claimed = [r for r in claimed if r not in extra]
+        jobs = [job_from_row(r) for r in claimed]
+        for job in jobs:
+            self._announce(job.kind.value, job.id, job.function, QUEUED, now)
+        return jobs
+
+    async def mark_started(self, jobs: Sequence[Job], node: str, now: datetime) -> None:
+        """QUEUED -> IN_PROGRESS, one attempt row each; IN_PROGRESS children start."""
+        if not jobs:
+            return
+        ids = [j.id for j in jobs]
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                update(tickers)
+                .where(T.id.in_(ids), T.lock_holder == node)
+                .values(status=RUNNING, executed_at=now, updated_at=now)
+            )
+            await conn.execute(
+                insert(attempts),
+                [
+                    {
+                        "ticker_id": j.id,
+                        "kind": j.kind.value,
+                        "number": j.retry_count,
+                        "node": node,
+                        "status": RUNNING,
+                        "started_at": now,
+                    }
+                    for j in jobs
+                ],
+            )
+            parents = [j.id for j in jobs if j.kind is TickerKind.TIME]
+            if parents:
+                await self._start_in_progress_children(conn, parents, now)
+        for job in jobs:
+            self._announce(job.kind.value, job.id, job.function, RUNNING, now)
+
+    async def complete(self, outcomes: Sequence[Outcome]) -> None:
+        """Write attempts' ends; retries go back to IDLE; finals resolve chains."""
+        if not outcomes:
+            return
+        a = attempts.c
+        async with self.engine.begin() as conn:
+            for o in outcomes:
+                elapsed = (o.finished_at - o.started_at).total_seconds() * 1000.0
+                await conn.execute(
+                    update(attempts)
+                    .where(
+                        a.ticker_id == o.job.id, a.number == o.job.retry_count, a.status == RUNNING
+                    )
+                    .values(
+                        status=o.status.value,
+                        finished_at=o.finished_at,
+                        elapsed_ms=elapsed,
+                        error_type=o.error_type,
+                        error_message=o.error_message,
+                        traceback=o.traceback,
+                    )
+                )
+                mine = and_(T.id == o.job.id, T.lock_holder == o.node)
+                common = {
+                    "elapsed_ms": elapsed,
+                    "error_type": o.error_type,
+                    "error_message": o.error_message,
+                    "lock_holder": None,
+                    "locked_at": None,
+                    "lease_until": None,
+                    "cancel_requested": False,
+                    "updated_at": o.finished_at,
+                }
+                if o.status is Status.IDLE:
+                    await conn.execute(
+                        update(tickers)
+                        .where(mine)
+                        .values(
+                            status=IDLE,
+                            execution_time=o.retry_at or o.finished_at,
+                            retry_count=T.retry_count + (1 if o.counts_as_retry else 0),
+                            **common,
+                        )
+                    )
+                    continue
+                result = await conn.execute(
+                    update(tickers)
+                    .where(mine)
+                    .values(
+                        status=o.status.value,
+                        finished_at=o.finished_at,
+                        skipped_reason=o.skipped_reason,
+                        **common,
+                    )
+                )
+                if result.rowcount and o.job.kind is TickerKind.TIME:
+                    await self._resolve_children(conn, o.job.id, o.status, o.finished_at)
+        for o in outcomes:
+            self._announce(
+                o.job.kind.value, o.job.id, o.job.function, o.status.value, o.finished_at
+            )
+
+    async def release(self, jobs: Sequence[Job]) -> None:
+        """Give back claims that were not started."""
+        if not jobs:
+            return
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                update(tickers)
+                .where(T.id.in_([j.id for j in jobs]), T.status == QUEUED)
+                .values(status=IDLE, lock_holder=None, locked_at=None, lease_until=None)
+            )
+
+    # -- nodes and leases -------------------------------------------------------------
+
+    async def heartbeat(self, node: Node, running: Sequence[UUID], lease_until: datetime) -> None:
+        """Upsert the node row and extend the leases it holds."""
+        async with self.engine.begin() as conn:
+            await conn.execute(self.dialect.upsert(nodes, node_values(node), key="id"))
+            await conn.execute(
+                update(tickers)
+                .where(T.lock_holder == node.id, T.status.in_([QUEUED, RUNNING]))
+                .values(lease_until=lease_until)
+            )
+
+    async def reclaim_expired(self, now: datetime) -> int:
+        """Rows whose lease ran out go back to IDLE; their open attempt is marked lost."""
+        async with self.engine.begin() as conn:
+            pick = self.dialect.skip_locked(
+                select(T.id).where(T.status.in_([QUEUED, RUNNING]), T.lease_until < now).limit(1000)
+            )
+            rows = list(
+                await conn.execute(
+                    update(tickers)
+                    .where(T.id.in_(pick.scalar_subquery()))
+                    .values(
+                        status=IDLE,
+                        execution_time=now,
+                        lock_holder=None,
+                        locked_at=None,
+                        lease_until=None,
+                        cancel_requested=False,
+                        updated_at=now,
+                    )
+                    .returning(T.id, T.kind, T.function)
+                )
+            )
+            if rows:
+                await conn.execute(
+                    update(attempts)
+                    .where(
+                        attempts.c.ticker_id.in_([r.id for r in rows]), attempts.c.status == RUNNING
+                    )
+                    .values(
+                        status=Status.FAILED.value,
+                        finished_at=now,
+                        error_type="LeaseExpired",
+                        error_message="its node stopped heartbeating; it runs again elsewhere",
+                    )
+                )
+        for r in rows:
+            logger.warning("reclaimed %s %s: its node's lease ran out", r.function, r.id)
+            self._announce(r.kind, r.id, r.function, IDLE, now)
+        return len(rows)
+
+    async def nodes(self) -> list[Node]:
+        """Every node row."""
+        async with self.engine.connect() as conn:
+            return [
+                node_from_row(r) for r in await conn.execute(select(nodes).order_by(nodes.c.id))
+            ]
+
+    async def remove_node(self, node_id: str) -> None:
+        """Delete a node row and release the claims it still holds."""
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                update(tickers)
+                .where(T.lock_holder == node_id, T.status == QUEUED)
+                .values(status=IDLE, lock_holder=None, locked_at=None, lease_until=None)
+            )
+            await conn.execute(delete(nodes).where(nodes.c.id == node_id))
+
+    async def purge(self, finished_before: datetime, limit: int) -> int:
+        """Delete a batch of old ended rows; rows with a waiting child stay."""
+        final = [s.value for s in Status if s.is_final]
+        child = tickers.alias("child")
+        waiting_child = (
+            select(child.c.id)
+            .where(child.c.parent_id == T.id, child.c.status.not_in(final))
+            .exists()
+        )
+        async with self.engine.begin() as conn:
+            ids = list(
+                (
+                    await conn.execute(
+                        select(T.id)
+                        .where(T.status.in_(final), T.finished_at < finished_before, ~waiting_child)
+                        .order_by(T.finished_at)
+                        .limit(limit)
+                    )
+                ).scalars()
+            )
+            if not ids:
+                return 0
+            await conn.execute(delete(attempts).where(attempts.c.ticker_id.in_(ids)))
+            # children that ended are purged with their parent (ON DELETE CASCADE)
+            result = await conn.execute(delete(tickers).where(T.id.in_(ids)))
+        return max(result.rowcount, len(ids))
+
+    async def cancel_requested(self, ids: Sequence[UUID]) -> list[UUID]:
+        """Which running ids were flagged for cancellation."""
+        if not ids:
+            return []
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                select(T.id).where(T.id.in_(ids), T.cancel_requested.is_(True))
+            )
+            return list(rows.scalars())
+
+
+def _over_capacity(rows: list[Any], capacity: Mapping[str, int]) -> list[Any]:
+    left = dict(capacity)
+    extra = []
+    for row in rows:
+        room = left.get(row.function)
+        if room is None:
+            continue
+        if room <= 0:
+            extra.append(row)
+        else:
+            left[row.function] = room - 1
+    return extra
