@@ -104,6 +104,7 @@ class Engine:
         self._deadline: datetime | None = None
         self._stopping = False
         self._maintaining = False
+        self._cancel_before_start: set[UUID] = set()
         self._idle = asyncio.Event()
         self._pool: ThreadPoolExecutor | None = None
         self._rng = random.Random()
@@ -165,6 +166,8 @@ class Engine:
                 for run in list(self._running.values()):
                     self._interrupt(run)
                 await asyncio.wait(pending, timeout=1.0)
+        if self._flush_task is not None:
+            await asyncio.gather(self._flush_task, return_exceptions=True)
         await self._flush()
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
@@ -223,10 +226,16 @@ class Engine:
                 return True
         return False
 
-    def cancel_local(self, ticker_id: UUID) -> bool:
-        """Cancel a job running on this node; True if it was here."""
+    def cancel_local(self, ticker_id: UUID, claimed: bool = False) -> bool:
+        """Cancel a job running on this node; True if it was here.
+
+        With ``claimed``, a job claimed but not started yet is cancelled when it
+        would start.
+        """
         run = self._running.get(ticker_id)
         if run is None:
+            if claimed:
+                self._cancel_before_start.add(ticker_id)
             return False
         run.ctx._request_cancel()
         if (
@@ -273,7 +282,7 @@ class Engine:
                 poll = now + timedelta(seconds=poll_interval)
                 deadline = poll if deadline is None else min(deadline, poll)
             self._deadline = deadline
-            if not (self._running or self._outcomes or self._maintaining):
+            if not (self._running or self._outcomes or self._maintaining or self._flush_task):
                 self._idle.set()
             await clock.sleep_until(deadline, self._wakeup)
             self._deadline = None
@@ -299,6 +308,10 @@ class Engine:
         late = timedelta(seconds=self.options.late_threshold)
         for job in jobs:
             fn = self._functions.get(job.function)
+            if self._cancel_before_start and job.id in self._cancel_before_start:
+                self._cancel_before_start.discard(job.id)
+                self._record(job, now, Status.CANCELLED, reason="cancelled before it started")
+                continue
             if fn is None:
                 self._record(
                     job,
@@ -367,7 +380,9 @@ class Engine:
     ) -> None:
         job, ctx = run.job, run.ctx
         if run.interrupted:
-            self._record(job, run.started_at, Status.IDLE, counts_as_retry=False)
+            self._record(
+                job, run.started_at, Status.IDLE, counts_as_retry=False, error=_INTERRUPTED
+            )
         elif ctx.cancelled and not run.timed_out and status is not Status.FAILED:
             self._record(job, run.started_at, Status.CANCELLED)
         elif error is not None:
@@ -494,7 +509,7 @@ class Engine:
             outcome.error_type = type(error).__name__
             outcome.error_message = str(error) or type(error).__name__
             outcome.traceback = "".join(tb.format_exception(error))
-            if job.retry_count < job.retries:
+            if counts_as_retry and job.retry_count < job.retries:
                 delay = self.options.retry.delay(job.retry_count, job.retry_intervals, self._rng)
                 outcome.status = Status.IDLE
                 outcome.retry_at = now + timedelta(seconds=delay)
@@ -515,7 +530,7 @@ class Engine:
                 except Exception:
                     logger.exception("writing %d result(s) failed; will retry", len(batch))
                     self._outcomes[:0] = batch
-                    await self.clock.sleep(1.0)
+                    await asyncio.sleep(1.0)  # real time: the database needs it to recover
         finally:
             self._flush_task = None
         self.wake()
@@ -577,6 +592,9 @@ class Engine:
         bus = self.app.events
         if bus.active:
             bus.publish(EngineStateChanged(self.clock.now(), self.node_id, state))
+
+
+_INTERRUPTED = InterruptedError("the node stopped before the job finished; it runs again")
 
 
 def _thread_main(

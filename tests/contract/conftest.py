@@ -21,6 +21,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -77,6 +78,22 @@ async def _assert_no_connections(admin: Any, database: str) -> None:
         await asyncio.sleep(0.02)
         left = await _connections_to(admin, database)
     assert left == [], f"connections to {database} leaked after the apps stopped: {left}"
+
+
+def _files_open_under(prefix: str) -> list[str]:
+    """Files this process has open whose path starts with ``prefix`` (Linux; else [])."""
+    fds = Path("/proc/self/fd")
+    if not fds.is_dir():
+        return []
+    found = []
+    for fd in fds.iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:  # closed meanwhile
+            continue
+        if target.startswith(prefix):
+            found.append(target)
+    return found
 
 
 async def _drop_database(admin: Any, database: str) -> None:
@@ -151,7 +168,10 @@ async def store_url(request: pytest.FixtureRequest, tmp_path: Any) -> AsyncItera
         yield "memory://"
         return
     if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/t.db"
+        path = f"{tmp_path}/t.db"
+        yield f"sqlite:///{path}"
+        left = _files_open_under(path)
+        assert left == [], f"SQLite connections leaked after the apps stopped: {left}"
         return
     admin = await _admin_connection()
     template: str = request.getfixturevalue("pg_template")
@@ -174,9 +194,7 @@ def store_kind(store_url: str) -> str:
 
 
 @pytest.fixture
-async def make_app(
-    store_url: str, clock: ManualClock
-) -> AsyncIterator[Callable[..., TickerQ]]:
+async def make_app(store_url: str, clock: ManualClock) -> AsyncIterator[Callable[..., TickerQ]]:
     """Build apps on the test's store; after the test they are stopped and checked
     for leaked pooled connections."""
     apps: list[TickerQ] = []
@@ -194,7 +212,10 @@ async def make_app(
 
     for app in apps:
         await app.stop()
-    gc.collect()  # a connection lost by its pool warns now, in this test's teardown
+    if store_url.startswith("sqlite"):
+        # An aiosqlite connection lost by its pool warns (ResourceWarning) when it is
+        # collected: collect now so that it fails this test's teardown, not a later one.
+        gc.collect()
     for app in apps:
         store: Any = app.store
         if hasattr(store, "_engine"):  # the SQL store: its engine must be disposed

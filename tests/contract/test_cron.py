@@ -131,7 +131,12 @@ async def advance_cron(
 ) -> int:
     """What the engine does for a due cron: make the fires, move the cursor."""
     return await ops.store.advance_cron_ticker(
-        cron_id, expected_next=expected, new_next=new, fires=fires, priority=Priority.NORMAL, now=ops.now
+        cron_id,
+        expected_next=expected,
+        new_next=new,
+        fires=fires,
+        priority=Priority.NORMAL,
+        now=ops.now,
     )
 
 
@@ -242,7 +247,7 @@ async def test_occurrence_runs_with_the_cron_plan(app: TickerQ, ops: Ops) -> Non
     assert done.status is Status.DONE
     attempts = await app.cron_tickers.attempts(job.id)
     assert [(a.number, a.status, a.kind) for a in attempts] == [
-        (0, Status.IDLE, TickerKind.CRON_OCCURRENCE),
+        (0, Status.FAILED, TickerKind.CRON_OCCURRENCE),
         (1, Status.DONE, TickerKind.CRON_OCCURRENCE),
     ]
     with pytest.raises(TickerNotFoundError):

@@ -76,8 +76,8 @@ async def test_retries_follow_their_intervals(make_app: MakeApp) -> None:
     assert tries == [0, 1, 2]
     assert [(a.started_at - START).total_seconds() for a in attempts] == [0, 10, 40]
     assert [(a.number, a.status) for a in attempts] == [
-        (0, Status.IDLE),
-        (1, Status.IDLE),
+        (0, Status.FAILED),
+        (1, Status.FAILED),
         (2, Status.FAILED),
     ]
     assert all(a.error_type == "RuntimeError" and a.error_message == "down" for a in attempts)
@@ -132,7 +132,11 @@ async def test_one_slot_goes_to_the_highest_priority(make_app: MakeApp) -> None:
         async def job() -> None:
             order.append(name)
 
-    for name, priority in (("low", Priority.LOW), ("normal", Priority.NORMAL), ("high", Priority.HIGH)):
+    for name, priority in (
+        ("low", Priority.LOW),
+        ("normal", Priority.NORMAL),
+        ("high", Priority.HIGH),
+    ):
         register(name, priority)
     await app.open()
     for name in ("low", "normal", "high"):  # oldest has the lowest priority
@@ -169,7 +173,9 @@ async def test_chain_runs_by_its_conditions(make_app: MakeApp) -> None:
             ]
         )
         await run_until_idle(app)
-        statuses = [(await app.time_tickers.get(t.id)).status for t in (parent, on_failure, on_success)]
+        statuses = [
+            (await app.time_tickers.get(t.id)).status for t in (parent, on_failure, on_success)
+        ]
     assert log == ["parent", "on-failure"]
     assert statuses == [Status.FAILED, Status.DONE, Status.SKIPPED]
 

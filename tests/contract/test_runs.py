@@ -9,7 +9,7 @@ from uuid import uuid4
 import pytest
 
 from support import START
-from tickerq import Node, RunCondition, Status, TickerNotFoundError, TickerQ
+from tickerq import Node, Priority, RunCondition, Status, TickerNotFoundError, TickerQ
 from tickerq.enums import TickerKind
 
 if TYPE_CHECKING:
@@ -109,7 +109,7 @@ async def test_retry_goes_back_to_idle_at_its_time(app: TickerQ, ops: Ops) -> No
     await ops.start(again, at=retry_at)
     await ops.complete(again, Status.DONE, started_at=retry_at)
     attempts = await app.time_tickers.attempts(ticker.id)
-    assert [(a.number, a.status) for a in attempts] == [(0, Status.IDLE), (1, Status.DONE)]
+    assert [(a.number, a.status) for a in attempts] == [(0, Status.FAILED), (1, Status.DONE)]
     assert attempts[0].error_message == "boom" and attempts[1].error_message is None
     assert [a.started_at for a in attempts] == [START, retry_at]
     final = await app.time_tickers.get(ticker.id)
@@ -230,7 +230,11 @@ async def test_complete_from_a_node_that_lost_the_lock_changes_nothing(
     assert got.status is Status.IN_PROGRESS
     assert got.lock_holder == "node-b"
     current = (await app.time_tickers.attempts(ticker.id))[-1]
-    assert (current.node, current.status, current.finished_at) == ("node-b", Status.IN_PROGRESS, None)
+    assert (current.node, current.status, current.finished_at) == (
+        "node-b",
+        Status.IN_PROGRESS,
+        None,
+    )
 
     await ops.store.complete(
         [ops.outcome(fresh, Status.FAILED, node="node-b", started_at=later, error_message="b")]
@@ -301,7 +305,9 @@ async def test_nodes_are_recorded_and_removed(app: TickerQ, ops: Ops) -> None:
     assert [n.id for n in await ops.store.nodes()] == ["node-b"]
 
 
-async def test_reclaim_expired_puts_lapsed_rows_back(app: TickerQ, ops: Ops, store_kind: str) -> None:
+async def test_reclaim_expired_puts_lapsed_rows_back(
+    app: TickerQ, ops: Ops, store_kind: str
+) -> None:
     started = await ops.add("alpha", retries=3)
     job = await ops.claim_one(started.id, lease=60)
     await ops.start(job)
@@ -342,3 +348,51 @@ async def test_attempts_of_an_unknown_ticker(app: TickerQ, ops: Ops) -> None:
     assert await app.time_tickers.attempts(ticker.id) == []
     with pytest.raises(TickerNotFoundError):  # a time ticker is not an occurrence
         await ops.store.attempts(TickerKind.CRON_OCCURRENCE, ticker.id)
+
+
+# -- retention -------------------------------------------------------------------------
+
+
+async def test_purge_deletes_ended_rows_oldest_first(app: TickerQ, ops: Ops) -> None:
+    oldest = await ops.add("alpha")
+    await ops.run(oldest.id, Status.DONE)  # finished at +2 s
+    ops.clock.tick(10)
+    older = await ops.add("alpha")
+    await ops.run(older.id, Status.FAILED, error_message="x")  # finished at +12 s
+    parent = await ops.add("beta")
+    waiting_child = await ops.add("gamma", parent_id=parent.id, execution_time=ops.at(3600))
+    await ops.run(parent.id, Status.DONE)  # ended, but its child still waits
+    cron = await app.cron_tickers.add("alpha", "* * * * *")
+    fire = START + timedelta(minutes=1)
+    await ops.store.advance_cron_ticker(
+        cron.id,
+        expected_next=fire,
+        new_next=fire + timedelta(minutes=1),
+        fires=[fire],
+        priority=Priority.NORMAL,
+        now=ops.now,
+    )
+    ops.clock.set(fire)
+    (occurrence_job,) = await ops.claim()
+    await ops.start(occurrence_job)
+    await ops.complete(occurrence_job, Status.DONE)  # finished at 09:01:02
+    ops.clock.tick(600)
+    recent = await ops.add("alpha")
+    await ops.run(recent.id, Status.DONE)
+    pending = await ops.add("alpha", after=60)
+
+    cutoff = START + timedelta(minutes=5)
+    assert await ops.store.purge(cutoff, 1) == 1
+    assert await ops.store.get_time_ticker(oldest.id) is None  # the oldest went first
+    assert await ops.store.get_time_ticker(older.id) is not None
+    assert await ops.store.purge(cutoff, 100) == 2
+    assert await ops.store.get_time_ticker(older.id) is None
+    assert await ops.store.get_occurrence(occurrence_job.id) is None
+    with pytest.raises(TickerNotFoundError):
+        await app.time_tickers.attempts(older.id)
+    assert await ops.store.purge(cutoff, 100) == 0
+    for kept in (parent, waiting_child, recent, pending):
+        assert await ops.store.get_time_ticker(kept.id) is not None, kept
+    assert await app.cron_tickers.get(cron.id) == cron.evolve(
+        next_fire_at=fire + timedelta(minutes=1)
+    )

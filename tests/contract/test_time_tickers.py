@@ -59,7 +59,9 @@ async def test_add_then_get_returns_every_field(app: TickerQ, ops: Ops) -> None:
 
 async def test_add_is_all_or_none(app: TickerQ, ops: Ops) -> None:
     now = ops.now
-    good = TimeTicker(id=uuid4(), function="alpha", execution_time=now, created_at=now, updated_at=now)
+    good = TimeTicker(
+        id=uuid4(), function="alpha", execution_time=now, created_at=now, updated_at=now
+    )
     orphan = TimeTicker(
         id=uuid4(),
         function="alpha",
@@ -102,9 +104,15 @@ async def test_add_many_stores_chains_parents_first(app: TickerQ, ops: Ops) -> N
 
 
 async def test_query_filters_orders_and_pages(app: TickerQ, ops: Ops) -> None:
-    a1 = await ops.add("alpha", execution_time=START + timedelta(seconds=10), description="Send Invoice")
-    a2 = await ops.add("alpha", execution_time=START + timedelta(seconds=20), description="nightly report")
-    b1 = await ops.add("beta", execution_time=START + timedelta(seconds=30), description="Invoice reminder")
+    a1 = await ops.add(
+        "alpha", execution_time=START + timedelta(seconds=10), description="Send Invoice"
+    )
+    a2 = await ops.add(
+        "alpha", execution_time=START + timedelta(seconds=20), description="nightly report"
+    )
+    b1 = await ops.add(
+        "beta", execution_time=START + timedelta(seconds=30), description="Invoice reminder"
+    )
     c1 = await ops.add(
         "gamma",
         execution_time=START + timedelta(seconds=40),
@@ -167,7 +175,9 @@ async def test_query_text_is_matched_literally(app: TickerQ, ops: Ops) -> None:
     # "%" and "_" in the search text are characters, not wildcards.
     pct = await ops.add("alpha", execution_time=START, description="50% off")
     await ops.add("alpha", execution_time=START + timedelta(seconds=1), description="5000 items")
-    snake = await ops.add("alpha", execution_time=START + timedelta(seconds=2), description="snake_case")
+    snake = await ops.add(
+        "alpha", execution_time=START + timedelta(seconds=2), description="snake_case"
+    )
     await ops.add("alpha", execution_time=START + timedelta(seconds=3), description="snakeXcase")
     assert ids(await app.time_tickers.query(text="50%")) == [pct.id]
     assert ids(await app.time_tickers.query(text="e_c")) == [snake.id]
@@ -216,7 +226,9 @@ async def test_update_refuses_tickers_that_are_not_idle(app: TickerQ, ops: Ops) 
     with pytest.raises(TickerStateError, match="DONE"):
         await app.time_tickers.update(ticker.id, description="after the end")
     with pytest.raises(TickerStateError):
-        await ops.store.update_time_ticker(ticker.id, {"description": "z"}, frozenset({Status.IDLE}))
+        await ops.store.update_time_ticker(
+            ticker.id, {"description": "z"}, frozenset({Status.IDLE})
+        )
     assert (await app.time_tickers.get(ticker.id)).description == ""
 
 

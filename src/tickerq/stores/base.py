@@ -22,7 +22,15 @@ if TYPE_CHECKING:
     from tickerq.events import EventBus
     from tickerq.models import Attempt, CronOccurrence, CronTicker, Node, TimeTicker
 
-__all__ = ["Job", "Outcome", "Store", "TickerQuery"]
+__all__ = [
+    "LEASE_EXPIRED",
+    "Job",
+    "Outcome",
+    "Store",
+    "TickerQuery",
+    "attempt_status",
+    "resolve_child",
+]
 
 
 class Job:
@@ -301,6 +309,16 @@ class Store(ABC):
     @abstractmethod
     async def cancel_requested(self, ids: Sequence[UUID]) -> list[UUID]:
         """Which of these running ids were asked to cancel (from any node)."""
+
+
+LEASE_EXPIRED = "its node stopped heartbeating; it runs again elsewhere"
+"""Error message of an attempt whose node's lease ran out."""
+
+
+def attempt_status(outcome: Outcome) -> Status:
+    """The status recorded on the attempt: a run that goes back to wait (for a retry,
+    or because it was interrupted) failed as an attempt."""
+    return Status.FAILED if outcome.status is Status.IDLE else outcome.status
 
 
 def resolve_child(condition: RunCondition | None, parent_status: Status) -> bool:

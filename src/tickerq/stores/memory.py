@@ -19,7 +19,15 @@ from tickerq.enums import Priority, RunCondition, Status, TickerKind
 from tickerq.errors import TickerNotFoundError, TickerStateError
 from tickerq.events import CronTickerChanged, TickerChanged, TickerDeleted
 from tickerq.models import Attempt, CronOccurrence, CronTicker, Node, TimeTicker
-from tickerq.stores.base import Job, Outcome, Store, TickerQuery, resolve_child
+from tickerq.stores.base import (
+    LEASE_EXPIRED,
+    Job,
+    Outcome,
+    Store,
+    TickerQuery,
+    attempt_status,
+    resolve_child,
+)
 
 __all__ = ["MemoryStore"]
 
@@ -43,6 +51,7 @@ class _Row(Job):
         "error_type",
         "executed_at",
         "finished_at",
+        "fire_time",
         "lease_until",
         "lock_holder",
         "locked_at",
@@ -66,6 +75,7 @@ class _Row(Job):
         self.children: list[_Row] = []
         self.attempts: list[Attempt] = []
         self.open_attempt: tuple[str, datetime] | None = None
+        self.fire_time: datetime | None = extra.get("fire_time")
         self.version = 0
         self.due_ts = 0.0
         self.cancel_requested = False
@@ -118,11 +128,18 @@ class MemoryStore(Store):
 
     async def add_time_tickers(self, tickers: Sequence[TimeTicker]) -> None:
         """Store new time tickers; children are linked to parents stored before."""
+        batch = set()
+        for t in tickers:  # check every parent first: all or nothing is stored
+            if (
+                t.parent_id is not None
+                and t.parent_id not in batch
+                and t.parent_id not in self._rows
+            ):
+                raise TickerNotFoundError("time ticker", t.parent_id)
+            batch.add(t.id)
         rows = []
         for t in tickers:
             parent = self._rows.get(t.parent_id) if t.parent_id else None
-            if t.parent_id is not None and parent is None:
-                raise TickerNotFoundError("time ticker", t.parent_id)
             row = _Row(
                 kind=TickerKind.TIME,
                 id=t.id,
@@ -248,8 +265,8 @@ class MemoryStore(Store):
             raise TickerStateError(
                 f"{_kind_name(kind)} {ticker_id} has already ended ({before.name})"
             )
-        if before is Status.IN_PROGRESS:
-            row.cancel_requested = True
+        if before in (Status.IN_PROGRESS, Status.QUEUED):
+            row.cancel_requested = True  # its node cancels it
             return before
         self._finish(row, Status.CANCELLED, now, skipped_reason=None)
         row.error_message = "cancelled before it started"
@@ -330,7 +347,7 @@ class MemoryStore(Store):
             if row.status is not Status.IN_PROGRESS:
                 self._rows.pop(row.id, None)
                 row.version += 1
-            self._occurrence_keys.pop((cron_id, row.execution_time), None)  # type: ignore[arg-type]
+            self._occurrence_keys.pop((cron_id, row.fire_time), None)  # type: ignore[arg-type]
         bus = self.events
         if bus is not None and bus.active:
             bus.publish(CronTickerChanged(cron.updated_at, cron_id, deleted=True))
@@ -380,6 +397,7 @@ class MemoryStore(Store):
                 retry_count=0,
                 timeout=None,
                 cron_ticker_id=cron_id,
+                fire_time=fire,
                 created_at=now,
                 updated_at=now,
             )
@@ -476,6 +494,9 @@ class MemoryStore(Store):
                 row, version = queue.popleft()
                 if not self._valid(row, version):
                     continue
+                if row.function not in functions:
+                    held.append((row, version))
+                    continue
                 room = left.get(row.function)
                 if room is not None:
                     if room <= 0:
@@ -516,8 +537,8 @@ class MemoryStore(Store):
         """Write each attempt's end and the row's new state."""
         for outcome in outcomes:
             row = self._rows.get(outcome.job.id)
-            if row is None:
-                continue
+            if row is None or row.lock_holder != outcome.node:
+                continue  # gone, or reclaimed from this node after its lease ran out
             elapsed = (outcome.finished_at - outcome.started_at).total_seconds() * 1000.0
             if row.open_attempt is not None:
                 row.attempts.append(
@@ -528,7 +549,7 @@ class MemoryStore(Store):
                         node=outcome.node,
                         started_at=row.open_attempt[1],
                         finished_at=outcome.finished_at,
-                        status=outcome.status,
+                        status=attempt_status(outcome),
                         elapsed_ms=elapsed,
                         error_type=outcome.error_type,
                         error_message=outcome.error_message,
@@ -617,12 +638,35 @@ class MemoryStore(Store):
                 and row.lease_until is not None
                 and row.lease_until < now
             ):
+                self._close_lost_attempt(row, now)
                 row.status = Status.IDLE
                 row.lock_holder = row.locked_at = row.lease_until = None
+                row.cancel_requested = False
                 row.execution_time = now
+                row.updated_at = now
                 self._schedule(row)
+                self._announce(row, now)
                 count += 1
         return count
+
+    def _close_lost_attempt(self, row: _Row, now: datetime) -> None:
+        if row.open_attempt is None or row.lock_holder is None:
+            return
+        node, started = row.open_attempt
+        row.attempts.append(
+            Attempt(
+                ticker_id=row.id,
+                kind=row.kind,
+                number=row.retry_count,
+                node=node,
+                started_at=started,
+                finished_at=now,
+                status=Status.FAILED,
+                error_type="LeaseExpired",
+                error_message=LEASE_EXPIRED,
+            )
+        )
+        row.open_attempt = None
 
     async def nodes(self) -> list[Node]:
         """Known nodes."""
@@ -710,12 +754,12 @@ def _time_ticker(row: _Row) -> TimeTicker:
 
 
 def _occurrence(row: _Row) -> CronOccurrence:
-    assert row.cron_ticker_id is not None and row.execution_time is not None
+    assert row.cron_ticker_id is not None and row.fire_time is not None
     return CronOccurrence(
         id=row.id,
         cron_ticker_id=row.cron_ticker_id,
         function=row.function,
-        execution_time=row.execution_time,
+        execution_time=row.fire_time,
         status=row.status,
         retry_count=row.retry_count,
         lock_holder=row.lock_holder,

@@ -110,7 +110,7 @@ def job_from_row(r: Any) -> Job:
         function=r.function,
         priority=Priority(r.priority),
         request=r.request,
-        execution_time=r.fire_time or r.execution_time,
+        execution_time=r.execution_time,
         retries=r.retries,
         retry_intervals=_intervals(r.retry_intervals),
         retry_count=r.retry_count,

@@ -17,6 +17,8 @@ from uuid import UUID
 from sqlalchemy import (
     ColumnElement,
     Select,
+    String,
+    cast,
     delete,
     func,
     insert,
@@ -167,14 +169,17 @@ class SqlStore(EngineWork):
         if query.roots_only:
             stmt = stmt.where(T.parent_id.is_(None))
         if query.text:
-            pattern = f"%{query.text.lower()}%"
+            text = query.text.lower()
+            escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            pattern = f"%{escaped}%"
             conditions: list[ColumnElement[bool]] = [
-                func.lower(T.function).like(pattern),
-                func.lower(T.description).like(pattern),
+                func.lower(T.function).like(pattern, escape="\\"),
+                func.lower(T.description).like(pattern, escape="\\"),
             ]
-            as_id = _maybe_uuid(query.text)
-            if as_id is not None:
-                conditions.append(T.id == as_id)
+            hex_part = text.replace("-", "")
+            if hex_part and all(c in "0123456789abcdef" for c in hex_part):
+                as_text = func.replace(func.lower(cast(T.id, String)), "-", "")
+                conditions.append(as_text.like(f"%{hex_part}%"))
             stmt = stmt.where(or_(*conditions))
         return stmt
 
@@ -182,7 +187,7 @@ class SqlStore(EngineWork):
         """Matching tickers, latest execution time first."""
         stmt = (
             self._filtered(select(tickers), query)
-            .order_by(T.execution_time.desc(), T.created_at.desc())
+            .order_by(T.execution_time.desc().nulls_last(), T.created_at.desc())
             .limit(query.limit)
             .offset(query.offset)
         )
@@ -441,10 +446,3 @@ class SqlStore(EngineWork):
 
 def _chunks(items: list[UUID], size: int) -> list[list[UUID]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
-
-
-def _maybe_uuid(text: str) -> UUID | None:
-    try:
-        return UUID(text.strip())
-    except ValueError:
-        return None

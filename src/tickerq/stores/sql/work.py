@@ -16,10 +16,11 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tickerq.enums import Priority, Status, TickerKind
 from tickerq.models import Node
-from tickerq.stores.base import Job, Outcome
+from tickerq.stores.base import LEASE_EXPIRED, Job, Outcome, attempt_status
 from tickerq.stores.sql import dialects
 from tickerq.stores.sql.connection import (
     IDLE,
@@ -77,50 +78,76 @@ class EngineWork(SqlBase):
         functions: Collection[str],
     ) -> list[Job]:
         """Claim due rows, best priority first, with SKIP LOCKED where the database has it."""
-        runnable = [f for f in functions if capacity.get(f, 1) > 0]
-        if not runnable:
-            return []
+        left = dict(capacity)
         claimed: list[Any] = []
         async with self.engine.begin() as conn:
-            for long_running in (True, False):
-                limit = 1000 if long_running else slots
-                if limit <= 0:
+            # LONG_RUNNING jobs run outside the slots; then fill the slots. A round
+            # that took more of a limited function than it may gives those back and
+            # tries again without it, so the slots still fill up.
+            free = slots
+            for long_running in (True, False, False, False):
+                limit = 1000 if long_running else free
+                runnable = [f for f in functions if left.get(f, 1) > 0]
+                if limit <= 0 or not runnable:
                     continue
-                pick = (
-                    select(T.id)
-                    .where(
-                        T.status == IDLE,
-                        T.awaiting_parent.is_(False),
-                        T.execution_time <= now,
-                        T.function.in_(runnable),
-                        (T.priority == int(Priority.LONG_RUNNING))
-                        if long_running
-                        else (T.priority < int(Priority.LONG_RUNNING)),
+                rows = await self._lock_due(
+                    conn,
+                    now,
+                    node=node,
+                    lease_until=lease_until,
+                    runnable=runnable,
+                    long_running=long_running,
+                    limit=limit,
+                )
+                kept, extra = _within_capacity(rows, left)
+                if extra:
+                    await conn.execute(
+                        update(tickers)
+                        .where(T.id.in_([r.id for r in extra]))
+                        .values(status=IDLE, lock_holder=None, locked_at=None, lease_until=None)
                     )
-                    .order_by(T.priority.desc(), T.execution_time)
-                    .limit(limit)
-                )
-                pick = self.dialect.skip_locked(pick)
-                rows = await conn.execute(
-                    update(tickers)
-                    .where(T.id.in_(pick.scalar_subquery()))
-                    .values(status=QUEUED, lock_holder=node, locked_at=now, lease_until=lease_until)
-                    .returning(*JOB_COLUMNS)
-                )
-                claimed.extend(rows)
-            claimed.sort(key=lambda r: (-r.priority, r.execution_time))
-            extra = _over_capacity(claimed, capacity)
-            if extra:
-                await conn.execute(
-                    update(tickers)
-                    .where(T.id.in_([r.id for r in extra]))
-                    .values(status=IDLE, lock_holder=None, locked_at=None, lease_until=None)
-                )
-                claimed = [r for r in claimed if r not in extra]
+                claimed.extend(kept)
+                if not long_running:
+                    free -= len(kept)
+                    if not extra or len(rows) < limit:
+                        break
+        claimed.sort(key=lambda r: (-r.priority, r.execution_time))
         jobs = [job_from_row(r) for r in claimed]
         for job in jobs:
             self._announce(job.kind.value, job.id, job.function, QUEUED, now)
         return jobs
+
+    async def _lock_due(
+        self,
+        conn: AsyncConnection,
+        now: datetime,
+        *,
+        node: str,
+        lease_until: datetime,
+        runnable: list[str],
+        long_running: bool,
+        limit: int,
+    ) -> list[Any]:
+        long = int(Priority.LONG_RUNNING)
+        pick = (
+            select(T.id)
+            .where(
+                T.status == IDLE,
+                T.awaiting_parent.is_(False),
+                T.execution_time <= now,
+                T.function.in_(runnable),
+                (T.priority == long) if long_running else (T.priority < long),
+            )
+            .order_by(T.priority.desc(), T.execution_time)
+            .limit(limit)
+        )
+        result = await conn.execute(
+            update(tickers)
+            .where(T.id.in_(self.dialect.skip_locked(pick).scalar_subquery()))
+            .values(status=QUEUED, lock_holder=node, locked_at=now, lease_until=lease_until)
+            .returning(*JOB_COLUMNS)
+        )
+        return list(result)
 
     async def mark_started(self, jobs: Sequence[Job], node: str, now: datetime) -> None:
         """QUEUED -> IN_PROGRESS, one attempt row each; IN_PROGRESS children start."""
@@ -164,10 +191,13 @@ class EngineWork(SqlBase):
                 await conn.execute(
                     update(attempts)
                     .where(
-                        a.ticker_id == o.job.id, a.number == o.job.retry_count, a.status == RUNNING
+                        a.ticker_id == o.job.id,
+                        a.number == o.job.retry_count,
+                        a.node == o.node,
+                        a.status == RUNNING,
                     )
                     .values(
-                        status=o.status.value,
+                        status=attempt_status(o).value,
                         finished_at=o.finished_at,
                         elapsed_ms=elapsed,
                         error_type=o.error_type,
@@ -270,7 +300,7 @@ class EngineWork(SqlBase):
                         status=Status.FAILED.value,
                         finished_at=now,
                         error_type="LeaseExpired",
-                        error_message="its node stopped heartbeating; it runs again elsewhere",
+                        error_message=LEASE_EXPIRED,
                     )
                 )
         for r in rows:
@@ -333,15 +363,18 @@ class EngineWork(SqlBase):
             return list(rows.scalars())
 
 
-def _over_capacity(rows: list[Any], capacity: Mapping[str, int]) -> list[Any]:
-    left = dict(capacity)
-    extra = []
+def _within_capacity(rows: list[Any], left: dict[str, int]) -> tuple[list[Any], list[Any]]:
+    """Split rows (best first) into those within each function's remaining capacity
+    and the extra ones; ``left`` is updated."""
+    rows = sorted(rows, key=lambda r: (-r.priority, r.execution_time))
+    kept, extra = [], []
     for row in rows:
         room = left.get(row.function)
         if room is None:
-            continue
-        if room <= 0:
-            extra.append(row)
-        else:
+            kept.append(row)
+        elif room > 0:
             left[row.function] = room - 1
-    return extra
+            kept.append(row)
+        else:
+            extra.append(row)
+    return kept, extra

@@ -1,0 +1,190 @@
+"""A tickerq node for the fault tests: one OS process running ``app.serve()``.
+
+Run as ``python tests/fault/worker.py --store URL --node-id w1 --records DIR``.
+Every execution of a job function appends lines to ``DIR/<node>.<pid>.log``
+(one file per process, opened O_APPEND and written with one ``os.write`` per
+line, so a ``kill -9`` loses nothing that was written)::
+
+    start <ticker id> <retry_count> <node> <pid> <function> <scheduled_for>
+    end   <ticker id> <retry_count> <node> <pid> <function> <scheduled_for> <ok|fail>
+
+The test counts ``start`` lines per ticker to find double executions; a
+``start`` without an ``end`` from a killed process is a job that was running
+when the process died.
+
+Functions:
+
+* ``job`` (async) and ``job_sync`` (sync, runs in the thread pool): sleep
+  ``request["sleep"]`` seconds; raise when ``request["fail"]`` (no retries,
+  so those tickers end FAILED);
+* ``tick_0`` .. ``tick_4``: for crons the test adds itself;
+* with ``--decorated-crons N``: ``seeded_0`` .. ``seeded_{N-1}`` decorated
+  with ``cron=...``, so every start seeds them.
+
+When the engine runs, the process prints ``READY <node> <pid>`` on stdout.
+It stops gracefully on SIGTERM/SIGINT (``TickerQ.serve``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+import time
+from typing import Any
+
+from tickerq import EngineOptions, TickerContext, TickerQ
+
+SEEDED_EXPRESSIONS = ("* * * * * *", "*/2 * * * * *", "0 * * * * *", "*/5 * * * *", "0 0 * * *")
+"""Expressions of the decorated crons ``seeded_<i>`` (cycled)."""
+
+TICK_FUNCTIONS = tuple(f"tick_{i}" for i in range(5))
+
+
+class Recorder:
+    """Appends one line per event to this process's own file."""
+
+    def __init__(self, directory: str, node: str) -> None:
+        self.node = node
+        self.pid = os.getpid()
+        os.makedirs(directory, exist_ok=True)
+        path = os.path.join(directory, f"{node}.{self.pid}.log")
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+    def write(self, event: str, ctx: TickerContext[Any], extra: str = "") -> None:
+        when = ctx.scheduled_for.isoformat() if ctx.scheduled_for is not None else "-"
+        line = (
+            f"{event} {ctx.id} {ctx.retry_count} {self.node} {self.pid} {ctx.function} {when}"
+            f"{' ' + extra if extra else ''}\n"
+        )
+        os.write(self._fd, line.encode())
+
+
+def build_app(
+    store: str,
+    *,
+    node_id: str,
+    records: str | None,
+    lease: float = 3.0,
+    heartbeat: float = 1.0,
+    poll: float = 0.5,
+    concurrency: int = 32,
+    decorated_crons: int = 0,
+    grace: float = 3.0,
+) -> TickerQ:
+    """The fault-test app; the test process builds it too (without a recorder) to seed."""
+    options = EngineOptions(
+        lease=lease,
+        heartbeat_interval=heartbeat,
+        poll_interval=poll,
+        grace_period=grace,
+        retention=None,
+    )
+    app = TickerQ(store, node_id=node_id, max_concurrency=concurrency, options=options)
+    recorder = Recorder(records, node_id) if records else None
+
+    def record(event: str, ctx: TickerContext[Any], extra: str = "") -> None:
+        if recorder is not None:
+            recorder.write(event, ctx, extra)
+
+    @app.function("job")
+    async def job(ctx: TickerContext[Any]) -> None:
+        request = ctx.request or {}
+        record("start", ctx)
+        await asyncio.sleep(float(request.get("sleep", 0)))
+        if request.get("fail"):
+            record("end", ctx, "fail")
+            raise RuntimeError(f"deliberate failure of {ctx.id}")
+        record("end", ctx, "ok")
+
+    @app.function("job_sync")
+    def job_sync(ctx: TickerContext[Any]) -> None:
+        request = ctx.request or {}
+        record("start", ctx)
+        time.sleep(float(request.get("sleep", 0)))
+        if request.get("fail"):
+            record("end", ctx, "fail")
+            raise RuntimeError(f"deliberate failure of {ctx.id}")
+        record("end", ctx, "ok")
+
+    def make_tick(name: str) -> None:
+        async def tick(ctx: TickerContext[Any]) -> None:
+            record("start", ctx)
+            await asyncio.sleep(0.01)
+            record("end", ctx, "ok")
+
+        app.function(name)(tick)
+
+    for name in TICK_FUNCTIONS:
+        make_tick(name)
+
+    for i in range(decorated_crons):
+        expression = SEEDED_EXPRESSIONS[i % len(SEEDED_EXPRESSIONS)]
+
+        async def seeded(ctx: TickerContext[Any]) -> None:
+            record("start", ctx)
+            record("end", ctx, "ok")
+
+        app.function(f"seeded_{i}", cron=expression)(seeded)
+
+    return app
+
+
+async def _announce_ready(app: TickerQ) -> None:
+    while not app.engine.running:
+        await asyncio.sleep(0.02)
+    print(f"READY {app.node_id} {os.getpid()}", flush=True)
+
+
+async def _serve(app: TickerQ) -> None:
+    ready = asyncio.create_task(_announce_ready(app))
+    try:
+        await app.serve()
+    finally:
+        ready.cancel()
+        await asyncio.gather(ready, return_exceptions=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--store", required=True)
+    parser.add_argument("--node-id", required=True)
+    parser.add_argument("--records", default=None, help="directory of the execution records")
+    parser.add_argument("--lease", type=float, default=3.0)
+    parser.add_argument("--heartbeat", type=float, default=1.0)
+    parser.add_argument("--poll", type=float, default=0.5)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--decorated-crons", type=int, default=0)
+    parser.add_argument("--grace", type=float, default=3.0)
+    parser.add_argument("--log-level", default="WARNING")
+    parser.add_argument(
+        "--start-at", type=float, default=None, help="wall-clock time (epoch s) to start at"
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level,
+        stream=sys.stderr,
+        format=f"%(asctime)s %(levelname)s %(name)s [{args.node_id}/%(process)d]: %(message)s",
+    )
+    app = build_app(
+        args.store,
+        node_id=args.node_id,
+        records=args.records,
+        lease=args.lease,
+        heartbeat=args.heartbeat,
+        poll=args.poll,
+        concurrency=args.concurrency,
+        decorated_crons=args.decorated_crons,
+        grace=args.grace,
+    )
+    if args.start_at is not None:  # imports done: start together with the others
+        time.sleep(max(0.0, args.start_at - time.time()))
+    asyncio.run(_serve(app))
+    print(f"STOPPED {args.node_id} {os.getpid()}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
