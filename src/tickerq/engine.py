@@ -110,6 +110,7 @@ class Engine:
         self._rng = random.Random()
         self._limited: list[TickerFunction[Any]] = []
         self._known_functions = -1
+        self._long_running = False
         self._functions: dict[str, TickerFunction[Any]] = {}
 
     # -- lifecycle --------------------------------------------------------------------
@@ -257,9 +258,10 @@ class Engine:
             self._idle.clear()
             now = clock.now()
             try:
+                free = self.max_concurrency - self._active
                 if not self.paused:
                     await fire_due_crons(store, now, self._priority_of, self.options.misfire_grace)
-                    free = self.max_concurrency - self._active
+                if not self.paused and (free > 0 or self._has_long_running()):
                     jobs = await store.claim(
                         now,
                         node=self.node_id,
@@ -271,7 +273,9 @@ class Engine:
                     if jobs:
                         await self._dispatch(jobs, now)
                         continue  # more may be due; claim again before sleeping
-                deadline = None if self.paused else await store.next_due_time()
+                # Full: a finishing job wakes the loop; asking for the next due time is moot.
+                full = free <= 0 and not self._has_long_running()
+                deadline = None if self.paused or full else await store.next_due_time()
             except Exception:
                 logger.exception("engine loop failed; retrying in 1 s")
                 deadline = now + timedelta(seconds=1)
@@ -288,6 +292,10 @@ class Engine:
             self._deadline = None
         self._idle.set()
 
+    def _has_long_running(self) -> bool:
+        self._capacity()  # refreshes the cached views of the registered functions
+        return self._long_running
+
     def _priority_of(self, function: str) -> Priority:
         fn = self._functions.get(function)
         return fn.options.priority if fn is not None else Priority.NORMAL
@@ -296,6 +304,9 @@ class Engine:
         if len(self._functions) != self._known_functions:
             self._known_functions = len(self._functions)
             self._limited = [f for f in self._functions.values() if f.options.max_concurrency]
+            self._long_running = any(
+                f.options.priority is Priority.LONG_RUNNING for f in self._functions.values()
+            )
         fn_active = self._fn_active
         return {f.name: f.options.max_concurrency - fn_active.get(f.name, 0) for f in self._limited}
 

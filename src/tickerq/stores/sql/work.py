@@ -9,11 +9,13 @@ from typing import Any
 from uuid import UUID
 
 from sqlalchemy import (
-    and_,
+    Integer,
+    bindparam,
     delete,
     func,
     insert,
     select,
+    true,
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -35,7 +37,7 @@ from tickerq.stores.sql.rows import (
     node_from_row,
     node_values,
 )
-from tickerq.stores.sql.schema import attempts, cron_tickers, nodes, tickers
+from tickerq.stores.sql.schema import UTCDateTime, attempts, cron_tickers, nodes, tickers
 
 __all__ = ["EngineWork"]
 
@@ -81,22 +83,23 @@ class EngineWork(SqlBase):
         left = dict(capacity)
         claimed: list[Any] = []
         async with self.engine.begin() as conn:
-            # LONG_RUNNING jobs run outside the slots; then fill the slots. A round
-            # that took more of a limited function than it may gives those back and
-            # tries again without it, so the slots still fill up.
+            # Best priority first (LONG_RUNNING, which runs outside the slots, leads).
+            # A round that took LONG_RUNNING jobs, or more of a limited function than
+            # it may (those go back), leaves slots free: another round fills them.
             free = slots
-            for long_running in (True, False, False, False):
-                limit = 1000 if long_running else free
+            long_only = slots <= 0
+            for _ in range(4):
+                limit = 1000 if long_only else free
                 runnable = [f for f in functions if left.get(f, 1) > 0]
                 if limit <= 0 or not runnable:
-                    continue
+                    break
                 rows = await self._lock_due(
                     conn,
                     now,
                     node=node,
                     lease_until=lease_until,
                     runnable=runnable,
-                    long_running=long_running,
+                    long_only=long_only,
                     limit=limit,
                 )
                 kept, extra = _within_capacity(rows, left)
@@ -107,10 +110,10 @@ class EngineWork(SqlBase):
                         .values(status=IDLE, lock_holder=None, locked_at=None, lease_until=None)
                     )
                 claimed.extend(kept)
-                if not long_running:
-                    free -= len(kept)
-                    if not extra or len(rows) < limit:
-                        break
+                long_kept = sum(1 for r in kept if r.priority == int(Priority.LONG_RUNNING))
+                free -= len(kept) - long_kept
+                if long_only or len(rows) < limit or not (extra or long_kept):
+                    break
         claimed.sort(key=lambda r: (-r.priority, r.execution_time))
         jobs = [job_from_row(r) for r in claimed]
         for job in jobs:
@@ -125,7 +128,7 @@ class EngineWork(SqlBase):
         node: str,
         lease_until: datetime,
         runnable: list[str],
-        long_running: bool,
+        long_only: bool,
         limit: int,
     ) -> list[Any]:
         long = int(Priority.LONG_RUNNING)
@@ -136,7 +139,7 @@ class EngineWork(SqlBase):
                 T.awaiting_parent.is_(False),
                 T.execution_time <= now,
                 T.function.in_(runnable),
-                (T.priority == long) if long_running else (T.priority < long),
+                (T.priority == long) if long_only else true(),
             )
             .order_by(T.priority.desc(), T.execution_time)
             .limit(limit)
@@ -181,65 +184,32 @@ class EngineWork(SqlBase):
             self._announce(job.kind.value, job.id, job.function, RUNNING, now)
 
     async def complete(self, outcomes: Sequence[Outcome]) -> None:
-        """Write attempts' ends; retries go back to IDLE; finals resolve chains."""
+        """Write attempts' ends; retries go back to IDLE; finals resolve chains.
+
+        One statement per table for the whole batch (executemany); only a row whose
+        lock this node still holds is changed.
+        """
         if not outcomes:
             return
-        a = attempts.c
+        params = [_outcome_params(o) for o in outcomes]
         async with self.engine.begin() as conn:
-            for o in outcomes:
-                elapsed = (o.finished_at - o.started_at).total_seconds() * 1000.0
-                await conn.execute(
-                    update(attempts)
-                    .where(
-                        a.ticker_id == o.job.id,
-                        a.number == o.job.retry_count,
-                        a.node == o.node,
-                        a.status == RUNNING,
-                    )
-                    .values(
-                        status=attempt_status(o).value,
-                        finished_at=o.finished_at,
-                        elapsed_ms=elapsed,
-                        error_type=o.error_type,
-                        error_message=o.error_message,
-                        traceback=o.traceback,
-                    )
+            await conn.execute(_FINISH_ATTEMPT, params)
+            await conn.execute(_FINISH_TICKER, params)
+            ended = [
+                o.job.id for o in outcomes if o.status.is_final and o.job.kind is TickerKind.TIME
+            ]
+            if ended:
+                parents = select(T.parent_id).where(
+                    T.parent_id.in_(ended), T.awaiting_parent.is_(True)
                 )
-                mine = and_(T.id == o.job.id, T.lock_holder == o.node)
-                common = {
-                    "elapsed_ms": elapsed,
-                    "error_type": o.error_type,
-                    "error_message": o.error_message,
-                    "lock_holder": None,
-                    "locked_at": None,
-                    "lease_until": None,
-                    "cancel_requested": False,
-                    "updated_at": o.finished_at,
-                }
-                if o.status is Status.IDLE:
-                    await conn.execute(
-                        update(tickers)
-                        .where(mine)
-                        .values(
-                            status=IDLE,
-                            execution_time=o.retry_at or o.finished_at,
-                            retry_count=T.retry_count + (1 if o.counts_as_retry else 0),
-                            **common,
+                rows = await conn.execute(
+                    select(T.id, T.status, T.finished_at).where(T.id.in_(parents.scalar_subquery()))
+                )
+                for row in list(rows):
+                    if Status(row.status).is_final:
+                        await self._resolve_children(
+                            conn, row.id, Status(row.status), row.finished_at
                         )
-                    )
-                    continue
-                result = await conn.execute(
-                    update(tickers)
-                    .where(mine)
-                    .values(
-                        status=o.status.value,
-                        finished_at=o.finished_at,
-                        skipped_reason=o.skipped_reason,
-                        **common,
-                    )
-                )
-                if result.rowcount and o.job.kind is TickerKind.TIME:
-                    await self._resolve_children(conn, o.job.id, o.status, o.finished_at)
         for o in outcomes:
             self._announce(
                 o.job.kind.value, o.job.id, o.job.function, o.status.value, o.finished_at
@@ -361,6 +331,65 @@ class EngineWork(SqlBase):
                 select(T.id).where(T.id.in_(ids), T.cancel_requested.is_(True))
             )
             return list(rows.scalars())
+
+
+_FINISH_ATTEMPT = (
+    update(attempts)
+    .where(
+        attempts.c.ticker_id == bindparam("b_id"),
+        attempts.c.number == bindparam("b_number"),
+        attempts.c.node == bindparam("b_node"),
+        attempts.c.status == RUNNING,
+    )
+    .values(
+        status=bindparam("b_attempt_status"),
+        finished_at=bindparam("b_finished_at"),
+        elapsed_ms=bindparam("b_elapsed"),
+        error_type=bindparam("b_error_type"),
+        error_message=bindparam("b_error_message"),
+        traceback=bindparam("b_traceback"),
+    )
+)
+
+_FINISH_TICKER = (
+    update(tickers)
+    .where(T.id == bindparam("b_id"), T.lock_holder == bindparam("b_node"))
+    .values(
+        status=bindparam("b_status"),
+        execution_time=func.coalesce(bindparam("b_retry_at", type_=UTCDateTime), T.execution_time),
+        retry_count=T.retry_count + bindparam("b_increment", type_=Integer),
+        finished_at=bindparam("b_final_at", type_=UTCDateTime),
+        skipped_reason=bindparam("b_skipped_reason"),
+        elapsed_ms=bindparam("b_elapsed"),
+        error_type=bindparam("b_error_type"),
+        error_message=bindparam("b_error_message"),
+        lock_holder=None,
+        locked_at=None,
+        lease_until=None,
+        cancel_requested=False,
+        updated_at=bindparam("b_finished_at"),
+    )
+)
+
+
+def _outcome_params(o: Outcome) -> dict[str, Any]:
+    retry = o.status is Status.IDLE
+    return {
+        "b_id": o.job.id,
+        "b_number": o.job.retry_count,
+        "b_node": o.node,
+        "b_attempt_status": attempt_status(o).value,
+        "b_status": o.status.value,
+        "b_finished_at": o.finished_at,
+        "b_final_at": None if retry else o.finished_at,
+        "b_retry_at": (o.retry_at or o.finished_at) if retry else None,
+        "b_increment": 1 if retry and o.counts_as_retry else 0,
+        "b_skipped_reason": o.skipped_reason,
+        "b_elapsed": (o.finished_at - o.started_at).total_seconds() * 1000.0,
+        "b_error_type": o.error_type,
+        "b_error_message": o.error_message,
+        "b_traceback": o.traceback,
+    }
 
 
 def _within_capacity(rows: list[Any], left: dict[str, int]) -> tuple[list[Any], list[Any]]:
