@@ -18,7 +18,7 @@ import traceback as tb
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
@@ -110,6 +110,8 @@ class Engine:
         self._rng = random.Random()
         self._limited: list[TickerFunction[Any]] = []
         self._known_functions = -1
+        self._check_crons = True
+        self._crons_checked_at = datetime.min.replace(tzinfo=UTC)
         self._long_running = False
         self._functions: dict[str, TickerFunction[Any]] = {}
 
@@ -189,8 +191,10 @@ class Engine:
 
     def wake(self, due: datetime | None = None) -> None:
         """Look for work now; with ``due``, only if that is earlier than the planned wake-up."""
-        if due is not None and self._deadline is not None and due >= self._deadline:
-            return
+        if due is not None:
+            if self._deadline is not None and due >= self._deadline:
+                return
+            self._check_crons = True
         wakeup = self._wakeup
         if wakeup is not None and not wakeup.done():
             self._idle.clear()
@@ -259,7 +263,13 @@ class Engine:
             now = clock.now()
             try:
                 free = self.max_concurrency - self._active
-                if not self.paused:
+                if not self.paused and (
+                    self._check_crons or (now - self._crons_checked_at).total_seconds() >= 1.0
+                ):
+                    # Crons are looked at when a deadline or a due-time wake-up brought
+                    # the loop here, and at least every second: not on every batch.
+                    self._check_crons = False
+                    self._crons_checked_at = now
                     await fire_due_crons(store, now, self._priority_of, self.options.misfire_grace)
                 if not self.paused and (free > 0 or self._has_long_running()):
                     jobs = await store.claim(
@@ -289,6 +299,8 @@ class Engine:
             if not (self._running or self._outcomes or self._maintaining or self._flush_task):
                 self._idle.set()
             await clock.sleep_until(deadline, self._wakeup)
+            if not self._wakeup.done():
+                self._check_crons = True  # the deadline (or a poll) came
             self._deadline = None
         self._idle.set()
 
