@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from abc import ABC, abstractmethod
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 __all__ = ["Clock", "SystemClock"]
 
@@ -31,8 +31,6 @@ class Clock(ABC):
 
     async def sleep(self, seconds: float, wakeup: asyncio.Future[None] | None = None) -> None:
         """Sleep ``seconds`` of this clock's time (or until ``wakeup`` is done)."""
-        from datetime import timedelta
-
         if wakeup is None:
             wakeup = asyncio.get_running_loop().create_future()
         await self.sleep_until(self.now() + timedelta(seconds=seconds), wakeup)
