@@ -112,6 +112,7 @@ class Engine:
         self._known_functions = -1
         self._check_crons = True
         self._crons_checked_at = datetime.min.replace(tzinfo=UTC)
+        self._store_error_at = datetime.min.replace(tzinfo=UTC)
         self._long_running = False
         self._functions: dict[str, TickerFunction[Any]] = {}
 
@@ -133,6 +134,9 @@ class Engine:
         self._pool = ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="tickerq")
         self._stopping = False
         self.started_at = self.clock.now()
+        # Rows held under this id belong to a predecessor that died: take them back.
+        if await self.store.reclaim_expired(self.started_at, node=self.node_id):
+            logger.warning("node %s took back the jobs a dead run of it held", self.node_id)
         await self.store.heartbeat(self._node(), [], self._lease_until(self.started_at))
         await self.store.listen(self._on_notice)
         self._loop_task = asyncio.create_task(self._main(), name="tickerq-engine")
@@ -287,6 +291,7 @@ class Engine:
                 full = free <= 0 and not self._has_long_running()
                 deadline = None if self.paused or full else await store.next_due_time()
             except Exception:
+                self._store_error_at = now
                 logger.exception("engine loop failed; retrying in 1 s")
                 deadline = now + timedelta(seconds=1)
             if deadline is not None and deadline <= now:
@@ -326,7 +331,12 @@ class Engine:
         return now + timedelta(seconds=self.options.lease)
 
     async def _dispatch(self, jobs: list[Job], now: datetime) -> None:
-        await self.store.mark_started(jobs, self.node_id, now)
+        try:
+            await self.store.mark_started(jobs, self.node_id, now)
+        except Exception:
+            with contextlib.suppress(Exception):  # best effort; else their lease lapses
+                await self.store.release(jobs)
+            raise
         loop = asyncio.get_running_loop()
         late = timedelta(seconds=self.options.late_threshold)
         for job in jobs:
@@ -551,6 +561,7 @@ class Engine:
                 try:
                     await self.store.complete(batch)
                 except Exception:
+                    self._store_error_at = self.clock.now()
                     logger.exception("writing %d result(s) failed; will retry", len(batch))
                     self._outcomes[:0] = batch
                     await asyncio.sleep(1.0)  # real time: the database needs it to recover
@@ -574,10 +585,15 @@ class Engine:
                 await self.store.heartbeat(self._node(), running, self._lease_until(now))
                 for ticker_id in await self.store.cancel_requested(running):
                     self.cancel_local(ticker_id)
-                if await self.store.reclaim_expired(now):
+                # Right after the database was unreachable, every lease looks lapsed:
+                # give live nodes one lease to renew before taking their jobs.
+                if (now - self._store_error_at).total_seconds() > self.options.lease and (
+                    await self.store.reclaim_expired(now)
+                ):
                     self.wake()
                 await self._purge(now)
             except Exception:
+                self._store_error_at = self.clock.now()
                 logger.exception("heartbeat failed")
             finally:
                 self._maintaining = False

@@ -60,8 +60,12 @@ def plan_fires(
     expr: CronExpression, cursor: datetime, now: datetime, policy: MisfirePolicy, grace: float
 ) -> tuple[list[datetime], datetime]:
     """Which fires in [cursor, now] to materialize, and the new cursor (> now, or the
-    next unprocessed fire when RUN_ALL hit its per-round cap)."""
-    limit = timedelta(seconds=grace)
+    next unprocessed fire when RUN_ALL hit its per-round cap).
+
+    Fires within ``grace`` seconds of now are on time and all run. Older ones were
+    missed (the cron's nodes were down): RUN_ALL runs each, RUN_ONCE runs the
+    latest of them once, SKIP runs none.
+    """
     if policy is MisfirePolicy.RUN_ALL:
         fires: list[datetime] = []
         fire = cursor
@@ -69,11 +73,15 @@ def plan_fires(
             fires.append(fire)
             fire = expr.next_after(fire)
         return fires, fire
-    latest = _latest_at_or_before(expr, now, cursor)
-    following = expr.next_after(latest)
-    if policy is MisfirePolicy.SKIP and now - latest > limit:
-        return [], following
-    return [latest], following
+    missed_until = now - timedelta(seconds=grace)
+    planned: list[datetime] = []
+    if cursor <= missed_until and policy is MisfirePolicy.RUN_ONCE:
+        planned.append(_latest_at_or_before(expr, missed_until, cursor))
+    fire = cursor if cursor > missed_until else expr.next_after(missed_until)
+    while fire <= now:
+        planned.append(fire)
+        fire = expr.next_after(fire)
+    return planned, fire
 
 
 async def fire_due_crons(

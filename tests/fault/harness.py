@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import signal
 import socket
@@ -17,7 +16,7 @@ import sys
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -40,9 +39,7 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def wait_for(
-    predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.2
-) -> Any:
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:
     """Poll ``predicate`` until it returns a truthy value; fail after ``timeout`` s."""
     deadline = time.monotonic() + timeout
     while True:
@@ -268,10 +265,6 @@ def as_time(value: Any) -> datetime | None:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def as_json(value: Any) -> Any:
-    return json.loads(value) if isinstance(value, str) else value
-
-
 # -- the run: seeding and snapshot -----------------------------------------------------------
 
 
@@ -403,18 +396,26 @@ def snapshot(url: str) -> Snapshot:
     return Snapshot(tickers, dict(attempts), crons)
 
 
-def wait_all_final(url: str, timeout: float) -> str | None:
-    """Wait until no row is waiting or running; on timeout, say which rows are stuck
-    (the final checks then report each of them)."""
+def wait_all_final(url: str, timeout: float, stall: float = 12.0) -> str | None:
+    """Wait until no row is waiting or running. Give up after ``timeout`` s, or when the
+    rows left have not changed for ``stall`` s (several leases: nothing will move them);
+    then say which rows are stuck (the final checks report each of them)."""
     deadline = time.monotonic() + timeout
+    last: set[tuple[Any, Any, Any]] = set()
+    changed = time.monotonic()
     while True:
         left = snapshot(url).unfinished()
         if not left:
             return None
-        if time.monotonic() > deadline:
+        now = time.monotonic()
+        current = {(t["id"], t["status"], t["lock_holder"]) for t in left}
+        if current != last:
+            last, changed = current, now
+        if now > deadline or now - changed > stall:
             by_status = Counter((t["status"], t["lock_holder"]) for t in left)
+            why = f"after {timeout:.0f} s" if now > deadline else f"unchanged for {stall:.0f} s"
             return (
-                f"{len(left)} row(s) still not final after {timeout:.0f} s: "
+                f"{len(left)} row(s) still not final ({why}): "
                 f"(status, lock_holder) counts {dict(by_status)}"
             )
         time.sleep(0.5)
@@ -474,9 +475,8 @@ def check_run(
     plan: Plan,
     records: list[Execution],
     *,
-    killed_pids: set[int] = frozenset(),  # type: ignore[assignment]
+    killed_pids: Collection[int] = (),
     killed_node: str | None = None,
-    every_cron_second_until: datetime | None = None,
 ) -> Report:
     """Everything final, every cron second once, nothing run twice unless its lease expired.
 
@@ -485,13 +485,37 @@ def check_run(
     None: allowed on any node, as after a database outage).
     """
     report = Report()
+    _check_time_tickers(report, snap, plan)
+    _check_crons(report, snap, plan)
     starts: dict[uuid.UUID, list[Execution]] = defaultdict(list)
-    ends: dict[uuid.UUID, list[Execution]] = defaultdict(list)
+    ended: dict[uuid.UUID, set[tuple[int, int]]] = defaultdict(set)
     for e in records:
-        (starts if e.event == "start" else ends)[e.ticker].append(e)
+        if e.event == "start":
+            starts[e.ticker].append(e)
+        else:
+            ended[e.ticker].add((e.pid, e.retry))
+    runnable = set(plan.tickers) | {
+        r["id"] for r in snap.tickers.values() if r["kind"] == "CRON_OCCURRENCE"
+    }
+    interrupted = rerun = 0
+    for tid in runnable:
+        runs = starts.get(tid, [])
+        tries = snap.attempts.get(tid, [])
+        row = snap.tickers.get(tid)
+        _check_executions(report, tid, row, runs, tries, killed_node)
+        cut = _check_takeover(report, tid, row, runs, tries, ended[tid], killed_pids)
+        interrupted += cut
+        if len(runs) > 1 and any(a["error_type"] == "LeaseExpired" for a in tries):
+            rerun += 1
+    report.facts["interrupted_by_kill"] = interrupted
+    report.facts["rerun_after_lease_expiry"] = rerun
+    report.facts["executions"] = sum(len(v) for v in starts.values())
+    return report
 
-    # 1. time tickers: final, with the status their function asked for
-    statuses = Counter()
+
+def _check_time_tickers(report: Report, snap: Snapshot, plan: Plan) -> None:
+    """Every time ticker is final, with the status its function asked for."""
+    statuses: Counter[str] = Counter()
     for tid, request in plan.tickers.items():
         row = snap.tickers.get(tid)
         if row is None:
@@ -508,21 +532,27 @@ def check_run(
             )
     report.facts["time_ticker_statuses"] = dict(statuses)
 
-    # 2. cron occurrences: one per second of the window, each final and successful
+
+def _check_crons(report: Report, snap: Snapshot, plan: Plan) -> None:
+    """Each second from a cron's first fire until it was disabled has exactly one
+    occurrence, which succeeded. The last seconds before the disable may race with it
+    (a node that read the cron before it was disabled), so the window ends 1 s earlier."""
+    disabled = plan.crons_disabled_at
+    assert disabled is not None, "disable the crons before checking"
+    until = disabled - timedelta(seconds=1)
     occurrences: dict[uuid.UUID, dict[datetime, dict[str, Any]]] = defaultdict(dict)
     for row in snap.tickers.values():
         if row["kind"] == "CRON_OCCURRENCE":
             cron_id = row["cron_ticker_id"]
             if row["fire_time"] in occurrences[cron_id]:
-                report.add("cron-double", f"cron {cron_id} has two occurrences at {row['fire_time']}")
+                report.add(
+                    "cron-double", f"cron {cron_id} has two occurrences at {row['fire_time']}"
+                )
             occurrences[cron_id][row["fire_time"]] = row
-    total_occurrences = 0
+    total = 0
     for cron_id, first in plan.crons.items():
         got = occurrences.get(cron_id, {})
-        total_occurrences += len(got)
-        disabled = plan.crons_disabled_at
-        assert disabled is not None, "disable the crons before checking"
-        until = every_cron_second_until or disabled - timedelta(seconds=1)
+        total += len(got)
         expected = []
         second = first
         while second <= until:
@@ -536,12 +566,9 @@ def check_run(
                 f"[{first:%H:%M:%S}, {until:%H:%M:%S}] have no occurrence: "
                 + ", ".join(f"{s:%H:%M:%S}" for s in missing[:20]),
             )
-        late = [s for s in got if s > disabled + timedelta(seconds=1)]
-        if late:
-            report.add("cron-after-disable", f"cron {cron_id} fired after it was disabled: {late}")
-        early = [s for s in got if s < first]
-        if early:
-            report.add("cron-early", f"cron {cron_id} fired before its first fire: {early}")
+        odd = [s for s in got if s < first or s > disabled + timedelta(seconds=1)]
+        if odd:
+            report.add("cron-outside", f"cron {cron_id} fired outside its window: {odd}")
         for fire, row in sorted(got.items()):
             if row["status"] not in SUCCESS:
                 report.add(
@@ -549,74 +576,77 @@ def check_run(
                     f"occurrence {row['id']} of cron {cron_id} at {fire:%H:%M:%S} is "
                     f"{row['status']} ({row['error_type']}: {row['error_message']})",
                 )
-    report.facts["cron_occurrences"] = total_occurrences
+    report.facts["cron_occurrences"] = total
 
-    # 3. executions: once each, except runs whose lease expired (and run again)
-    runnable = set(plan.tickers) | {
-        r["id"] for r in snap.tickers.values() if r["kind"] == "CRON_OCCURRENCE"
-    }
-    interrupted = 0
-    rerun_after_lease = 0
-    for tid in runnable:
-        row = snap.tickers.get(tid)
-        runs = starts.get(tid, [])
-        tries = snap.attempts.get(tid, [])
-        lease_lost = [a for a in tries if a["error_type"] == "LeaseExpired"]
-        if row is not None and row["status"] in SUCCESS | {"FAILED"} and not runs:
-            report.add("never-ran", f"{row['kind']} {tid} is {row['status']} but never ran")
-        if len(runs) > 1 + len(lease_lost):
-            report.add(
-                "double",
-                f"{tid} ran {len(runs)} times with {len(lease_lost)} LeaseExpired attempt(s): "
-                + "; ".join(f"{e.node}/{e.pid} retry {e.retry}" for e in runs)
-                + " | attempts: "
-                + "; ".join(f"#{a['number']} {a['node']} {a['status']} {a['error_type']}" for a in tries),
-            )
-        if killed_node is not None:
-            for a in lease_lost:
-                if a["node"] != killed_node:
-                    report.add(
-                        "lease-lost-on-live-node",
-                        f"{tid}: attempt on live node {a['node']} lost its lease",
-                    )
-        open_attempts = [a for a in tries if a["status"] in ("IN_PROGRESS", "QUEUED")]
-        if open_attempts and row is not None and row["status"] in FINAL:
-            report.add(
-                "attempt-open",
-                f"{tid} is {row['status']} but attempt(s) are still open: "
-                + "; ".join(f"#{a['number']} {a['node']} {a['status']}" for a in open_attempts),
-            )
-        if row is not None and row["status"] in FINAL and tries:
-            outcomes = [a for a in tries if a["error_type"] != "LeaseExpired"]
-            if len(outcomes) != 1 or outcomes[-1]["status"] != row["status"]:
+
+def _attempts_text(tries: list[dict[str, Any]]) -> str:
+    return "; ".join(f"#{a['number']} {a['node']} {a['status']} {a['error_type']}" for a in tries)
+
+
+def _check_executions(
+    report: Report,
+    tid: uuid.UUID,
+    row: dict[str, Any] | None,
+    runs: list[Execution],
+    tries: list[dict[str, Any]],
+    killed_node: str | None,
+) -> None:
+    """Ran once, or once more per LeaseExpired attempt; attempts agree with the row."""
+    lease_lost = [a for a in tries if a["error_type"] == "LeaseExpired"]
+    if row is not None and row["status"] in SUCCESS | {"FAILED"} and not runs:
+        report.add("never-ran", f"{row['kind']} {tid} is {row['status']} but never ran")
+    if len(runs) > 1 + len(lease_lost):
+        report.add(
+            "double",
+            f"{tid} ran {len(runs)} times with {len(lease_lost)} LeaseExpired attempt(s): "
+            + "; ".join(f"{e.node}/{e.pid} retry {e.retry}" for e in runs)
+            + " | attempts: "
+            + _attempts_text(tries),
+        )
+    if killed_node is not None:
+        for a in lease_lost:
+            if a["node"] != killed_node:
                 report.add(
-                    "attempts",
-                    f"{tid} is {row['status']}; attempts: "
-                    + "; ".join(
-                        f"#{a['number']} {a['node']} {a['status']} {a['error_type']}" for a in tries
-                    ),
+                    "lease-lost-on-live-node",
+                    f"{tid}: its attempt on live node {a['node']} lost its lease "
+                    f"(runs: {', '.join(f'{e.node}/{e.pid}' for e in runs)})",
                 )
-        # a run of a killed process that never ended must have run again after a lease expiry
-        ended = {(e.pid, e.retry) for e in ends.get(tid, [])}
-        for e in runs:
-            if e.pid in killed_pids and (e.pid, e.retry) not in ended:
-                interrupted += 1
-                later = [r for r in runs if r.pid not in killed_pids]
-                if not lease_lost or not later:
-                    report.add(
-                        "not-taken-over",
-                        f"{tid} was running on killed {e.node}/{e.pid}; LeaseExpired attempts: "
-                        f"{len(lease_lost)}, runs elsewhere afterwards: {len(later)}; "
-                        f"status {row['status'] if row else None}",
-                    )
-                elif tries[-1]["status"] not in SUCCESS | {"FAILED"}:
-                    report.add("not-taken-over", f"{tid}: last attempt is {tries[-1]['status']}")
-        if lease_lost and len(runs) > 1:
-            rerun_after_lease += 1
-    report.facts["interrupted_by_kill"] = interrupted
-    report.facts["rerun_after_lease_expiry"] = rerun_after_lease
-    report.facts["executions"] = sum(len(v) for v in starts.values())
-    return report
+    if row is None or row["status"] not in FINAL:
+        return
+    still_open = [a for a in tries if a["status"] in ("IN_PROGRESS", "QUEUED")]
+    if still_open:
+        report.add(
+            "attempt-open", f"{tid} is {row['status']} with open attempts: {_attempts_text(tries)}"
+        )
+    outcomes = [a for a in tries if a["error_type"] != "LeaseExpired"]
+    if tries and (len(outcomes) != 1 or outcomes[-1]["status"] != row["status"]):
+        report.add("attempts", f"{tid} is {row['status']}; attempts: {_attempts_text(tries)}")
+
+
+def _check_takeover(
+    report: Report,
+    tid: uuid.UUID,
+    row: dict[str, Any] | None,
+    runs: list[Execution],
+    tries: list[dict[str, Any]],
+    ended: set[tuple[int, int]],
+    killed_pids: Collection[int],
+) -> int:
+    """A run of a killed process that never ended ran again after a LeaseExpired attempt.
+    Returns how many such interrupted runs the ticker had."""
+    cut = [e for e in runs if e.pid in killed_pids and (e.pid, e.retry) not in ended]
+    if not cut:
+        return 0
+    lease_lost = [a for a in tries if a["error_type"] == "LeaseExpired"]
+    later = [r for r in runs if r.pid not in killed_pids]
+    status = row["status"] if row else None
+    if not lease_lost or not later or status not in SUCCESS | {"FAILED"}:
+        report.add(
+            "not-taken-over",
+            f"{tid} was running on killed {cut[0].node}/{cut[0].pid}; LeaseExpired attempts: "
+            f"{len(lease_lost)}, runs elsewhere afterwards: {len(later)}; status {status}",
+        )
+    return len(cut)
 
 
 # -- a throwaway PostgreSQL server --------------------------------------------------------

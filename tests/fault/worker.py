@@ -36,6 +36,7 @@ import time
 from typing import Any
 
 from tickerq import EngineOptions, TickerContext, TickerQ
+from tickerq.events import EngineStateChanged, Event
 
 SEEDED_EXPRESSIONS = ("* * * * * *", "*/2 * * * * *", "0 * * * * *", "*/5 * * * *", "0 0 * * *")
 """Expressions of the decorated crons ``seeded_<i>`` (cycled)."""
@@ -132,19 +133,15 @@ def build_app(
     return app
 
 
-async def _announce_ready(app: TickerQ) -> None:
-    while not app.engine.running:
-        await asyncio.sleep(0.02)
-    print(f"READY {app.node_id} {os.getpid()}", flush=True)
+def _announce_ready(app: TickerQ) -> None:
+    """Print READY once the engine runs (then stop listening: events cost a little)."""
 
+    def on_event(event: Event) -> None:
+        if isinstance(event, EngineStateChanged) and event.state == "running":
+            unsubscribe()
+            print(f"READY {app.node_id} {os.getpid()}", flush=True)
 
-async def _serve(app: TickerQ) -> None:
-    ready = asyncio.create_task(_announce_ready(app))
-    try:
-        await app.serve()
-    finally:
-        ready.cancel()
-        await asyncio.gather(ready, return_exceptions=True)
+    unsubscribe = app.events.subscribe(on_event)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -181,7 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.start_at is not None:  # imports done: start together with the others
         time.sleep(max(0.0, args.start_at - time.time()))
-    asyncio.run(_serve(app))
+    _announce_ready(app)
+    app.run()
     print(f"STOPPED {args.node_id} {os.getpid()}", flush=True)
     return 0
 

@@ -286,11 +286,15 @@ class Store(ABC):
 
     @abstractmethod
     async def heartbeat(self, node: Node, running: Sequence[UUID], lease_until: datetime) -> None:
-        """Record that ``node`` is alive and extend the leases of its running jobs."""
+        """Record that ``node`` is alive and extend the leases of ``running`` (only)."""
 
     @abstractmethod
-    async def reclaim_expired(self, now: datetime) -> int:
-        """Put rows whose lease ran out (their node died) back to IDLE; returns how many."""
+    async def reclaim_expired(self, now: datetime, node: str | None = None) -> int:
+        """Put rows whose lease ran out (their node died) back to IDLE; returns how many.
+
+        With ``node``: every row held under that node id, whatever its lease (a
+        node starting under the id of one that died takes its rows back at once).
+        """
 
     @abstractmethod
     async def nodes(self) -> list[Node]:

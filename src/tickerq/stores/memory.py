@@ -629,14 +629,14 @@ class MemoryStore(Store):
             if row is not None and row.lock_holder == node.id:
                 row.lease_until = lease_until
 
-    async def reclaim_expired(self, now: datetime) -> int:
-        """Rows with a lapsed lease go back to IDLE (one process: rarely any)."""
+    async def reclaim_expired(self, now: datetime, node: str | None = None) -> int:
+        """Rows with a lapsed lease (or held by ``node``) go back to IDLE."""
         count = 0
         for row in self._rows.values():
-            if (
-                row.status in (Status.QUEUED, Status.IN_PROGRESS)
-                and row.lease_until is not None
-                and row.lease_until < now
+            if row.status not in (Status.QUEUED, Status.IN_PROGRESS):
+                continue
+            if (node is not None and row.lock_holder == node) or (
+                node is None and row.lease_until is not None and row.lease_until < now
             ):
                 self._close_lost_attempt(row, now)
                 row.status = Status.IDLE

@@ -191,7 +191,8 @@ class EngineWork(SqlBase):
         """
         if not outcomes:
             return
-        params = [_outcome_params(o) for o in outcomes]
+        # In id order: rows are locked in one order everywhere (no deadlocks).
+        params = [_outcome_params(o) for o in sorted(outcomes, key=lambda o: o.job.id)]
         async with self.engine.begin() as conn:
             await conn.execute(_FINISH_ATTEMPT, params)
             await conn.execute(_FINISH_TICKER, params)
@@ -229,20 +230,33 @@ class EngineWork(SqlBase):
     # -- nodes and leases -------------------------------------------------------------
 
     async def heartbeat(self, node: Node, running: Sequence[UUID], lease_until: datetime) -> None:
-        """Upsert the node row and extend the leases it holds."""
+        """Upsert the node row and extend the leases of the jobs it runs now.
+
+        Only ``running`` rows are renewed (rows held under this id by a dead
+        predecessor must lapse), locked in id order, skipping rows a result write
+        holds, so a heartbeat and the node's own writes never deadlock.
+        """
         async with self.engine.begin() as conn:
             await conn.execute(self.dialect.upsert(nodes, node_values(node), key="id"))
-            await conn.execute(
-                update(tickers)
-                .where(T.lock_holder == node.id, T.status.in_([QUEUED, RUNNING]))
-                .values(lease_until=lease_until)
-            )
+            if running:
+                mine = self.dialect.skip_locked(
+                    select(T.id)
+                    .where(T.id.in_(sorted(running)), T.lock_holder == node.id)
+                    .order_by(T.id)
+                )
+                await conn.execute(
+                    update(tickers)
+                    .where(T.id.in_(mine.scalar_subquery()))
+                    .values(lease_until=lease_until)
+                )
 
-    async def reclaim_expired(self, now: datetime) -> int:
-        """Rows whose lease ran out go back to IDLE; their open attempt is marked lost."""
+    async def reclaim_expired(self, now: datetime, node: str | None = None) -> int:
+        """Rows whose lease ran out (or, with ``node``, every row held under that
+        node id) go back to IDLE; their open attempt is marked lost."""
         async with self.engine.begin() as conn:
+            lapsed = T.lease_until < now if node is None else T.lock_holder == node
             pick = self.dialect.skip_locked(
-                select(T.id).where(T.status.in_([QUEUED, RUNNING]), T.lease_until < now).limit(1000)
+                select(T.id).where(T.status.in_([QUEUED, RUNNING]), lapsed).limit(1000)
             )
             rows = list(
                 await conn.execute(
