@@ -19,8 +19,7 @@ from tickerq.errors import FunctionNotFoundError, InvalidArgumentError, Registra
 from tickerq.events import EventBus
 from tickerq.functions import TickerFunction, TickerRouter, _Registrar
 from tickerq.managers import CronTickerManager, TimeTickerManager
-from tickerq.stores import Store, open_store
-from tickerq.stores.sql import mask_password
+from tickerq.stores import Store, mask_password, open_store
 
 if TYPE_CHECKING:
     from tickerq.context import TickerContext

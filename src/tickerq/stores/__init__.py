@@ -5,7 +5,25 @@ from __future__ import annotations
 from tickerq.stores.base import Job, Outcome, Store, TickerQuery
 from tickerq.stores.memory import MemoryStore
 
-__all__ = ["Job", "MemoryStore", "Outcome", "Store", "TickerQuery", "open_store"]
+__all__ = [
+    "Job",
+    "MemoryStore",
+    "Outcome",
+    "Store",
+    "TickerQuery",
+    "mask_password",
+    "open_store",
+]
+
+
+def mask_password(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (for messages and logs)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    credentials, _, host = rest.rpartition("@")
+    user, colon, _ = credentials.partition(":")
+    return f"{scheme}://{user}:***@{host}" if colon else url
 
 
 def open_store(url: str, *, auto_upgrade: bool = False) -> Store:
@@ -14,12 +32,13 @@ def open_store(url: str, *, auto_upgrade: bool = False) -> Store:
     ``auto_upgrade`` lets a SQL store migrate an older schema when it opens.
     """
     from tickerq.errors import InvalidArgumentError
-    from tickerq.stores.sql import SqlStore, mask_password
 
     scheme = url.split("://", 1)[0].split("+", 1)[0] if "://" in url else url
     if scheme == "memory":
         return MemoryStore()
     if scheme in ("sqlite", "postgresql", "postgres"):
+        from tickerq.stores.sql import SqlStore  # SQLAlchemy only when a SQL store is used
+
         return SqlStore(url, auto_upgrade=auto_upgrade)
     raise InvalidArgumentError(
         f"unsupported store URL scheme {scheme!r} in {mask_password(url)!r}; "

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tickerq.stores.sql.dialects import mask_password
+from tickerq.stores import mask_password
 from tickerq.stores.sql.store import SqlStore
 
 __all__ = ["SqlStore", "mask_password"]

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.sql.dml import Insert
 
 from tickerq.errors import InvalidArgumentError
+from tickerq.stores import mask_password
 
 __all__ = ["Dialect", "as_utc", "for_url", "later_of", "new_id", "utcnow"]
 
@@ -92,16 +93,6 @@ class Dialect:
         if self.name == "postgresql":
             return stmt.with_for_update(skip_locked=True)
         return stmt  # SQLite: the write transaction already runs alone
-
-
-def mask_password(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (for messages and logs)."""
-    scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest:
-        return url
-    credentials, _, host = rest.rpartition("@")
-    user, colon, _ = credentials.partition(":")
-    return f"{scheme}://{user}:***@{host}" if colon else url
 
 
 def for_url(url: str) -> Dialect:
