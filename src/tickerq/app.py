@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import signal
@@ -15,7 +16,12 @@ from typing import TYPE_CHECKING, Any, Self
 from tickerq.clock import Clock, SystemClock
 from tickerq.cron import parse_timezone
 from tickerq.engine import Engine, EngineOptions
-from tickerq.errors import FunctionNotFoundError, InvalidArgumentError, RegistrationError
+from tickerq.errors import (
+    FunctionNotFoundError,
+    InvalidArgumentError,
+    InvalidRequestError,
+    RegistrationError,
+)
 from tickerq.events import EventBus
 from tickerq.functions import TickerFunction, TickerRouter, _Registrar
 from tickerq.managers import CronTickerManager, TimeTickerManager
@@ -53,6 +59,7 @@ class TickerQ(_Registrar):
         options: EngineOptions | None = None,
         exception_handler: ExceptionHandler | None = None,
         seed_crons: bool = True,
+        max_payload_bytes: int = 1_000_000,
     ) -> None:
         super().__init__()
         if (
@@ -72,6 +79,8 @@ class TickerQ(_Registrar):
         self.clock: Clock = clock or SystemClock()
         self.exception_handler = exception_handler
         self.seed_crons = seed_crons
+        self.max_payload_bytes = max_payload_bytes
+        """Requests larger than this (as JSON) are refused when scheduled."""
         self.events = EventBus()
         self.store.bind_events(self.events)
         self.time_tickers = TimeTickerManager(self)
@@ -106,6 +115,19 @@ class TickerQ(_Registrar):
         if fn is None:
             raise FunctionNotFoundError(name, list(self._functions))
         return fn
+
+    def encode_request(self, function: str, request: Any) -> Any:
+        """Validate ``request`` for ``function`` and check its size; the stored form."""
+        payload = self.get_function(function).encode_request(request)
+        if payload is not None and self.max_payload_bytes:
+            size = len(json.dumps(payload, separators=(",", ":")).encode())
+            if size > self.max_payload_bytes:
+                raise InvalidRequestError(
+                    function,
+                    f"the request is {size:,} bytes as JSON, over the limit of "
+                    f"{self.max_payload_bytes:,} (TickerQ(max_payload_bytes=...))",
+                )
+        return payload
 
     def on_exception(self, handler: ExceptionHandler) -> ExceptionHandler:
         """Decorator: call ``handler(ctx, error)`` for every failed attempt."""

@@ -19,6 +19,7 @@ __all__ = [
     "InvalidRequestError",
     "NotRunningError",
     "RegistrationError",
+    "StoreConnectionError",
     "TerminateExecution",
     "TickerNotFoundError",
     "TickerQError",
@@ -92,6 +93,10 @@ class InvalidRequestError(TickerQError, ValueError):
 
 class InvalidArgumentError(TickerQError, ValueError):
     """An argument is invalid (naive datetime, negative retries, ...); names the value."""
+
+
+class StoreConnectionError(TickerQError, ConnectionError):
+    """The store's database cannot be reached; names the host and port, never the password."""
 
 
 class TickerStateError(TickerQError, ValueError):

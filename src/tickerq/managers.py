@@ -63,7 +63,7 @@ class TimeTickerManager:
         after: timedelta | float | None = None,
     ) -> TimeTicker:
         fn = self._app.get_function(spec.function)
-        payload = fn.encode_request(spec.request)
+        payload = self._app.encode_request(fn.name, spec.request)
         when = check_time(spec.execution_time, "execution_time")
         if after is not None:
             if when is not None:
@@ -174,7 +174,7 @@ class TimeTickerManager:
             when = check_time(execution_time, "execution_time")
             changes["execution_time"] = when or changes["updated_at"]  # None: now
         if request is not _UNSET:
-            changes["request"] = self._app.get_function(current.function).encode_request(request)
+            changes["request"] = self._app.encode_request(current.function, request)
         if description is not _UNSET:
             changes["description"] = str(description)
         if retries is not _UNSET or retry_intervals is not _UNSET:
@@ -319,7 +319,7 @@ class CronTickerManager:
             function=fn.name,
             expression=expr.expression,
             timezone=str(tz),
-            request=fn.encode_request(request),
+            request=self._app.encode_request(fn.name, request),
             retries=retries,
             retry_intervals=check_retries(retries, retry_intervals),
             enabled=enabled,
@@ -361,7 +361,7 @@ class CronTickerManager:
             changes.update(expression=expr.expression, timezone=str(tz))
             changes["next_fire_at"] = expr.next_after(now)
         if request is not _UNSET:
-            changes["request"] = self._app.get_function(current.function).encode_request(request)
+            changes["request"] = self._app.encode_request(current.function, request)
         if retries is not _UNSET or retry_intervals is not _UNSET:
             r = current.retries if retries is _UNSET else retries
             ri = current.retry_intervals if retry_intervals is _UNSET else retry_intervals

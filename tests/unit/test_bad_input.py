@@ -507,3 +507,17 @@ async def test_schedule_before_start_is_stored_idle_then_runs() -> None:
         assert ran == [{"n": 1}]
     finally:
         await app.stop()
+
+
+async def test_payload_over_the_size_limit_is_refused() -> None:
+    app = TickerQ(max_payload_bytes=100)
+
+    @app.function()
+    async def big(ctx: TickerContext) -> None:
+        pass
+
+    await app.open()
+    await big.enqueue({"text": "x" * 50})  # under the limit
+    with pytest.raises(InvalidRequestError, match=r"over the limit of 100"):
+        await big.enqueue({"text": "x" * 200})
+    assert await app.time_tickers.count() == 1

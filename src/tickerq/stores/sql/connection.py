@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
 from uuid import UUID
 
 from sqlalchemy import (
@@ -18,7 +19,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tickerq.enums import RunCondition, Status, TickerKind
-from tickerq.errors import TickerNotFoundError, TickerStateError
+from tickerq.errors import StoreConnectionError, TickerNotFoundError, TickerStateError
 from tickerq.events import CronTickerChanged, TickerChanged
 from tickerq.stores.base import Store
 from tickerq.stores.sql import dialects
@@ -68,7 +69,6 @@ class SqlBase(Store):
         url: str,
         *,
         pool_size: int = 10,
-        max_payload_bytes: int = 1_000_000,
         auto_upgrade: bool = False,
     ) -> None:
         self.url = url
@@ -76,7 +76,6 @@ class SqlBase(Store):
         self.dialect = dialects.for_url(url)
         self.poll_interval = self.dialect.poll_interval
         self.pool_size = pool_size
-        self.max_payload_bytes = max_payload_bytes
         self._engine: AsyncEngine | None = None
         self._listener: Listener | None = None
 
@@ -93,13 +92,24 @@ class SqlBase(Store):
         A schema from an older tickerq is upgraded if the store was made with
         ``auto_upgrade=True``; otherwise TickerStateError says how to upgrade it.
         """
+        if self.dialect.name == "sqlite":
+            folder = Path(self.dialect.where.removeprefix("file ")).parent
+            if not folder.is_dir():
+                raise StoreConnectionError(
+                    f"cannot open sqlite at {self.dialect.where}: folder {folder} does not exist"
+                )
         if self._engine is None:
             self._engine = self.dialect.create_engine(self.pool_size)
         try:
             await self.dialect.prepare(self._engine, self.auto_upgrade)
-        except BaseException:
+        except BaseException as exc:
             engine, self._engine = self._engine, None
             await engine.dispose()
+            if _is_connection_failure(exc):
+                raise StoreConnectionError(
+                    f"cannot connect to {self.dialect.name} at {self.dialect.where}: "
+                    f"{type(exc).__name__}: {mask_secret(str(exc).splitlines()[0], self.url)}"
+                ) from None
             raise
 
     async def close(self) -> None:
@@ -225,3 +235,21 @@ class SqlBase(Store):
                 updated_at=now,
             )
         )
+
+
+def _is_connection_failure(exc: BaseException) -> bool:
+    """True for errors that mean the server could not be reached or refused us."""
+    from sqlalchemy.exc import InterfaceError, OperationalError
+
+    if isinstance(exc, OSError | TimeoutError | OperationalError | InterfaceError):
+        return True
+    cause = exc.__cause__ or exc.__context__
+    return cause is not None and cause is not exc and isinstance(cause, OSError)
+
+
+def mask_secret(text: str, url: str) -> str:
+    """``text`` without the password of ``url`` in it."""
+    from sqlalchemy.engine import make_url
+
+    password = make_url(url).password
+    return text.replace(password, "***") if password else text

@@ -52,6 +52,8 @@ class Dialect:
     poll_interval: float
     plain_url: str = ""
     """The URL for a raw driver connection (PostgreSQL LISTEN)."""
+    where: str = ""
+    """Host, port and database (or the file), for messages."""
 
     def create_engine(self, pool_size: int) -> AsyncEngine:
         """An async engine with this dialect's connection settings."""
@@ -110,11 +112,20 @@ def for_url(url: str) -> Dialect:
                 "use memory:// for an in-memory store"
             )
         driver = parsed.set(drivername="sqlite+aiosqlite")
-        return Dialect("sqlite", driver.render_as_string(hide_password=False), safe, 0.5)
+        return Dialect(
+            "sqlite",
+            driver.render_as_string(hide_password=False),
+            safe,
+            0.5,
+            where=f"file {parsed.database}",
+        )
     if backend in ("postgresql", "postgres"):
         driver = parsed.set(drivername="postgresql+asyncpg")
         plain = parsed.set(drivername="postgresql").render_as_string(hide_password=False)
-        return Dialect("postgresql", driver.render_as_string(hide_password=False), safe, 5.0, plain)
+        where = f"{parsed.host or 'localhost'}:{parsed.port or 5432}/{parsed.database or ''}"
+        return Dialect(
+            "postgresql", driver.render_as_string(hide_password=False), safe, 5.0, plain, where
+        )
     raise InvalidArgumentError(
         f"unsupported store URL scheme {parsed.drivername!r} in {safe!r}; "
         "supported: memory://, sqlite:///path, postgresql://user@host/db"
