@@ -283,6 +283,7 @@ class Engine:
                         slots=max(free, 0),
                         capacity=self._capacity(),
                         functions=self._functions.keys(),
+                        limits=self._limits(),
                     )
                     if jobs:
                         await self._dispatch(jobs, now)
@@ -308,6 +309,10 @@ class Engine:
                 self._check_crons = True  # the deadline (or a poll) came
             self._deadline = None
         self._idle.set()
+
+    def _limits(self) -> dict[str, int]:
+        """Each limited function's max_concurrency (enforced cluster-wide by shared stores)."""
+        return {f.name: f.options.max_concurrency for f in self._limited}
 
     def _has_long_running(self) -> bool:
         self._capacity()  # refreshes the cached views of the registered functions

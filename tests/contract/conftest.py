@@ -281,6 +281,7 @@ class Ops:
         capacity: dict[str, int] | None = None,
         functions: Sequence[str] | None = None,
         lease: float = 60.0,
+        limits: dict[str, int] | None = None,
     ) -> list[Job]:
         now = now or self.now
         return await self.store.claim(
@@ -290,6 +291,7 @@ class Ops:
             slots=slots,
             capacity=capacity or {},
             functions=list(FUNCTIONS) if functions is None else functions,
+            limits=limits,
         )
 
     async def claim_one(self, ticker_id: uuid.UUID, **kwargs: Any) -> Job:

@@ -148,3 +148,20 @@ async def test_next_due_time(app: TickerQ, ops: Ops) -> None:
     assert await ops.store.next_due_time() == START + timedelta(seconds=120)
     await app.time_tickers.cancel(in_two.id)
     assert await ops.store.next_due_time() is None
+
+
+async def test_function_limits_hold_across_nodes(app: TickerQ, ops: Ops, store_kind: str) -> None:
+    if store_kind == "memory":
+        return  # one process: the engine's own count is the cluster's (capacity above)
+    for _ in range(4):
+        await ops.add("alpha")
+    await ops.add("beta")
+    first = await ops.claim(node="node-a", limits={"alpha": 2})
+    assert Counter(j.function for j in first) == {"alpha": 2, "beta": 1}
+    # Another node sees the two alpha runs of node-a: no room left for alpha.
+    assert await ops.claim(node="node-b", limits={"alpha": 2}) == []
+    done = next(j for j in first if j.function == "alpha")
+    await ops.start(done, node="node-a")
+    await ops.store.complete([ops.outcome(done, Status.DONE, node="node-a")])
+    second = await ops.claim(node="node-b", limits={"alpha": 2})
+    assert [j.function for j in second] == ["alpha"]

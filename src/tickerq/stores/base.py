@@ -262,12 +262,15 @@ class Store(ABC):
         slots: int,
         capacity: Mapping[str, int],
         functions: Collection[str],
+        limits: Mapping[str, int] | None = None,
     ) -> list[Job]:
         """Claim due work as QUEUED for ``node``: highest priority first, then oldest.
 
         At most ``slots`` jobs, not counting LONG_RUNNING ones (they run outside
         the pool); at most ``capacity[f]`` jobs of a function ``f`` that has a limit;
-        only jobs of ``functions`` (those this node can run).
+        only jobs of ``functions`` (those this node can run). ``limits`` gives each
+        limited function's max_concurrency: a shared store enforces it across all
+        nodes (counting their running jobs) instead of this node's ``capacity``.
         """
 
     @abstractmethod

@@ -473,6 +473,7 @@ class MemoryStore(Store):
         slots: int,
         capacity: Mapping[str, int],
         functions: Collection[str],
+        limits: Mapping[str, int] | None = None,
     ) -> list[Job]:
         """Move due rows to the ready FIFOs, then take the best up to the limits."""
         now_ts = now.timestamp()

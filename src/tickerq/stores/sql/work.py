@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
@@ -78,11 +79,14 @@ class EngineWork(SqlBase):
         slots: int,
         capacity: Mapping[str, int],
         functions: Collection[str],
+        limits: Mapping[str, int] | None = None,
     ) -> list[Job]:
         """Claim due rows, best priority first, with SKIP LOCKED where the database has it."""
-        left = dict(capacity)
         claimed: list[Any] = []
         async with self.engine.begin() as conn:
+            left = dict(capacity)
+            if limits:
+                left = await self._cluster_capacity(conn, limits, functions)
             # Best priority first (LONG_RUNNING, which runs outside the slots, leads).
             # A round that took LONG_RUNNING jobs, or more of a limited function than
             # it may (those go back), leaves slots free: another round fills them.
@@ -119,6 +123,29 @@ class EngineWork(SqlBase):
         for job in jobs:
             self._announce(job.kind.value, job.id, job.function, QUEUED, now)
         return jobs
+
+    async def _cluster_capacity(
+        self, conn: AsyncConnection, limits: Mapping[str, int], functions: Collection[str]
+    ) -> dict[str, int]:
+        """Room left for each limited function across every node.
+
+        On PostgreSQL the claim first takes a transaction lock per limited function
+        (in name order), so two nodes cannot both count the same free room; SQLite's
+        claims run one at a time anyway.
+        """
+        limited = sorted(f for f in limits if f in functions)
+        if not limited:
+            return {}
+        if self.dialect.name == "postgresql":
+            for name in limited:
+                await conn.execute(select(func.pg_advisory_xact_lock(_lock_key(name))))
+        rows = await conn.execute(
+            select(T.function, func.count())
+            .where(T.function.in_(limited), T.status.in_([QUEUED, RUNNING]))
+            .group_by(T.function)
+        )
+        busy = {r[0]: int(r[1]) for r in rows}
+        return {name: limits[name] - busy.get(name, 0) for name in limited}
 
     async def _lock_due(
         self,
@@ -404,6 +431,12 @@ def _outcome_params(o: Outcome) -> dict[str, Any]:
         "b_error_message": o.error_message,
         "b_traceback": o.traceback,
     }
+
+
+def _lock_key(function: str) -> int:
+    """A stable 63-bit advisory lock key for a function's concurrency limit."""
+    digest = hashlib.sha256(f"tickerq-limit:{function}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") & 0x3FFF_FFFF_FFFF_FFFF
 
 
 def _within_capacity(rows: list[Any], left: dict[str, int]) -> tuple[list[Any], list[Any]]:
