@@ -60,6 +60,7 @@ class TickerQ(_Registrar):
         exception_handler: ExceptionHandler | None = None,
         seed_crons: bool = True,
         max_payload_bytes: int = 1_000_000,
+        auto_upgrade: bool = False,
     ) -> None:
         super().__init__()
         if (
@@ -70,7 +71,9 @@ class TickerQ(_Registrar):
             raise InvalidArgumentError(
                 f"max_concurrency must be an integer >= 1, got {max_concurrency!r}"
             )
-        self.store = open_store(store) if isinstance(store, str) else store
+        self.store = (
+            open_store(store, auto_upgrade=auto_upgrade) if isinstance(store, str) else store
+        )
         self.store_url = mask_password(store) if isinstance(store, str) else type(store).__name__
         """Where the tickers live (without any password)."""
         self.node_id = node_id or f"{socket.gethostname()}-{os.getpid()}"

@@ -116,6 +116,7 @@ def test_demo_shows_jobs_running_and_keeps_history(tmp_path: Path) -> None:
     assert "order 100" in first.stdout
     after_first = asyncio.run(_orders(store))
     assert after_first, "the first run stored no orders"
+    waiting = asyncio.run(_waiting(store))
     # Started again on the same file, the history is still there and new orders follow it.
     second = tickerq("demo", "--duration", "3", "--store", store, timeout=60)
     assert second.returncode == 0, second.stderr
@@ -123,6 +124,23 @@ def test_demo_shows_jobs_running_and_keeps_history(tmp_path: Path) -> None:
     assert set(after_first) <= set(after_second)
     assert max(after_second) > max(after_first)
     assert f"order {max(after_second)}" in second.stdout
+    # Work left waiting (and due) when the first run stopped ran in the second.
+    assert not set(waiting) & set(asyncio.run(_waiting(store)))
+
+
+async def _waiting(store: str) -> list[str]:
+    from datetime import UTC, datetime
+
+    from tickerq import Status, TickerQ
+
+    app = TickerQ(store)
+    await app.open()
+    try:
+        idle = await app.time_tickers.query(status=Status.IDLE, limit=1000)
+    finally:
+        await app.store.close()
+    now = datetime.now(UTC)
+    return [str(t.id) for t in idle if t.execution_time and t.execution_time <= now]
 
 
 async def _orders(store: str) -> list[int]:
