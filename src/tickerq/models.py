@@ -18,7 +18,36 @@ from tickerq.enums import MisfirePolicy, Priority, RunCondition, Status, TickerK
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-__all__ = ["Attempt", "CronOccurrence", "CronTicker", "Node", "TimeTicker"]
+__all__ = [
+    "RUN_STATE_FIELDS",
+    "Attempt",
+    "CronOccurrence",
+    "CronTicker",
+    "Node",
+    "TimeTicker",
+    "run_state",
+]
+
+RUN_STATE_FIELDS = (
+    "lock_holder",
+    "locked_at",
+    "lease_until",
+    "executed_at",
+    "finished_at",
+    "elapsed_ms",
+    "error_type",
+    "error_message",
+    "skipped_reason",
+    "created_at",
+    "updated_at",
+)
+"""Fields that TimeTicker and CronOccurrence share: where their latest run stands."""
+
+
+def run_state(row: Any) -> dict[str, Any]:
+    """The :data:`RUN_STATE_FIELDS` read off a stored row (any object with those attributes)."""
+    return {name: getattr(row, name) for name in RUN_STATE_FIELDS}
+
 
 JSONValue = Any
 """A value that ``json.dumps`` accepts (dict, list, str, int, float, bool, None)."""

@@ -18,7 +18,7 @@ from uuid import UUID, uuid4
 from tickerq.enums import Priority, RunCondition, Status, TickerKind
 from tickerq.errors import TickerNotFoundError, TickerStateError
 from tickerq.events import CronTickerChanged, TickerChanged, TickerDeleted
-from tickerq.models import Attempt, CronOccurrence, CronTicker, Node, TimeTicker
+from tickerq.models import Attempt, CronOccurrence, CronTicker, Node, TimeTicker, run_state
 from tickerq.stores.base import (
     LEASE_EXPIRED,
     Job,
@@ -740,17 +740,7 @@ def _time_ticker(row: _Row) -> TimeTicker:
         description=row.description,
         parent_id=row.parent_id,
         run_condition=row.run_condition,
-        lock_holder=row.lock_holder,
-        locked_at=row.locked_at,
-        lease_until=row.lease_until,
-        executed_at=row.executed_at,
-        finished_at=row.finished_at,
-        elapsed_ms=row.elapsed_ms,
-        error_type=row.error_type,
-        error_message=row.error_message,
-        skipped_reason=row.skipped_reason,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
+        **run_state(row),
     )
 
 
@@ -763,15 +753,5 @@ def _occurrence(row: _Row) -> CronOccurrence:
         execution_time=row.fire_time,
         status=row.status,
         retry_count=row.retry_count,
-        lock_holder=row.lock_holder,
-        locked_at=row.locked_at,
-        lease_until=row.lease_until,
-        executed_at=row.executed_at,
-        finished_at=row.finished_at,
-        elapsed_ms=row.elapsed_ms,
-        error_type=row.error_type,
-        error_message=row.error_message,
-        skipped_reason=row.skipped_reason,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
+        **run_state(row),
     )

@@ -5,7 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from tickerq.enums import MisfirePolicy, Priority, RunCondition, Status, TickerKind
-from tickerq.models import Attempt, CronOccurrence, CronTicker, Node, TimeTicker
+from tickerq.models import (
+    Attempt,
+    CronOccurrence,
+    CronTicker,
+    Node,
+    TimeTicker,
+    run_state,
+)
 from tickerq.stores.base import Job
 
 __all__ = [
@@ -65,17 +72,7 @@ def ticker_from_row(r: Any) -> TimeTicker:
         description=r.description,
         parent_id=r.parent_id,
         run_condition=RunCondition(r.run_condition) if r.run_condition else None,
-        lock_holder=r.lock_holder,
-        locked_at=r.locked_at,
-        lease_until=r.lease_until,
-        executed_at=r.executed_at,
-        finished_at=r.finished_at,
-        elapsed_ms=r.elapsed_ms,
-        error_type=r.error_type,
-        error_message=r.error_message,
-        skipped_reason=r.skipped_reason,
-        created_at=r.created_at,
-        updated_at=r.updated_at,
+        **run_state(r),
     )
 
 
@@ -88,17 +85,7 @@ def occurrence_from_row(r: Any) -> CronOccurrence:
         execution_time=r.fire_time,
         status=Status(r.status),
         retry_count=r.retry_count,
-        lock_holder=r.lock_holder,
-        locked_at=r.locked_at,
-        lease_until=r.lease_until,
-        executed_at=r.executed_at,
-        finished_at=r.finished_at,
-        elapsed_ms=r.elapsed_ms,
-        error_type=r.error_type,
-        error_message=r.error_message,
-        skipped_reason=r.skipped_reason,
-        created_at=r.created_at,
-        updated_at=r.updated_at,
+        **run_state(r),
     )
 
 
