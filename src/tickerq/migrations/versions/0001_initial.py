@@ -88,6 +88,11 @@ def upgrade() -> None:
         sa.UniqueConstraint("cron_ticker_id", "fire_time", name="uq_tickerq_occurrence_fire"),
     )
     op.create_index("ix_tickerq_tickers_due", "tickerq_tickers", ["status", "execution_time"])
+    op.create_index(
+        "ix_tickerq_tickers_claim",
+        "tickerq_tickers",
+        ["status", sa.text("priority DESC"), "execution_time"],
+    )
     op.create_index("ix_tickerq_tickers_parent", "tickerq_tickers", ["parent_id"])
     op.create_index("ix_tickerq_tickers_function", "tickerq_tickers", ["function", "status"])
     op.create_index("ix_tickerq_tickers_lease", "tickerq_tickers", ["lock_holder", "lease_until"])
@@ -132,7 +137,7 @@ def downgrade() -> None:
     op.drop_table("tickerq_nodes")
     op.drop_index("ix_tickerq_attempts_ticker", table_name="tickerq_attempts")
     op.drop_table("tickerq_attempts")
-    for index in ("due", "parent", "function", "lease", "updated"):
+    for index in ("due", "claim", "parent", "function", "lease", "updated"):
         op.drop_index(f"ix_tickerq_tickers_{index}", table_name="tickerq_tickers")
     op.drop_table("tickerq_tickers")
     op.drop_index("ix_tickerq_cron_due", table_name="tickerq_cron_tickers")

@@ -105,6 +105,15 @@ tickers = Table(
     Index("ix_tickerq_tickers_updated", "kind", "updated_at"),
 )
 
+# The claim walks this index in its ORDER BY (priority first, then time), so it
+# reads only the rows it takes however large the backlog is.
+Index(
+    "ix_tickerq_tickers_claim",
+    tickers.c.status,
+    tickers.c.priority.desc(),
+    tickers.c.execution_time,
+)
+
 cron_tickers = Table(
     "tickerq_cron_tickers",
     metadata,
