@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := check
-.PHONY: check demo test lint typecheck pytest bench format clean
+.PHONY: check demo test lint typecheck pytest bench bench-pg format clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,9 @@ pytest: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/run.py
 	$(PY) bench/idle.py
+
+bench-pg: $(STAMP)
+	$(PY) bench/pg.py
 
 format: $(STAMP)
 	$(PY) -m ruff format src tests bench
