@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import math
 import os
 import platform
 import secrets
@@ -38,11 +37,12 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import asyncpg
+from run import cpu_model, version_of  # shared with the in-memory benchmark
+from workers import lateness_figures, percentile
 
 from tickerq import TickerContext, TickerQ, TimeTickerSpec
 
@@ -262,24 +262,6 @@ async def procrastinate_drain(server: str, n: int, concurrency: int) -> Record:
 # -- 3: cross-node lateness ------------------------------------------------------------
 
 
-def percentile(sorted_values: list[float], q: float) -> float:
-    if not sorted_values:
-        return math.nan
-    return sorted_values[max(1, math.ceil(q * len(sorted_values))) - 1]
-
-
-def lateness_figures(lateness_s: list[float]) -> Record:
-    ms = sorted(x * 1000.0 for x in lateness_s)
-    return {
-        "count": len(ms),
-        "p50_ms": percentile(ms, 0.50),
-        "p99_ms": percentile(ms, 0.99),
-        "max_ms": ms[-1] if ms else math.nan,
-        "min_ms": ms[0] if ms else math.nan,
-        "mean_ms": sum(ms) / len(ms) if ms else math.nan,
-    }
-
-
 async def lateness(server: str, n: int, rate: float, mode: str) -> Record:
     """``mode`` "future": probes due 0.3-1.0 s after they are scheduled; "now": enqueued."""
     async with fresh_db(server) as db:
@@ -357,23 +339,6 @@ async def sqlite_drain(n: int, concurrency: int) -> Record:
 
 
 # -- report ----------------------------------------------------------------------------
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def version_of(package: str) -> str:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return "not installed"
 
 
 async def machine_info(server: str) -> Record:
