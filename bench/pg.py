@@ -207,6 +207,9 @@ async def tickerq_drain(server: str, n: int, processes: int, concurrency: int) -
         out["sql"] = {
             "round_trips": rep["round_trips"],
             "statements": rep["statements"],
+            "hot_statements": rep.get("hot_statements", 0),
+            "transaction_control": rep.get("transaction_control", 0),
+            "pings": rep.get("pings", 0),
             "round_trips_per_job": rep["round_trips"] / n,
             "statements_per_job": rep["statements"] / n,
             "by_kind": dict(sorted(rep["by_kind"].items(), key=lambda kv: -kv[1])),
@@ -460,10 +463,15 @@ def render(data: Record) -> str:
         "",
         "pg_stat_statements is not loaded on this server "
         f"(shared_preload_libraries = {m['shared_preload_libraries']!r}), so the worker "
-        "counts with a SQLAlchemy `before_cursor_execute` listener on "
-        "`app.store.engine.sync_engine`, between start and stop of its engine. "
-        "Round trips = cursor executes; statements = executes with executemany rows "
-        "counted one each. BEGIN/COMMIT are issued by asyncpg itself and not seen here.",
+        "counts in two places, between start and stop of its engine: a SQLAlchemy "
+        "`before_cursor_execute` listener on `app.store.engine.sync_engine` (what the "
+        "store sends through SQLAlchemy; an executemany counts one statement per row) "
+        "and asyncpg's query logger on every connection the process opens (BEGIN/"
+        "COMMIT/ROLLBACK, pool pre-pings, and the store's hot-path statement, which "
+        "goes out on a raw asyncpg connection: one statement that writes the ended "
+        "jobs' results and claims the next ones). Statements = SQLAlchemy statements "
+        "+ hot-path statements; round trips = everything sent, transaction control "
+        "and pings included.",
         "",
         "Transactions = the database's `xact_commit` delta (pg_stat_database) over the "
         "drain, minus the parent's polls: each costs a BEGIN and a COMMIT round trip on "

@@ -170,7 +170,7 @@ def run_cases(args: argparse.Namespace) -> dict[str, Record]:
 LOOP = "asyncio: task creation, scheduling, event loop"
 DISPATCH = "engine dispatch (_main, _dispatch, slots)"
 RUN = "engine run wrapper (_execute, _call) + job body"
-STORE = "store claim / mark_started / complete"
+STORE = "store claim / complete"
 CONTEXT = "context creation (TickerContext)"
 BOOKKEEPING = "status bookkeeping (Outcome, Attempt records, _record)"
 OTHER = "other"

@@ -276,18 +276,10 @@ class Engine:
                     self._crons_checked_at = now
                     await fire_due_crons(store, now, self._priority_of, self.options.misfire_grace)
                 if not self.paused and (free > 0 or self._has_long_running()):
-                    jobs = await store.claim(
-                        now,
-                        node=self.node_id,
-                        lease_until=self._lease_until(now),
-                        slots=max(free, 0),
-                        capacity=self._capacity(),
-                        functions=self._functions.keys(),
-                        limits=self._limits(),
-                    )
-                    if jobs:
-                        await self._dispatch(jobs, now)
+                    if await self._claim(now, free):
                         continue  # more may be due; claim again before sleeping
+                elif self._outcomes and self._flush_task is None:
+                    await self._flush()
                 # Full: a finishing job wakes the loop; asking for the next due time is moot.
                 full = free <= 0 and not self._has_long_running()
                 deadline = None if self.paused or full else await store.next_due_time()
@@ -309,6 +301,33 @@ class Engine:
                 self._check_crons = True  # the deadline (or a poll) came
             self._deadline = None
         self._idle.set()
+
+    async def _claim(self, now: datetime, free: int) -> bool:
+        """Claim due work up to the free slots and start it; True if any came.
+
+        Results of the jobs that ended go in with the claim where the store
+        prefers it: one round trip for both.
+        """
+        finished: list[Outcome] = []
+        if self.store.results_with_claim:
+            finished, self._outcomes = self._outcomes, []
+        try:
+            jobs = await self.store.claim(
+                now,
+                node=self.node_id,
+                lease_until=self._lease_until(now),
+                slots=max(free, 0),
+                capacity=self._capacity(),
+                functions=self._functions.keys(),
+                limits=self._limits(),
+                finished=finished,
+            )
+        except BaseException:
+            self._outcomes[:0] = finished
+            raise
+        if jobs:
+            self._dispatch(jobs, now)
+        return bool(jobs)
 
     def _limits(self) -> dict[str, int]:
         """Each limited function's max_concurrency (enforced cluster-wide by shared stores)."""
@@ -335,13 +354,8 @@ class Engine:
     def _lease_until(self, now: datetime) -> datetime:
         return now + timedelta(seconds=self.options.lease)
 
-    async def _dispatch(self, jobs: list[Job], now: datetime) -> None:
-        try:
-            await self.store.mark_started(jobs, self.node_id, now)
-        except Exception:
-            with contextlib.suppress(Exception):  # best effort; else their lease lapses
-                await self.store.release(jobs)
-            raise
+    def _dispatch(self, jobs: list[Job], now: datetime) -> None:
+        """Start a task for each claimed (already IN_PROGRESS) job."""
         loop = asyncio.get_running_loop()
         late = timedelta(seconds=self.options.late_threshold)
         for job in jobs:
@@ -491,8 +505,7 @@ class Engine:
             self._active -= 1
         if run.fn.options.max_concurrency:
             self._fn_active[run.fn.name] -= 1
-        if self._flush_task is None:
-            self.wake()  # a slot is free (otherwise the flush wakes the loop when written)
+        self.wake()  # a slot is free
 
     def _interrupt(self, run: _Run) -> None:
         run.interrupted = True
@@ -552,27 +565,30 @@ class Engine:
                 outcome.status = Status.IDLE
                 outcome.retry_at = now + timedelta(seconds=delay)
         self._outcomes.append(outcome)
-        if self._flush_task is None:
+        if self.store.results_with_claim and not self._stopping and self.running:
+            self.wake()  # the loop writes it with its next claim
+        elif self._flush_task is None:
             self._flush_task = asyncio.get_running_loop().create_task(self._flush_soon())
 
     async def _flush_soon(self) -> None:
-        await asyncio.sleep(0)  # let every job ending in this turn join the batch
-        await self._flush()
-
-    async def _flush(self) -> None:
         try:
-            while self._outcomes:
-                batch, self._outcomes = self._outcomes, []
-                try:
-                    await self.store.complete(batch)
-                except Exception:
-                    self._store_error_at = self.clock.now()
-                    logger.exception("writing %d result(s) failed; will retry", len(batch))
-                    self._outcomes[:0] = batch
-                    await asyncio.sleep(1.0)  # real time: the database needs it to recover
+            await asyncio.sleep(0)  # let every job ending in this turn join the batch
+            await self._flush()
         finally:
             self._flush_task = None
         self.wake()
+
+    async def _flush(self) -> None:
+        """Write the waiting results (retrying after database errors)."""
+        while self._outcomes:
+            batch, self._outcomes = self._outcomes, []
+            try:
+                await self.store.complete(batch)
+            except Exception:
+                self._store_error_at = self.clock.now()
+                logger.exception("writing %d result(s) failed; will retry", len(batch))
+                self._outcomes[:0] = batch
+                await asyncio.sleep(1.0)  # real time: the database needs it to recover
 
     # -- heartbeats -------------------------------------------------------------------
 

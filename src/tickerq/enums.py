@@ -13,7 +13,8 @@ class Status(StrEnum):
     IDLE = "IDLE"
     """Waiting for its execution time (also: waiting to retry)."""
     QUEUED = "QUEUED"
-    """Claimed by a node, about to start."""
+    """TickerQ's "claimed, about to start". Kept for compatibility; tickerq's claims
+    start jobs at once (IN_PROGRESS), so no row stays in it."""
     IN_PROGRESS = "IN_PROGRESS"
     """Running on a node."""
     DONE = "DONE"

@@ -242,7 +242,7 @@ async def _noop(ctx: TickerContext) -> None:
 @pytest.fixture
 async def app(make_app: Callable[..., TickerQ]) -> TickerQ:
     """An app whose store is open but whose engine is not running: tests drive the
-    store directly (claim, mark_started, complete, ...) with explicit times."""
+    store directly (claim, complete, ...) with explicit times."""
     app = make_app()
     for name, priority in FUNCTIONS.items():
         app.function(name, priority=priority)(_noop)
@@ -300,9 +300,6 @@ class Ops:
         assert ticker_id in jobs, f"{ticker_id} was not claimed; claimed {list(jobs)}"
         return jobs[ticker_id]
 
-    async def start(self, job: Job, *, node: str = "node-a", at: datetime | None = None) -> None:
-        await self.store.mark_started([job], node, at or self.now)
-
     def outcome(
         self,
         job: Job,
@@ -327,9 +324,8 @@ class Ops:
         await self.store.complete([self.outcome(job, status, **kwargs)])
 
     async def run(self, ticker_id: uuid.UUID, status: Status = Status.DONE, **kwargs: Any) -> Job:
-        """Claim, start and complete one ticker that is due now."""
+        """Claim (which starts it) and complete one ticker that is due now."""
         job = await self.claim_one(ticker_id)
-        await self.start(job)
         await self.complete(job, status, **kwargs)
         return job
 

@@ -25,7 +25,7 @@ async def test_claims_only_due_rows_and_only_once(app: TickerQ, ops: Ops) -> Non
     assert [j.id for j in await ops.claim(ops.at(60))] == [later.id]
 
 
-async def test_claimed_rows_are_queued_and_locked(app: TickerQ, ops: Ops) -> None:
+async def test_claimed_rows_are_started_and_locked(app: TickerQ, ops: Ops) -> None:
     ticker = await app.time_tickers.add(
         "alpha", request={"k": "v"}, retries=2, retry_intervals=[7], timeout=9, description="d"
     )
@@ -38,7 +38,7 @@ async def test_claimed_rows_are_queued_and_locked(app: TickerQ, ops: Ops) -> Non
     assert job.timeout == 9 and job.execution_time == START
     assert job.parent_id is None and job.cron_ticker_id is None
     got = await app.time_tickers.get(ticker.id)
-    assert got.status is Status.QUEUED
+    assert got.status is Status.IN_PROGRESS  # a claim starts the job
     assert got.lock_holder == "node-b"
     assert got.locked_at == ops.now
     assert got.lease_until == ops.now + timedelta(seconds=90)
@@ -82,9 +82,9 @@ async def test_per_function_capacity(app: TickerQ, ops: Ops) -> None:
     assert Counter(j.function for j in claimed) == {"alpha": 1, "beta": 2}
     assert await ops.claim(slots=10, capacity={"alpha": 0}) == []  # none of alpha
     assert Counter(j.function for j in await ops.claim(capacity={"alpha": 2})) == {"alpha": 2}
-    queued = await app.time_tickers.count(status=Status.QUEUED)
+    running = await app.time_tickers.count(status=Status.IN_PROGRESS)
     idle = await app.time_tickers.count(status=Status.IDLE)
-    assert (queued, idle) == (5, 0)  # rows held back by capacity were not left locked
+    assert (running, idle) == (5, 0)  # rows held back by capacity were not left locked
 
 
 async def test_capacity_applies_to_long_running_jobs(app: TickerQ, ops: Ops) -> None:
@@ -115,13 +115,12 @@ async def test_claims_only_the_functions_asked_for(app: TickerQ, ops: Ops) -> No
     assert [j.id for j in await ops.claim(functions=["alpha"])] == [alpha.id]
 
 
-async def test_release_gives_back_unstarted_claims(app: TickerQ, ops: Ops) -> None:
+async def test_release_gives_back_claims_that_did_not_run(app: TickerQ, ops: Ops) -> None:
     first = await ops.add("alpha", execution_time=START - timedelta(seconds=1))
     second = await ops.add("alpha")
     job1, job2 = await ops.claim()
     assert (job1.id, job2.id) == (first.id, second.id)
-    await ops.start(job2)
-    await ops.store.release([job1, job2])
+    await ops.store.release([job1])
     back = await app.time_tickers.get(first.id)
     assert back.status is Status.IDLE
     assert (back.lock_holder, back.locked_at, back.lease_until) == (None, None, None)
@@ -161,7 +160,6 @@ async def test_function_limits_hold_across_nodes(app: TickerQ, ops: Ops, store_k
     # Another node sees the two alpha runs of node-a: no room left for alpha.
     assert await ops.claim(node="node-b", limits={"alpha": 2}) == []
     done = next(j for j in first if j.function == "alpha")
-    await ops.start(done, node="node-a")
     await ops.store.complete([ops.outcome(done, Status.DONE, node="node-a")])
     second = await ops.claim(node="node-b", limits={"alpha": 2})
     assert [j.function for j in second] == ["alpha"]

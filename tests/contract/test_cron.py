@@ -114,7 +114,6 @@ async def test_deleting_a_cron_keeps_its_running_occurrence(app: TickerQ, ops: O
     fire = START + 5 * MINUTE
     await advance_cron(ops, cron.id, fire, fire + 5 * MINUTE, [fire])
     (job,) = await ops.claim(fire)
-    await ops.start(job, at=fire)
     await app.cron_tickers.delete(cron.id)
     running = await ops.store.get_occurrence(job.id)
     assert running is not None and running.status is Status.IN_PROGRESS
@@ -231,7 +230,6 @@ async def test_occurrence_runs_with_the_cron_plan(app: TickerQ, ops: Ops) -> Non
     (job,) = await ops.claim()
     assert (job.function, job.request, job.execution_time) == ("alpha", {"r": 1}, fire)
     assert (job.retries, job.retry_intervals, job.retry_count) == (2, (7.0,), 0)
-    await ops.start(job)
     running = await app.cron_tickers.get_occurrence(job.id)
     assert running.status is Status.IN_PROGRESS and running.lock_holder == "node-a"
 
@@ -241,7 +239,6 @@ async def test_occurrence_runs_with_the_cron_plan(app: TickerQ, ops: Ops) -> Non
     assert waiting.execution_time == fire  # the fire it belongs to does not move
     (again,) = await ops.claim(ops.at(7))
     assert again.id == job.id and again.retry_count == 1
-    await ops.start(again, at=ops.at(7))
     await ops.complete(again, Status.DONE, started_at=ops.at(7))
     done = await app.cron_tickers.get_occurrence(job.id)
     assert done.status is Status.DONE

@@ -16,14 +16,13 @@ if TYPE_CHECKING:
     from contract.conftest import Ops
 
 
-# -- mark_started / complete -------------------------------------------------------------
+# -- claim (which starts) / complete -----------------------------------------------------
 
 
-async def test_mark_started_opens_an_attempt(app: TickerQ, ops: Ops) -> None:
+async def test_claim_starts_the_job_and_opens_an_attempt(app: TickerQ, ops: Ops) -> None:
     ticker = await ops.add("alpha")
-    job = await ops.claim_one(ticker.id)
     ops.clock.tick(1)
-    await ops.start(job)
+    await ops.claim_one(ticker.id)
     got = await app.time_tickers.get(ticker.id)
     assert got.status is Status.IN_PROGRESS
     assert got.executed_at == ops.now
@@ -37,7 +36,6 @@ async def test_mark_started_opens_an_attempt(app: TickerQ, ops: Ops) -> None:
 async def test_complete_done(app: TickerQ, ops: Ops) -> None:
     ticker = await ops.add("alpha")
     job = await ops.claim_one(ticker.id)
-    await ops.start(job)
     finished = ops.at(2.5)
     await ops.complete(job, Status.DONE, finished_at=finished)
     got = await app.time_tickers.get(ticker.id)
@@ -75,7 +73,6 @@ async def test_complete_several_outcomes_at_once(app: TickerQ, ops: Ops) -> None
     done = await ops.add("alpha")
     skipped = await ops.add("beta")
     jobs = {j.id: j for j in await ops.claim()}
-    await ops.store.mark_started(list(jobs.values()), "node-a", ops.now)
     await ops.store.complete(
         [
             ops.outcome(jobs[done.id], Status.DONE),
@@ -91,7 +88,6 @@ async def test_complete_several_outcomes_at_once(app: TickerQ, ops: Ops) -> None
 async def test_retry_goes_back_to_idle_at_its_time(app: TickerQ, ops: Ops) -> None:
     ticker = await ops.add("alpha", retries=2)
     job = await ops.claim_one(ticker.id)
-    await ops.start(job)
     retry_at = ops.at(30)
     await ops.complete(
         job, Status.IDLE, retry_at=retry_at, error_type="RuntimeError", error_message="boom"
@@ -106,7 +102,6 @@ async def test_retry_goes_back_to_idle_at_its_time(app: TickerQ, ops: Ops) -> No
     assert await ops.claim(ops.at(29)) == []
     (again,) = await ops.claim(retry_at)
     assert again.id == ticker.id and again.retry_count == 1
-    await ops.start(again, at=retry_at)
     await ops.complete(again, Status.DONE, started_at=retry_at)
     attempts = await app.time_tickers.attempts(ticker.id)
     assert [(a.number, a.status) for a in attempts] == [(0, Status.FAILED), (1, Status.DONE)]
@@ -119,7 +114,6 @@ async def test_retry_goes_back_to_idle_at_its_time(app: TickerQ, ops: Ops) -> No
 async def test_interrupted_run_does_not_use_a_retry(app: TickerQ, ops: Ops) -> None:
     ticker = await ops.add("alpha", retries=1)
     job = await ops.claim_one(ticker.id)
-    await ops.start(job)
     finished = ops.at(1)
     await ops.complete(job, Status.IDLE, counts_as_retry=False, finished_at=finished)
     waiting = await app.time_tickers.get(ticker.id)
@@ -150,7 +144,6 @@ async def test_chain_children_are_resolved_with_their_parent(app: TickerQ, ops: 
     assert job.id == parent.id
 
     ops.clock.tick(1)
-    await ops.start(job)  # the IN_PROGRESS child starts together with its parent
     assert [j.id for j in await ops.claim()] == [with_parent.id]
 
     finished = ops.at(2)
@@ -202,8 +195,7 @@ async def test_child_added_to_an_ended_parent_is_resolved_at_once(app: TickerQ, 
 
 async def test_in_progress_child_added_to_a_running_parent_starts(app: TickerQ, ops: Ops) -> None:
     parent = await ops.add("alpha")
-    job = await ops.claim_one(parent.id)
-    await ops.start(job)
+    await ops.claim_one(parent.id)
     child = await ops.add("beta", parent_id=parent.id, run_condition=RunCondition.IN_PROGRESS)
     waiting = await ops.add("beta", parent_id=parent.id)
     assert [j.id for j in await ops.claim()] == [child.id]
@@ -218,11 +210,9 @@ async def test_complete_from_a_node_that_lost_the_lock_changes_nothing(
 ) -> None:
     ticker = await ops.add("alpha")
     stale = await ops.claim_one(ticker.id, node="node-a", lease=60)
-    await ops.start(stale, node="node-a")
     later = ops.at(61)
     assert await ops.store.reclaim_expired(later) == 1
     (fresh,) = await ops.claim(later, node="node-b")
-    await ops.start(fresh, node="node-b", at=later)
 
     # node-a wakes up and reports its (long lost) run
     await ops.store.complete([ops.outcome(stale, Status.DONE, node="node-a")])
@@ -266,8 +256,6 @@ async def test_heartbeat_extends_the_leases_of_its_node(app: TickerQ, ops: Ops) 
     mine = await ops.claim(node="node-a", slots=2, lease=60)
     theirs = await ops.claim(node="node-b", lease=60)
     assert len(mine) == 2 and len(theirs) == 1
-    await ops.store.mark_started(mine, "node-a", ops.now)
-    await ops.store.mark_started(theirs, "node-b", ops.now)
 
     ops.clock.tick(30)
     extended = ops.at(300)
@@ -309,8 +297,7 @@ async def test_reclaim_expired_puts_lapsed_rows_back(
     app: TickerQ, ops: Ops, store_kind: str
 ) -> None:
     started = await ops.add("alpha", retries=3)
-    job = await ops.claim_one(started.id, lease=60)
-    await ops.start(job)
+    await ops.claim_one(started.id, lease=60)
     queued = await ops.add("beta")
     await ops.claim_one(queued.id, lease=120)
 
@@ -320,7 +307,7 @@ async def test_reclaim_expired_puts_lapsed_rows_back(
     assert back.status is Status.IDLE
     assert (back.lock_holder, back.locked_at, back.lease_until) == (None, None, None)
     assert back.retry_count == 0  # a lost node is not the job's failure
-    assert (await app.time_tickers.get(queued.id)).status is Status.QUEUED
+    assert (await app.time_tickers.get(queued.id)).status is Status.IN_PROGRESS
     assert await ops.store.reclaim_expired(ops.at(121)) == 1
     assert (await app.time_tickers.get(queued.id)).status is Status.IDLE
     assert await ops.store.reclaim_expired(ops.at(3600)) == 0
@@ -334,8 +321,7 @@ async def test_reclaim_expired_puts_lapsed_rows_back(
         assert lost.status is Status.FAILED
         assert lost.error_type == "LeaseExpired"
         assert lost.finished_at == ops.at(61)
-    redo = await ops.claim_one(started.id, node="node-b", now=ops.at(121))
-    await ops.start(redo, node="node-b", at=ops.at(121))
+    await ops.claim_one(started.id, node="node-b", now=ops.at(121))
     attempts = await app.time_tickers.attempts(started.id)
     assert [(a.node, a.status) for a in attempts][-1] == ("node-b", Status.IN_PROGRESS)
     assert len(attempts) == 2
@@ -374,7 +360,6 @@ async def test_purge_deletes_ended_rows_oldest_first(app: TickerQ, ops: Ops) -> 
     )
     ops.clock.set(fire)
     (occurrence_job,) = await ops.claim()
-    await ops.start(occurrence_job)
     await ops.complete(occurrence_job, Status.DONE)  # finished at 09:01:02
     ops.clock.tick(600)
     recent = await ops.add("alpha")

@@ -217,9 +217,6 @@ async def test_update_changes_a_waiting_ticker(app: TickerQ, ops: Ops) -> None:
 async def test_update_refuses_tickers_that_are_not_idle(app: TickerQ, ops: Ops) -> None:
     ticker = await ops.add("alpha")
     job = await ops.claim_one(ticker.id)
-    with pytest.raises(TickerStateError, match="QUEUED"):
-        await app.time_tickers.update(ticker.id, description="while queued")
-    await ops.start(job)
     with pytest.raises(TickerStateError, match="IN_PROGRESS"):
         await app.time_tickers.update(ticker.id, description="while running")
     await ops.complete(job, Status.DONE)
@@ -262,8 +259,7 @@ async def test_delete_removes_the_attempt_history(app: TickerQ, ops: Ops) -> Non
 
 async def test_delete_refuses_a_running_ticker(app: TickerQ, ops: Ops) -> None:
     running = await ops.add("alpha")
-    job = await ops.claim_one(running.id)
-    await ops.start(job)
+    await ops.claim_one(running.id)
     with pytest.raises(TickerStateError):
         await app.time_tickers.delete(running.id)
     assert (await app.time_tickers.get(running.id)).status is Status.IN_PROGRESS
@@ -273,9 +269,7 @@ async def test_delete_refuses_a_chain_with_a_running_child(app: TickerQ, ops: Op
     parent = await ops.add("alpha")
     child = await ops.add("beta", parent_id=parent.id, run_condition=RunCondition.IN_PROGRESS)
     parent_job = await ops.claim_one(parent.id)
-    await ops.start(parent_job)
-    child_job = await ops.claim_one(child.id)
-    await ops.start(child_job)
+    await ops.claim_one(child.id)
     await ops.complete(parent_job, Status.DONE)
     with pytest.raises(TickerStateError):
         await ops.store.delete_time_tickers([parent.id])
@@ -312,7 +306,6 @@ async def test_cancel_a_running_ticker_flags_it(app: TickerQ, ops: Ops) -> None:
     ticker = await ops.add("alpha")
     bystander = await ops.add("beta")
     jobs = {j.id: j for j in await ops.claim()}
-    await ops.store.mark_started(list(jobs.values()), "node-a", ops.now)
     before = await ops.store.cancel(TickerKind.TIME, ticker.id, ops.now)
     assert before is Status.IN_PROGRESS
     assert (await app.time_tickers.get(ticker.id)).status is Status.IN_PROGRESS
@@ -328,9 +321,8 @@ async def test_cancel_a_running_ticker_flags_it(app: TickerQ, ops: Ops) -> None:
 async def test_cancel_of_a_claimed_ticker_is_not_lost(app: TickerQ, ops: Ops) -> None:
     # Cancelled between claim and start: the node must still learn about it.
     ticker = await ops.add("alpha")
-    job = await ops.claim_one(ticker.id)
+    await ops.claim_one(ticker.id)
     await ops.store.cancel(TickerKind.TIME, ticker.id, ops.now)
-    await ops.start(job)
     after = await app.time_tickers.get(ticker.id)
     flagged = await ops.store.cancel_requested([ticker.id])
     assert after.status is Status.CANCELLED or flagged == [ticker.id], (after.status, flagged)
@@ -365,10 +357,9 @@ async def test_retry_now_runs_a_skipped_child(app: TickerQ, ops: Ops) -> None:
 
 async def test_retry_now_refuses_a_running_ticker(app: TickerQ, ops: Ops) -> None:
     ticker = await ops.add("alpha")
-    job = await ops.claim_one(ticker.id)
+    await ops.claim_one(ticker.id)
     with pytest.raises(TickerStateError):
         await app.time_tickers.retry(ticker.id)  # queued
-    await ops.start(job)
     with pytest.raises(TickerStateError):
         await app.time_tickers.retry(ticker.id)  # running
     assert (await app.time_tickers.get(ticker.id)).status is Status.IN_PROGRESS

@@ -10,6 +10,8 @@ Run only these tests with ``pytest tests/fault`` or ``pytest -m fault``.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -45,9 +47,15 @@ def pg_url() -> Iterator[str]:
 
 
 @pytest.fixture
-def private_pg(tmp_path: Path) -> Iterator[PrivateServer]:
-    """A PostgreSQL server of the test's own (initdb in tmp_path, a free port)."""
-    server = PrivateServer(tmp_path / "pg")
+def private_pg() -> Iterator[PrivateServer]:
+    """A PostgreSQL server of the test's own (initdb in a temporary folder, a free port).
+
+    Not under pytest's tmp_path: pytest makes its base folder private (0700) at the
+    start of every session, which would lock the ``postgres`` user out of a running
+    server's data folder whenever another pytest starts meanwhile.
+    """
+    root = Path(tempfile.mkdtemp(prefix="tickerq-fault-pg-"))
+    server = PrivateServer(root / "pg")
     server.root.mkdir()
     server.init()
     server.start()
@@ -55,3 +63,4 @@ def private_pg(tmp_path: Path) -> Iterator[PrivateServer]:
         yield server
     finally:
         server.stop("immediate")
+        shutil.rmtree(root, ignore_errors=True)

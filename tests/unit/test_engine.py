@@ -572,7 +572,7 @@ async def test_every_status_change_is_an_event(app: TickerQ) -> None:
         ticker = await job.enqueue()
         await run_until_idle(app)
     statuses = [e.status for e in events if isinstance(e, TickerChanged) and e.id == ticker.id]
-    assert statuses == [Status.IDLE, Status.QUEUED, Status.IN_PROGRESS, Status.DONE]
+    assert statuses == [Status.IDLE, Status.IN_PROGRESS, Status.DONE]
     states = [e.state for e in events if type(e).__name__ == "EngineStateChanged"]  # type: ignore[attr-defined]
     assert states == ["running", "stopped"]
 

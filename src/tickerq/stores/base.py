@@ -40,6 +40,7 @@ class Job:
         "cron_ticker_id",
         "execution_time",
         "function",
+        "has_children",
         "id",
         "kind",
         "parent_id",
@@ -66,6 +67,7 @@ class Job:
         timeout: float | None,
         cron_ticker_id: UUID | None = None,
         parent_id: UUID | None = None,
+        has_children: bool = True,
     ) -> None:
         self.kind = kind
         self.id = id
@@ -79,6 +81,9 @@ class Job:
         self.timeout = timeout
         self.cron_ticker_id = cron_ticker_id
         self.parent_id = parent_id
+        self.has_children = has_children
+        """False only when the store knows no chain child hangs on this job (its
+        results then skip the chain bookkeeping)."""
 
 
 @dataclass(slots=True, kw_only=True)
@@ -123,6 +128,11 @@ class Store(ABC):
     """True when other processes may use the same data (leases and heartbeats matter)."""
 
     events: EventBus | None = None
+
+    results_with_claim: bool = True
+    """True when writing results together with the next claim is cheapest (one
+    round trip); False when a separate write that overlaps the next claim is
+    faster (SQLite, whose statements run on a thread of their own)."""
 
     poll_interval: float | None = None
     """How often an idle engine looks for work others added (None: only when woken)."""
@@ -263,27 +273,35 @@ class Store(ABC):
         capacity: Mapping[str, int],
         functions: Collection[str],
         limits: Mapping[str, int] | None = None,
+        finished: Sequence[Outcome] = (),
     ) -> list[Job]:
-        """Claim due work as QUEUED for ``node``: highest priority first, then oldest.
+        """Record ``finished`` (as :meth:`complete` would), then claim and start due work.
 
-        At most ``slots`` jobs, not counting LONG_RUNNING ones (they run outside
-        the pool); at most ``capacity[f]`` jobs of a function ``f`` that has a limit;
-        only jobs of ``functions`` (those this node can run). ``limits`` gives each
-        limited function's max_concurrency: a shared store enforces it across all
-        nodes (counting their running jobs) instead of this node's ``capacity``.
+        Both happen in one transaction (one statement where the database allows),
+        so a worker pays one round trip per batch: the results of the jobs that
+        just ended and the claim of the next ones.
+
+        Claimed jobs are IN_PROGRESS for ``node`` under a lease until
+        ``lease_until``; their attempt is open, and their IN_PROGRESS chain
+        children start. Highest priority first, then oldest; at most ``slots``
+        jobs, not counting LONG_RUNNING ones (they run outside the pool); at most
+        ``capacity[f]`` jobs of a function ``f`` that has a limit; only jobs of
+        ``functions`` (those this node can run). ``limits`` gives each limited
+        function's max_concurrency: a shared store enforces it across all nodes
+        (counting their running jobs) instead of this node's ``capacity``.
         """
 
     @abstractmethod
-    async def mark_started(self, jobs: Sequence[Job], node: str, now: datetime) -> None:
-        """QUEUED -> IN_PROGRESS, an attempt opened per job; IN_PROGRESS children start."""
-
-    @abstractmethod
     async def complete(self, outcomes: Sequence[Outcome]) -> None:
-        """Record attempts' ends: final status or back to IDLE for a retry; resolve chains."""
+        """Record attempts' ends: final status or back to IDLE for a retry; resolve chains.
+
+        Only rows still held by the outcome's node change (a row reclaimed after
+        its lease ran out belongs to someone else).
+        """
 
     @abstractmethod
     async def release(self, jobs: Sequence[Job]) -> None:
-        """Give back claimed jobs that were not started (QUEUED -> IDLE)."""
+        """Give back claimed jobs that did not run (back to IDLE, no attempt counted)."""
 
     # -- nodes and leases -------------------------------------------------------------
 

@@ -464,6 +464,16 @@ class MemoryStore(Store):
                 best = t
         return best
 
+    def _move_due(self, now: datetime) -> None:
+        """Move rows due by ``now`` from the time heap to their priority's FIFO."""
+        now_ts = now.timestamp()
+        heap = self._heap
+        ready = self._ready
+        while heap and heap[0][0] <= now_ts:
+            _, _, row, version = heapq.heappop(heap)
+            if self._valid(row, version):
+                ready[row.priority].append((row, version))
+
     async def claim(
         self,
         now: datetime,
@@ -474,15 +484,14 @@ class MemoryStore(Store):
         capacity: Mapping[str, int],
         functions: Collection[str],
         limits: Mapping[str, int] | None = None,
+        finished: Sequence[Outcome] = (),
     ) -> list[Job]:
-        """Move due rows to the ready FIFOs, then take the best up to the limits."""
-        now_ts = now.timestamp()
-        heap = self._heap
+        """Record ``finished``; move due rows to the ready FIFOs; take and start the
+        best up to the limits."""
+        if finished:
+            await self.complete(finished)
         ready = self._ready
-        while heap and heap[0][0] <= now_ts:
-            _, _, row, version = heapq.heappop(heap)
-            if self._valid(row, version):
-                ready[row.priority].append((row, version))
+        self._move_due(now)
         claimed: list[Job] = []
         left = dict(capacity)
         for priority in _PRIORITIES:
@@ -504,35 +513,28 @@ class MemoryStore(Store):
                         held.append((row, version))
                         continue
                     left[row.function] = room - 1
-                row.status = Status.QUEUED
-                row.lock_holder = node
-                row.locked_at = now
-                row.lease_until = lease_until
-                row.updated_at = now
-                row.version += 1
+                self._start(row, node, now, lease_until)
                 claimed.append(row)
                 if not unlimited:
                     slots -= 1
-                self._announce(row, now)
             if held:
                 queue.extendleft(reversed(held))
         return claimed
 
-    async def mark_started(self, jobs: Sequence[Job], node: str, now: datetime) -> None:
-        """QUEUED -> IN_PROGRESS with an attempt; start IN_PROGRESS children."""
-        for job in jobs:
-            row = self._rows.get(job.id)
-            if row is None:
-                continue
-            row.status = Status.IN_PROGRESS
-            row.executed_at = now
-            row.updated_at = now
-            row.open_attempt = (node, now)
-            self._announce(row, now)
-            if row.children:
-                for child in row.children:
-                    if child.awaiting_parent and child.run_condition is RunCondition.IN_PROGRESS:
-                        self._release_child(child, now)
+    def _start(self, row: _Row, node: str, now: datetime, lease_until: datetime) -> None:
+        """IDLE -> IN_PROGRESS for ``node`` with an open attempt; IN_PROGRESS children start."""
+        row.status = Status.IN_PROGRESS
+        row.lock_holder = node
+        row.locked_at = now
+        row.lease_until = lease_until
+        row.executed_at = now
+        row.updated_at = now
+        row.open_attempt = (node, now)
+        row.version += 1
+        self._announce(row, now)
+        for child in row.children:
+            if child.awaiting_parent and child.run_condition is RunCondition.IN_PROGRESS:
+                self._release_child(child, now)
 
     async def complete(self, outcomes: Sequence[Outcome]) -> None:
         """Write each attempt's end and the row's new state."""
@@ -611,12 +613,13 @@ class MemoryStore(Store):
         self._announce(child, now)
 
     async def release(self, jobs: Sequence[Job]) -> None:
-        """Give back unstarted claims."""
+        """Give back claims that did not run (their open attempt is dropped)."""
         for job in jobs:
             row = self._rows.get(job.id)
-            if row is not None and row.status is Status.QUEUED:
+            if row is not None and row.status in (Status.QUEUED, Status.IN_PROGRESS):
                 row.status = Status.IDLE
                 row.lock_holder = row.locked_at = row.lease_until = None
+                row.open_attempt = None
                 self._schedule(row)
                 self._announce(row, row.updated_at)
 

@@ -23,6 +23,7 @@ from tickerq.errors import StoreConnectionError, TickerNotFoundError, TickerStat
 from tickerq.events import CronTickerChanged, TickerChanged
 from tickerq.stores.base import Store
 from tickerq.stores.sql import dialects
+from tickerq.stores.sql.hot import HotPath
 from tickerq.stores.sql.notify import CHANNEL, Listener
 from tickerq.stores.sql.schema import tickers
 
@@ -75,9 +76,12 @@ class SqlBase(Store):
         self.auto_upgrade = auto_upgrade
         self.dialect = dialects.for_url(url)
         self.poll_interval = self.dialect.poll_interval
+        self.results_with_claim = self.dialect.name == "postgresql"
         self.pool_size = pool_size
         self._engine: AsyncEngine | None = None
         self._listener: Listener | None = None
+        self.hot: HotPath | None = None
+        """PostgreSQL's one-statement finish-and-claim (None on SQLite)."""
 
     @property
     def engine(self) -> AsyncEngine:
@@ -111,9 +115,14 @@ class SqlBase(Store):
                     f"{type(exc).__name__}: {mask_secret(str(exc).splitlines()[0], self.url)}"
                 ) from None
             raise
+        if self.dialect.name == "postgresql" and self.hot is None:
+            self.hot = HotPath(self.dialect.plain_url)
 
     async def close(self) -> None:
-        """Close every pooled connection (and the LISTEN connection)."""
+        """Close every pooled connection (and the LISTEN and hot-path connections)."""
+        if self.hot is not None:
+            await self.hot.close()
+            self.hot = None
         if self._listener is not None:
             await self._listener.stop()
             self._listener = None

@@ -104,6 +104,7 @@ def job_from_row(r: Any) -> Job:
         timeout=r.timeout,
         cron_ticker_id=r.cron_ticker_id,
         parent_id=r.parent_id,
+        has_children=bool(getattr(r, "has_children", True)),
     )
 
 

@@ -262,13 +262,33 @@ class SqlStore(EngineWork):
     async def attempts(self, kind: TickerKind, ticker_id: UUID) -> list[Attempt]:
         """Attempts of one ticker, oldest first."""
         async with self.engine.connect() as conn:
-            await self._status_of(conn, kind, ticker_id)
+            row = (
+                await conn.execute(
+                    select(T.status, T.lock_holder, T.executed_at, T.retry_count).where(
+                        T.id == ticker_id, T.kind == kind.value
+                    )
+                )
+            ).first()
+            if row is None:
+                raise TickerNotFoundError(kind_name(kind), ticker_id)
             rows = await conn.execute(
                 select(attempts)
                 .where(attempts.c.ticker_id == ticker_id)
                 .order_by(attempts.c.started_at, attempts.c.id)
             )
-            return [attempt_from_row(r) for r in rows]
+            found = [attempt_from_row(r) for r in rows]
+        if row.status == RUNNING and row.executed_at is not None:
+            # The run going on now: its attempt row is written when it ends.
+            found.append(
+                Attempt(
+                    ticker_id=ticker_id,
+                    kind=kind,
+                    number=row.retry_count,
+                    node=row.lock_holder or "",
+                    started_at=row.executed_at,
+                )
+            )
+        return found
 
     # -- cron tickers --------------------------------------------------------------------
 

@@ -10,11 +10,16 @@ from typing import Any
 from uuid import UUID
 
 from sqlalchemy import (
+    Boolean,
+    Float,
     Integer,
+    String,
+    Text,
     bindparam,
     delete,
     func,
     insert,
+    literal_column,
     select,
     true,
     update,
@@ -33,6 +38,7 @@ from tickerq.stores.sql.connection import (
     SqlBase,
     T,
 )
+from tickerq.stores.sql.hot import hot_job
 from tickerq.stores.sql.rows import (
     job_from_row,
     node_from_row,
@@ -80,49 +86,104 @@ class EngineWork(SqlBase):
         capacity: Mapping[str, int],
         functions: Collection[str],
         limits: Mapping[str, int] | None = None,
+        finished: Sequence[Outcome] = (),
     ) -> list[Job]:
-        """Claim due rows, best priority first, with SKIP LOCKED where the database has it."""
-        claimed: list[Any] = []
-        async with self.engine.begin() as conn:
-            left = dict(capacity)
-            if limits:
-                left = await self._cluster_capacity(conn, limits, functions)
-            # Best priority first (LONG_RUNNING, which runs outside the slots, leads).
-            # A round that took LONG_RUNNING jobs, or more of a limited function than
-            # it may (those go back), leaves slots free: another round fills them.
-            free = slots
-            long_only = slots <= 0
-            for _ in range(4):
-                limit = 1000 if long_only else free
-                runnable = [f for f in functions if left.get(f, 1) > 0]
-                if limit <= 0 or not runnable:
-                    break
-                rows = await self._lock_due(
+        """Write ``finished``, then claim and start due rows, in one transaction.
+
+        On PostgreSQL, without concurrency limits or chain parents among the
+        results, that is a single statement (see :mod:`tickerq.stores.sql.hot`).
+        """
+        limited = bool(limits) and any(f in functions for f in limits or ())
+        chains = any(_has_chain_work(o) for o in finished)
+        if self.hot is not None and not (limited or capacity or chains):
+            records = await self.hot.finish_and_claim(
+                now,
+                node=node,
+                lease_until=lease_until,
+                slots=slots,
+                long_limit=1000,
+                functions=functions,
+                finished=finished,
+            )
+            jobs = [hot_job(r) for r in records]
+        else:
+            async with self.engine.begin() as conn:
+                if finished:
+                    await self._write_outcomes(conn, finished)
+                rows = await self._claim_rows(
                     conn,
                     now,
                     node=node,
                     lease_until=lease_until,
-                    runnable=runnable,
-                    long_only=long_only,
-                    limit=limit,
+                    slots=slots,
+                    capacity=capacity,
+                    functions=functions,
+                    limits=limits if limited else None,
                 )
-                kept, extra = _within_capacity(rows, left)
-                if extra:
-                    await conn.execute(
-                        update(tickers)
-                        .where(T.id.in_([r.id for r in extra]))
-                        .values(status=IDLE, lock_holder=None, locked_at=None, lease_until=None)
-                    )
-                claimed.extend(kept)
-                long_kept = sum(1 for r in kept if r.priority == int(Priority.LONG_RUNNING))
-                free -= len(kept) - long_kept
-                if long_only or len(rows) < limit or not (extra or long_kept):
-                    break
-        claimed.sort(key=lambda r: (-r.priority, r.execution_time))
-        jobs = [job_from_row(r) for r in claimed]
+                parents = [r.id for r in rows if r.has_children]
+                if parents:
+                    await self._start_in_progress_children(conn, parents, now)
+            jobs = [job_from_row(r) for r in rows]
+        self._announce_outcomes(finished)
         for job in jobs:
-            self._announce(job.kind.value, job.id, job.function, QUEUED, now)
+            self._announce(job.kind.value, job.id, job.function, RUNNING, now)
         return jobs
+
+    async def _claim_rows(
+        self,
+        conn: AsyncConnection,
+        now: datetime,
+        *,
+        node: str,
+        lease_until: datetime,
+        slots: int,
+        capacity: Mapping[str, int],
+        functions: Collection[str],
+        limits: Mapping[str, int] | None,
+    ) -> list[Any]:
+        claimed: list[Any] = []
+        left = dict(capacity)
+        if limits:
+            left = await self._cluster_capacity(conn, limits, functions)
+        # Best priority first (LONG_RUNNING, which runs outside the slots, leads).
+        # A round that took LONG_RUNNING jobs, or more of a limited function than
+        # it may (those go back), leaves slots free: another round fills them.
+        free = slots
+        long_only = slots <= 0
+        for _ in range(4):
+            limit = 1000 if long_only else free
+            runnable = [f for f in functions if left.get(f, 1) > 0]
+            if limit <= 0 or not runnable:
+                break
+            rows = await self._lock_due(
+                conn,
+                now,
+                node=node,
+                lease_until=lease_until,
+                runnable=runnable,
+                long_only=long_only,
+                limit=limit,
+            )
+            kept, extra = _within_capacity(rows, left)
+            if extra:
+                await conn.execute(
+                    update(tickers)
+                    .where(T.id.in_([r.id for r in extra]))
+                    .values(
+                        status=IDLE,
+                        lock_holder=None,
+                        locked_at=None,
+                        lease_until=None,
+                        executed_at=None,
+                    )
+                )
+            claimed.extend(kept)
+            long_kept = sum(1 for r in kept if r.priority == int(Priority.LONG_RUNNING))
+            free -= len(kept) - long_kept
+            if long_only or len(rows) < limit or not (extra or long_kept):
+                break
+        claimed.sort(key=lambda r: (-r.priority, r.execution_time))
+        return claimed
 
     async def _cluster_capacity(
         self, conn: AsyncConnection, limits: Mapping[str, int], functions: Collection[str]
@@ -159,12 +220,17 @@ class EngineWork(SqlBase):
         limit: int,
     ) -> list[Any]:
         long = int(Priority.LONG_RUNNING)
+        due_by: Any = T.execution_time
+        if self.dialect.name == "sqlite":
+            # A unary + keeps SQLite from using (status, execution_time) and sorting
+            # every due row; it walks the claim index in ORDER BY order instead.
+            due_by = literal_column("+tickerq_tickers.execution_time", UTCDateTime)
         pick = (
             select(T.id)
             .where(
                 T.status == IDLE,
                 T.awaiting_parent.is_(False),
-                T.execution_time <= now,
+                due_by <= now,
                 T.function.in_(runnable),
                 (T.priority == long) if long_only else true(),
             )
@@ -174,84 +240,80 @@ class EngineWork(SqlBase):
         result = await conn.execute(
             update(tickers)
             .where(T.id.in_(self.dialect.skip_locked(pick).scalar_subquery()))
-            .values(status=QUEUED, lock_holder=node, locked_at=now, lease_until=lease_until)
-            .returning(*JOB_COLUMNS)
+            .values(
+                status=RUNNING,
+                lock_holder=node,
+                locked_at=now,
+                lease_until=lease_until,
+                executed_at=now,
+                updated_at=now,
+            )
+            .returning(*JOB_COLUMNS, _HAS_CHILDREN)
         )
         return list(result)
-
-    async def mark_started(self, jobs: Sequence[Job], node: str, now: datetime) -> None:
-        """QUEUED -> IN_PROGRESS, one attempt row each; IN_PROGRESS children start."""
-        if not jobs:
-            return
-        ids = [j.id for j in jobs]
-        async with self.engine.begin() as conn:
-            await conn.execute(
-                update(tickers)
-                .where(T.id.in_(ids), T.lock_holder == node)
-                .values(status=RUNNING, executed_at=now, updated_at=now)
-            )
-            await conn.execute(
-                insert(attempts),
-                [
-                    {
-                        "ticker_id": j.id,
-                        "kind": j.kind.value,
-                        "number": j.retry_count,
-                        "node": node,
-                        "status": RUNNING,
-                        "started_at": now,
-                    }
-                    for j in jobs
-                ],
-            )
-            parents = [j.id for j in jobs if j.kind is TickerKind.TIME]
-            if parents:
-                await self._start_in_progress_children(conn, parents, now)
-        for job in jobs:
-            self._announce(job.kind.value, job.id, job.function, RUNNING, now)
 
     async def complete(self, outcomes: Sequence[Outcome]) -> None:
         """Write attempts' ends; retries go back to IDLE; finals resolve chains.
 
-        One statement per table for the whole batch (executemany); only a row whose
-        lock this node still holds is changed.
+        One statement per table for the whole batch; only a row whose lock this
+        node still holds is changed (and only then is its attempt recorded).
         """
         if not outcomes:
             return
+        one_node = len({o.node for o in outcomes}) == 1
+        if self.hot is not None and one_node and not any(_has_chain_work(o) for o in outcomes):
+            await self.hot.finish_and_claim(
+                outcomes[0].finished_at,
+                node=outcomes[0].node,
+                lease_until=outcomes[0].finished_at,
+                slots=0,
+                long_limit=0,
+                functions=(),
+                finished=outcomes,
+            )
+        else:
+            async with self.engine.begin() as conn:
+                await self._write_outcomes(conn, outcomes)
+        self._announce_outcomes(outcomes)
+
+    async def _write_outcomes(self, conn: AsyncConnection, outcomes: Sequence[Outcome]) -> None:
         # In id order: rows are locked in one order everywhere (no deadlocks).
         params = [_outcome_params(o) for o in sorted(outcomes, key=lambda o: o.job.id)]
-        async with self.engine.begin() as conn:
-            await conn.execute(_FINISH_ATTEMPT, params)
-            await conn.execute(_FINISH_TICKER, params)
-            ended = [
-                o.job.id for o in outcomes if o.status.is_final and o.job.kind is TickerKind.TIME
-            ]
-            if ended:
-                parents = select(T.parent_id).where(
-                    T.parent_id.in_(ended), T.awaiting_parent.is_(True)
+        # The attempt first: it is recorded only while the row is still ours.
+        await conn.execute(_INSERT_ATTEMPT, params)
+        await conn.execute(_FINISH_TICKER, params)
+        ended = [o.job.id for o in outcomes if _has_chain_work(o)]
+        if ended:
+            rows = await conn.execute(
+                select(T.id, T.status, T.finished_at).where(
+                    T.id.in_(ended), T.lock_holder.is_(None)
                 )
-                rows = await conn.execute(
-                    select(T.id, T.status, T.finished_at).where(T.id.in_(parents.scalar_subquery()))
-                )
-                for row in list(rows):
-                    if Status(row.status).is_final:
-                        await self._resolve_children(
-                            conn, row.id, Status(row.status), row.finished_at
-                        )
+            )
+            for row in list(rows):
+                if Status(row.status).is_final:
+                    await self._resolve_children(conn, row.id, Status(row.status), row.finished_at)
+
+    def _announce_outcomes(self, outcomes: Sequence[Outcome]) -> None:
         for o in outcomes:
             self._announce(
                 o.job.kind.value, o.job.id, o.job.function, o.status.value, o.finished_at
             )
 
     async def release(self, jobs: Sequence[Job]) -> None:
-        """Give back claims that were not started."""
+        """Give back claims that did not run."""
         if not jobs:
             return
         async with self.engine.begin() as conn:
             await conn.execute(
                 update(tickers)
-                .where(T.id.in_([j.id for j in jobs]), T.status == QUEUED)
-                .values(status=IDLE, lock_holder=None, locked_at=None, lease_until=None)
+                .where(T.id.in_([j.id for j in jobs]), T.status.in_([QUEUED, RUNNING]))
+                .values(
+                    status=IDLE,
+                    lock_holder=None,
+                    locked_at=None,
+                    lease_until=None,
+                    executed_at=None,
+                )
             )
 
     # -- nodes and leases -------------------------------------------------------------
@@ -282,38 +344,53 @@ class EngineWork(SqlBase):
         node id) go back to IDLE; their open attempt is marked lost."""
         async with self.engine.begin() as conn:
             lapsed = T.lease_until < now if node is None else T.lock_holder == node
-            pick = self.dialect.skip_locked(
-                select(T.id).where(T.status.in_([QUEUED, RUNNING]), lapsed).limit(1000)
-            )
             rows = list(
                 await conn.execute(
-                    update(tickers)
-                    .where(T.id.in_(pick.scalar_subquery()))
-                    .values(
-                        status=IDLE,
-                        execution_time=now,
-                        lock_holder=None,
-                        locked_at=None,
-                        lease_until=None,
-                        cancel_requested=False,
-                        updated_at=now,
+                    self.dialect.skip_locked(
+                        select(
+                            T.id, T.kind, T.function, T.status, T.lock_holder,
+                            T.executed_at, T.retry_count,
+                        )
+                        .where(T.status.in_([QUEUED, RUNNING]), lapsed)
+                        .order_by(T.id)
+                        .limit(1000)
                     )
-                    .returning(T.id, T.kind, T.function)
+                )
+            )  # fmt: skip
+            if not rows:
+                return 0
+            lost = [r for r in rows if r.status == RUNNING and r.executed_at is not None]
+            if lost:
+                await conn.execute(
+                    insert(attempts),
+                    [
+                        {
+                            "ticker_id": r.id,
+                            "kind": r.kind,
+                            "number": r.retry_count,
+                            "node": r.lock_holder or "?",
+                            "status": Status.FAILED.value,
+                            "started_at": r.executed_at,
+                            "finished_at": now,
+                            "error_type": "LeaseExpired",
+                            "error_message": LEASE_EXPIRED,
+                        }
+                        for r in lost
+                    ],
+                )
+            await conn.execute(
+                update(tickers)
+                .where(T.id.in_([r.id for r in rows]))
+                .values(
+                    status=IDLE,
+                    execution_time=now,
+                    lock_holder=None,
+                    locked_at=None,
+                    lease_until=None,
+                    cancel_requested=False,
+                    updated_at=now,
                 )
             )
-            if rows:
-                await conn.execute(
-                    update(attempts)
-                    .where(
-                        attempts.c.ticker_id.in_([r.id for r in rows]), attempts.c.status == RUNNING
-                    )
-                    .values(
-                        status=Status.FAILED.value,
-                        finished_at=now,
-                        error_type="LeaseExpired",
-                        error_message=LEASE_EXPIRED,
-                    )
-                )
         for r in rows:
             logger.warning("reclaimed %s %s: its node's lease ran out", r.function, r.id)
             self._announce(r.kind, r.id, r.function, IDLE, now)
@@ -374,23 +451,40 @@ class EngineWork(SqlBase):
             return list(rows.scalars())
 
 
-_FINISH_ATTEMPT = (
-    update(attempts)
-    .where(
-        attempts.c.ticker_id == bindparam("b_id"),
-        attempts.c.number == bindparam("b_number"),
-        attempts.c.node == bindparam("b_node"),
-        attempts.c.status == RUNNING,
-    )
-    .values(
-        status=bindparam("b_attempt_status"),
-        finished_at=bindparam("b_finished_at"),
-        elapsed_ms=bindparam("b_elapsed"),
-        error_type=bindparam("b_error_type"),
-        error_message=bindparam("b_error_message"),
-        traceback=bindparam("b_traceback"),
-    )
-)
+_INSERT_ATTEMPT = insert(attempts).from_select(
+    [
+        "ticker_id", "kind", "number", "node", "status", "started_at", "finished_at",
+        "elapsed_ms", "error_type", "error_message", "traceback",
+    ],
+    select(
+        T.id,
+        T.kind,
+        bindparam("b_number", type_=Integer),
+        bindparam("b_node", type_=String),
+        bindparam("b_attempt_status", type_=String),
+        bindparam("b_started_at", type_=UTCDateTime),
+        bindparam("b_finished_at", type_=UTCDateTime),
+        bindparam("b_elapsed", type_=Float),
+        bindparam("b_error_type", type_=String),
+        bindparam("b_error_message", type_=Text),
+        bindparam("b_traceback", type_=Text),
+    ).where(T.id == bindparam("b_id"), T.lock_holder == bindparam("b_node")),
+)  # fmt: skip
+
+# Written out: SQLAlchemy renders RETURNING columns unqualified, which would make
+# the correlation ambiguous inside the subquery.
+_HAS_CHILDREN = literal_column(
+    "EXISTS (SELECT 1 FROM tickerq_tickers AS child"
+    " WHERE child.parent_id = tickerq_tickers.id)",
+    Boolean,
+).label("has_children")
+"""Whether any chain child hangs on the row (returned by the claim)."""
+
+
+def _has_chain_work(o: Outcome) -> bool:
+    """A final time ticker that may have waiting children to resolve."""
+    return o.job.has_children and o.status.is_final and o.job.kind is TickerKind.TIME
+
 
 _FINISH_TICKER = (
     update(tickers)
@@ -421,6 +515,7 @@ def _outcome_params(o: Outcome) -> dict[str, Any]:
         "b_node": o.node,
         "b_attempt_status": attempt_status(o).value,
         "b_status": o.status.value,
+        "b_started_at": o.started_at,
         "b_finished_at": o.finished_at,
         "b_final_at": None if retry else o.finished_at,
         "b_retry_at": (o.retry_at or o.finished_at) if retry else None,

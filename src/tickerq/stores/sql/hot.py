@@ -1,0 +1,204 @@
+"""The worker's hot path on PostgreSQL: results in, next jobs out, one statement.
+
+A worker that runs short jobs spends most of its time telling the database
+that jobs ended and asking for the next ones. Here both are one statement,
+sent on a connection of its own (no pool checkout, no BEGIN/COMMIT: a single
+statement is its own transaction), prepared once by asyncpg:
+
+* ``fin`` unnests the batch of results sent as arrays;
+* ``done`` ends (or re-schedules) the rows this node still holds;
+* ``att`` records one attempt per row ``done`` changed, so a row taken over
+  after its lease ran out gets no second record of the same run;
+* ``slot_picked`` locks the best due rows with ``FOR UPDATE SKIP LOCKED`` up
+  to the free slots, ``long_picked`` the due LONG_RUNNING ones (they run
+  outside the slots); ``claimed`` starts them, and ``kids`` starts their
+  IN_PROGRESS chain children.
+
+The store falls back to its general path (SQLAlchemy, one transaction, several
+statements) for cluster-wide concurrency limits and for results of chain
+parents, whose children need resolving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Collection, Sequence
+from datetime import datetime
+from typing import Any
+
+from tickerq.enums import Priority, RunCondition, Status, TickerKind
+from tickerq.stores.base import Job, Outcome, attempt_status
+
+__all__ = ["HotPath", "hot_job"]
+
+logger = logging.getLogger(__name__)
+
+_FINISH_AND_CLAIM = f"""
+WITH fin AS (
+    SELECT * FROM unnest(
+        $1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[],
+        $6::timestamptz[], $7::timestamptz[], $8::int[], $9::int[], $10::text[],
+        $11::float8[], $12::text[], $13::text[], $14::text[]
+    ) AS f(id, status, attempt_status, started_at, finished_at, final_at, retry_at,
+           increment, number, skipped_reason, elapsed, error_type, error_message, traceback)
+), done AS (
+    UPDATE tickerq_tickers t SET
+        status = f.status,
+        execution_time = coalesce(f.retry_at, t.execution_time),
+        retry_count = t.retry_count + f.increment,
+        finished_at = f.final_at,
+        skipped_reason = f.skipped_reason,
+        elapsed_ms = f.elapsed,
+        error_type = f.error_type,
+        error_message = f.error_message,
+        lock_holder = NULL, locked_at = NULL, lease_until = NULL,
+        cancel_requested = false,
+        updated_at = f.finished_at
+    FROM fin f
+    WHERE t.id = f.id AND t.lock_holder = $15
+    RETURNING t.id, t.kind
+), att AS (
+    INSERT INTO tickerq_attempts (ticker_id, kind, number, node, status, started_at,
+        finished_at, elapsed_ms, error_type, error_message, traceback)
+    SELECT d.id, d.kind, f.number, $15, f.attempt_status, f.started_at, f.finished_at,
+        f.elapsed, f.error_type, f.error_message, f.traceback
+    FROM done d JOIN fin f ON f.id = d.id
+ ), long_picked AS (
+    SELECT id FROM tickerq_tickers
+    WHERE status = '{Status.IDLE.value}' AND priority = {int(Priority.LONG_RUNNING)}
+      AND NOT awaiting_parent AND execution_time <= $16 AND function = ANY($17::text[])
+    ORDER BY execution_time
+    LIMIT $18
+    FOR UPDATE SKIP LOCKED
+), slot_picked AS (
+    SELECT id FROM tickerq_tickers
+    WHERE status = '{Status.IDLE.value}' AND priority <> {int(Priority.LONG_RUNNING)}
+      AND NOT awaiting_parent AND execution_time <= $16 AND function = ANY($17::text[])
+    ORDER BY priority DESC, execution_time
+    LIMIT $19
+    FOR UPDATE SKIP LOCKED
+), claimed AS (
+    UPDATE tickerq_tickers t SET
+        status = '{Status.IN_PROGRESS.value}', lock_holder = $15, locked_at = $16,
+        lease_until = $20, executed_at = $16, updated_at = $16
+    FROM (SELECT id FROM long_picked UNION ALL SELECT id FROM slot_picked) p
+    WHERE t.id = p.id
+    RETURNING t.id, t.kind, t.function, t.priority, t.request, t.execution_time,
+        t.retries, t.retry_intervals, t.retry_count, t.timeout, t.cron_ticker_id,
+        t.parent_id,
+        EXISTS (SELECT 1 FROM tickerq_tickers c WHERE c.parent_id = t.id) AS has_children
+), kids AS (
+    UPDATE tickerq_tickers c SET
+        awaiting_parent = false,
+        execution_time = greatest(c.execution_time, $16),
+        updated_at = $16
+    FROM claimed p
+    WHERE p.has_children AND c.parent_id = p.id AND c.awaiting_parent
+      AND c.status = '{Status.IDLE.value}'
+      AND c.run_condition = '{RunCondition.IN_PROGRESS.value}'
+)
+SELECT * FROM claimed ORDER BY priority DESC, execution_time
+"""
+
+
+class HotPath:
+    """A dedicated asyncpg connection for the finish-and-claim statement.
+
+    Connected lazily; dropped on any error (the engine retries, and the next
+    call connects again), so an outage costs nothing here but failed calls.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._conn: Any = None
+        self._lock = asyncio.Lock()
+
+    async def finish_and_claim(
+        self,
+        now: datetime,
+        *,
+        node: str,
+        lease_until: datetime,
+        slots: int,
+        long_limit: int,
+        functions: Collection[str],
+        finished: Sequence[Outcome],
+    ) -> list[Any]:
+        """Write ``finished`` and claim up to ``slots`` due rows, plus up to
+        ``long_limit`` LONG_RUNNING ones; returns the claimed records."""
+        done = sorted(finished, key=lambda o: o.job.id)
+        args = (
+            [o.job.id for o in done],
+            [o.status.value for o in done],
+            [attempt_status(o).value for o in done],
+            [o.started_at for o in done],
+            [o.finished_at for o in done],
+            [None if o.status is Status.IDLE else o.finished_at for o in done],
+            [_retry_at(o) for o in done],
+            [1 if o.status is Status.IDLE and o.counts_as_retry else 0 for o in done],
+            [o.job.retry_count for o in done],
+            [o.skipped_reason for o in done],
+            [(o.finished_at - o.started_at).total_seconds() * 1000.0 for o in done],
+            [o.error_type for o in done],
+            [o.error_message for o in done],
+            [o.traceback for o in done],
+            node,
+            now,
+            list(functions),
+            max(long_limit, 0),
+            max(slots, 0),
+            lease_until,
+        )
+        async with self._lock:
+            try:
+                if self._conn is None or self._conn.is_closed():
+                    import asyncpg
+
+                    self._conn = await asyncpg.connect(self.url, timeout=10)
+                return list(await self._conn.fetch(_FINISH_AND_CLAIM, *args))
+            except BaseException:
+                await self._drop()
+                raise
+
+    async def close(self) -> None:
+        """Close the connection."""
+        async with self._lock:
+            await self._drop()
+
+    async def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None and not conn.is_closed():
+            try:
+                await asyncio.wait_for(conn.close(), 2)
+            except (Exception, asyncio.CancelledError):
+                conn.terminate()
+
+
+def _retry_at(o: Outcome) -> datetime | None:
+    return (o.retry_at or o.finished_at) if o.status is Status.IDLE else None
+
+
+def _json(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def hot_job(r: Any) -> Job:
+    """The engine's view of a row claimed by the hot path."""
+    intervals = _json(r["retry_intervals"])
+    return Job(
+        kind=TickerKind(r["kind"]),
+        id=r["id"],
+        function=r["function"],
+        priority=Priority(r["priority"]),
+        request=_json(r["request"]),
+        execution_time=r["execution_time"],
+        retries=r["retries"],
+        retry_intervals=tuple(float(v) for v in intervals) if intervals is not None else None,
+        retry_count=r["retry_count"],
+        timeout=r["timeout"],
+        cron_ticker_id=r["cron_ticker_id"],
+        parent_id=r["parent_id"],
+        has_children=r["has_children"],
+    )
