@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := check
-.PHONY: check demo test lint typecheck pytest bench bench-pg format clean
+.PHONY: check demo test lint typecheck pytest bench bench-pg format clean css css-check
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/tickerq demo
 
-test: lint typecheck pytest
+test: lint typecheck css-check pytest
 
 check: test
 
@@ -42,6 +42,18 @@ bench-pg: $(STAMP)
 format: $(STAMP)
 	$(PY) -m ruff format src tests bench
 	$(PY) -m ruff check --fix src tests bench
+
+# The dashboard's CSS is built from its templates at development time and committed.
+CSS_SRC := src/tickerq/dashboard/tailwind.css
+CSS_OUT := src/tickerq/dashboard/static/app.css
+
+css: $(STAMP)
+	$(VENV)/bin/tailwindcss -i $(CSS_SRC) -o $(CSS_OUT) --minify
+
+css-check: $(STAMP)
+	@tmp=$$(mktemp --suffix=.css) && $(VENV)/bin/tailwindcss -i $(CSS_SRC) -o $$tmp --minify 2>/dev/null \
+	  && if cmp -s $$tmp $(CSS_OUT); then echo "css: $(CSS_OUT) is current"; rm -f $$tmp; \
+	  else echo "css: $(CSS_OUT) is stale; run make css" >&2; rm -f $$tmp; exit 1; fi
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

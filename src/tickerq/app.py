@@ -8,7 +8,7 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
@@ -214,6 +214,48 @@ class TickerQ(_Registrar):
     def run(self) -> None:
         """Block running the engine until SIGINT/SIGTERM."""
         asyncio.run(self.serve())
+
+    def pause(self) -> None:
+        """Stop this node's engine from claiming new work; running jobs go on."""
+        self.engine.pause()
+
+    def resume(self) -> None:
+        """Let this node's engine claim work again."""
+        self.engine.resume()
+
+    @property
+    def paused(self) -> bool:
+        """True while this node's engine is paused."""
+        return self.engine.paused
+
+    def dashboard(
+        self,
+        *,
+        auth: Any = None,
+        permissions: Any = None,
+        base_path: str = "",
+        redact: Callable[[str, Any], Any] | None = None,
+        title: str = "tickerq",
+        allowed_origins: Sequence[str] = (),
+    ) -> Any:
+        """The web dashboard of this app: an ASGI app to mount (see tickerq.dashboard).
+
+        Without ``auth`` only loopback clients get in. ``auth`` is a
+        ``BasicAuth``, a ``BearerAuth`` or a callable ``auth(request) -> user | None``;
+        ``permissions`` limits what users may do (view, operate, edit, delete);
+        ``redact(function, payload)`` hides parts of payloads.
+        """
+        from tickerq.dashboard import create_dashboard
+
+        return create_dashboard(
+            self,
+            auth=auth,
+            permissions=permissions,
+            base_path=base_path,
+            redact=redact,
+            title=title,
+            allowed_origins=allowed_origins,
+        )
 
     def wake_engine(self, due: datetime | None) -> None:
         """Tell the engine that work became due at ``due`` (None: look now)."""

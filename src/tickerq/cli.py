@@ -65,17 +65,99 @@ def main(verbose: bool) -> None:
         logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
+_STORE_OPTION_EARLY = click.option(
+    "--store",
+    "store_url",
+    envvar="TICKERQ_STORE",
+    metavar="URL",
+    help="sqlite:///path or postgresql://user@host/db (default: $TICKERQ_STORE).",
+)
+
+
+_HOST_OPTION = click.option(
+    "--host", default="127.0.0.1", show_default=True, help="Address the dashboard listens on."
+)
+_PORT_OPTION = click.option(
+    "--port", default=8787, show_default=True, type=click.IntRange(0, 65535), help="Its port."
+)
+
+
 @main.command()
 @click.argument("target", metavar="MODULE[:APP]")
-def run(target: str) -> None:
+@click.option("--dashboard", "with_dashboard", is_flag=True, help="Serve the web dashboard too.")
+@_HOST_OPTION
+@_PORT_OPTION
+def run(target: str, with_dashboard: bool, host: str, port: int) -> None:
     """Run the engine of the app at MODULE:APP until Ctrl+C (SIGINT) or SIGTERM.
 
     On stop, running jobs get the app's grace period to finish; work that has
-    not started stays waiting for the next start.
+    not started stays waiting for the next start. With --dashboard the web
+    dashboard is served alongside (loopback only unless the app configures auth).
     """
     app = load_app(target)
     click.echo(f"tickerq: running {target} as node {app.node_id} (Ctrl+C to stop)")
-    app.run()
+    if not with_dashboard:
+        app.run()
+        return
+    asyncio.run(_serve_with_dashboard(app, host, port, engine=True))
+
+
+@main.command("dashboard")
+@_STORE_OPTION_EARLY
+@_HOST_OPTION
+@_PORT_OPTION
+@click.option("--title", default="tickerq", show_default=True, help="Shown in the page header.")
+def dashboard_command(store_url: str | None, host: str, port: int, title: str) -> None:
+    """Serve the web dashboard of a store, without running an engine.
+
+    It reads the database, so it shows every node's work. With no auth
+    configured it answers loopback clients only; to put it on a network,
+    mount app.dashboard(auth=...) in your own ASGI app instead.
+    """
+    from tickerq.app import TickerQ
+    from tickerq.errors import TickerQError
+
+    if not store_url:
+        raise click.UsageError("which store? give --store URL or set TICKERQ_STORE")
+    try:
+        app = TickerQ(store_url, seed_crons=False)
+    except TickerQError as exc:
+        raise click.UsageError(str(exc)) from None
+    asyncio.run(_serve_with_dashboard(app, host, port, engine=False, title=title))
+
+
+async def _serve_with_dashboard(
+    app: TickerQ, host: str, port: int, *, engine: bool, title: str = "tickerq"
+) -> None:
+    import contextlib
+    import signal
+
+    from tickerq.dashboard.server import start_server
+    from tickerq.errors import TickerQError
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        await (app.start() if engine else app.open())
+    except TickerQError as exc:
+        raise click.ClickException(str(exc)) from None
+    try:
+        try:
+            server = await start_server(app.dashboard(title=title), host, port)
+        except OSError as exc:
+            raise click.ClickException(
+                f"cannot serve the dashboard on {host}:{port}: {exc}"
+            ) from None
+        click.echo(f"tickerq: dashboard on {server.url} (Ctrl+C to stop)")
+        try:
+            await stop.wait()
+        finally:
+            await server.stop()
+    finally:
+        await app.stop()
 
 
 @main.command()
@@ -158,15 +240,19 @@ def _parse_after(after: str | None, zone: object) -> datetime:
     show_default=True,
     help="Where the demo keeps its tickers (memory:// keeps nothing).",
 )
-def demo(duration: float | None, store: str) -> None:
+@click.option("--no-dashboard", is_flag=True, help="Do not serve the web dashboard.")
+@_HOST_OPTION
+@_PORT_OPTION
+def demo(duration: float | None, store: str, no_dashboard: bool, host: str, port: int) -> None:
     """Run a small demo app and show its jobs live in the terminal.
 
     Its data stays in the store: stop it and start it again, and the history
-    is still there and work that fell due meanwhile runs.
+    is still there and work that fell due meanwhile runs. The web dashboard
+    is served on http://127.0.0.1:8787/ meanwhile.
     """
     from tickerq.demo import run_demo
 
-    asyncio.run(run_demo(duration, store))
+    asyncio.run(run_demo(duration, store, dashboard=not no_dashboard, host=host, port=port))
 
 
 # -- database schema -----------------------------------------------------------------

@@ -145,7 +145,7 @@ def _add_row(table: Table, t: TimeTicker, indent: str) -> None:
     )
 
 
-async def _render(app: TickerQ, started: float) -> Group:
+async def _render(app: TickerQ, started: float, dashboard_url: str | None = None) -> Group:
     counts = Table.grid(padding=(0, 2))
     row = []
     for status in Status:
@@ -176,6 +176,8 @@ async def _render(app: TickerQ, started: float) -> Group:
         f"tickerq demo - {app.store_url} - {app.engine.active} running "
         f"of {app.max_concurrency} slots - up {uptime:.0f} s - Ctrl+C to stop"
     )
+    if dashboard_url:
+        title += f" - dashboard {dashboard_url}"
     return Group(
         Panel(counts, title=title),
         Panel(recent, title="latest orders: charge_card, then its chain"),
@@ -183,20 +185,42 @@ async def _render(app: TickerQ, started: float) -> Group:
     )
 
 
-async def run_demo(duration: float | None = None, store: str = DEFAULT_STORE) -> None:
-    """Run the demo app; show it live until Ctrl+C or ``duration`` seconds."""
+async def run_demo(
+    duration: float | None = None,
+    store: str = DEFAULT_STORE,
+    *,
+    dashboard: bool = True,
+    host: str = "127.0.0.1",
+    port: int = 8787,
+) -> None:
+    """Run the demo app; show it live until Ctrl+C or ``duration`` seconds.
+
+    With ``dashboard`` the web dashboard is served on ``host:port`` meanwhile.
+    """
     app = build_demo_app(store)
     started = time.monotonic()
     async with app:
+        server = None
+        if dashboard:
+            from tickerq.dashboard.server import start_server
+
+            try:
+                server = await start_server(app.dashboard(title="tickerq demo"), host, port)
+                print(f"tickerq demo: dashboard on {server.url}")
+            except OSError as exc:
+                print(f"tickerq demo: no dashboard ({host}:{port}: {exc})")
+        url = server.url if server else None
         feeder = asyncio.create_task(_feed(app))
         try:
-            with Live(await _render(app, started), refresh_per_second=4) as live:
+            with Live(await _render(app, started, url), refresh_per_second=4) as live:
                 while duration is None or time.monotonic() - started < duration:
                     await asyncio.sleep(0.5)
-                    live.update(await _render(app, started))
+                    live.update(await _render(app, started, url))
         except (KeyboardInterrupt, asyncio.CancelledError):
             pass
         finally:
             feeder.cancel()
+            if server is not None:
+                await server.stop()
     done = datetime.now(UTC).astimezone().strftime("%H:%M:%S")
     print(f"tickerq demo stopped at {done}")

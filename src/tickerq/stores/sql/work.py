@@ -474,8 +474,7 @@ _INSERT_ATTEMPT = insert(attempts).from_select(
 # Written out: SQLAlchemy renders RETURNING columns unqualified, which would make
 # the correlation ambiguous inside the subquery.
 _HAS_CHILDREN = literal_column(
-    "EXISTS (SELECT 1 FROM tickerq_tickers AS child"
-    " WHERE child.parent_id = tickerq_tickers.id)",
+    "EXISTS (SELECT 1 FROM tickerq_tickers AS child WHERE child.parent_id = tickerq_tickers.id)",
     Boolean,
 ).label("has_children")
 """Whether any chain child hangs on the row (returned by the claim)."""

@@ -1,0 +1,378 @@
+"""The dashboard's ASGI app: security around every request, routes, errors."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from pydantic import ValidationError
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from tickerq.dashboard.auth import (
+    AuthCallable,
+    BasicAuth,
+    DashboardUser,
+    Permission,
+    PermissionsSpec,
+    authenticate,
+    check_permissions_spec,
+    permissions_for,
+    same_origin,
+    user_name,
+)
+from tickerq.dashboard.live import LiveFeed
+from tickerq.dashboard.service import Redactor, Service
+from tickerq.errors import (
+    CronError,
+    FunctionNotFoundError,
+    InvalidArgumentError,
+    InvalidRequestError,
+    StoreConnectionError,
+    TickerNotFoundError,
+    TickerQError,
+    TickerStateError,
+)
+
+if TYPE_CHECKING:
+    from tickerq.app import TickerQ
+
+__all__ = ["CSP", "Dashboard", "DashboardError", "create_dashboard"]
+
+logger = logging.getLogger("tickerq.dashboard")
+
+HERE = Path(__file__).parent
+
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; object-src 'none'; frame-ancestors 'none'; base-uri 'none'; "
+    "form-action 'self'"
+)
+"""The Content-Security-Policy of every response: no inline script or style."""
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+MAX_BODY = 2_000_000
+
+
+class DashboardError(Exception):
+    """An error answered with ``status`` and a message naming the bad value."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass(eq=False)
+class Dashboard:
+    """One dashboard over one app: its settings, service and live feed."""
+
+    app: TickerQ
+    auth: AuthCallable | None = None
+    permissions: PermissionsSpec = None
+    base_path: str = ""
+    title: str = "tickerq"
+    allowed_origins: Collection[str] = ()
+    service: Service = field(init=False)
+    live: LiveFeed = field(init=False)
+    templates: Environment = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.base_path = self.base_path.rstrip("/")
+        if self.base_path and not self.base_path.startswith("/"):
+            raise ValueError(f"base_path must start with '/', got {self.base_path!r}")
+        check_permissions_spec(self.permissions)
+        self.templates = Environment(
+            loader=FileSystemLoader(HERE / "templates"),
+            autoescape=select_autoescape(default=True, default_for_string=True),
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+
+    def prefix(self, scope: Scope) -> str:
+        """Where the dashboard is mounted: ``base_path`` or the ASGI root_path."""
+        if self.base_path:
+            return self.base_path
+        if "tickerq.prefix" in scope:  # fixed where the request entered the dashboard
+            return str(scope["tickerq.prefix"])
+        return _mount_prefix(scope)[0]
+
+    async def ensure_open(self) -> None:
+        """Open the app's store if nobody did yet (a mounted dashboard gets no lifespan)."""
+        if not self.app._opened:
+            await self.app.open()
+
+
+def dashboard_of(conn: HTTPConnection) -> Dashboard:
+    """The dashboard serving this request."""
+    dash = conn.scope["tickerq.dashboard"]
+    assert isinstance(dash, Dashboard)
+    return dash
+
+
+def user_of(conn: HTTPConnection) -> DashboardUser:
+    """The user making this request (set by the security layer)."""
+    user = conn.scope["tickerq.user"]
+    assert isinstance(user, DashboardUser)
+    return user
+
+
+def require(conn: HTTPConnection, permission: Permission) -> DashboardUser:
+    """The user, if they hold ``permission``; else a 403."""
+    user = user_of(conn)
+    if not user.can(permission):
+        raise DashboardError(
+            403, f"user {user.name!r} lacks the {permission.value!r} permission for this"
+        )
+    return user
+
+
+def wants_json(conn: HTTPConnection) -> bool:
+    """True for API paths (answer errors as JSON)."""
+    path = conn.scope.get("tickerq.route_path", "")
+    return str(path).startswith("/api")
+
+
+def _mount_prefix(scope: Scope) -> tuple[str, str | None]:
+    """Where the dashboard is mounted, and a corrected ``path`` (or None).
+
+    Starlette and FastAPI set ``root_path``. Litestar's ``is_mount`` strips the
+    mount path from ``path`` without setting ``root_path`` (and adds a trailing
+    slash): the prefix is then what ``raw_path`` has before it.
+    """
+    root = str(scope.get("root_path", "")).rstrip("/")
+    if root:
+        return root, None
+    raw, path = scope.get("raw_path"), str(scope.get("path", ""))
+    if not isinstance(raw, bytes) or not path:
+        return "", None
+    full = unquote(raw.decode("latin-1"))
+    if full == path:
+        return "", None
+    if full.endswith(path):
+        return full[: len(full) - len(path)].rstrip("/"), None
+    bare = path.rstrip("/")
+    if path.endswith("/") and full.endswith(bare) and not full.endswith("/"):
+        return full[: len(full) - len(bare)].rstrip("/"), bare or "/"
+    return "", None
+
+
+def _route_path(scope: Scope) -> str:
+    path = str(scope.get("path", ""))
+    root = str(scope.get("root_path", ""))
+    if root and path.startswith(root):
+        return path[len(root) :] or "/"
+    return path or "/"
+
+
+class SecurityLayer:
+    """Authenticates, authorizes and checks origins; adds security headers."""
+
+    def __init__(self, app: ASGIApp, dashboard: Dashboard) -> None:
+        self.app = app
+        self.dashboard = dashboard
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        dash = self.dashboard
+        scope["tickerq.dashboard"] = dash
+        prefix, fixed_path = _mount_prefix(scope)
+        if fixed_path is not None:
+            scope["path"] = fixed_path
+        scope["tickerq.prefix"] = dash.base_path or prefix
+        scope["tickerq.route_path"] = _route_path(scope)
+        conn = HTTPConnection(scope)
+        is_api = wants_json(conn)
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = message.setdefault("headers", [])
+                names = {h[0].lower() for h in headers}
+                for name, value in _SECURITY_HEADERS:
+                    if name not in names:
+                        headers.append((name, value))
+            await send(message)
+
+        identity = await authenticate(conn, dash.auth)
+        if identity is None or identity is False:
+            await _unauthenticated(dash, is_api)(scope, receive, send_with_headers)
+            return
+        name = user_name(identity)
+        scope["tickerq.user"] = DashboardUser(
+            name=name,
+            permissions=permissions_for(identity, name, dash.permissions),
+            identity=identity,
+        )
+        if not scope["tickerq.user"].can(Permission.VIEW):
+            await _error(is_api, 403, f"user {name!r} may not view the dashboard")(
+                scope, receive, send_with_headers
+            )
+            return
+        if scope["method"] not in SAFE_METHODS and not same_origin(conn, dash.allowed_origins):
+            logger.warning(
+                "dashboard: refused a cross-site %s %s from %r (user %s)",
+                scope["method"],
+                scope["tickerq.route_path"],
+                conn.headers.get("origin") or conn.headers.get("referer"),
+                name,
+            )
+            await _error(
+                is_api, 403, "cross-site request refused: the Origin does not match the Host"
+            )(scope, receive, send_with_headers)
+            return
+        await dash.ensure_open()
+        await self.app(scope, receive, send_with_headers)
+
+
+def _unauthenticated(dash: Dashboard, is_api: bool) -> Response:
+    if dash.auth is None:
+        return _error(
+            is_api,
+            403,
+            "the tickerq dashboard answers only loopback clients (127.0.0.1, ::1) "
+            "until auth is configured: app.dashboard(auth=...)",
+        )
+    response = _error(is_api, 401, "authentication required")
+    if isinstance(dash.auth, BasicAuth):
+        response.headers["www-authenticate"] = f'Basic realm="{dash.auth.realm}"'
+    elif getattr(dash.auth, "scheme", "") == "Bearer":
+        response.headers["www-authenticate"] = 'Bearer realm="tickerq"'
+    return response
+
+
+_SECURITY_HEADERS = [
+    (b"content-security-policy", CSP.encode()),
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"same-origin"),
+    (b"cross-origin-opener-policy", b"same-origin"),
+    (b"cross-origin-resource-policy", b"same-origin"),
+]
+
+
+def _error(is_api: bool, status: int, message: str) -> Response:
+    if is_api:
+        return JSONResponse({"error": message}, status_code=status)
+    return PlainTextResponse(message, status_code=status)
+
+
+def error_status(exc: BaseException) -> int:
+    """The HTTP status for a tickerq error."""
+    if isinstance(exc, DashboardError):
+        return exc.status
+    if isinstance(exc, FunctionNotFoundError):
+        return 422
+    if isinstance(exc, TickerNotFoundError):
+        return 404
+    if isinstance(exc, TickerStateError):
+        return 409
+    if isinstance(
+        exc, InvalidArgumentError | InvalidRequestError | CronError | ValidationError | ValueError
+    ):
+        return 422
+    if isinstance(exc, StoreConnectionError):
+        return 503
+    return 500
+
+
+def error_message(exc: BaseException) -> tuple[str, list[dict[str, Any]] | None]:
+    """A message naming the bad value, and pydantic's details if any."""
+    if isinstance(exc, ValidationError):
+        details = []
+        parts = []
+        for err in exc.errors(include_url=False, include_context=False):
+            where = ".".join(str(x) for x in err["loc"]) or "body"
+            given = err.get("input")
+            shown = repr(given)
+            if len(shown) > 80:
+                shown = shown[:77] + "..."
+            parts.append(f"{where}: {err['msg']} (got {shown})")
+            details.append({"loc": list(err["loc"]), "msg": err["msg"], "input": shown})
+        return "invalid input: " + "; ".join(parts), details
+    if isinstance(exc, DashboardError):
+        return exc.message, None
+    return str(exc), None
+
+
+async def _handle_error(request: Request, exc: Exception) -> Response:
+    from tickerq.dashboard.views import error_page
+
+    headers: dict[str, str] = {}
+    if isinstance(exc, HTTPException):
+        status, message, details = exc.status_code, str(exc.detail), None
+        headers = dict(exc.headers or {})
+    else:
+        status = error_status(exc)
+        message, details = error_message(exc)
+        if status >= 500:
+            logger.exception("dashboard: %s %s failed", request.method, request.url.path)
+            if not isinstance(exc, TickerQError):
+                message = "internal error; see the server log"
+    if wants_json(request):
+        body: dict[str, Any] = {"error": message}
+        if details is not None:
+            body["detail"] = details
+        return JSONResponse(body, status_code=status, headers=headers)
+    response = error_page(request, status, message)
+    response.headers.update(headers)
+    return response
+
+
+def create_dashboard(
+    app: TickerQ,
+    *,
+    auth: AuthCallable | None = None,
+    permissions: PermissionsSpec = None,
+    base_path: str = "",
+    redact: Redactor | None = None,
+    title: str = "tickerq",
+    allowed_origins: Sequence[str] = (),
+) -> Starlette:
+    """The dashboard of ``app`` as a Starlette app (ASGI), to mount or serve.
+
+    ``auth``: None (loopback clients only), :class:`BasicAuth`, :class:`BearerAuth`
+    or a callable ``auth(request) -> user | None`` (may be async).
+    ``permissions``: None (every user may do everything), a set of
+    :class:`Permission` for everyone, a mapping user name -> set, or a callable
+    ``(user) -> set``. ``base_path``: the path it is mounted at, when the
+    framework does not pass it as the ASGI ``root_path``. ``redact(function,
+    payload) -> payload`` hides parts of payloads. ``allowed_origins``: extra
+    origins allowed to POST (a proxy that rewrites Host).
+    """
+    from tickerq.dashboard import api, views
+
+    dash = Dashboard(
+        app,
+        auth=auth,
+        permissions=permissions,
+        base_path=base_path,
+        title=title,
+        allowed_origins=tuple(allowed_origins),
+    )
+    dash.service = Service(app, redact)
+    dash.live = LiveFeed(app, dash.service.queries)
+    routes: list[Route | Mount] = [
+        *views.routes(),
+        Mount("/api", routes=api.routes()),
+        Mount("/static", app=StaticFiles(directory=HERE / "static"), name="static"),
+    ]
+    exception_handlers: dict[Any, Any] = {
+        cls: _handle_error
+        for cls in (HTTPException, TickerQError, DashboardError, ValidationError, ValueError)
+    }
+    star = Starlette(routes=routes, exception_handlers=exception_handlers)
+    star.add_middleware(SecurityLayer, dashboard=dash)
+    star.state.tickerq_dashboard = dash
+    return star

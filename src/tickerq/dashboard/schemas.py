@@ -1,0 +1,331 @@
+"""The JSON API's bodies and answers, as pydantic models (they also make the OpenAPI schemas)."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from typing import Annotated, Any
+from uuid import UUID
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+
+from tickerq.enums import MisfirePolicy, Priority, RunCondition, Status, TickerKind
+
+__all__ = [
+    "AttemptOut",
+    "BatchDeleteIn",
+    "CronPreviewOut",
+    "CronTickerIn",
+    "CronTickerOut",
+    "CronTickerUpdate",
+    "DeletedOut",
+    "EngineOut",
+    "ErrorOut",
+    "FunctionOut",
+    "NodeOut",
+    "OccurrenceDetailOut",
+    "OccurrenceOut",
+    "OccurrencePage",
+    "OverviewOut",
+    "ThroughputOut",
+    "TimeTickerDetailOut",
+    "TimeTickerIn",
+    "TimeTickerOut",
+    "TimeTickerPage",
+    "TimeTickerUpdate",
+]
+
+_MAX_RETRIES = 1000
+Retries = Annotated[int, Field(ge=0, le=_MAX_RETRIES)]
+Seconds = Annotated[float, Field(ge=0, le=10 * 365 * 24 * 3600)]
+Timeout = Annotated[float, Field(gt=0, le=10 * 365 * 24 * 3600)]
+Description = Annotated[str, Field(max_length=2000)]
+FunctionName = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    @field_validator("retry_intervals", check_fields=False)
+    @classmethod
+    def _finite(cls, value: list[float] | None) -> list[float] | None:
+        if value is not None:
+            for v in value:
+                if not math.isfinite(v):
+                    raise ValueError(f"retry interval {v!r} is not a finite number of seconds")
+        return value
+
+
+class TimeTickerIn(_In):
+    """A time ticker to add."""
+
+    function: FunctionName
+    request: Any = None
+    """The request payload (JSON); validated against the function's request type."""
+    execution_time: AwareDatetime | None = None
+    """When to run it, with a timezone offset; omitted or null: now."""
+    description: Description = ""
+    retries: Retries | None = None
+    """Retries after a failure (default: the function's)."""
+    retry_intervals: Annotated[list[Seconds], Field(max_length=100)] | None = None
+    timeout: Timeout | None = None
+
+
+class TimeTickerUpdate(_In):
+    """Changes to a waiting time ticker: only the fields given change."""
+
+    execution_time: AwareDatetime | None = None
+    request: Any = None
+    description: Description | None = None
+    retries: Retries | None = None
+    retry_intervals: Annotated[list[Seconds], Field(max_length=100)] | None = None
+    timeout: Timeout | None = None
+
+
+class CronTickerIn(_In):
+    """A cron ticker to add."""
+
+    function: FunctionName
+    expression: Annotated[str, Field(min_length=1, max_length=200)]
+    """5 fields, or 6 with seconds first; names, L, W and # allowed."""
+    timezone: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    """IANA timezone (default: the app's)."""
+    request: Any = None
+    retries: Retries = 0
+    retry_intervals: Annotated[list[Seconds], Field(max_length=100)] | None = None
+    misfire: MisfirePolicy = MisfirePolicy.RUN_ONCE
+    description: Description = ""
+    enabled: bool = True
+
+
+class CronTickerUpdate(_In):
+    """Changes to a cron ticker: only the fields given change."""
+
+    expression: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    timezone: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    request: Any = None
+    retries: Retries | None = None
+    retry_intervals: Annotated[list[Seconds], Field(max_length=100)] | None = None
+    misfire: MisfirePolicy | None = None
+    description: Description | None = None
+
+
+class BatchDeleteIn(_In):
+    """Time tickers to delete (with their chain children)."""
+
+    ids: Annotated[list[UUID], Field(min_length=1, max_length=1000)]
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class TimeTickerOut(_Out):
+    """A time ticker as stored (request redacted if the dashboard redacts)."""
+
+    id: UUID
+    function: str
+    execution_time: datetime | None
+    request: Any = None
+    status: Status
+    priority: Priority
+    retries: int
+    retry_intervals: list[float] | None
+    retry_count: int
+    timeout: float | None
+    description: str
+    parent_id: UUID | None
+    run_condition: RunCondition | None
+    lock_holder: str | None
+    locked_at: datetime | None
+    lease_until: datetime | None
+    executed_at: datetime | None
+    finished_at: datetime | None
+    elapsed_ms: float | None
+    error_type: str | None
+    error_message: str | None
+    skipped_reason: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class TimeTickerPage(BaseModel):
+    """One page of time tickers."""
+
+    items: list[TimeTickerOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class AttemptOut(_Out):
+    """One attempt of a ticker."""
+
+    ticker_id: UUID
+    kind: TickerKind
+    number: int
+    node: str
+    started_at: datetime
+    finished_at: datetime | None
+    status: Status
+    elapsed_ms: float | None
+    error_type: str | None
+    error_message: str | None
+    traceback: str | None
+
+
+class TimeTickerDetailOut(BaseModel):
+    """A time ticker with its chain children and attempts."""
+
+    ticker: TimeTickerOut
+    children: list[TimeTickerOut]
+    attempts: list[AttemptOut]
+
+
+class CronTickerOut(_Out):
+    """A cron ticker, with its expression in words and its next fires."""
+
+    id: UUID
+    function: str
+    expression: str
+    description_of_expression: str = ""
+    timezone: str
+    request: Any = None
+    retries: int
+    retry_intervals: list[float] | None
+    enabled: bool
+    misfire: MisfirePolicy
+    description: str
+    seeded: bool
+    next_fire_at: datetime | None
+    next_fires: list[datetime] = []
+    created_at: datetime
+    updated_at: datetime
+
+
+class OccurrenceOut(_Out):
+    """One fire of a cron ticker."""
+
+    id: UUID
+    cron_ticker_id: UUID
+    function: str
+    execution_time: datetime
+    status: Status
+    retry_count: int
+    lock_holder: str | None
+    executed_at: datetime | None
+    finished_at: datetime | None
+    elapsed_ms: float | None
+    error_type: str | None
+    error_message: str | None
+    skipped_reason: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class OccurrencePage(BaseModel):
+    """One page of a cron ticker's occurrences, newest first."""
+
+    items: list[OccurrenceOut]
+    limit: int
+    offset: int
+
+
+class OccurrenceDetailOut(BaseModel):
+    """An occurrence with its attempts."""
+
+    occurrence: OccurrenceOut
+    attempts: list[AttemptOut]
+
+
+class NodeOut(BaseModel):
+    """A node (a running engine) and the rows it holds."""
+
+    id: str
+    started_at: datetime
+    last_heartbeat: datetime
+    heartbeat_age_s: float
+    stale: bool
+    version: str
+    max_concurrency: int
+    active: int
+    locks_held: int
+    functions: list[str]
+
+
+class FunctionOut(BaseModel):
+    """A function this app has registered (or that a node reported)."""
+
+    name: str
+    registered: bool
+    request_type: str | None
+    priority: Priority | None
+    max_concurrency: int | None
+    retries: int | None
+    timeout: float | None
+    cron: str | None
+
+
+class EngineOut(BaseModel):
+    """This process's engine."""
+
+    node: str
+    running: bool
+    paused: bool
+
+
+class ThroughputOut(BaseModel):
+    """Rows that ended per time bucket (unix seconds), for a chart."""
+
+    bucket_seconds: int
+    t: list[int]
+    succeeded: list[int]
+    failed: list[int]
+    other: list[int]
+
+
+class DueOut(BaseModel):
+    """A waiting row due soon."""
+
+    kind: TickerKind
+    id: UUID
+    function: str
+    execution_time: datetime
+
+
+class OverviewOut(BaseModel):
+    """The overview page's numbers."""
+
+    now: datetime
+    engine: EngineOut
+    next_due: list[DueOut]
+    status_counts: dict[str, dict[str, int]]
+    success_rate_24h: float | None
+    finished_24h: int
+    active: int
+    slots: int
+    nodes: list[NodeOut]
+    functions: list[FunctionOut]
+
+
+class CronPreviewOut(BaseModel):
+    """A cron expression checked in a timezone, with its next fires."""
+
+    expression: str
+    timezone: str
+    description: str
+    next_fires: list[datetime]
+    next_fires_local: list[str]
+
+
+class DeletedOut(BaseModel):
+    """How many rows a delete removed."""
+
+    deleted: int
+
+
+class ErrorOut(BaseModel):
+    """An error: what went wrong, naming the bad value."""
+
+    error: str
+    detail: list[dict[str, Any]] | None = None

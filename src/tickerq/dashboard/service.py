@@ -1,0 +1,530 @@
+"""What the dashboard does, shared by its pages and its JSON API.
+
+Reads turn store rows into the API's models (payloads through the redaction
+hook); operations check their input, change the store through the app's
+managers and log who did what on the ``tickerq.dashboard`` logger.
+
+A standalone dashboard (``tickerq dashboard --store URL``) has no functions
+registered: it can still add tickers for functions a node reported or a cron
+ticker uses, storing their request as plain JSON (the node that runs them
+validates it).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+from uuid import UUID, uuid4
+
+from tickerq.cron import parse_timezone
+from tickerq.dashboard.auth import DashboardUser
+from tickerq.dashboard.queries import Queries
+from tickerq.dashboard.schemas import (
+    AttemptOut,
+    CronPreviewOut,
+    CronTickerIn,
+    CronTickerOut,
+    CronTickerUpdate,
+    DueOut,
+    EngineOut,
+    FunctionOut,
+    NodeOut,
+    OccurrenceOut,
+    OverviewOut,
+    ThroughputOut,
+    TimeTickerIn,
+    TimeTickerOut,
+    TimeTickerUpdate,
+)
+from tickerq.enums import Priority, Status, TickerKind
+from tickerq.errors import (
+    FunctionNotFoundError,
+    InvalidArgumentError,
+    InvalidRequestError,
+    TickerStateError,
+)
+from tickerq.firing import parse_cached
+from tickerq.models import Attempt, CronOccurrence, CronTicker, TimeTicker
+from tickerq.stores.base import TickerQuery
+from tickerq.validation import check_retries, json_copy
+
+if TYPE_CHECKING:
+    from tickerq.app import TickerQ
+
+__all__ = ["Redactor", "Service", "audit"]
+
+audit = logging.getLogger("tickerq.dashboard")
+"""Every manual operation is logged here (INFO) with the user who did it."""
+
+Redactor = Callable[[str, Any], Any]
+"""``redact(function_name, payload) -> payload`` shown instead of the stored one."""
+
+REDACTION_FAILED = "[hidden: the redaction hook failed]"
+
+
+class Service:
+    """Reads and operations over one app, for the dashboard."""
+
+    def __init__(self, app: TickerQ, redact: Redactor | None = None) -> None:
+        self.app = app
+        self.redact_hook = redact
+        self.queries = Queries(app.store)
+
+    # -- helpers -----------------------------------------------------------------------
+
+    def now(self) -> datetime:
+        """The app clock's time."""
+        return self.app.clock.now()
+
+    def redact(self, function: str, payload: Any) -> Any:
+        """The payload as the dashboard may show it."""
+        if self.redact_hook is None or payload is None:
+            return payload
+        try:
+            return self.redact_hook(function, json_copy(payload))
+        except Exception:
+            audit.exception("redact(%r, ...) failed; the payload is hidden", function)
+            return REDACTION_FAILED
+
+    def ticker_out(self, ticker: TimeTicker) -> TimeTickerOut:
+        """A time ticker for the API."""
+        out = TimeTickerOut.model_validate(ticker)
+        out.request = self.redact(ticker.function, ticker.request)
+        return out
+
+    def cron_out(self, cron: CronTicker, previews: int = 0) -> CronTickerOut:
+        """A cron ticker for the API, with its expression in words and next fires."""
+        out = CronTickerOut.model_validate(cron)
+        out.request = self.redact(cron.function, cron.request)
+        try:
+            expr = parse_cached(cron.expression, cron.timezone)
+            out.description_of_expression = expr.describe()
+            fire = self.now()
+            for _ in range(previews):
+                fire = expr.next_after(fire)
+                out.next_fires.append(fire)
+        except ValueError:
+            out.description_of_expression = cron.expression
+        return out
+
+    @staticmethod
+    def occurrence_out(occurrence: CronOccurrence) -> OccurrenceOut:
+        """An occurrence for the API."""
+        return OccurrenceOut.model_validate(occurrence)
+
+    @staticmethod
+    def attempt_out(attempt: Attempt) -> AttemptOut:
+        """An attempt for the API."""
+        return AttemptOut.model_validate(attempt)
+
+    def engine_out(self) -> EngineOut:
+        """This process's engine state."""
+        engine = self.app.engine
+        return EngineOut(node=self.app.node_id, running=engine.running, paused=engine.paused)
+
+    # -- reads -------------------------------------------------------------------------
+
+    async def nodes(self) -> list[NodeOut]:
+        """Every node with its heartbeat age and the rows it holds."""
+        now = self.now()
+        locks = await self.queries.locks_by_node()
+        stale_after = max(self.app.engine.options.heartbeat_interval * 3, 30.0)
+        out = []
+        for node in sorted(await self.app.store.nodes(), key=lambda n: n.id):
+            age = max((now - node.last_heartbeat).total_seconds(), 0.0)
+            out.append(
+                NodeOut(
+                    id=node.id,
+                    started_at=node.started_at,
+                    last_heartbeat=node.last_heartbeat,
+                    heartbeat_age_s=round(age, 1),
+                    stale=age > stale_after,
+                    version=node.version,
+                    max_concurrency=node.max_concurrency,
+                    active=node.active,
+                    locks_held=locks.get(node.id, 0),
+                    functions=list(node.functions),
+                )
+            )
+        return out
+
+    async def functions(self, nodes: Sequence[NodeOut] | None = None) -> list[FunctionOut]:
+        """Registered functions, plus names only nodes or cron tickers know."""
+        out: dict[str, FunctionOut] = {}
+        for name, fn in sorted(self.app.functions.items()):
+            request_type = fn.request_type
+            if request_type is None or request_type is type(None):
+                type_name = None
+            elif request_type is Any:
+                type_name = "JSON"
+            else:
+                type_name = getattr(request_type, "__name__", None) or repr(request_type)
+            out[name] = FunctionOut(
+                name=name,
+                registered=True,
+                request_type=type_name,
+                priority=fn.options.priority,
+                max_concurrency=fn.options.max_concurrency,
+                retries=fn.options.retries,
+                timeout=fn.options.timeout,
+                cron=fn.options.cron,
+            )
+        if nodes is None:
+            nodes = await self.nodes()
+        others = {f for n in nodes for f in n.functions}
+        others |= {c.function for c in await self.app.cron_tickers.query()}
+        for name in sorted(others - out.keys()):
+            out[name] = FunctionOut(
+                name=name,
+                registered=False,
+                request_type=None,
+                priority=None,
+                max_concurrency=None,
+                retries=None,
+                timeout=None,
+                cron=None,
+            )
+        return list(out.values())
+
+    async def throughput(self, hours: int, bucket_seconds: int) -> ThroughputOut:
+        """Ended rows per bucket over the last ``hours``."""
+        buckets = await self.queries.throughput(
+            self.now(), timedelta(hours=hours), timedelta(seconds=bucket_seconds)
+        )
+        return ThroughputOut(
+            bucket_seconds=bucket_seconds,
+            t=[int(b.start.timestamp()) for b in buckets],
+            succeeded=[b.succeeded for b in buckets],
+            failed=[b.failed for b in buckets],
+            other=[b.other for b in buckets],
+        )
+
+    async def overview(self) -> OverviewOut:
+        """Everything on the overview page."""
+        now = self.now()
+        nodes = await self.nodes()
+        counts = await self.queries.status_counts()
+        day = await self.queries.throughput(now, timedelta(hours=24), timedelta(hours=1))
+        ok = sum(b.succeeded for b in day)
+        failed = sum(b.failed for b in day)
+        other = sum(b.other for b in day)
+        live = [n for n in nodes if not n.stale]
+        return OverviewOut(
+            now=now,
+            engine=self.engine_out(),
+            next_due=[
+                DueOut(kind=d.kind, id=d.id, function=d.function, execution_time=d.execution_time)
+                for d in await self.queries.next_due(5)
+            ],
+            status_counts={k.value: {s.value: n for s, n in v.items()} for k, v in counts.items()},
+            success_rate_24h=round(ok / (ok + failed), 4) if ok + failed else None,
+            finished_24h=ok + failed + other,
+            active=sum(n.active for n in live),
+            slots=sum(n.max_concurrency for n in live),
+            nodes=nodes,
+            functions=await self.functions(nodes),
+        )
+
+    def cron_preview(self, expression: str, timezone: str | None, n: int) -> CronPreviewOut:
+        """Check an expression in a timezone and list its next ``n`` fires."""
+        tz = timezone or self.app.timezone
+        zone = parse_timezone(tz)
+        expr = parse_cached(" ".join(expression.split()), str(zone))
+        fires: list[datetime] = []
+        fire = self.now()
+        for _ in range(n):
+            fire = expr.next_after(fire)
+            fires.append(fire)
+        return CronPreviewOut(
+            expression=expr.expression,
+            timezone=str(zone),
+            description=expr.describe(),
+            next_fires=fires,
+            next_fires_local=[
+                f.astimezone(zone).strftime("%a %Y-%m-%d %H:%M:%S %Z") for f in fires
+            ],
+        )
+
+    async def children_tree(self, root: UUID, depth: int = 0) -> list[tuple[int, TimeTicker]]:
+        """The chain below ``root``, depth first, with each row's depth (at most 6 levels)."""
+        out: list[tuple[int, TimeTicker]] = []
+        if depth >= 6:
+            return out
+        kids = await self.app.time_tickers.query(parent_id=root, limit=200)
+        for kid in sorted(kids, key=lambda t: t.created_at):
+            out.append((depth + 1, kid))
+            out.extend(await self.children_tree(kid.id, depth + 1))
+        return out
+
+    # -- operations --------------------------------------------------------------------
+
+    def _log(self, user: DashboardUser, action: str, target: object = "", **extra: Any) -> None:
+        audit.info(
+            "dashboard: %s %s %s",
+            user.name,
+            action,
+            target,
+            extra={"user": user.name, "action": action, "target": str(target), **extra},
+        )
+
+    def _registered(self, function: str) -> bool:
+        return function in self.app.functions
+
+    async def _known(self, function: str) -> None:
+        """Raise unless some node or cron knows ``function`` (standalone dashboards)."""
+        if self._registered(function):
+            return
+        names = {f.name for f in await self.functions()}
+        if function in names:
+            return
+        if await self.app.store.count_time_tickers(TickerQuery(function=function, limit=1)):
+            return  # tickers of it exist: some node runs (or ran) it
+        raise FunctionNotFoundError(function, sorted(names))
+
+    def _encode(self, function: str, request: Any) -> Any:
+        if self._registered(function):
+            return self.app.encode_request(function, request)
+        try:
+            payload = json_copy(request)
+        except (TypeError, ValueError) as exc:
+            raise InvalidRequestError(function, f"the payload is not JSON: {exc}") from None
+        size = len(json.dumps(payload, separators=(",", ":")).encode())
+        if self.app.max_payload_bytes and size > self.app.max_payload_bytes:
+            raise InvalidRequestError(
+                function, f"the request is {size:,} bytes as JSON, over the limit"
+            )
+        return payload
+
+    def _priority(self, function: str) -> Priority:
+        fn = self.app.functions.get(function)
+        return fn.options.priority if fn is not None else Priority.NORMAL
+
+    async def add_time_ticker(self, user: DashboardUser, data: TimeTickerIn) -> TimeTicker:
+        """Add a time ticker."""
+        await self._known(data.function)
+        if self._registered(data.function):
+            ticker = await self.app.time_tickers.add(
+                data.function,
+                request=data.request,
+                execution_time=data.execution_time,
+                description=data.description,
+                retries=data.retries,
+                retry_intervals=data.retry_intervals,
+                timeout=data.timeout,
+            )
+        else:
+            now = self.now()
+            retries = data.retries or 0
+            ticker = TimeTicker(
+                id=uuid4(),
+                function=data.function,
+                execution_time=(data.execution_time or now).astimezone(UTC),
+                request=self._encode(data.function, data.request),
+                priority=self._priority(data.function),
+                retries=retries,
+                retry_intervals=check_retries(retries, data.retry_intervals),
+                timeout=data.timeout,
+                description=data.description,
+                created_at=now,
+                updated_at=now,
+            )
+            await self.app.store.add_time_tickers((ticker,))
+            self.app.wake_engine(ticker.execution_time)
+        self._log(user, "added time ticker", ticker.id, function=ticker.function)
+        return ticker
+
+    async def update_time_ticker(
+        self, user: DashboardUser, ticker_id: UUID, data: TimeTickerUpdate
+    ) -> TimeTicker:
+        """Change a waiting time ticker (only the fields that were given)."""
+        given = data.model_fields_set
+        current = await self.app.time_tickers.get(ticker_id)
+        kwargs: dict[str, Any] = {}
+        for name in ("execution_time", "description", "retries", "retry_intervals", "timeout"):
+            if name in given:
+                value = getattr(data, name)
+                if value is None and name in ("execution_time", "description", "retries"):
+                    if name == "execution_time":
+                        kwargs[name] = self.now()
+                    continue
+                kwargs[name] = value
+        if "request" in given and self._registered(current.function):
+            kwargs["request"] = data.request
+        ticker = await self.app.time_tickers.update(ticker_id, **kwargs)
+        if "request" in given and not self._registered(current.function):
+            ticker = await self.app.store.update_time_ticker(
+                ticker_id,
+                {"request": self._encode(current.function, data.request), "updated_at": self.now()},
+                frozenset({Status.IDLE}),
+            )
+        self._log(user, "changed time ticker", ticker_id, fields=sorted(given))
+        return ticker
+
+    async def duplicate(self, user: DashboardUser, ticker_id: UUID) -> TimeTicker:
+        """A copy of a time ticker, due now (without its chain)."""
+        source = await self.app.time_tickers.get(ticker_id)
+        data = TimeTickerIn(
+            function=source.function,
+            request=source.request,
+            description=source.description,
+            retries=source.retries,
+            retry_intervals=list(source.retry_intervals)
+            if source.retry_intervals is not None
+            else None,
+            timeout=source.timeout,
+        )
+        ticker = await self.add_time_ticker(user, data)
+        self._log(user, "duplicated time ticker", ticker_id, copy=str(ticker.id))
+        return ticker
+
+    async def cancel(self, user: DashboardUser, kind: TickerKind, ticker_id: UUID) -> None:
+        """Cancel a waiting ticker or ask its node to cancel the running one."""
+        if kind is TickerKind.TIME:
+            await self.app.time_tickers.cancel(ticker_id)
+        else:
+            await self.app.cron_tickers.cancel_occurrence(ticker_id)
+        self._log(user, f"cancelled {kind.value.lower()}", ticker_id)
+
+    async def retry(self, user: DashboardUser, kind: TickerKind, ticker_id: UUID) -> None:
+        """Run an ended (or waiting) ticker again now."""
+        now = self.now()
+        await self.app.store.retry_now(kind, ticker_id, now)
+        self.app.wake_engine(now)
+        self._log(user, f"retried {kind.value.lower()}", ticker_id)
+
+    async def delete(self, user: DashboardUser, ticker_id: UUID) -> None:
+        """Delete a time ticker and its chain."""
+        await self.app.time_tickers.delete(ticker_id)
+        self._log(user, "deleted time ticker", ticker_id)
+
+    async def delete_many(self, user: DashboardUser, ids: Sequence[UUID]) -> int:
+        """Delete several time tickers (unknown ids are ignored)."""
+        count = await self.app.time_tickers.delete_many(list(ids))
+        self._log(user, "deleted time tickers", f"{len(ids)} id(s)", deleted=count)
+        return count
+
+    async def add_cron(self, user: DashboardUser, data: CronTickerIn) -> CronTicker:
+        """Add a cron ticker."""
+        await self._known(data.function)
+        if self._registered(data.function):
+            cron = await self.app.cron_tickers.add(
+                data.function,
+                data.expression,
+                timezone=data.timezone,
+                request=data.request,
+                retries=data.retries,
+                retry_intervals=data.retry_intervals,
+                misfire=data.misfire,
+                description=data.description,
+                enabled=data.enabled,
+            )
+        else:
+            tz = str(parse_timezone(data.timezone or self.app.timezone))
+            expr = parse_cached(" ".join(data.expression.split()), tz)
+            now = self.now()
+            cron = CronTicker(
+                id=uuid4(),
+                function=data.function,
+                expression=expr.expression,
+                timezone=tz,
+                request=self._encode(data.function, data.request),
+                retries=data.retries,
+                retry_intervals=check_retries(data.retries, data.retry_intervals),
+                enabled=data.enabled,
+                misfire=data.misfire,
+                description=data.description,
+                next_fire_at=expr.next_after(now),
+                created_at=now,
+                updated_at=now,
+            )
+            cron = await self.app.store.add_cron_ticker(cron)
+            self.app.wake_engine(cron.next_fire_at)
+        self._log(user, "added cron ticker", cron.id, function=cron.function)
+        return cron
+
+    async def update_cron(
+        self, user: DashboardUser, cron_id: UUID, data: CronTickerUpdate
+    ) -> CronTicker:
+        """Change a cron ticker (only the fields that were given)."""
+        given = data.model_fields_set
+        current = await self.app.cron_tickers.get(cron_id)
+        kwargs: dict[str, Any] = {}
+        for name in ("expression", "timezone", "retries", "retry_intervals", "misfire"):
+            if name in given and (getattr(data, name) is not None or name == "retry_intervals"):
+                kwargs[name] = getattr(data, name)
+        if "description" in given:
+            kwargs["description"] = data.description or ""
+        if "request" in given and self._registered(current.function):
+            kwargs["request"] = data.request
+        cron = await self.app.cron_tickers.update(cron_id, **kwargs)
+        if "request" in given and not self._registered(current.function):
+            cron = await self.app.store.update_cron_ticker(
+                cron_id,
+                {"request": self._encode(current.function, data.request), "updated_at": self.now()},
+            )
+        self._log(user, "changed cron ticker", cron_id, fields=sorted(given))
+        return cron
+
+    async def delete_cron(self, user: DashboardUser, cron_id: UUID) -> None:
+        """Delete a cron ticker and its waiting occurrences."""
+        await self.app.cron_tickers.get(cron_id)
+        await self.app.cron_tickers.delete(cron_id)
+        self._log(user, "deleted cron ticker", cron_id)
+
+    async def set_enabled(self, user: DashboardUser, cron_id: UUID, enabled: bool) -> CronTicker:
+        """Enable or disable a cron ticker."""
+        if enabled:
+            cron = await self.app.cron_tickers.enable(cron_id)
+        else:
+            cron = await self.app.cron_tickers.disable(cron_id)
+        self._log(user, "enabled cron ticker" if enabled else "disabled cron ticker", cron_id)
+        return cron
+
+    async def run_cron_now(self, user: DashboardUser, cron_id: UUID) -> CronOccurrence:
+        """Make an extra occurrence of a cron ticker due now."""
+        cron = await self.app.cron_tickers.get(cron_id)
+        if self._registered(cron.function):
+            occurrence = await self.app.cron_tickers.run_now(cron_id)
+        else:
+            now = self.now()
+            await self.app.store.advance_cron_ticker(
+                cron.id,
+                expected_next=cron.next_fire_at,
+                new_next=cron.next_fire_at,
+                fires=[now],
+                priority=Priority.NORMAL,
+                now=now,
+            )
+            found = [
+                o for o in await self.app.store.occurrences(cron.id, 5) if o.execution_time == now
+            ]
+            if not found:
+                raise TickerStateError(f"cron ticker {cron.id} changed meanwhile; try again")
+            occurrence = found[0]
+        self._log(user, "ran cron ticker now", cron_id, occurrence=str(occurrence.id))
+        return occurrence
+
+    def set_paused(self, user: DashboardUser, paused: bool) -> EngineOut:
+        """Pause or resume this process's engine."""
+        if not self.app.engine.running:
+            raise TickerStateError(
+                f"no engine runs in this process (node {self.app.node_id}); "
+                "pause and resume act on the engine of the process serving the dashboard"
+            )
+        if paused:
+            self.app.pause()
+        else:
+            self.app.resume()
+        self._log(user, "paused engine" if paused else "resumed engine", self.app.node_id)
+        return self.engine_out()
+
+
+def parse_uuid(value: str, what: str = "id") -> UUID:
+    """A UUID from text, or InvalidArgumentError naming the value."""
+    try:
+        return UUID(value)
+    except (ValueError, TypeError):
+        raise InvalidArgumentError(f"{what} {value!r} is not a UUID") from None

@@ -1,0 +1,237 @@
+/* tickerq dashboard: live updates, charts and small helpers. No inline script anywhere
+   (the page's CSP forbids it); htmx does the requests and swaps. */
+(function () {
+  "use strict";
+
+  var body = document.body;
+  var charts = new Map();
+  var pending = new Set();
+
+  function flash(text) {
+    var box = document.getElementById("flash");
+    if (!box) return;
+    box.textContent = text; // textContent: server text is never parsed as HTML
+    box.classList.remove("hidden");
+    clearTimeout(flash.timer);
+    flash.timer = setTimeout(function () { box.classList.add("hidden"); }, 8000);
+  }
+
+  // -- live updates -----------------------------------------------------------------
+
+  function busy(el) {
+    if (el.querySelector("input[type=checkbox]:checked")) return true;
+    var active = document.activeElement;
+    return active && el.contains(active) && /INPUT|TEXTAREA|SELECT/.test(active.tagName);
+  }
+
+  function refresh(el) {
+    if (!el.id || !window.htmx) return;
+    if (busy(el)) { pending.add(el.id); return; }
+    if (el.dataset.refreshing) { el.dataset.again = "1"; return; }
+    el.dataset.refreshing = "1";
+    pending.delete(el.id);
+    window.htmx.ajax("GET", window.location.href, {
+      source: el, target: "#" + el.id, select: "#" + el.id, swap: "outerHTML"
+    }).finally(function () {
+      var fresh = document.getElementById(el.id);
+      if (fresh && fresh !== el) return;
+      delete el.dataset.refreshing;
+      if (el.dataset.again) { delete el.dataset.again; refresh(el); }
+    });
+  }
+
+  function onChange(topics) {
+    document.querySelectorAll("[data-live]").forEach(function (el) {
+      var wanted = el.getAttribute("data-live").split(/\s+/);
+      if (wanted.some(function (t) { return topics.indexOf(t) >= 0; })) refresh(el);
+    });
+    if (topics.indexOf("tickers") >= 0 || topics.indexOf("crons") >= 0) reloadCharts();
+  }
+
+  function connect() {
+    var url = body.getAttribute("data-events");
+    var dot = document.getElementById("live-status");
+    if (!url || !window.EventSource) return;
+    var source = new EventSource(url);
+    source.addEventListener("open", function () {
+      var d = document.getElementById("live-status");
+      if (d) { d.classList.add("live-on"); d.classList.remove("live-off"); }
+    });
+    source.addEventListener("error", function () {
+      var d = document.getElementById("live-status");
+      if (d) { d.classList.add("live-off"); d.classList.remove("live-on"); }
+    });
+    source.addEventListener("change", function (event) {
+      try { onChange(JSON.parse(event.data).topics || []); } catch (e) { /* ignore */ }
+    });
+    if (dot) dot.title = "live updates from " + url;
+  }
+
+  setInterval(function () {
+    pending.forEach(function (id) {
+      var el = document.getElementById(id);
+      if (el) refresh(el); else pending.delete(id);
+    });
+  }, 3000);
+
+  // -- charts -------------------------------------------------------------------------
+
+  var COLORS = { ok: "#059669", failed: "#dc2626", other: "#71717a" };
+
+  function chartSize(el) {
+    return { width: Math.max(el.clientWidth, 300), height: 220 };
+  }
+
+  function draw(el, opts, data) {
+    var old = charts.get(el);
+    if (old) { old.destroy(); }
+    el.textContent = "";
+    if (!window.uPlot) return;
+    var size = chartSize(el);
+    opts.width = size.width; opts.height = size.height;
+    charts.set(el, new window.uPlot(opts, data, el));
+  }
+
+  function empty(el, text) {
+    var old = charts.get(el);
+    if (old) { old.destroy(); charts.delete(el); }
+    el.textContent = "";
+    var div = document.createElement("div");
+    div.className = "chart-empty";
+    div.textContent = text;
+    el.appendChild(div);
+  }
+
+  function loadThroughput(el) {
+    var hours = el.getAttribute("data-hours") || "24";
+    return fetch(el.getAttribute("data-src") + "?hours=" + encodeURIComponent(hours), {
+      credentials: "same-origin", headers: { accept: "application/json" }
+    }).then(function (r) { return r.json(); }).then(function (d) {
+      if (!d.t) { empty(el, d.error || "no data"); return; }
+      draw(el, {
+        series: [
+          {},
+          { label: "succeeded", stroke: COLORS.ok, fill: "rgba(5,150,105,0.12)", width: 2 },
+          { label: "failed", stroke: COLORS.failed, fill: "rgba(220,38,38,0.10)", width: 2 },
+          { label: "cancelled/skipped", stroke: COLORS.other, width: 1 }
+        ],
+        axes: [{}, { label: "ended per " + Math.round(d.bucket_seconds / 60) + " min" }],
+        scales: { y: { range: function (u, min, max) { return [0, Math.max(max, 1)]; } } }
+      }, [d.t, d.succeeded, d.failed, d.other]);
+    });
+  }
+
+  function loadOccurrences(el) {
+    return fetch(el.getAttribute("data-src"), {
+      credentials: "same-origin", headers: { accept: "application/json" }
+    }).then(function (r) { return r.json(); }).then(function (d) {
+      var items = (d.items || []).slice().reverse();
+      if (!items.length) { empty(el, "no runs yet"); return; }
+      var xs = [], ok = [], bad = [];
+      items.forEach(function (o) {
+        xs.push(Date.parse(o.execution_time) / 1000);
+        var secs = o.elapsed_ms == null ? null : o.elapsed_ms / 1000;
+        var success = o.status === "DONE" || o.status === "DUE_DONE";
+        ok.push(success ? secs : null);
+        bad.push(success ? null : (o.status === "FAILED" ? (secs == null ? 0 : secs) : null));
+      });
+      var dots = function () { return null; };
+      draw(el, {
+        series: [
+          {},
+          { label: "succeeded (s)", stroke: COLORS.ok, paths: dots, points: { show: true, size: 6, fill: COLORS.ok } },
+          { label: "failed (s)", stroke: COLORS.failed, paths: dots, points: { show: true, size: 7, fill: COLORS.failed } }
+        ],
+        axes: [{}, { label: "run time (s)" }],
+        scales: { y: { range: function (u, min, max) { return [0, Math.max(max || 0, 0.001) * 1.1]; } } }
+      }, [xs, ok, bad]);
+    });
+  }
+
+  function loadChart(el) {
+    var kind = el.getAttribute("data-chart");
+    var p = kind === "throughput" ? loadThroughput(el) : kind === "occurrences" ? loadOccurrences(el) : null;
+    if (p) p.catch(function () { empty(el, "chart data unavailable"); });
+  }
+
+  var lastReload = 0;
+  var reloadTimer = null;
+  function reloadCharts() {
+    var wait = 5000 - (Date.now() - lastReload);
+    if (reloadTimer) return;
+    reloadTimer = setTimeout(function () {
+      reloadTimer = null;
+      lastReload = Date.now();
+      document.querySelectorAll("[data-chart]").forEach(loadChart);
+    }, Math.max(wait, 0));
+  }
+
+  window.addEventListener("resize", function () {
+    charts.forEach(function (chart, el) {
+      if (document.body.contains(el)) chart.setSize(chartSize(el));
+      else { chart.destroy(); charts.delete(el); }
+    });
+  });
+
+  // -- small helpers --------------------------------------------------------------------
+
+  document.addEventListener("change", function (event) {
+    var target = event.target;
+    if (target.matches && target.matches("select[data-autosubmit]")) {
+      target.form.submit();
+    }
+    if (target.matches && target.matches("input[data-select-all]")) {
+      var name = target.getAttribute("data-select-all");
+      var form = target.form || document;
+      form.querySelectorAll("input[type=checkbox][name='" + name + "']").forEach(function (box) {
+        box.checked = target.checked;
+      });
+    }
+  });
+
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest && event.target.closest("[data-chart-hours]");
+    if (!button) return;
+    var chart = document.querySelector("[data-chart=throughput]");
+    if (!chart) return;
+    chart.setAttribute("data-hours", button.getAttribute("data-chart-hours"));
+    loadChart(chart);
+  });
+
+  function addBrowserZone(root) {
+    var select = root.querySelector && root.querySelector("#tz-select");
+    if (!select || !window.Intl) return;
+    var zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
+    if (!zone || select.querySelector("option[value='" + zone + "']")) return;
+    var option = document.createElement("option");
+    option.value = zone;
+    option.textContent = zone + " (this browser)";
+    select.appendChild(option);
+  }
+
+  document.addEventListener("htmx:responseError", function (event) {
+    var xhr = event.detail.xhr;
+    var text = (xhr && xhr.responseText) || "request failed";
+    try { text = JSON.parse(text).error || text; } catch (e) { /* plain text */ }
+    flash(xhr.status + ": " + text.slice(0, 500));
+  });
+  document.addEventListener("htmx:sendError", function () {
+    flash("the dashboard cannot be reached");
+  });
+
+  function onLoad(root) {
+    addBrowserZone(root);
+    if (root.querySelectorAll) {
+      root.querySelectorAll("[data-chart]").forEach(loadChart);
+      if (root.matches && root.matches("[data-chart]")) loadChart(root);
+    }
+  }
+
+  function start() {
+    connect();
+    if (window.htmx) { window.htmx.onLoad(onLoad); } else { onLoad(document); }
+  }
+
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
+  else start();
+})();
