@@ -28,7 +28,10 @@ from tickerq.managers import CronTickerManager, TimeTickerManager
 from tickerq.stores import Store, mask_password, open_store
 
 if TYPE_CHECKING:
+    from starlette.applications import Starlette
+
     from tickerq.context import TickerContext
+    from tickerq.dashboard.auth import AuthCallable, PermissionsSpec
     from tickerq.sync import SyncTickerQ
 
 __all__ = ["ExceptionHandler", "TickerQ"]
@@ -231,13 +234,13 @@ class TickerQ(_Registrar):
     def dashboard(
         self,
         *,
-        auth: Any = None,
-        permissions: Any = None,
+        auth: AuthCallable | None = None,
+        permissions: PermissionsSpec = None,
         base_path: str = "",
         redact: Callable[[str, Any], Any] | None = None,
         title: str = "tickerq",
         allowed_origins: Sequence[str] = (),
-    ) -> Any:
+    ) -> Starlette:
         """The web dashboard of this app: an ASGI app to mount (see tickerq.dashboard).
 
         Without ``auth`` only loopback clients get in. ``auth`` is a
