@@ -199,3 +199,19 @@ async def test_cron_preview(client: httpx.AsyncClient) -> None:
     assert 'data-testid="cron-preview-fire"' in fragment.text and "<html" not in fragment.text
     fragment = await client.get("/cron-preview", params={"expression": "bogus <b>"})
     assert "cron-preview-error" in fragment.text and "&lt;b&gt;" in fragment.text
+
+
+async def test_a_live_refresh_of_a_deleted_ticker_is_not_an_error(
+    app: TickerQ, client: httpx.AsyncClient
+) -> None:
+    ticker = await app.time_tickers.add("charge", description="soon gone")
+    page = f"/time-tickers/{ticker.id}"
+    assert (await client.get(page)).status_code == 200
+    await app.time_tickers.delete(ticker.id)
+    # a person opening it gets a 404 page ...
+    assert (await client.get(page)).status_code == 404
+    # ... the page's own live refresh gets "gone" without an error status
+    refresh = await client.get(page, headers={"X-Tickerq-Refresh": "1", "HX-Request": "true"})
+    assert refresh.status_code == 204
+    assert refresh.headers["X-Tickerq-Gone"] == "1"
+    assert refresh.content == b""

@@ -181,19 +181,21 @@ async def list_time_tickers(request: Request) -> Response:
     function = q_str(request, "function")
     text = q_str(request, "q")
     roots_only = q_bool(request, "roots_only")
-    managers = service.app.time_tickers
-    items = await managers.query(
-        status=statuses,
+    page = await service.time_ticker_page(
+        statuses=statuses,
         function=function,
         text=text,
         roots_only=roots_only,
         limit=limit,
         offset=offset,
     )
-    total = await managers.count(status=statuses, function=function, text=text)
     return send(
         TimeTickerPage(
-            items=[service.ticker_out(t) for t in items], total=total, limit=limit, offset=offset
+            items=[service.ticker_out(t) for t in page.items],
+            total=page.total,
+            limit=limit,
+            offset=offset,
+            searched=page.searched,
         )
     )
 

@@ -306,6 +306,12 @@ def error_message(exc: BaseException) -> tuple[str, list[dict[str, Any]] | None]
     return str(exc), None
 
 
+REFRESH_HEADER = "X-Tickerq-Refresh"
+"""Sent by the page's live refreshes (static/app.js)."""
+GONE_HEADER = "X-Tickerq-Gone"
+"""Answer to a live refresh of a ticker or cron deleted meanwhile (with 204)."""
+
+
 async def _handle_error(request: Request, exc: Exception) -> Response:
     from tickerq.dashboard.views import error_page
 
@@ -320,6 +326,10 @@ async def _handle_error(request: Request, exc: Exception) -> Response:
             logger.exception("dashboard: %s %s failed", request.method, request.url.path)
             if not isinstance(exc, TickerQError):
                 message = "internal error; see the server log"
+    if status == 404 and request.headers.get(REFRESH_HEADER):
+        # A live refresh of something deleted meanwhile: not an error for the page,
+        # which marks what it shows as gone (see static/app.js).
+        return Response(status_code=204, headers={GONE_HEADER: "1"})
     if wants_json(request):
         body: dict[str, Any] = {"error": message}
         if details is not None:

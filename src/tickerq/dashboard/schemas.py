@@ -153,9 +153,17 @@ class TimeTickerPage(BaseModel):
     """One page of time tickers."""
 
     items: list[TimeTickerOut]
-    total: int
+    total: int = Field(
+        description="How many match. On big tables (counting takes over 50 ms) counted "
+        "at most a few seconds ago."
+    )
     limit: int
     offset: int
+    searched: int | None = Field(
+        default=None,
+        description="Set when the text (not an id) was searched only among this many "
+        "latest tickers matching the other filters; narrow them to search further back.",
+    )
 
 
 class AttemptOut(_Out):

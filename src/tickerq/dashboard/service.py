@@ -21,7 +21,7 @@ from uuid import UUID, uuid4
 
 from tickerq.cron import parse_timezone
 from tickerq.dashboard.auth import DashboardUser
-from tickerq.dashboard.queries import Queries
+from tickerq.dashboard.queries import Queries, TickerPage
 from tickerq.dashboard.schemas import (
     AttemptOut,
     CronPreviewOut,
@@ -248,16 +248,56 @@ class Service:
             ],
         )
 
+    async def time_ticker_page(
+        self,
+        *,
+        statuses: Sequence[Status] | None = None,
+        function: str | None = None,
+        text: str | None = None,
+        roots_only: bool = False,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> TickerPage:
+        """A filtered page of time tickers, latest execution time first, and the total."""
+        return await self.queries.time_tickers(
+            statuses=statuses,
+            function=function,
+            text=text,
+            roots_only=roots_only,
+            limit=limit,
+            offset=offset,
+        )
+
+    async def chain_trees(
+        self, roots: Sequence[UUID], max_depth: int = 6
+    ) -> dict[UUID, list[tuple[int, TimeTicker]]]:
+        """The chain below each root, depth first, with each row's depth (at most
+        ``max_depth`` levels, 200 children a row): one query per level for all roots."""
+        kids: dict[UUID, list[TimeTicker]] = {}
+        level = list(dict.fromkeys(roots))
+        for _ in range(max_depth):
+            found = await self.queries.children_of([p for p in level if p not in kids])
+            kids.update(found)
+            level = [k.id for row in found.values() for k in row]
+            if not level:
+                break
+
+        def walk(parent: UUID, depth: int, out: list[tuple[int, TimeTicker]]) -> None:
+            if depth >= max_depth:
+                return
+            for kid in kids.get(parent, ()):
+                out.append((depth + 1, kid))
+                walk(kid.id, depth + 1, out)
+
+        trees: dict[UUID, list[tuple[int, TimeTicker]]] = {}
+        for root in roots:
+            trees[root] = []
+            walk(root, 0, trees[root])
+        return trees
+
     async def children_tree(self, root: UUID, depth: int = 0) -> list[tuple[int, TimeTicker]]:
         """The chain below ``root``, depth first, with each row's depth (at most 6 levels)."""
-        out: list[tuple[int, TimeTicker]] = []
-        if depth >= 6:
-            return out
-        kids = await self.app.time_tickers.query(parent_id=root, limit=200)
-        for kid in sorted(kids, key=lambda t: t.created_at):
-            out.append((depth + 1, kid))
-            out.extend(await self.children_tree(kid.id, depth + 1))
-        return out
+        return (await self.chain_trees([root], max_depth=6 - depth))[root]
 
     # -- operations --------------------------------------------------------------------
 
@@ -392,17 +432,20 @@ class Service:
         """Run an ended (or waiting) ticker again now."""
         now = self.now()
         await self.app.store.retry_now(kind, ticker_id, now)
+        self.queries.forget()
         self.app.wake_engine(now)
         self._log(user, f"retried {kind.value.lower()}", ticker_id)
 
     async def delete(self, user: DashboardUser, ticker_id: UUID) -> None:
         """Delete a time ticker and its chain."""
         await self.app.time_tickers.delete(ticker_id)
+        self.queries.forget()
         self._log(user, "deleted time ticker", ticker_id)
 
     async def delete_many(self, user: DashboardUser, ids: Sequence[UUID]) -> int:
         """Delete several time tickers (unknown ids are ignored)."""
         count = await self.app.time_tickers.delete_many(list(ids))
+        self.queries.forget()
         self._log(user, "deleted time tickers", f"{len(ids)} id(s)", deleted=count)
         return count
 

@@ -240,7 +240,11 @@ async def overview(request: Request) -> Response:
     data = await service.overview()
     counts = data.status_counts
     totals = {s.value: sum(counts[k].get(s.value, 0) for k in counts) for s in Status}
-    return render(request, "overview.html", nav="overview", o=data, totals=totals)
+    crons = [c for c in await service.app.cron_tickers.query() if c.enabled and c.next_fire_at]
+    next_cron = min(crons, key=lambda c: c.next_fire_at or data.now, default=None)
+    return render(
+        request, "overview.html", nav="overview", o=data, totals=totals, next_cron=next_cron
+    )
 
 
 def _page_number(request: Request) -> int:
@@ -262,37 +266,21 @@ async def time_tickers(request: Request) -> Response:
     filtered = bool(status or function or text)
     view = params.get("view") or ("flat" if filtered else "tree")
     page = _page_number(request)
-    manager = service.app.time_tickers
     roots_only = view == "tree"
-    rows = await manager.query(
-        status=status,
+    found = await service.time_ticker_page(
+        statuses=[status] if status else None,
         function=function,
         text=text,
         roots_only=roots_only,
         limit=PAGE_SIZE,
         offset=(page - 1) * PAGE_SIZE,
     )
-    if roots_only:
-        from tickerq.managers import _query
-
-        total = await service.app.store.count_time_tickers(
-            _query(
-                status=status,
-                function=function,
-                text=text,
-                parent_id=None,
-                roots_only=True,
-                limit=1,
-                offset=0,
-            )
-        )
-    else:
-        total = await manager.count(status=status, function=function, text=text)
+    rows, total = found.items, found.total
+    trees = await service.chain_trees([r.id for r in rows]) if roots_only else {}
     items: list[tuple[int, Any]] = []
     for row in rows:
         items.append((0, row))
-        if roots_only:
-            items.extend(await service.children_tree(row.id))
+        items.extend(trees.get(row.id, ()))
     pages = max(1, math.ceil(total / PAGE_SIZE))
     return render(
         request,
@@ -305,6 +293,7 @@ async def time_tickers(request: Request) -> Response:
         f_status=status.value if status else "",
         f_function=function or "",
         f_q=text or "",
+        searched=found.searched,
         view=view,
         functions=await service.functions(),
         redact=service.redact,

@@ -24,14 +24,36 @@
     return active && el.contains(active) && /INPUT|TEXTAREA|SELECT/.test(active.tagName);
   }
 
+  // While this page's own change (POST/PUT/DELETE) is on its way, and while the
+  // page it sends the browser to (HX-Location) loads, live refreshes wait: the
+  // change's own event would otherwise re-read the page being replaced (a deleted
+  // ticker's page answers 404 once the delete is done).
+  var changing = 0;
+  var holdUntil = 0;
+  document.addEventListener("htmx:beforeRequest", function (event) {
+    var verb = (event.detail.requestConfig && event.detail.requestConfig.verb) || "get";
+    if (verb !== "get") { changing += 1; event.detail.elt.dataset.changing = "1"; }
+  });
+  document.addEventListener("htmx:afterRequest", function (event) {
+    var elt = event.detail.elt;
+    var xhr = event.detail.xhr;
+    if (elt && elt.dataset && elt.dataset.changing) {
+      delete elt.dataset.changing;
+      changing = Math.max(0, changing - 1);
+      if (xhr && xhr.getResponseHeader("HX-Location")) holdUntil = Date.now() + 3000;
+    }
+  });
+  document.addEventListener("htmx:pushedIntoHistory", function () { holdUntil = 0; });
+
   function refresh(el) {
-    if (!el.id || !window.htmx) return;
-    if (busy(el)) { pending.add(el.id); return; }
+    if (!el.id || !window.htmx || el.dataset.gone) return;
+    if (busy(el) || changing > 0 || Date.now() < holdUntil) { pending.add(el.id); return; }
     if (el.dataset.refreshing) { el.dataset.again = "1"; return; }
     el.dataset.refreshing = "1";
     pending.delete(el.id);
     window.htmx.ajax("GET", window.location.href, {
-      source: el, target: "#" + el.id, select: "#" + el.id, swap: "outerHTML"
+      source: el, target: "#" + el.id, select: "#" + el.id, swap: "outerHTML",
+      headers: { "X-Tickerq-Refresh": "1" }
     }).finally(function () {
       var fresh = document.getElementById(el.id);
       if (fresh && fresh !== el) return;
@@ -48,23 +70,26 @@
     if (topics.indexOf("tickers") >= 0 || topics.indexOf("crons") >= 0) reloadCharts();
   }
 
+  var liveState = null; // "on" or "off" once the event stream opened or failed
+
+  function showLive() {
+    // the dot is part of the page, so a boosted navigation replaces it: set it again
+    var dot = document.getElementById("live-status");
+    if (!dot || !liveState) return;
+    dot.classList.toggle("live-on", liveState === "on");
+    dot.classList.toggle("live-off", liveState === "off");
+    dot.title = liveState === "on" ? "live updates on" : "live updates interrupted; reconnecting";
+  }
+
   function connect() {
     var url = body.getAttribute("data-events");
-    var dot = document.getElementById("live-status");
     if (!url || !window.EventSource) return;
     var source = new EventSource(url);
-    source.addEventListener("open", function () {
-      var d = document.getElementById("live-status");
-      if (d) { d.classList.add("live-on"); d.classList.remove("live-off"); }
-    });
-    source.addEventListener("error", function () {
-      var d = document.getElementById("live-status");
-      if (d) { d.classList.add("live-off"); d.classList.remove("live-on"); }
-    });
+    source.addEventListener("open", function () { liveState = "on"; showLive(); });
+    source.addEventListener("error", function () { liveState = "off"; showLive(); });
     source.addEventListener("change", function (event) {
       try { onChange(JSON.parse(event.data).topics || []); } catch (e) { /* ignore */ }
     });
-    if (dot) dot.title = "live updates from " + url;
   }
 
   setInterval(function () {
@@ -82,13 +107,21 @@
     return { width: Math.max(el.clientWidth, 300), height: 220 };
   }
 
+  function displayZone() {
+    // times on the charts are shown in the zone chosen for the page, like the tables
+    var select = document.getElementById("tz-select");
+    return (select && select.value) || "UTC";
+  }
+
   function draw(el, opts, data) {
     var old = charts.get(el);
     if (old) { old.destroy(); }
     el.textContent = "";
     if (!window.uPlot) return;
     var size = chartSize(el);
+    var zone = displayZone();
     opts.width = size.width; opts.height = size.height;
+    opts.tzDate = function (ts) { return window.uPlot.tzDate(new Date(ts * 1e3), zone); };
     charts.set(el, new window.uPlot(opts, data, el));
   }
 
@@ -143,7 +176,14 @@
           { label: "failed (s)", stroke: COLORS.failed, paths: dots, points: { show: true, size: 7, fill: COLORS.failed } }
         ],
         axes: [{}, { label: "run time (s)" }],
-        scales: { y: { range: function (u, min, max) { return [0, Math.max(max || 0, 0.001) * 1.1]; } } }
+        scales: {
+          // a few runs close together: show at least an hour, not milliseconds
+          x: { time: true, range: function () {
+            var lo = Math.min.apply(null, xs), hi = Math.max.apply(null, xs);
+            return hi - lo < 3600 ? [lo - 1800, hi + 1800] : [lo, hi];
+          } },
+          y: { range: function (u, min, max) { return [0, Math.max(max || 0, 0.001) * 1.1]; } }
+        }
       }, [xs, ok, bad]);
     });
   }
@@ -209,8 +249,26 @@
     select.appendChild(option);
   }
 
+  function markGone(source) {
+    // what this page shows was deleted elsewhere: say so once, stop refreshing it
+    source.dataset.gone = "1";
+    source.classList.add("opacity-50");
+    flash("This was deleted (in another page or process); what you see is its last state.");
+  }
+  document.addEventListener("htmx:afterRequest", function (event) {
+    var xhr = event.detail.xhr;
+    var source = event.detail.elt;
+    if (xhr && xhr.getResponseHeader("X-Tickerq-Gone") && source && source.dataset) {
+      markGone(source);
+    }
+  });
   document.addEventListener("htmx:responseError", function (event) {
     var xhr = event.detail.xhr;
+    var source = event.detail.elt;
+    if (xhr && xhr.status === 404 && source && source.hasAttribute && source.hasAttribute("data-live")) {
+      markGone(source);
+      return;
+    }
     var text = (xhr && xhr.responseText) || "request failed";
     try { text = JSON.parse(text).error || text; } catch (e) { /* plain text */ }
     flash(xhr.status + ": " + text.slice(0, 500));
@@ -221,6 +279,7 @@
 
   function onLoad(root) {
     addBrowserZone(root);
+    showLive();
     if (root.querySelectorAll) {
       root.querySelectorAll("[data-chart]").forEach(loadChart);
       if (root.matches && root.matches("[data-chart]")) loadChart(root);

@@ -30,10 +30,12 @@ from sqlalchemy import (
     UniqueConstraint,
     Uuid,
 )
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.schema import CreateIndex
 
 __all__ = ["SCHEMA_VERSION", "UTCDateTime", "metadata", "tables"]
 
-SCHEMA_VERSION = "0001"
+SCHEMA_VERSION = "0002"
 """The Alembic revision the code expects."""
 
 
@@ -114,6 +116,31 @@ Index(
     tickers.c.execution_time,
 )
 
+# The dashboard's list of time tickers (latest execution time first) walks this
+# index in its ORDER BY, so a page costs the rows it shows, however deep it is:
+# on PostgreSQL the filters (status, function, roots only) and the id are in the
+# index too, so rows skipped by OFFSET or filtered out are never read from the
+# table. (SQLite orders NULLs last in DESC by itself and has no NULLS LAST here.)
+Index(
+    "ix_tickerq_tickers_list",
+    tickers.c.kind,
+    tickers.c.execution_time.desc().nulls_last(),
+    tickers.c.created_at.desc(),
+    tickers.c.id.desc(),
+    postgresql_include=["status", "function", "parent_id"],
+)
+
+# Rows that ended, by when: the dashboard's throughput chart reads one time range
+# from it (index only on PostgreSQL). Partial, so the engine writes an entry only
+# when a row ends, not on every claim or retry.
+Index(
+    "ix_tickerq_tickers_finished",
+    tickers.c.finished_at,
+    postgresql_include=["status"],
+    postgresql_where=tickers.c.finished_at.is_not(None),
+    sqlite_where=tickers.c.finished_at.is_not(None),
+)
+
 cron_tickers = Table(
     "tickerq_cron_tickers",
     metadata,
@@ -165,3 +192,11 @@ nodes = Table(
 )
 
 tables = {t.name: t for t in (tickers, cron_tickers, attempts, nodes)}
+
+
+@compiles(CreateIndex, "sqlite")
+def _sqlite_create_index(create: CreateIndex, compiler: Any, **kw: Any) -> str:
+    """SQLite's CREATE INDEX takes no NULLS LAST (its DESC puts NULLs last anyway)."""
+    sql: str = compiler.visit_create_index(create, **kw)
+    name = create.element.name or ""
+    return sql.replace(" NULLS LAST", "") if name.startswith("ix_tickerq_") else sql

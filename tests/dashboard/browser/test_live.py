@@ -1,0 +1,119 @@
+"""Live updates: a change made by another process, or in another browser page, shows up
+in an open page without a reload."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import textwrap
+import time
+from datetime import UTC, datetime, timedelta
+from uuid import UUID
+
+from playwright.sync_api import expect
+
+from dashboard.browser.conftest import Browse
+from tickerq import Status
+
+OTHER_PROCESS = textwrap.dedent(
+    """
+    import asyncio, sys
+    from datetime import datetime, timezone
+    from tickerq import TickerContext, TickerQ
+
+    app = TickerQ(sys.argv[1], node_id="script")
+
+    @app.function()
+    async def charge_card(ctx: TickerContext[dict]) -> None:
+        return None
+
+    async def main() -> None:
+        await app.open()
+        ticker = await app.time_tickers.add(
+            "charge_card",
+            request={"order_id": 7001, "amount": 12.5},
+            execution_time=datetime(2035, 1, 1, tzinfo=timezone.utc),
+            description=sys.argv[2],
+        )
+        print(ticker.id)
+        await app.stop()
+
+    asyncio.run(main())
+    """
+)
+
+
+def test_a_ticker_added_by_another_process_appears(browse: Browse) -> None:
+    page, shop = browse.page, browse.shop
+    browse.goto("/time-tickers")
+    tag = f"from another process {time.monotonic_ns()}"
+    rows = page.locator("[data-testid=ticker-row]", has_text=tag)
+    expect(rows).to_have_count(0)
+
+    done = subprocess.run(
+        [sys.executable, "-c", OTHER_PROCESS, shop.store_url, tag],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        env={**os.environ, "PYTHONWARNINGS": "error"},
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    added = done.stdout.strip()
+    started = time.monotonic()
+    expect(rows).to_have_count(1, timeout=3000)
+    took = time.monotonic() - started
+    assert rows.get_attribute("data-id") == added
+    assert took < 2.0, f"the page showed it after {took:.2f} s"
+    # the overview's waiting count follows a deletion in the store, without a reload
+    page.get_by_test_id("nav-overview").click()
+    counter = page.get_by_test_id("waiting-running")
+    expect(counter).to_have_text(re.compile(r"^\d+ / \d+$"))
+    waiting = int(counter.inner_text().split("/")[0])
+    shop.run(shop.app.time_tickers.delete(UUID(added)))
+    expect(counter).to_contain_text(f"{waiting - 1} /")
+    browse.watch.assert_clean()
+
+
+def test_an_operation_in_one_page_shows_in_another(browse: Browse) -> None:
+    shop = browse.shop
+    tag = f"two pages {time.monotonic_ns()}"
+    other, other_watch = browse.new_page()
+    other.goto(f"{shop.url}/time-tickers?q={tag.replace(' ', '+')}")
+    other.locator("#live-status.live-on").wait_for()
+    expect(other.get_by_test_id("empty")).to_be_visible()
+
+    page = browse.page
+    browse.goto("/time-tickers/new")
+    page.get_by_test_id("form-function").select_option("resize_image")
+    page.get_by_test_id("form-request").fill('{"path": "products/hero.jpg", "width": 800}')
+    later = (datetime.now(UTC) + timedelta(days=3)).strftime("%Y-%m-%dT%H:%M:%S")
+    page.get_by_test_id("form-execution-time").fill(later)
+    page.get_by_test_id("form-description").fill(tag)
+    page.get_by_test_id("form-submit").click()
+    page.wait_for_url(lambda url: "/time-tickers/" in url and not url.endswith("/new"))
+    started = time.monotonic()
+    row = other.get_by_test_id("ticker-row")
+    expect(row).to_have_count(1, timeout=2000)
+    assert time.monotonic() - started < 1.5
+    ticker_id = row.get_attribute("data-id")
+    assert ticker_id and ticker_id in page.url
+    expect(row).to_have_attribute("data-status", "IDLE")
+
+    page.get_by_test_id("action-cancel").click()
+    started = time.monotonic()
+    expect(row).to_have_attribute("data-status", "CANCELLED", timeout=2000)
+    assert time.monotonic() - started < 1.5
+    tickers = shop.run(shop.app.time_tickers.query(text=tag))
+    assert [t.status for t in tickers] == [Status.CANCELLED]
+    shop.run(shop.app.time_tickers.delete(tickers[0].id))
+    expect(other.get_by_test_id("empty")).to_be_visible(timeout=2000)
+    # the page still showing the deleted ticker says so, once, and stops refreshing it
+    expect(page.get_by_test_id("flash")).to_contain_text("This was deleted", timeout=2000)
+    expect(page.locator("[data-live][data-gone]").first).to_be_attached()
+    # a live refresh of a deleted ticker is answered 204 + X-Tickerq-Gone, not 404:
+    # nothing shows up as a failed request or a console error
+    browse.watch.assert_clean()
+    other_watch.assert_clean()
