@@ -24,6 +24,7 @@ from tickerq.events import CronTickerChanged, TickerChanged
 from tickerq.stores.base import Store
 from tickerq.stores.sql import dialects
 from tickerq.stores.sql.hot import HotPath
+from tickerq.stores.sql.hot_sqlite import SqliteHotPath
 from tickerq.stores.sql.notify import CHANNEL, Listener
 from tickerq.stores.sql.schema import tickers
 
@@ -76,12 +77,12 @@ class SqlBase(Store):
         self.auto_upgrade = auto_upgrade
         self.dialect = dialects.for_url(url)
         self.poll_interval = self.dialect.poll_interval
-        self.results_with_claim = self.dialect.name == "postgresql"
         self.pool_size = pool_size
         self._engine: AsyncEngine | None = None
         self._listener: Listener | None = None
-        self.hot: HotPath | None = None
-        """PostgreSQL's one-statement finish-and-claim (None on SQLite)."""
+        self.hot: HotPath | SqliteHotPath | None = None
+        """The engine's finish-and-claim path (one statement on PostgreSQL, one
+        thread hop on SQLite); None until open."""
 
     @property
     def engine(self) -> AsyncEngine:
@@ -115,8 +116,11 @@ class SqlBase(Store):
                     f"{type(exc).__name__}: {mask_secret(str(exc).splitlines()[0], self.url)}"
                 ) from None
             raise
-        if self.dialect.name == "postgresql" and self.hot is None:
-            self.hot = HotPath(self.dialect.plain_url)
+        if self.hot is None:
+            if self.dialect.name == "postgresql":
+                self.hot = HotPath(self.dialect.plain_url)
+            else:
+                self.hot = SqliteHotPath(self.dialect.where.removeprefix("file "))
 
     async def close(self) -> None:
         """Close every pooled connection (and the LISTEN and hot-path connections)."""

@@ -150,7 +150,11 @@ def _sqlite_settings(engine: AsyncEngine) -> None:
                 if "locked" not in str(exc) or attempt == 199:
                     raise
                 time.sleep(0.01 + random.random() * 0.02)
-        for pragma in ("PRAGMA synchronous=NORMAL", "PRAGMA foreign_keys=ON"):
+        for pragma in (
+            "PRAGMA synchronous=NORMAL",
+            "PRAGMA foreign_keys=ON",
+            "PRAGMA mmap_size=268435456",
+        ):
             cursor.execute(pragma)
         cursor.close()
 

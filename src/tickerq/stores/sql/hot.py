@@ -125,9 +125,9 @@ class HotPath:
         long_limit: int,
         functions: Collection[str],
         finished: Sequence[Outcome],
-    ) -> list[Any]:
+    ) -> list[Job]:
         """Write ``finished`` and claim up to ``slots`` due rows, plus up to
-        ``long_limit`` LONG_RUNNING ones; returns the claimed records."""
+        ``long_limit`` LONG_RUNNING ones; returns the claimed jobs."""
         done = sorted(finished, key=lambda o: o.job.id)
         args = (
             [o.job.id for o in done],
@@ -157,10 +157,11 @@ class HotPath:
                     import asyncpg
 
                     self._conn = await asyncpg.connect(self.url, timeout=10)
-                return list(await self._conn.fetch(_FINISH_AND_CLAIM, *args))
+                records = await self._conn.fetch(_FINISH_AND_CLAIM, *args)
             except BaseException:
                 await self._drop()
                 raise
+        return [hot_job(r) for r in records]
 
     async def close(self) -> None:
         """Close the connection."""

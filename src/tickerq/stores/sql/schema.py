@@ -102,8 +102,6 @@ tickers = Table(
     # The engine's claim: waiting rows by due time (priority is sorted among the due few).
     Index("ix_tickerq_tickers_due", "status", "execution_time"),
     Index("ix_tickerq_tickers_parent", "parent_id"),
-    Index("ix_tickerq_tickers_function", "function", "status"),
-    Index("ix_tickerq_tickers_lease", "lock_holder", "lease_until"),
     Index("ix_tickerq_tickers_updated", "kind", "updated_at"),
 )
 

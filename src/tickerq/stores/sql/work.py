@@ -38,7 +38,6 @@ from tickerq.stores.sql.connection import (
     SqlBase,
     T,
 )
-from tickerq.stores.sql.hot import hot_job
 from tickerq.stores.sql.rows import (
     job_from_row,
     node_from_row,
@@ -90,13 +89,14 @@ class EngineWork(SqlBase):
     ) -> list[Job]:
         """Write ``finished``, then claim and start due rows, in one transaction.
 
-        On PostgreSQL, without concurrency limits or chain parents among the
-        results, that is a single statement (see :mod:`tickerq.stores.sql.hot`).
+        Without concurrency limits or chain parents among the results, that is a
+        single statement on PostgreSQL (:mod:`tickerq.stores.sql.hot`) and one
+        trip to a thread of its own on SQLite (:mod:`tickerq.stores.sql.hot_sqlite`).
         """
         limited = bool(limits) and any(f in functions for f in limits or ())
         chains = any(_has_chain_work(o) for o in finished)
         if self.hot is not None and not (limited or capacity or chains):
-            records = await self.hot.finish_and_claim(
+            jobs = await self.hot.finish_and_claim(
                 now,
                 node=node,
                 lease_until=lease_until,
@@ -105,7 +105,6 @@ class EngineWork(SqlBase):
                 functions=functions,
                 finished=finished,
             )
-            jobs = [hot_job(r) for r in records]
         else:
             async with self.engine.begin() as conn:
                 if finished:

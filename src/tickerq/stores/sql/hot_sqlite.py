@@ -1,0 +1,249 @@
+"""The worker's hot path on SQLite: results in, next jobs out, one thread hop.
+
+The general path sends each statement through SQLAlchemy and aiosqlite's
+thread: a handful of hops and per-row parameter processing for every batch.
+Here one function runs the whole transaction on a dedicated ``sqlite3``
+connection in a thread of its own: ``BEGIN IMMEDIATE`` (claims on one file
+run one at a time, across processes), the ended jobs' attempt rows and row
+updates (only rows this node still holds), the claim of the best due rows up
+to the free slots (LONG_RUNNING ones outside the slots), the start of their
+IN_PROGRESS chain children, ``COMMIT``.
+
+Values are stored exactly as SQLAlchemy stores them on SQLite (see
+:mod:`tickerq.stores.sql.schema`): UUIDs as 32 hex digits, datetimes as naive
+UTC text ``YYYY-MM-DD HH:MM:SS.ffffff``, JSON as text, booleans as 0/1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import sqlite3
+from collections.abc import Collection, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+from tickerq.enums import Priority, RunCondition, Status, TickerKind
+from tickerq.stores.base import Job, Outcome, attempt_status
+
+__all__ = ["SqliteHotPath"]
+
+_LONG = int(Priority.LONG_RUNNING)
+_IDLE, _RUNNING = Status.IDLE.value, Status.IN_PROGRESS.value
+
+_INSERT_ATTEMPT = """
+INSERT INTO tickerq_attempts (ticker_id, kind, number, node, status, started_at,
+    finished_at, elapsed_ms, error_type, error_message, traceback)
+SELECT id, kind, ?, ?, ?, ?, ?, ?, ?, ?, ?
+FROM tickerq_tickers WHERE id = ? AND lock_holder = ?
+"""
+
+_FINISH = """
+UPDATE tickerq_tickers SET
+    status = ?, execution_time = coalesce(?, execution_time),
+    retry_count = retry_count + ?, finished_at = ?, skipped_reason = ?, elapsed_ms = ?,
+    error_type = ?, error_message = ?, lock_holder = NULL, locked_at = NULL,
+    lease_until = NULL, cancel_requested = 0, updated_at = ?
+WHERE id = ? AND lock_holder = ?
+"""
+
+# The unary + keeps SQLite on the claim index (status, priority DESC, execution_time)
+# in ORDER BY order instead of (status, execution_time) and a sort of every due row.
+_CLAIM = """
+UPDATE tickerq_tickers SET
+    status = '{running}', lock_holder = ?, locked_at = ?, lease_until = ?,
+    executed_at = ?, updated_at = ?
+WHERE id IN (
+    SELECT id FROM tickerq_tickers
+    WHERE status = '{idle}' AND awaiting_parent = 0 AND +execution_time <= ?
+      AND priority {priority} AND function IN ({functions})
+    ORDER BY priority DESC, execution_time
+    LIMIT ?
+)
+RETURNING id, kind, function, priority, request, execution_time, retries,
+    retry_intervals, retry_count, timeout, cron_ticker_id, parent_id,
+    EXISTS (SELECT 1 FROM tickerq_tickers AS child
+            WHERE child.parent_id = tickerq_tickers.id) AS has_children
+"""
+
+_START_CHILDREN = f"""
+UPDATE tickerq_tickers SET
+    awaiting_parent = 0,
+    execution_time = CASE WHEN execution_time IS NULL OR execution_time < ?1
+                          THEN ?1 ELSE execution_time END,
+    updated_at = ?1
+WHERE parent_id = ?2 AND awaiting_parent = 1 AND status = '{_IDLE}'
+  AND run_condition = '{RunCondition.IN_PROGRESS.value}'
+"""
+
+
+def _text(moment: datetime | None) -> str | None:
+    """A datetime as SQLAlchemy keeps it on SQLite (naive UTC text)."""
+    if moment is None:
+        return None
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def _moment(text: str | None) -> datetime | None:
+    return None if text is None else datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+def _uuid(value: str | None) -> UUID | None:
+    return None if value is None else UUID(hex=value)
+
+
+class SqliteHotPath:
+    """A dedicated sqlite3 connection, used from one thread, for finish-and-claim."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._db: sqlite3.Connection | None = None
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="tickerq-sqlite-hot")
+        self._claims: dict[tuple[int, str], str] = {}
+
+    async def finish_and_claim(
+        self,
+        now: datetime,
+        *,
+        node: str,
+        lease_until: datetime,
+        slots: int,
+        long_limit: int,
+        functions: Collection[str],
+        finished: Sequence[Outcome],
+    ) -> list[Job]:
+        """Write ``finished`` and claim up to ``slots`` due rows (plus up to
+        ``long_limit`` LONG_RUNNING ones) in one transaction; returns the jobs."""
+        done = sorted(finished, key=lambda o: o.job.id)
+        at = _text(now)
+        attempts = [
+            (
+                o.job.retry_count, o.node, attempt_status(o).value, _text(o.started_at),
+                _text(o.finished_at), _elapsed(o), o.error_type, o.error_message,
+                o.traceback, o.job.id.hex, o.node,
+            )
+            for o in done
+        ]  # fmt: skip
+        updates = [
+            (
+                o.status.value,
+                _text((o.retry_at or o.finished_at) if o.status is Status.IDLE else None),
+                1 if o.status is Status.IDLE and o.counts_as_retry else 0,
+                None if o.status is Status.IDLE else _text(o.finished_at),
+                o.skipped_reason, _elapsed(o), o.error_type, o.error_message,
+                _text(o.finished_at), o.job.id.hex, o.node,
+            )
+            for o in done
+        ]  # fmt: skip
+        names = sorted(functions)
+        claim = (node, at, _text(lease_until), at, at, at)
+        loop = asyncio.get_running_loop()
+        transaction = functools.partial(
+            self._transaction,
+            attempts=attempts,
+            updates=updates,
+            names=names,
+            claim=claim,
+            slots=max(slots, 0),
+            long_limit=max(long_limit, 0),
+            at=at,
+        )
+        rows = await loop.run_in_executor(self._thread, transaction)
+        return [_job(r) for r in rows]
+
+    def _transaction(
+        self,
+        *,
+        attempts: list[tuple[Any, ...]],
+        updates: list[tuple[Any, ...]],
+        names: list[str],
+        claim: tuple[Any, ...],
+        slots: int,
+        long_limit: int,
+        at: str | None,
+    ) -> list[Any]:
+        db = self._connect()
+        rows: list[Any] = []
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if attempts:
+                db.executemany(_INSERT_ATTEMPT, attempts)
+                db.executemany(_FINISH, updates)
+            if names:
+                for priority, limit in ((f"= {_LONG}", long_limit), (f"<> {_LONG}", slots)):
+                    if limit > 0:
+                        sql = self._claim_sql(len(names), priority)
+                        rows.extend(db.execute(sql, (*claim, *names, limit)).fetchall())
+                for row in rows:
+                    if row[12]:  # has children: its IN_PROGRESS children start with it
+                        db.execute(_START_CHILDREN, (at, row[0]))
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        rows.sort(key=lambda r: (-r[3], r[5]))
+        return rows
+
+    def _claim_sql(self, count: int, priority: str) -> str:
+        key = (count, priority)
+        sql = self._claims.get(key)
+        if sql is None:
+            sql = _CLAIM.format(
+                running=_RUNNING,
+                idle=_IDLE,
+                priority=priority,
+                functions=", ".join("?" * count),
+            )
+            self._claims[key] = sql
+        return sql
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._db is None:
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            for pragma in (
+                "PRAGMA busy_timeout=30000",
+                "PRAGMA synchronous=NORMAL",
+                "PRAGMA foreign_keys=ON",
+                "PRAGMA mmap_size=268435456",
+            ):
+                db.execute(pragma)
+            self._db = db
+        return self._db
+
+    async def close(self) -> None:
+        """Close the connection and its thread."""
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._thread, self._close)
+        self._thread.shutdown(wait=True)
+
+    def _close(self) -> None:
+        db, self._db = self._db, None
+        if db is not None:
+            db.close()
+
+
+def _elapsed(o: Outcome) -> float:
+    return (o.finished_at - o.started_at).total_seconds() * 1000.0
+
+
+def _job(r: Any) -> Job:
+    intervals = json.loads(r[7]) if r[7] is not None else None
+    return Job(
+        kind=TickerKind(r[1]),
+        id=UUID(hex=r[0]),
+        function=r[2],
+        priority=Priority(r[3]),
+        request=json.loads(r[4]) if r[4] is not None else None,
+        execution_time=_moment(r[5]),
+        retries=r[6],
+        retry_intervals=tuple(float(v) for v in intervals) if intervals is not None else None,
+        retry_count=r[8],
+        timeout=r[9],
+        cron_ticker_id=_uuid(r[10]),
+        parent_id=_uuid(r[11]),
+        has_children=bool(r[12]),
+    )
