@@ -462,9 +462,12 @@ class Queries:
             from tickerq.stores.sql.schema import tickers
 
             t = tickers.c
+            # Only claimed rows hold a lock: the status condition lets the claim
+            # index (status first) find the few of them without reading the table.
+            held = [Status.QUEUED.value, Status.IN_PROGRESS.value]
             stmt = (
                 select(t.lock_holder, func.count())
-                .where(t.lock_holder.is_not(None))
+                .where(t.status.in_(held), t.lock_holder.is_not(None))
                 .group_by(t.lock_holder)
             )
             async with sql.engine.connect() as conn:
