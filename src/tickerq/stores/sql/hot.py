@@ -156,7 +156,14 @@ class HotPath:
                 if self._conn is None or self._conn.is_closed():
                     import asyncpg
 
-                    self._conn = await asyncpg.connect(self.url, timeout=10)
+                    # One plan for the statement, made once: PostgreSQL would
+                    # otherwise plan this many-CTE statement on every call (its
+                    # custom plans looked no worse), which costs more than running it.
+                    self._conn = await asyncpg.connect(
+                        self.url,
+                        timeout=10,
+                        server_settings={"plan_cache_mode": "force_generic_plan"},
+                    )
                 records = await self._conn.fetch(_FINISH_AND_CLAIM, *args)
             except BaseException:
                 await self._drop()
