@@ -215,3 +215,8 @@ async def test_a_live_refresh_of_a_deleted_ticker_is_not_an_error(
     assert refresh.status_code == 204
     assert refresh.headers["X-Tickerq-Gone"] == "1"
     assert refresh.content == b""
+    # the same for the page's chart data, fetched from the JSON API
+    api = f"/api/time-tickers/{ticker.id}"
+    assert (await client.get(api)).status_code == 404
+    gone = await client.get(api, headers={"X-Tickerq-Refresh": "1"})
+    assert (gone.status_code, gone.headers["X-Tickerq-Gone"]) == (204, "1")

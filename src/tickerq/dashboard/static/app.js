@@ -138,8 +138,8 @@
   function loadThroughput(el) {
     var hours = el.getAttribute("data-hours") || "24";
     return fetch(el.getAttribute("data-src") + "?hours=" + encodeURIComponent(hours), {
-      credentials: "same-origin", headers: { accept: "application/json" }
-    }).then(function (r) { return r.json(); }).then(function (d) {
+      credentials: "same-origin", headers: CHART_HEADERS
+    }).then(chartData).then(function (d) {
       if (!d.t) { empty(el, d.error || "no data"); return; }
       draw(el, {
         series: [
@@ -156,8 +156,8 @@
 
   function loadOccurrences(el) {
     return fetch(el.getAttribute("data-src"), {
-      credentials: "same-origin", headers: { accept: "application/json" }
-    }).then(function (r) { return r.json(); }).then(function (d) {
+      credentials: "same-origin", headers: CHART_HEADERS
+    }).then(chartData).then(function (d) {
       var items = (d.items || []).slice().reverse();
       if (!items.length) { empty(el, "no runs yet"); return; }
       var xs = [], ok = [], bad = [];
@@ -188,6 +188,14 @@
     });
   }
 
+  // Chart data is fetched as a live refresh: for something deleted meanwhile the
+  // server answers 204 + X-Tickerq-Gone instead of an error.
+  var CHART_HEADERS = { accept: "application/json", "X-Tickerq-Refresh": "1" };
+  function chartData(r) {
+    if (r.status === 204) return { error: "deleted", items: [] };
+    return r.json();
+  }
+
   function loadChart(el) {
     var kind = el.getAttribute("data-chart");
     var p = kind === "throughput" ? loadThroughput(el) : kind === "occurrences" ? loadOccurrences(el) : null;
@@ -201,6 +209,7 @@
     if (reloadTimer) return;
     reloadTimer = setTimeout(function () {
       reloadTimer = null;
+      if (changing > 0 || Date.now() < holdUntil) { setTimeout(reloadCharts, 300); return; }
       lastReload = Date.now();
       document.querySelectorAll("[data-chart]").forEach(loadChart);
     }, Math.max(wait, 0));
