@@ -305,12 +305,9 @@ class Engine:
     async def _claim(self, now: datetime, free: int) -> bool:
         """Claim due work up to the free slots and start it; True if any came.
 
-        Results of the jobs that ended go in with the claim where the store
-        prefers it: one round trip for both.
+        Results of the jobs that ended go in with the claim: one round trip for both.
         """
-        finished: list[Outcome] = []
-        if self.store.results_with_claim:
-            finished, self._outcomes = self._outcomes, []
+        finished, self._outcomes = self._outcomes, []
         try:
             jobs = await self.store.claim(
                 now,
@@ -565,7 +562,7 @@ class Engine:
                 outcome.status = Status.IDLE
                 outcome.retry_at = now + timedelta(seconds=delay)
         self._outcomes.append(outcome)
-        if self.store.results_with_claim and not self._stopping and self.running:
+        if not self._stopping and self.running:
             self.wake()  # the loop writes it with its next claim
         elif self._flush_task is None:
             self._flush_task = asyncio.get_running_loop().create_task(self._flush_soon())

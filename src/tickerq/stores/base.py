@@ -129,11 +129,6 @@ class Store(ABC):
 
     events: EventBus | None = None
 
-    results_with_claim: bool = True
-    """True when the engine should hand results to its next claim (one round trip
-    for both); False for a store where a separate write, overlapping the next
-    claim, is cheaper. Every built-in store prefers True."""
-
     poll_interval: float | None = None
     """How often an idle engine looks for work others added (None: only when woken)."""
 

@@ -166,15 +166,7 @@ class EngineWork(SqlBase):
             kept, extra = _within_capacity(rows, left)
             if extra:
                 await conn.execute(
-                    update(tickers)
-                    .where(T.id.in_([r.id for r in extra]))
-                    .values(
-                        status=IDLE,
-                        lock_holder=None,
-                        locked_at=None,
-                        lease_until=None,
-                        executed_at=None,
-                    )
+                    update(tickers).where(T.id.in_([r.id for r in extra])).values(**_UNCLAIMED)
                 )
             claimed.extend(kept)
             long_kept = sum(1 for r in kept if r.priority == int(Priority.LONG_RUNNING))
@@ -306,13 +298,7 @@ class EngineWork(SqlBase):
             await conn.execute(
                 update(tickers)
                 .where(T.id.in_([j.id for j in jobs]), T.status.in_([QUEUED, RUNNING]))
-                .values(
-                    status=IDLE,
-                    lock_holder=None,
-                    locked_at=None,
-                    lease_until=None,
-                    executed_at=None,
-                )
+                .values(**_UNCLAIMED)
             )
 
     # -- nodes and leases -------------------------------------------------------------
@@ -449,6 +435,15 @@ class EngineWork(SqlBase):
             )
             return list(rows.scalars())
 
+
+_UNCLAIMED: dict[str, Any] = {
+    "status": IDLE,
+    "lock_holder": None,
+    "locked_at": None,
+    "lease_until": None,
+    "executed_at": None,
+}
+"""A claimed row given back without having run."""
 
 _INSERT_ATTEMPT = insert(attempts).from_select(
     [
