@@ -13,10 +13,8 @@ import asyncio
 import contextlib
 import logging
 import random
-import threading
 import traceback as tb
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -29,7 +27,8 @@ from tickerq.events import EngineStateChanged
 from tickerq.firing import fire_due_crons
 from tickerq.models import Node
 from tickerq.retry import RetryPolicy
-from tickerq.stores.base import Job, Outcome
+from tickerq.stores.base import Job, LostRunPolicy, Outcome
+from tickerq.threads import DaemonPool, run_in_thread
 
 if TYPE_CHECKING:
     from tickerq.app import TickerQ
@@ -48,6 +47,10 @@ class EngineOptions:
     """A run that starts more than this many seconds after its time ends as DUE_DONE."""
     grace_period: float = 30.0
     """On stop, running jobs get this many seconds to finish before they are interrupted."""
+    stop_margin: float = 2.0
+    """After the grace period, interrupted jobs get this many seconds more to return;
+    a sync job still in its thread then keeps its claim (see docs/stores.md), and
+    stop returns: a stop takes at most grace_period + stop_margin (+ the last write)."""
     lease: float = 60.0
     """How long a claim holds without a heartbeat before another node may take it over."""
     heartbeat_interval: float = 10.0
@@ -63,22 +66,42 @@ class EngineOptions:
     """Rows deleted per batch, so purging never holds long locks."""
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     """Backoff used when a ticker has retries but no retry intervals."""
+    max_stale_restarts: int = 3
+    """Lost runs (the node died or froze while running it) after which a ticker ends
+    FAILED instead of running again, for functions that set none."""
 
 
 class _Run:
     """A job running on this node."""
 
-    __slots__ = ("ctx", "fn", "interrupted", "job", "started_at", "task", "thread", "timed_out")
+    __slots__ = (
+        "abandoned",
+        "claim",
+        "ctx",
+        "fn",
+        "interrupted",
+        "job",
+        "started_at",
+        "task",
+        "thread",
+        "timed_out",
+    )
 
     def __init__(self, job: Job, fn: TickerFunction[Any], ctx: TickerContext[Any], now: datetime):
         self.job = job
+        self.claim = job.claim
+        """The claim the run's result is written under (the job object may change)."""
         self.fn = fn
         self.ctx = ctx
         self.started_at = now
         self.task: asyncio.Task[None] | None = None
         self.thread: asyncio.Future[Any] | None = None
         self.interrupted = False
+        """Asked to stop (the node stops, or lost the row's claim): if it ends
+        cancelled, the row is given back without using a retry."""
         self.timed_out = False
+        self.abandoned = False
+        """Left in its thread when the node stopped: its result is not written."""
 
 
 class Engine:
@@ -106,7 +129,8 @@ class Engine:
         self._maintaining = False
         self._cancel_before_start: set[UUID] = set()
         self._idle = asyncio.Event()
-        self._pool: ThreadPoolExecutor | None = None
+        self._pool: DaemonPool | None = None
+        self._hurry = asyncio.Event()
         self._rng = random.Random()
         self._limited: list[TickerFunction[Any]] = []
         self._known_functions = -1
@@ -131,11 +155,14 @@ class Engine:
     async def start(self) -> None:
         """Start the loop (and heartbeats on a shared store)."""
         self._functions = self.app._functions  # live: functions registered later count too
-        self._pool = ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="tickerq")
+        self._pool = DaemonPool(self.max_concurrency, "tickerq")
         self._stopping = False
+        self._hurry = asyncio.Event()
         self.started_at = self.clock.now()
         # Rows held under this id belong to a predecessor that died: take them back.
-        if await self.store.reclaim_expired(self.started_at, node=self.node_id):
+        if await self.store.reclaim_expired(
+            self.started_at, node=self.node_id, **self._lost_run_policies()
+        ):
             logger.warning("node %s took back the jobs a dead run of it held", self.node_id)
         await self.store.heartbeat(self._node(), [], self._lease_until(self.started_at))
         await self.store.listen(self._on_notice)
@@ -147,8 +174,14 @@ class Engine:
     async def stop(self, grace: float | None = None) -> None:
         """Stop claiming; let running jobs finish for ``grace`` seconds; interrupt the rest.
 
-        Interrupted jobs go back to IDLE without using a retry, so they run
-        again when a node starts; nothing claimed is left locked.
+        Results that arrive meanwhile are written (warm shutdown). Interrupted
+        async jobs are cancelled and their rows go back to IDLE without using a
+        retry. A sync job cannot be killed: it is asked to cancel and gets
+        ``stop_margin`` seconds more; if it returns, its result is written; if
+        not, its row keeps this node's claim (it cannot run twice at once) and
+        runs again once the lease runs out, or at once when a node starts under
+        this node id. Stop returns within grace + stop_margin (+ the last write);
+        its threads are daemon threads, so they never keep the process alive.
         """
         if self._loop_task is None:
             return
@@ -161,26 +194,79 @@ class Engine:
             await asyncio.gather(self._heartbeat_task, return_exceptions=True)
             self._heartbeat_task = None
         grace = self.options.grace_period if grace is None else grace
-        tasks = [r.task for r in self._running.values() if r.task is not None]
-        if tasks:
-            _, pending = await asyncio.wait(tasks, timeout=grace)
-            if pending:
-                logger.warning(
-                    "stopping: %d job(s) still running after %.1f s; interrupting them",
-                    len(pending),
-                    grace,
-                )
-                for run in list(self._running.values()):
-                    self._interrupt(run)
-                await asyncio.wait(pending, timeout=1.0)
+        pending = await self._wait_runs(self._running.values(), grace)
+        if pending:
+            logger.warning(
+                "stopping: %d job(s) still running after %.1f s; interrupting them",
+                len(pending),
+                grace,
+            )
+            for run in pending:
+                self._interrupt(run)
+            pending = await self._wait_runs(pending, self.options.stop_margin, hurry=False)
+        for run in pending:
+            self._abandon(run)
         if self._flush_task is not None:
             await asyncio.gather(self._flush_task, return_exceptions=True)
         await self._flush()
         if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool.shutdown()
             self._pool = None
         await self.store.remove_node(self.node_id)
         self._publish_state("stopped")
+
+    def hurry(self) -> None:
+        """Cut a stop's grace period short (a second SIGINT/SIGTERM): interrupt jobs now."""
+        self._hurry.set()
+
+    async def _wait_runs(
+        self, runs: Iterable[_Run], timeout: float, *, hurry: bool = True
+    ) -> list[_Run]:
+        """Wait up to ``timeout`` seconds (or until hurried) for ``runs`` to end;
+        return those still running."""
+        waiting = {r.task: r for r in runs if r.task is not None and not r.task.done()}
+        if not waiting or timeout <= 0:
+            return list(waiting.values())
+        watchers: set[asyncio.Future[Any]] = set(waiting)
+        hurried = None
+        if hurry:
+            hurried = asyncio.ensure_future(self._hurry.wait())
+            watchers.add(hurried)
+        deadline = asyncio.get_running_loop().time() + timeout
+        try:
+            while waiting:
+                left = deadline - asyncio.get_running_loop().time()
+                if left <= 0:
+                    break
+                done, _ = await asyncio.wait(
+                    watchers, timeout=left, return_when=asyncio.FIRST_COMPLETED
+                )
+                if hurried is not None and hurried in done:
+                    break
+                for task in done:
+                    waiting.pop(task, None)  # type: ignore[call-overload]
+                    watchers.discard(task)
+        finally:
+            if hurried is not None:
+                hurried.cancel()
+        return list(waiting.values())
+
+    def _abandon(self, run: _Run) -> None:
+        """Leave a sync job that did not return in its thread: its row keeps this
+        node's claim; its result, should it come, is not written."""
+        run.abandoned = True
+        logger.error(
+            "stopping: job %s (%s) did not return after it was asked to cancel; its thread "
+            "is left running and its row keeps this node's claim: it runs again when its "
+            "lease runs out, or at once when a node starts as %s",
+            run.fn.name,
+            run.job.id,
+            self.node_id,
+            extra={"action": "job_abandoned", "ticker_id": str(run.job.id)},
+        )
+        if run.task is not None:
+            run.task.cancel()
+        self._release_slot(run)
 
     def pause(self) -> None:
         """Stop claiming new work; running jobs go on."""
@@ -357,6 +443,19 @@ class Engine:
         late = timedelta(seconds=self.options.late_threshold)
         for job in jobs:
             fn = self._functions.get(job.function)
+            running = self._running.get(job.id)
+            if running is not None:
+                # Our own earlier run of this row lost its claim (this node froze past
+                # its lease) and is still going: it carries on under the new claim
+                # instead of a second run of the same ticker on this node.
+                running.claim = job.claim
+                logger.warning(
+                    "%s %s: claimed again while its earlier run here goes on; "
+                    "that run's result is kept",
+                    job.function,
+                    job.id,
+                )
+                continue
             if self._cancel_before_start and job.id in self._cancel_before_start:
                 self._cancel_before_start.discard(job.id)
                 self._record(job, now, Status.CANCELLED, reason="cancelled before it started")
@@ -398,26 +497,31 @@ class Engine:
         status = Status.DUE_DONE if ctx.is_due else Status.DONE
         error: BaseException | None = None
         reason: str | None = None
+        given_back = False
         timeout = job.timeout if job.timeout is not None else fn.options.timeout
         try:
             await self._call(run, timeout)
         except TerminateExecution as stop:
             status, reason = stop.status, stop.reason
+            given_back = run.interrupted and status is Status.CANCELLED
         except asyncio.CancelledError:
-            if not (run.interrupted or ctx.cancelled):
+            if run.abandoned or not (run.interrupted or ctx.cancelled):
+                self._release_slot(run)
                 raise
+            given_back = run.interrupted
         except TimeoutError as exc:
             error = exc
             if run.timed_out:
                 error = TimeoutError(f"timed out after {timeout:g} s")
                 error.__traceback__ = exc.__traceback__
-        except Exception as exc:
+        except BaseException as exc:
+            # SystemExit, KeyboardInterrupt... raised by a job fail that job; the
+            # node goes on.
             error = exc
-        except BaseException:
-            self._release_slot(run)
-            raise
+        if run.abandoned:
+            return  # stop() gave up on it; its row keeps the claim
         try:
-            await self._conclude(run, status, error, reason)
+            await self._conclude(run, status, error, reason, given_back)
             if run.thread is not None and not run.thread.done() and not run.interrupted:
                 # A thread cannot be killed: its slot stays taken until it returns.
                 await asyncio.wait([run.thread])
@@ -425,20 +529,24 @@ class Engine:
             self._release_slot(run)
 
     async def _conclude(
-        self, run: _Run, status: Status, error: BaseException | None, reason: str | None
+        self,
+        run: _Run,
+        status: Status,
+        error: BaseException | None,
+        reason: str | None,
+        given_back: bool,
     ) -> None:
-        job, ctx = run.job, run.ctx
-        if run.interrupted:
-            self._record(
-                job, run.started_at, Status.IDLE, counts_as_retry=False, error=_INTERRUPTED
-            )
-        elif ctx.cancelled and not run.timed_out and status is not Status.FAILED:
-            self._record(job, run.started_at, Status.CANCELLED)
+        job, ctx, started = run.job, run.ctx, run.started_at
+        if given_back:
+            self._record(run, started, Status.IDLE, counts_as_retry=False, error=_INTERRUPTED)
+        elif ctx.cancelled and not run.timed_out and status is not Status.FAILED and not error:
+            self._record(run, started, Status.CANCELLED)
         elif error is not None:
             await self._on_error(ctx, error)
-            self._record(job, run.started_at, Status.FAILED, error=error)
+            self._record(run, started, Status.FAILED, error=error)
         else:
-            self._record(job, run.started_at, status, reason=reason)
+            self._record(run, started, status, reason=reason)
+        del job
 
     async def _call(self, run: _Run, timeout: float | None) -> None:
         job, fn, ctx = run.job, run.fn, run.ctx
@@ -459,7 +567,6 @@ class Engine:
             run.timed_out = limit.expired()
 
     async def _in_thread(self, run: _Run, timeout: float | None) -> None:
-        loop = asyncio.get_running_loop()
         fn, ctx = run.fn, run.ctx
         func = fn.func
         if fn.is_async:
@@ -473,16 +580,10 @@ class Engine:
         else:
             call = func
         future: asyncio.Future[Any]
-        if run.job.priority is Priority.LONG_RUNNING:
-            future = loop.create_future()
-            threading.Thread(
-                target=_thread_main,
-                args=(loop, future, call),
-                name=f"tickerq-{fn.name}",
-                daemon=True,
-            ).start()
+        if run.job.priority is Priority.LONG_RUNNING or self._pool is None:
+            future = run_in_thread(call, f"tickerq-{fn.name}")
         else:
-            future = loop.run_in_executor(self._pool, call)
+            future = self._pool.run(call)
         run.thread = future
         if timeout is None:
             await asyncio.shield(future)
@@ -505,9 +606,11 @@ class Engine:
         self.wake()  # a slot is free
 
     def _interrupt(self, run: _Run) -> None:
+        """Ask a run to stop. An async job is cancelled; a sync one only asked (its
+        thread goes on, and its task waits for it, so a result that comes is kept)."""
         run.interrupted = True
         run.ctx._request_cancel()
-        if run.task is not None:
+        if run.task is not None and run.thread is None:
             run.task.cancel()
 
     async def _on_error(self, ctx: TickerContext[Any], error: BaseException) -> None:
@@ -533,7 +636,7 @@ class Engine:
 
     def _record(
         self,
-        job: Job,
+        of: Job | _Run,
         started_at: datetime,
         status: Status,
         *,
@@ -541,6 +644,7 @@ class Engine:
         reason: str | None = None,
         counts_as_retry: bool = True,
     ) -> None:
+        job, claim = (of.job, of.claim) if isinstance(of, _Run) else (of, of.claim)
         now = self.clock.now()
         outcome = Outcome(
             job=job,
@@ -550,6 +654,7 @@ class Engine:
             finished_at=now,
             counts_as_retry=counts_as_retry,
             skipped_reason=reason if status is Status.SKIPPED else None,
+            claim=claim,
         )
         if reason and status is not Status.SKIPPED:
             outcome.error_message = reason
@@ -559,8 +664,11 @@ class Engine:
             outcome.traceback = "".join(tb.format_exception(error))
             if counts_as_retry and job.retry_count < job.retries:
                 delay = self.options.retry.delay(job.retry_count, job.retry_intervals, self._rng)
-                outcome.status = Status.IDLE
-                outcome.retry_at = now + timedelta(seconds=delay)
+                try:
+                    outcome.retry_at = now + timedelta(seconds=delay)
+                    outcome.status = Status.IDLE
+                except (OverflowError, ValueError):  # no date to retry at: it fails now
+                    outcome.error_message += f" (no retry: a delay of {delay!r} s is out of range)"
         self._outcomes.append(outcome)
         if not self._stopping and self.running:
             self.wake()  # the loop writes it with its next claim
@@ -600,13 +708,14 @@ class Engine:
             self._idle.clear()
             try:
                 running = list(self._running)
-                await self.store.heartbeat(self._node(), running, self._lease_until(now))
+                lost = await self.store.heartbeat(self._node(), running, self._lease_until(now))
+                self._lost(lost)
                 for ticker_id in await self.store.cancel_requested(running):
                     self.cancel_local(ticker_id)
                 # Right after the database was unreachable, every lease looks lapsed:
                 # give live nodes one lease to renew before taking their jobs.
                 if (now - self._store_error_at).total_seconds() > self.options.lease and (
-                    await self.store.reclaim_expired(now)
+                    await self.store.reclaim_expired(now, **self._lost_run_policies())
                 ):
                     self.wake()
                 await self._purge(now)
@@ -616,6 +725,38 @@ class Engine:
             finally:
                 self._maintaining = False
                 self.wake()  # the loop re-checks for work and idleness
+
+    def _lost(self, ids: Iterable[UUID]) -> None:
+        """Runs whose row this node no longer holds (its lease ran out while the node
+        was frozen or cut off, and the row was taken back): stop them, since the row
+        runs again (or already runs) elsewhere; their results will not be written."""
+        for ticker_id in ids:
+            run = self._running.get(ticker_id)
+            if run is None or run.interrupted:
+                continue
+            logger.warning(
+                "%s %s: this node lost its claim (its lease ran out); cancelling the run here",
+                run.fn.name,
+                ticker_id,
+                extra={"action": "claim_lost", "ticker_id": str(ticker_id)},
+            )
+            self._interrupt(run)
+
+    def _lost_run_policies(self) -> dict[str, Any]:
+        """What reclaiming does with each function's lost runs (for Store.reclaim_expired)."""
+        default = LostRunPolicy(max_stale_restarts=self.options.max_stale_restarts)
+        policies = {
+            fn.name: LostRunPolicy(
+                max_stale_restarts=(
+                    default.max_stale_restarts
+                    if fn.options.max_stale_restarts is None
+                    else fn.options.max_stale_restarts
+                ),
+                rerun=fn.options.rerun_lost,
+            )
+            for fn in self._functions.values()
+        }
+        return {"policies": policies, "default": default}
 
     async def _purge(self, now: datetime) -> None:
         retention = self.options.retention
@@ -652,23 +793,3 @@ class Engine:
 
 
 _INTERRUPTED = InterruptedError("the node stopped before the job finished; it runs again")
-
-
-def _thread_main(
-    loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], call: Callable[[], Any]
-) -> None:
-    try:
-        result = call()
-    except BaseException as exc:  # handed to the loop, re-raised there
-        loop.call_soon_threadsafe(_settle, future, None, exc)
-    else:
-        loop.call_soon_threadsafe(_settle, future, result, None)
-
-
-def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
-    if future.done():
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(result)

@@ -93,6 +93,12 @@ class FunctionOptions:
     """Seconds before each retry; the last repeats. None: exponential backoff."""
     timeout: float | None = None
     """Seconds a run may take before it is cancelled and counted as failed."""
+    max_stale_restarts: int | None = None
+    """Lost runs (the node died or froze while running it) after which a ticker ends
+    FAILED instead of running again. None: ``EngineOptions.max_stale_restarts``."""
+    rerun_lost: bool = True
+    """False: a lost run ends its ticker CANCELLED instead of running again (for
+    jobs that must not run twice)."""
 
 
 class _Codec:
@@ -284,15 +290,23 @@ def _inspect_signature(name: str, func: JobCallable) -> tuple[bool, Any]:
     return True, Any
 
 
+def _flag(value: Any, what: str) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidArgumentError(f"{what} must be True or False, got {value!r}")
+    return value
+
+
 def _checked_options(name: str, options: dict[str, Any]) -> FunctionOptions:
     """Build the options, reporting every bad one as a problem of function ``name``."""
-    checks = {
+    checks: dict[str, Callable[[Any], Any]] = {
         "misfire": lambda v: check_enum(MisfirePolicy, v, "misfire policy"),
         "priority": lambda v: check_enum(Priority, v, "priority"),
         "max_concurrency": lambda v: check_count(v, "max_concurrency"),
         "retries": lambda v: check_count(v, "retries"),
         "retry_intervals": lambda v: check_retries(0, v),
         "timeout": check_timeout,
+        "max_stale_restarts": lambda v: None if v is None else check_count(v, "max_stale_restarts"),
+        "rerun_lost": lambda v: _flag(v, "rerun_lost"),
     }
     defaults = FunctionOptions()
     for key, check in checks.items():
@@ -351,6 +365,8 @@ class _Registrar:
         retries: int = 0,
         retry_intervals: Sequence[float] | None = None,
         timeout: float | None = None,
+        max_stale_restarts: int | None = None,
+        rerun_lost: bool = True,
     ) -> _Decorator: ...
     def function(
         self,
@@ -364,10 +380,13 @@ class _Registrar:
         retries: int = 0,
         retry_intervals: Sequence[float] | None = None,
         timeout: float | None = None,
+        max_stale_restarts: int | None = None,
+        rerun_lost: bool = True,
     ) -> Any:
         """Register a job function: ``@app.function``, ``@app.function()`` or
         ``@app.function("name", cron=..., priority=..., max_concurrency=...,
-        retries=..., retry_intervals=..., timeout=...)``.
+        retries=..., retry_intervals=..., timeout=..., max_stale_restarts=...,
+        rerun_lost=...)``.
 
         Problems (duplicate name, bad signature, bad cron, negative limits,
         unserializable request type) raise :class:`RegistrationError` here,
@@ -387,6 +406,8 @@ class _Registrar:
             "retries": retries,
             "retry_intervals": retry_intervals,
             "timeout": timeout,
+            "max_stale_restarts": max_stale_restarts,
+            "rerun_lost": rerun_lost,
         }
 
         def decorate(func: JobCallable) -> TickerFunction[Any]:

@@ -38,6 +38,7 @@ RUN_STATE_FIELDS = (
     "error_type",
     "error_message",
     "skipped_reason",
+    "stale_restarts",
     "created_at",
     "updated_at",
 )
@@ -88,6 +89,8 @@ class TimeTicker(_Evolve):
     error_type: str | None = None
     error_message: str | None = None
     skipped_reason: str | None = None
+    stale_restarts: int = 0
+    """Runs lost so far (their node stopped heartbeating while they ran)."""
     created_at: datetime
     updated_at: datetime
 
@@ -133,6 +136,8 @@ class CronOccurrence(_Evolve):
     error_type: str | None = None
     error_message: str | None = None
     skipped_reason: str | None = None
+    stale_restarts: int = 0
+    """Runs lost so far (their node stopped heartbeating while they ran)."""
     created_at: datetime
     updated_at: datetime
 

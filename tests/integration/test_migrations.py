@@ -164,7 +164,7 @@ def _has_table(conn: Connection, name: str) -> bool:
 
 
 def test_head_is_schema_version() -> None:
-    assert migrate.head_revision() == SCHEMA_VERSION == "0002"
+    assert migrate.head_revision() == SCHEMA_VERSION == "0003"
 
 
 async def test_fresh_database_gets_exactly_the_schema(url: str) -> None:
@@ -174,7 +174,7 @@ async def test_fresh_database_gets_exactly_the_schema(url: str) -> None:
         layout = await _sync(store.engine, _layout)
         assert layout == _expected_layout()
         assert await _sync(store.engine, _diff) == []
-        assert await migrate.current_revision(store.engine) == "0002"
+        assert await migrate.current_revision(store.engine) == "0003"
         await migrate.check(store.engine)
     finally:
         await store.close()
@@ -189,12 +189,12 @@ async def test_upgrade_creates_the_schema_and_a_second_upgrade_does_nothing(
         await migrate.check(engine)
 
     await migrate.upgrade(engine)
-    assert await migrate.current_revision(engine) == "0002"
+    assert await migrate.current_revision(engine) == "0003"
     assert set((await _sync(engine, _layout)).keys()) == set(tables)
 
-    assert await migrate.upgrade_from_to(engine) == ("0002", "0002")
-    await migrate.upgrade(engine, "0002")
-    assert await _sync(engine, _version_rows) == ["0002"]
+    assert await migrate.upgrade_from_to(engine) == ("0003", "0003")
+    await migrate.upgrade(engine, "0003")
+    assert await _sync(engine, _version_rows) == ["0003"]
     assert await _sync(engine, _diff) == []
 
 
@@ -219,7 +219,7 @@ async def test_a_database_behind_is_refused_without_auto_upgrade(
         await store.open()
     message = str(caught.value)
     assert for_url(url).safe_url in message
-    assert "has no tickerq tables, but this tickerq needs 0002" in message
+    assert "has no tickerq tables, but this tickerq needs 0003" in message
     assert "tickerq db upgrade --store URL" in message
     assert "auto_upgrade=True" in message
     with pytest.raises(TickerStateError, match="not open"):
@@ -231,7 +231,7 @@ async def test_a_database_behind_is_refused_without_auto_upgrade(
     upgrading = SqlStore(url, auto_upgrade=True)
     await upgrading.open()
     try:
-        assert await migrate.current_revision(upgrading.engine) == "0002"
+        assert await migrate.current_revision(upgrading.engine) == "0003"
         assert await _sync(upgrading.engine, _layout) == _expected_layout()
     finally:
         await upgrading.close()
@@ -267,18 +267,18 @@ async def test_tables_from_before_migrations_are_stamped(url: str, engine: Async
     with pytest.raises(TickerStateError, match="has tickerq schema 0001, but this tickerq needs"):
         await SqlStore(url).open()
     assert await migrate.current_revision(engine) is None
-    # ... and upgraded with it (0002's indexes already exist here: created if missing)
+    # ... and upgraded with it (0003's indexes already exist here: created if missing)
     store = SqlStore(url, auto_upgrade=True)
     await store.open()
     await store.close()
-    assert await migrate.current_revision(engine) == "0002"
+    assert await migrate.current_revision(engine) == "0003"
     assert await _sync(engine, _diff) == []
 
     # the version row deleted by hand, the tables still there: stamped again, upgraded
     async with engine.begin() as conn:
         await conn.execute(sa.text(f"DELETE FROM {migrate.VERSION_TABLE}"))
     await migrate.upgrade(engine)
-    assert await _sync(engine, _version_rows) == ["0002"]
+    assert await _sync(engine, _version_rows) == ["0003"]
 
 
 async def test_partial_tickerq_tables_are_refused(url: str, engine: AsyncEngine) -> None:
@@ -310,7 +310,7 @@ async def test_concurrent_upgrades_upgrade_once(url: str) -> None:
     engines = [for_url(url).create_engine(1) for _ in range(5)]
     try:
         await asyncio.gather(*(migrate.upgrade(e) for e in engines))
-        assert await _sync(engines[0], _version_rows) == ["0002"]
+        assert await _sync(engines[0], _version_rows) == ["0003"]
         assert await _sync(engines[0], _diff) == []
     finally:
         for e in engines:
@@ -322,7 +322,7 @@ async def test_concurrent_opens_create_once(url: str) -> None:
     stores = [SqlStore(url, pool_size=1) for _ in range(5)]
     try:
         await asyncio.gather(*(s.open() for s in stores))
-        assert await _sync(stores[0].engine, _version_rows) == ["0002"]
+        assert await _sync(stores[0].engine, _version_rows) == ["0003"]
     finally:
         for s in stores:
             await s.close()
@@ -354,12 +354,12 @@ async def test_cli_current_and_upgrade(url: str) -> None:
     assert out.startswith(f"{safe}: none (")
 
     code, out, err = await tickerq("db", "upgrade", "--store", url)
-    assert (code, out) == (0, f"{safe}: upgraded none -> 0002\n"), err
+    assert (code, out) == (0, f"{safe}: upgraded none -> 0003\n"), err
     code, out, _ = await tickerq("db", "upgrade", "--store", url)
-    assert (code, out) == (0, f"{safe}: already at 0002 (up to date)\n")
+    assert (code, out) == (0, f"{safe}: already at 0003 (up to date)\n")
 
     code, out, _ = await tickerq("db", "current", TICKERQ_STORE=url)
-    assert (code, out) == (0, f"{safe}: 0002 (up to date)\n")
+    assert (code, out) == (0, f"{safe}: 0003 (up to date)\n")
 
 
 async def test_cli_current_behind_and_unversioned(url: str, engine: AsyncEngine) -> None:
@@ -367,7 +367,7 @@ async def test_cli_current_behind_and_unversioned(url: str, engine: AsyncEngine)
     await _sync(engine, _make_behind)
     code, out, _ = await tickerq("db", "current", "--store", url)
     assert code == 1
-    assert "none (behind: this tickerq needs 0002; run `tickerq db upgrade`)" in out
+    assert "none (behind: this tickerq needs 0003; run `tickerq db upgrade`)" in out
 
     async with engine.begin() as conn:
         await conn.execute(sa.text(f"DROP TABLE {migrate.VERSION_TABLE}"))
@@ -376,12 +376,12 @@ async def test_cli_current_behind_and_unversioned(url: str, engine: AsyncEngine)
     assert code == 1
     assert (
         "none (tables from before versioned migrations, equal to 0001; "
-        "this tickerq needs 0002" in out
+        "this tickerq needs 0003" in out
     )
 
     code, out, _ = await tickerq("db", "upgrade", "--store", url)
     assert code == 0
-    assert await migrate.current_revision(engine) == "0002"
+    assert await migrate.current_revision(engine) == "0003"
 
 
 async def test_cli_never_prints_the_password(pg_url: str) -> None:
@@ -421,3 +421,52 @@ async def test_cli_current_does_not_create_a_sqlite_file(tmp_path: Any) -> None:
     assert code == 1
     assert "none (the file does not exist)" in out
     assert not path.exists()
+
+
+async def test_upgrade_to_0003_turns_sqlite_numbers_back_into_json_text(sqlite_url: str) -> None:
+    """Before 0003 the request column had NUMERIC affinity on SQLite: a payload that was a
+    bare number was stored as an INTEGER or REAL. The upgrade rewrites those as JSON text,
+    and every payload then reads back with its type."""
+    engine = for_url(sqlite_url).create_engine(1)
+    try:
+        await _upgrade_with_numbers(sqlite_url, engine)
+    finally:
+        await engine.dispose()
+
+
+async def _upgrade_with_numbers(sqlite_url: str, engine: AsyncEngine) -> None:
+    await migrate.upgrade(engine, "0002")
+    payloads = {"5": 5, "2.5": 2.5, '"7"': "7", '{"a": [1, 2.5]}': {"a": [1, 2.5]}, "null": None}
+    ids = {}
+    async with engine.begin() as conn:
+        for text in payloads:
+            ids[text] = uuid.uuid4()
+            await conn.execute(
+                sa.text(
+                    "INSERT INTO tickerq_tickers (id, kind, function, status, priority, request,"
+                    " retries, retry_count, description, awaiting_parent, cancel_requested,"
+                    " created_at, updated_at) VALUES (:id, 'TIME', 'f', 'IDLE', 1, :request,"
+                    " 0, 0, '', 0, 0, '2026-01-01 00:00:00', '2026-01-01 00:00:00')"
+                ),
+                {"id": ids[text].hex, "request": text},
+            )
+        stored = set(
+            (await conn.execute(sa.text("SELECT typeof(request) FROM tickerq_tickers"))).scalars()
+        )
+    assert "integer" in stored  # the affinity bug, before 0003
+
+    await migrate.upgrade(engine)
+    async with engine.begin() as conn:
+        kinds = set(
+            (await conn.execute(sa.text("SELECT typeof(request) FROM tickerq_tickers"))).scalars()
+        )
+    assert kinds == {"text"}
+    store = SqlStore(sqlite_url)
+    await store.open()
+    try:
+        for text, value in payloads.items():
+            ticker = await store.get_time_ticker(ids[text])
+            assert ticker is not None
+            assert ticker.request == value and type(ticker.request) is type(value), text
+    finally:
+        await store.close()

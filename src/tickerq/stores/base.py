@@ -23,12 +23,15 @@ if TYPE_CHECKING:
     from tickerq.models import Attempt, CronOccurrence, CronTicker, Node, TimeTicker
 
 __all__ = [
+    "DEFAULT_LOST_RUN",
     "LEASE_EXPIRED",
     "Job",
+    "LostRunPolicy",
     "Outcome",
     "Store",
     "TickerQuery",
     "attempt_status",
+    "lost_run_end",
     "resolve_child",
 ]
 
@@ -37,6 +40,7 @@ class Job:
     """A claimed unit of work (a time ticker or a cron occurrence), read-only for the engine."""
 
     __slots__ = (
+        "claim",
         "cron_ticker_id",
         "execution_time",
         "function",
@@ -68,6 +72,7 @@ class Job:
         cron_ticker_id: UUID | None = None,
         parent_id: UUID | None = None,
         has_children: bool = True,
+        claim: int = 0,
     ) -> None:
         self.kind = kind
         self.id = id
@@ -84,6 +89,9 @@ class Job:
         self.has_children = has_children
         """False only when the store knows no chain child hangs on this job (its
         results then skip the chain bookkeeping)."""
+        self.claim = claim
+        """Which claim of the row this is (the store counts them): a result is
+        written only while the row is still under this claim."""
 
 
 @dataclass(slots=True, kw_only=True)
@@ -104,6 +112,26 @@ class Outcome:
     error_message: str | None = None
     traceback: str | None = None
     skipped_reason: str | None = None
+    claim: int | None = None
+    """The claim the run belongs to (default: the job's claim when the outcome is made)."""
+
+    def __post_init__(self) -> None:
+        if self.claim is None:
+            self.claim = self.job.claim
+
+
+@dataclass(frozen=True, slots=True)
+class LostRunPolicy:
+    """What a store does with a row whose run was lost (its node stopped heartbeating)."""
+
+    max_stale_restarts: int = 3
+    """Lost runs after which the row ends FAILED instead of running again."""
+    rerun: bool = True
+    """False: a lost run ends the row CANCELLED at once (for jobs that must not repeat)."""
+
+
+DEFAULT_LOST_RUN = LostRunPolicy()
+"""The policy of functions that set none."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -301,12 +329,32 @@ class Store(ABC):
     # -- nodes and leases -------------------------------------------------------------
 
     @abstractmethod
-    async def heartbeat(self, node: Node, running: Sequence[UUID], lease_until: datetime) -> None:
-        """Record that ``node`` is alive and extend the leases of ``running`` (only)."""
+    async def heartbeat(
+        self, node: Node, running: Sequence[UUID], lease_until: datetime
+    ) -> list[UUID]:
+        """Record that ``node`` is alive and extend the leases of ``running`` (only).
+
+        Returns the ids of ``running`` that ``node`` no longer holds (their lease
+        ran out and the row was taken back): their local runs are stale.
+        """
 
     @abstractmethod
-    async def reclaim_expired(self, now: datetime, node: str | None = None) -> int:
-        """Put rows whose lease ran out (their node died) back to IDLE; returns how many.
+    async def reclaim_expired(
+        self,
+        now: datetime,
+        node: str | None = None,
+        *,
+        policies: Mapping[str, LostRunPolicy] | None = None,
+        default: LostRunPolicy = DEFAULT_LOST_RUN,
+    ) -> int:
+        """Take back rows whose lease ran out (their node died); returns how many.
+
+        Each such run is recorded as a lost attempt and counted in the row's
+        ``stale_restarts``. The row waits to run again (IDLE, due now) unless
+        its function's policy (``policies[function]``, else ``default``) says it
+        ends: CANCELLED when it must not run again, FAILED once it has been lost
+        more than ``max_stale_restarts`` times (a job that kills or freezes
+        every node that runs it must not go round forever).
 
         With ``node``: every row held under that node id, whatever its lease (a
         node starting under the id of one that died takes its rows back at once).
@@ -333,6 +381,22 @@ class Store(ABC):
 
 LEASE_EXPIRED = "its node stopped heartbeating; it runs again elsewhere"
 """Error message of an attempt whose node's lease ran out."""
+
+
+def lost_run_end(policy: LostRunPolicy, stale_restarts: int) -> tuple[Status, str] | None:
+    """How a row whose run was just lost ends (status, error message), or None when it
+    runs again; ``stale_restarts`` counts the lost runs including this one."""
+    if not policy.rerun:
+        return Status.CANCELLED, (
+            "its node stopped heartbeating while it ran; not run again (rerun_lost=False)"
+        )
+    if stale_restarts > policy.max_stale_restarts:
+        return Status.FAILED, (
+            f"its node stopped heartbeating while it ran, {stale_restarts} times "
+            f"(max_stale_restarts={policy.max_stale_restarts}); not run again: a job that "
+            "kills or freezes its node must not go round forever"
+        )
+    return None
 
 
 def attempt_status(outcome: Outcome) -> Status:

@@ -20,12 +20,15 @@ from tickerq.errors import TickerNotFoundError, TickerStateError
 from tickerq.events import CronTickerChanged, TickerChanged, TickerDeleted
 from tickerq.models import Attempt, CronOccurrence, CronTicker, Node, TimeTicker, run_state
 from tickerq.stores.base import (
+    DEFAULT_LOST_RUN,
     LEASE_EXPIRED,
     Job,
+    LostRunPolicy,
     Outcome,
     Store,
     TickerQuery,
     attempt_status,
+    lost_run_end,
     resolve_child,
 )
 
@@ -58,6 +61,7 @@ class _Row(Job):
         "open_attempt",
         "run_condition",
         "skipped_reason",
+        "stale_restarts",
         "status",
         "updated_at",
         "version",
@@ -88,6 +92,7 @@ class _Row(Job):
         self.error_type: str | None = None
         self.error_message: str | None = None
         self.skipped_reason: str | None = None
+        self.stale_restarts = 0
 
 
 class MemoryStore(Store):
@@ -524,6 +529,7 @@ class MemoryStore(Store):
     def _start(self, row: _Row, node: str, now: datetime, lease_until: datetime) -> None:
         """IDLE -> IN_PROGRESS for ``node`` with an open attempt; IN_PROGRESS children start."""
         row.status = Status.IN_PROGRESS
+        row.claim += 1
         row.lock_holder = node
         row.locked_at = now
         row.lease_until = lease_until
@@ -540,8 +546,8 @@ class MemoryStore(Store):
         """Write each attempt's end and the row's new state."""
         for outcome in outcomes:
             row = self._rows.get(outcome.job.id)
-            if row is None or row.lock_holder != outcome.node:
-                continue  # gone, or reclaimed from this node after its lease ran out
+            if row is None or row.lock_holder != outcome.node or row.claim != outcome.claim:
+                continue  # gone, or its claim was lost (lease ran out) and maybe renewed
             elapsed = (outcome.finished_at - outcome.started_at).total_seconds() * 1000.0
             if row.open_attempt is not None:
                 row.attempts.append(
@@ -625,33 +631,54 @@ class MemoryStore(Store):
 
     # -- nodes ---------------------------------------------------------------------------
 
-    async def heartbeat(self, node: Node, running: Sequence[UUID], lease_until: datetime) -> None:
-        """Record the node; extend its rows' leases."""
+    async def heartbeat(
+        self, node: Node, running: Sequence[UUID], lease_until: datetime
+    ) -> list[UUID]:
+        """Record the node; extend its rows' leases; return the ids it no longer holds."""
         self._nodes[node.id] = node
+        lost = []
         for ticker_id in running:
             row = self._rows.get(ticker_id)
             if row is not None and row.lock_holder == node.id:
                 row.lease_until = lease_until
+            else:
+                lost.append(ticker_id)
+        return lost
 
-    async def reclaim_expired(self, now: datetime, node: str | None = None) -> int:
-        """Rows with a lapsed lease (or held by ``node``) go back to IDLE."""
-        count = 0
-        for row in self._rows.values():
-            if row.status not in (Status.QUEUED, Status.IN_PROGRESS):
+    async def reclaim_expired(
+        self,
+        now: datetime,
+        node: str | None = None,
+        *,
+        policies: Mapping[str, LostRunPolicy] | None = None,
+        default: LostRunPolicy = DEFAULT_LOST_RUN,
+    ) -> int:
+        """Rows with a lapsed lease (or held by ``node``) go back to IDLE, or end."""
+        lapsed = [
+            row
+            for row in self._rows.values()
+            if row.status in (Status.QUEUED, Status.IN_PROGRESS)
+            and (
+                (node is not None and row.lock_holder == node)
+                or (node is None and row.lease_until is not None and row.lease_until < now)
+            )
+        ]
+        for row in lapsed:
+            self._close_lost_attempt(row, now)
+            row.stale_restarts += 1
+            row.cancel_requested = False
+            end = lost_run_end((policies or {}).get(row.function, default), row.stale_restarts)
+            if end is not None:
+                row.error_type, row.error_message = "LeaseExpired", end[1]
+                self._finish(row, end[0], now, None)
                 continue
-            if (node is not None and row.lock_holder == node) or (
-                node is None and row.lease_until is not None and row.lease_until < now
-            ):
-                self._close_lost_attempt(row, now)
-                row.status = Status.IDLE
-                row.lock_holder = row.locked_at = row.lease_until = None
-                row.cancel_requested = False
-                row.execution_time = now
-                row.updated_at = now
-                self._schedule(row)
-                self._announce(row, now)
-                count += 1
-        return count
+            row.status = Status.IDLE
+            row.lock_holder = row.locked_at = row.lease_until = None
+            row.execution_time = now
+            row.updated_at = now
+            self._schedule(row)
+            self._announce(row, now)
+        return len(lapsed)
 
     def _close_lost_attempt(self, row: _Row, now: datetime) -> None:
         if row.open_attempt is None or row.lock_holder is None:

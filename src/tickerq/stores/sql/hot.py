@@ -40,9 +40,10 @@ WITH fin AS (
     SELECT * FROM unnest(
         $1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[],
         $6::timestamptz[], $7::timestamptz[], $8::int[], $9::int[], $10::text[],
-        $11::float8[], $12::text[], $13::text[], $14::text[]
+        $11::float8[], $12::text[], $13::text[], $14::text[], $21::int[]
     ) AS f(id, status, attempt_status, started_at, finished_at, final_at, retry_at,
-           increment, number, skipped_reason, elapsed, error_type, error_message, traceback)
+           increment, number, skipped_reason, elapsed, error_type, error_message, traceback,
+           claim)
 ), done AS (
     UPDATE tickerq_tickers t SET
         status = f.status,
@@ -57,7 +58,7 @@ WITH fin AS (
         cancel_requested = false,
         updated_at = f.finished_at
     FROM fin f
-    WHERE t.id = f.id AND t.lock_holder = $15
+    WHERE t.id = f.id AND t.lock_holder = $15 AND t.claims = f.claim
     RETURNING t.id, t.kind
 ), att AS (
     INSERT INTO tickerq_attempts (ticker_id, kind, number, node, status, started_at,
@@ -82,12 +83,12 @@ WITH fin AS (
 ), claimed AS (
     UPDATE tickerq_tickers t SET
         status = '{Status.IN_PROGRESS.value}', lock_holder = $15, locked_at = $16,
-        lease_until = $20, executed_at = $16, updated_at = $16
+        lease_until = $20, executed_at = $16, updated_at = $16, claims = t.claims + 1
     FROM (SELECT id FROM long_picked UNION ALL SELECT id FROM slot_picked) p
     WHERE t.id = p.id
     RETURNING t.id, t.kind, t.function, t.priority, t.request, t.execution_time,
         t.retries, t.retry_intervals, t.retry_count, t.timeout, t.cron_ticker_id,
-        t.parent_id,
+        t.parent_id, t.claims,
         EXISTS (SELECT 1 FROM tickerq_tickers c WHERE c.parent_id = t.id) AS has_children
 ), kids AS (
     UPDATE tickerq_tickers c SET
@@ -150,6 +151,7 @@ class HotPath:
             max(long_limit, 0),
             max(slots, 0),
             lease_until,
+            [o.claim for o in done],
         )
         async with self._lock:
             try:
@@ -209,4 +211,5 @@ def hot_job(r: Any) -> Job:
         cron_ticker_id=r["cron_ticker_id"],
         parent_id=r["parent_id"],
         has_children=r["has_children"],
+        claim=r["claims"],
     )

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import sqlite3
 from collections.abc import Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +27,7 @@ from uuid import UUID
 
 from tickerq.enums import Priority, RunCondition, Status, TickerKind
 from tickerq.stores.base import Job, Outcome, attempt_status
+from tickerq.stores.sql.schema import decode_sqlite_json
 
 __all__ = ["SqliteHotPath"]
 
@@ -38,7 +38,7 @@ _INSERT_ATTEMPT = """
 INSERT INTO tickerq_attempts (ticker_id, kind, number, node, status, started_at,
     finished_at, elapsed_ms, error_type, error_message, traceback)
 SELECT id, kind, ?, ?, ?, ?, ?, ?, ?, ?, ?
-FROM tickerq_tickers WHERE id = ? AND lock_holder = ?
+FROM tickerq_tickers WHERE id = ? AND lock_holder = ? AND claims = ?
 """
 
 _FINISH = """
@@ -47,7 +47,7 @@ UPDATE tickerq_tickers SET
     retry_count = retry_count + ?, finished_at = ?, skipped_reason = ?, elapsed_ms = ?,
     error_type = ?, error_message = ?, lock_holder = NULL, locked_at = NULL,
     lease_until = NULL, cancel_requested = 0, updated_at = ?
-WHERE id = ? AND lock_holder = ?
+WHERE id = ? AND lock_holder = ? AND claims = ?
 """
 
 # The unary + keeps SQLite on the claim index (status, priority DESC, execution_time)
@@ -55,7 +55,7 @@ WHERE id = ? AND lock_holder = ?
 _CLAIM = """
 UPDATE tickerq_tickers SET
     status = '{running}', lock_holder = ?, locked_at = ?, lease_until = ?,
-    executed_at = ?, updated_at = ?
+    executed_at = ?, updated_at = ?, claims = claims + 1
 WHERE id IN (
     SELECT id FROM tickerq_tickers
     WHERE status = '{idle}' AND awaiting_parent = 0 AND +execution_time <= ?
@@ -66,7 +66,7 @@ WHERE id IN (
 RETURNING id, kind, function, priority, request, execution_time, retries,
     retry_intervals, retry_count, timeout, cron_ticker_id, parent_id,
     EXISTS (SELECT 1 FROM tickerq_tickers AS child
-            WHERE child.parent_id = tickerq_tickers.id) AS has_children
+            WHERE child.parent_id = tickerq_tickers.id) AS has_children, claims
 """
 
 _START_CHILDREN = f"""
@@ -123,7 +123,7 @@ class SqliteHotPath:
             (
                 o.job.retry_count, o.node, attempt_status(o).value, _text(o.started_at),
                 _text(o.finished_at), _elapsed(o), o.error_type, o.error_message,
-                o.traceback, o.job.id.hex, o.node,
+                o.traceback, o.job.id.hex, o.node, o.claim,
             )
             for o in done
         ]  # fmt: skip
@@ -134,7 +134,7 @@ class SqliteHotPath:
                 1 if o.status is Status.IDLE and o.counts_as_retry else 0,
                 None if o.status is Status.IDLE else _text(o.finished_at),
                 o.skipped_reason, _elapsed(o), o.error_type, o.error_message,
-                _text(o.finished_at), o.job.id.hex, o.node,
+                _text(o.finished_at), o.job.id.hex, o.node, o.claim,
             )
             for o in done
         ]  # fmt: skip
@@ -231,13 +231,13 @@ def _elapsed(o: Outcome) -> float:
 
 
 def _job(r: Any) -> Job:
-    intervals = json.loads(r[7]) if r[7] is not None else None
+    intervals = decode_sqlite_json(r[7])
     return Job(
         kind=TickerKind(r[1]),
         id=UUID(hex=r[0]),
         function=r[2],
         priority=Priority(r[3]),
-        request=json.loads(r[4]) if r[4] is not None else None,
+        request=decode_sqlite_json(r[4]),
         execution_time=_moment(r[5]),
         retries=r[6],
         retry_intervals=tuple(float(v) for v in intervals) if intervals is not None else None,
@@ -246,4 +246,5 @@ def _job(r: Any) -> Job:
         cron_ticker_id=_uuid(r[10]),
         parent_id=_uuid(r[11]),
         has_children=bool(r[12]),
+        claim=r[13],
     )

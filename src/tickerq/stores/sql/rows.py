@@ -105,6 +105,7 @@ def job_from_row(r: Any) -> Job:
         cron_ticker_id=r.cron_ticker_id,
         parent_id=r.parent_id,
         has_children=bool(getattr(r, "has_children", True)),
+        claim=r.claims,
     )
 
 

@@ -9,6 +9,7 @@ row is next due (it moves on retries); ``fire_time`` never moves.
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,9 +34,9 @@ from sqlalchemy import (
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.schema import CreateIndex
 
-__all__ = ["SCHEMA_VERSION", "UTCDateTime", "metadata", "tables"]
+__all__ = ["SCHEMA_VERSION", "JSONValue", "UTCDateTime", "metadata", "tables"]
 
-SCHEMA_VERSION = "0002"
+SCHEMA_VERSION = "0003"
 """The Alembic revision the code expects."""
 
 
@@ -59,6 +60,44 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.astimezone(UTC)  # type: ignore[no-any-return]
 
 
+class JSONValue(TypeDecorator[Any]):
+    """Any JSON value, kept exactly: JSON on PostgreSQL, JSON text in a TEXT column on SQLite.
+
+    SQLite gives a column declared ``JSON`` NUMERIC affinity, which turns the text
+    of a bare number (``5``, ``2.5``, ``1.0``) into an INTEGER or REAL: its type
+    changes (1.0 comes back as 1), big integers lose digits, and the text is no
+    longer text. A TEXT column keeps what was written.
+    """
+
+    impl = JSON
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> Any:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(Text())
+        return dialect.type_descriptor(JSON())
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        if dialect.name != "sqlite":
+            return value
+        return json.dumps(value)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Any:
+        if dialect.name != "sqlite":
+            return value
+        return decode_sqlite_json(value)
+
+
+def decode_sqlite_json(value: Any) -> Any:
+    """A JSON column's value as read from SQLite (rows written before migration 0003
+    may hold a bare number as INTEGER or REAL)."""
+    if value is None:
+        return None
+    if isinstance(value, str | bytes):
+        return json.loads(value)
+    return value
+
+
 metadata = MetaData()
 
 tickers = Table(
@@ -70,7 +109,7 @@ tickers = Table(
     Column("status", String(16), nullable=False),
     Column("priority", Integer, nullable=False),
     Column("execution_time", UTCDateTime, nullable=True),
-    Column("request", JSON, nullable=True),
+    Column("request", JSONValue, nullable=True),
     Column("retries", Integer, nullable=False, default=0),
     Column("retry_intervals", JSON, nullable=True),
     Column("retry_count", Integer, nullable=False, default=0),
@@ -98,6 +137,11 @@ tickers = Table(
     Column("skipped_reason", Text, nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+    # Counts the claims of the row: (lock_holder, claims) names one claim, so the
+    # result of a run whose claim was lost (lease ran out) never lands on a newer one.
+    Column("claims", Integer, nullable=False, default=0, server_default="0"),
+    # How many runs of the row were lost (their node stopped heartbeating).
+    Column("stale_restarts", Integer, nullable=False, default=0, server_default="0"),
     UniqueConstraint("cron_ticker_id", "fire_time", name="uq_tickerq_occurrence_fire"),
     # The engine's claim: waiting rows by due time (priority is sorted among the due few).
     Index("ix_tickerq_tickers_due", "status", "execution_time"),
@@ -146,7 +190,7 @@ cron_tickers = Table(
     Column("function", String(200), nullable=False),
     Column("expression", String(200), nullable=False),
     Column("timezone", String(64), nullable=False),
-    Column("request", JSON, nullable=True),
+    Column("request", JSONValue, nullable=True),
     Column("retries", Integer, nullable=False, default=0),
     Column("retry_intervals", JSON, nullable=True),
     Column("enabled", Boolean, nullable=False, default=True),

@@ -28,7 +28,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tickerq.enums import Priority, Status, TickerKind
 from tickerq.models import Node
-from tickerq.stores.base import LEASE_EXPIRED, Job, Outcome, attempt_status
+from tickerq.stores.base import (
+    DEFAULT_LOST_RUN,
+    LEASE_EXPIRED,
+    Job,
+    LostRunPolicy,
+    Outcome,
+    attempt_status,
+    lost_run_end,
+)
 from tickerq.stores.sql import dialects
 from tickerq.stores.sql.connection import (
     IDLE,
@@ -238,6 +246,7 @@ class EngineWork(SqlBase):
                 lease_until=lease_until,
                 executed_at=now,
                 updated_at=now,
+                claims=T.claims + 1,
             )
             .returning(*JOB_COLUMNS, _HAS_CHILDREN)
         )
@@ -303,19 +312,32 @@ class EngineWork(SqlBase):
 
     # -- nodes and leases -------------------------------------------------------------
 
-    async def heartbeat(self, node: Node, running: Sequence[UUID], lease_until: datetime) -> None:
-        """Upsert the node row and extend the leases of the jobs it runs now.
+    async def heartbeat(
+        self, node: Node, running: Sequence[UUID], lease_until: datetime
+    ) -> list[UUID]:
+        """Upsert the node row and extend the leases of the jobs it runs now; return
+        the ids of ``running`` it no longer holds.
 
         Only ``running`` rows are renewed (rows held under this id by a dead
         predecessor must lapse), locked in id order, skipping rows a result write
-        holds, so a heartbeat and the node's own writes never deadlock.
+        holds, so a heartbeat and the node's own writes never deadlock. Which rows
+        are still held is read without locks (a row being finished reads as held).
         """
         async with self.engine.begin() as conn:
             await conn.execute(self.dialect.upsert(nodes, node_values(node), key="id"))
-            if running:
+            if not running:
+                return []
+            held = set(
+                (
+                    await conn.execute(
+                        select(T.id).where(T.id.in_(running), T.lock_holder == node.id)
+                    )
+                ).scalars()
+            )
+            if held:
                 mine = self.dialect.skip_locked(
                     select(T.id)
-                    .where(T.id.in_(sorted(running)), T.lock_holder == node.id)
+                    .where(T.id.in_(sorted(held)), T.lock_holder == node.id)
                     .order_by(T.id)
                 )
                 await conn.execute(
@@ -323,10 +345,19 @@ class EngineWork(SqlBase):
                     .where(T.id.in_(mine.scalar_subquery()))
                     .values(lease_until=lease_until)
                 )
+        return [i for i in running if i not in held]
 
-    async def reclaim_expired(self, now: datetime, node: str | None = None) -> int:
+    async def reclaim_expired(
+        self,
+        now: datetime,
+        node: str | None = None,
+        *,
+        policies: Mapping[str, LostRunPolicy] | None = None,
+        default: LostRunPolicy = DEFAULT_LOST_RUN,
+    ) -> int:
         """Rows whose lease ran out (or, with ``node``, every row held under that
-        node id) go back to IDLE; their open attempt is marked lost."""
+        node id) go back to IDLE, or end as their policy says; their open attempt
+        is marked lost."""
         async with self.engine.begin() as conn:
             lapsed = T.lease_until < now if node is None else T.lock_holder == node
             rows = list(
@@ -334,7 +365,7 @@ class EngineWork(SqlBase):
                     self.dialect.skip_locked(
                         select(
                             T.id, T.kind, T.function, T.status, T.lock_holder,
-                            T.executed_at, T.retry_count,
+                            T.executed_at, T.retry_count, T.stale_restarts,
                         )
                         .where(T.status.in_([QUEUED, RUNNING]), lapsed)
                         .order_by(T.id)
@@ -346,39 +377,52 @@ class EngineWork(SqlBase):
                 return 0
             lost = [r for r in rows if r.status == RUNNING and r.executed_at is not None]
             if lost:
+                await conn.execute(insert(attempts), [_lost_attempt(r, now) for r in lost])
+            ends = {
+                r.id: end
+                for r in rows
+                if (
+                    end := lost_run_end(
+                        (policies or {}).get(r.function, default), r.stale_restarts + 1
+                    )
+                )
+                is not None
+            }
+            unlock: dict[str, Any] = {
+                "lock_holder": None,
+                "locked_at": None,
+                "lease_until": None,
+                "cancel_requested": False,
+                "updated_at": now,
+                "stale_restarts": T.stale_restarts + 1,
+            }
+            again = [r.id for r in rows if r.id not in ends]
+            if again:
                 await conn.execute(
-                    insert(attempts),
-                    [
-                        {
-                            "ticker_id": r.id,
-                            "kind": r.kind,
-                            "number": r.retry_count,
-                            "node": r.lock_holder or "?",
-                            "status": Status.FAILED.value,
-                            "started_at": r.executed_at,
-                            "finished_at": now,
-                            "error_type": "LeaseExpired",
-                            "error_message": LEASE_EXPIRED,
-                        }
-                        for r in lost
-                    ],
+                    update(tickers)
+                    .where(T.id.in_(again))
+                    .values(status=IDLE, execution_time=now, **unlock)
                 )
-            await conn.execute(
-                update(tickers)
-                .where(T.id.in_([r.id for r in rows]))
-                .values(
-                    status=IDLE,
-                    execution_time=now,
-                    lock_holder=None,
-                    locked_at=None,
-                    lease_until=None,
-                    cancel_requested=False,
-                    updated_at=now,
+            for row_id, (status, message) in ends.items():
+                await conn.execute(
+                    update(tickers)
+                    .where(T.id == row_id)
+                    .values(
+                        status=status.value,
+                        finished_at=now,
+                        error_type="LeaseExpired",
+                        error_message=message,
+                        **unlock,
+                    )
                 )
-            )
+                await self._resolve_children(conn, row_id, status, now)
         for r in rows:
-            logger.warning("reclaimed %s %s: its node's lease ran out", r.function, r.id)
-            self._announce(r.kind, r.id, r.function, IDLE, now)
+            end = ends.get(r.id)
+            if end is None:
+                logger.warning("reclaimed %s %s: its node's lease ran out", r.function, r.id)
+            else:
+                logger.error("%s %s ended %s: %s", r.function, r.id, end[0].name, end[1])
+            self._announce(r.kind, r.id, r.function, IDLE if end is None else end[0].value, now)
         return len(rows)
 
     async def nodes(self) -> list[Node]:
@@ -462,7 +506,11 @@ _INSERT_ATTEMPT = insert(attempts).from_select(
         bindparam("b_error_type", type_=String),
         bindparam("b_error_message", type_=Text),
         bindparam("b_traceback", type_=Text),
-    ).where(T.id == bindparam("b_id"), T.lock_holder == bindparam("b_node")),
+    ).where(
+        T.id == bindparam("b_id"),
+        T.lock_holder == bindparam("b_node"),
+        T.claims == bindparam("b_claim"),
+    ),
 )  # fmt: skip
 
 # Written out: SQLAlchemy renders RETURNING columns unqualified, which would make
@@ -474,6 +522,21 @@ _HAS_CHILDREN = literal_column(
 """Whether any chain child hangs on the row (returned by the claim)."""
 
 
+def _lost_attempt(r: Any, now: datetime) -> dict[str, Any]:
+    """The attempt row of a run whose node's lease ran out."""
+    return {
+        "ticker_id": r.id,
+        "kind": r.kind,
+        "number": r.retry_count,
+        "node": r.lock_holder or "?",
+        "status": Status.FAILED.value,
+        "started_at": r.executed_at,
+        "finished_at": now,
+        "error_type": "LeaseExpired",
+        "error_message": LEASE_EXPIRED,
+    }
+
+
 def _has_chain_work(o: Outcome) -> bool:
     """A final time ticker that may have waiting children to resolve."""
     return o.job.has_children and o.status.is_final and o.job.kind is TickerKind.TIME
@@ -481,7 +544,11 @@ def _has_chain_work(o: Outcome) -> bool:
 
 _FINISH_TICKER = (
     update(tickers)
-    .where(T.id == bindparam("b_id"), T.lock_holder == bindparam("b_node"))
+    .where(
+        T.id == bindparam("b_id"),
+        T.lock_holder == bindparam("b_node"),
+        T.claims == bindparam("b_claim", type_=Integer),
+    )
     .values(
         status=bindparam("b_status"),
         execution_time=func.coalesce(bindparam("b_retry_at", type_=UTCDateTime), T.execution_time),
@@ -506,6 +573,7 @@ def _outcome_params(o: Outcome) -> dict[str, Any]:
         "b_id": o.job.id,
         "b_number": o.job.retry_count,
         "b_node": o.node,
+        "b_claim": o.claim,
         "b_attempt_status": attempt_status(o).value,
         "b_status": o.status.value,
         "b_started_at": o.started_at,
