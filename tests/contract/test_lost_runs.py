@@ -13,8 +13,8 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from contract.conftest import Ops
 
+from contract.conftest import Ops
 from tickerq import EngineOptions, RunCondition, Status, TickerContext, TickerQ
 from tickerq.stores.base import LostRunPolicy
 from tickerq.testing import run_until_idle
@@ -103,9 +103,7 @@ async def test_a_row_lost_too_often_ends_failed(app: TickerQ, ops: Ops) -> None:
 
 async def test_a_job_that_must_not_repeat_is_cancelled_when_lost(app: TickerQ, ops: Ops) -> None:
     parent = await ops.add("alpha")
-    on_cancel = await ops.add(
-        "beta", parent_id=parent.id, run_condition=RunCondition.ON_CANCELLED
-    )
+    on_cancel = await ops.add("beta", parent_id=parent.id, run_condition=RunCondition.ON_CANCELLED)
     on_success = await ops.add("beta", parent_id=parent.id, run_condition=RunCondition.ON_SUCCESS)
     await ops.claim_one(parent.id, lease=60)
     policy = {"default": LostRunPolicy(rerun=False)}
