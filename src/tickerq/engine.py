@@ -285,9 +285,9 @@ class Engine:
                     await self._flush()
                 # Full: a finishing job wakes the loop; asking for the next due time is moot.
                 full = free <= 0 and not self._has_long_running()
-                deadline = None if self.paused or full else await store.next_due_time()
                 if self._check_crons and not self.paused:
                     continue  # crons are behind (or just woke us): no sleep, no past deadline
+                deadline = None if self.paused or full else await store.next_due_time()
             except Exception:
                 self._store_error_at = now
                 logger.exception("engine loop failed; retrying in 1 s")
