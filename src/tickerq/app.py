@@ -170,10 +170,18 @@ class TickerQ(_Registrar):
             self._opened = False
 
     async def _seed(self) -> None:
-        for fn in self._functions.values():
-            if fn.options.cron is None:
-                continue
-            cron = self.cron_tickers.build(
+        """Make the seeded cron tickers match the ``cron=`` of this app's functions.
+
+        Code owns them: a changed expression, timezone, misfire policy or retry plan
+        updates the ticker in place; the ticker of a function that no longer
+        declares a cron (or is no longer registered) goes, with its waiting
+        occurrences. An app without any function (a process that only enqueues
+        elsewhere, the dashboard) leaves them alone.
+        """
+        if not self._functions:
+            return
+        declared = [
+            self.cron_tickers.build(
                 fn.name,
                 fn.options.cron,
                 timezone=fn.options.cron_timezone,
@@ -182,7 +190,22 @@ class TickerQ(_Registrar):
                 misfire=fn.options.misfire,
                 seeded=True,
             )
-            await self.store.seed_cron_ticker(cron)
+            for fn in self._functions.values()
+            if fn.options.cron is not None
+        ]
+        result = await self.store.reconcile_seeded_crons(declared)
+        for action, functions in (
+            ("created", result.created),
+            ("updated", result.updated),
+            ("removed", result.removed),
+        ):
+            for function in functions:
+                logger.info(
+                    "seeded cron of %s %s",
+                    function,
+                    action,
+                    extra={"action": f"seed_{action}", "function": function},
+                )
 
     async def __aenter__(self) -> Self:
         await self.start()

@@ -360,7 +360,10 @@ class Engine:
                     # the loop here, and at least every second: not on every batch.
                     self._check_crons = False
                     self._crons_checked_at = now
-                    await fire_due_crons(store, now, self._priority_of, self.options.misfire_grace)
+                    fired = await fire_due_crons(
+                        store, now, self._priority_of, self.options.misfire_grace
+                    )
+                    self._check_crons = fired.behind  # a RUN_ALL backlog: next batch next turn
                 if not self.paused and (free > 0 or self._has_long_running()):
                     if await self._claim(now, free):
                         continue  # more may be due; claim again before sleeping
@@ -368,6 +371,8 @@ class Engine:
                     await self._flush()
                 # Full: a finishing job wakes the loop; asking for the next due time is moot.
                 full = free <= 0 and not self._has_long_running()
+                if self._check_crons and not self.paused:
+                    continue  # crons are behind (or just woke us): no sleep, no past deadline
                 deadline = None if self.paused or full else await store.next_due_time()
             except Exception:
                 self._store_error_at = now

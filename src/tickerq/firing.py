@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import TYPE_CHECKING
@@ -13,12 +15,10 @@ from tickerq.enums import MisfirePolicy
 
 if TYPE_CHECKING:
     from tickerq.enums import Priority
-
-if TYPE_CHECKING:
     from tickerq.models import CronTicker
     from tickerq.stores.base import Store
 
-__all__ = ["fire_due_crons", "first_fire_after", "parse_cached"]
+__all__ = ["MAX_FIRES_PER_ROUND", "CronRound", "fire_due_crons", "first_fire_after", "parse_cached"]
 
 logger = logging.getLogger(__name__)
 
@@ -84,14 +84,29 @@ def plan_fires(
     return planned, fire
 
 
+@dataclass(frozen=True, slots=True)
+class CronRound:
+    """What one round of :func:`fire_due_crons` did."""
+
+    created: int
+    """Occurrences created."""
+    behind: bool
+    """A cron still has fires at or before ``now`` left to materialize (a RUN_ALL
+    backlog over :data:`MAX_FIRES_PER_ROUND`): run another round soon, without
+    waiting for a deadline (``next_due_time`` is already past)."""
+
+
 async def fire_due_crons(
     store: Store,
     now: datetime,
     priority_of: Callable[[str], Priority],
     misfire_grace: float,
-) -> int:
-    """Materialize the occurrences of every due cron ticker; returns how many were created."""
+) -> CronRound:
+    """Materialize the occurrences of every due cron ticker, at most
+    :data:`MAX_FIRES_PER_ROUND` per cron: a long RUN_ALL backlog takes several
+    rounds, so the caller can claim and run other work between them."""
     created = 0
+    behind = False
     for cron in await store.due_cron_tickers(now):
         cursor = cron.next_fire_at
         if cursor is None:
@@ -114,7 +129,7 @@ async def fire_due_crons(
                 extra={"action": "cron_misfire", "cron_ticker_id": str(cron.id)},
             )
         priority = priority_of(cron.function)
-        created += await store.advance_cron_ticker(
+        made = await store.advance_cron_ticker(
             cron.id,
             expected_next=cursor,
             new_next=new_cursor,
@@ -122,4 +137,11 @@ async def fire_due_crons(
             priority=priority,
             now=now,
         )
-    return created
+        created += made
+        if new_cursor <= now and made:
+            # (No fire made: another node moved the cursor first and goes on with it.)
+            behind = True
+            # A store that never suspends (memory) would hold the event loop for
+            # the whole backlog: let running jobs on between batches.
+            await asyncio.sleep(0)
+    return CronRound(created, behind)

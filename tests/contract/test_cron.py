@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from uuid import UUID, uuid4
 
 import pytest
@@ -263,25 +263,160 @@ async def test_cancel_a_waiting_occurrence(app: TickerQ, ops: Ops) -> None:
         await app.cron_tickers.cancel_occurrence(uuid4())
 
 
-# -- seeding --------------------------------------------------------------------------
+# -- seeded crons: reconciled with the code ---------------------------------------------
 
 
-async def test_seed_cron_ticker_is_idempotent(app: TickerQ, ops: Ops) -> None:
-    def build(expression: str = "*/5 * * * *") -> CronTicker:
-        return app.cron_tickers.build("alpha", expression, seeded=True)
-
-    first = await ops.store.seed_cron_ticker(build())
-    second = await ops.store.seed_cron_ticker(build())
-    assert second.id == first.id and first.seeded
-    assert [c.id for c in await app.cron_tickers.query()] == [first.id]
-    other = await ops.store.seed_cron_ticker(build("0 * * * *"))
-    assert other.id != first.id
-    assert len(await app.cron_tickers.query(function="alpha")) == 2
+def declared(app: TickerQ, function: str, expression: str, **options: Any) -> CronTicker:
+    """A cron as ``@app.function(cron=expression, ...)`` declares it."""
+    return app.cron_tickers.build(function, expression, seeded=True, **options)
 
 
-async def test_seeding_replicas_at_once_make_one_cron(app: TickerQ, ops: Ops) -> None:
-    crons = [app.cron_tickers.build("beta", "0 0 * * *", seeded=True) for _ in range(4)]
-    seeded = await asyncio.gather(*(ops.store.seed_cron_ticker(c) for c in crons))
-    assert len({c.id for c in seeded}) == 1
-    (only,) = await app.cron_tickers.query(function="beta")
-    assert only.id == seeded[0].id and only.seeded
+async def test_reconcile_creates_one_seeded_cron_per_function(app: TickerQ, ops: Ops) -> None:
+    def code() -> list[CronTicker]:
+        return [declared(app, "alpha", "*/5 * * * *"), declared(app, "beta", "0 * * * *")]
+
+    first = await ops.store.reconcile_seeded_crons(code())
+    assert sorted(first.created) == ["alpha", "beta"]
+    assert (first.updated, first.removed) == ((), ())
+    stored = await app.cron_tickers.query()
+    assert {(c.function, c.expression, c.seeded) for c in stored} == {
+        ("alpha", "*/5 * * * *", True),
+        ("beta", "0 * * * *", True),
+    }
+    assert {c.id for c in first.crons} == {c.id for c in stored}
+
+    ops.clock.tick(60)
+    again = await ops.store.reconcile_seeded_crons(code())  # a restart with the same code
+    assert (again.created, again.updated, again.removed) == ((), (), ())
+    assert sorted(again.crons, key=lambda c: c.function) == sorted(stored, key=lambda c: c.function)
+    assert await app.cron_tickers.query() == stored  # not even updated_at moved
+
+
+async def test_reconcile_updates_a_changed_expression_in_place(app: TickerQ, ops: Ops) -> None:
+    (first,) = (
+        await ops.store.reconcile_seeded_crons([declared(app, "alpha", "*/5 * * * *")])
+    ).crons
+    fire = START + 5 * MINUTE
+    ops.clock.set(fire)
+    await advance_cron(ops, first.id, fire, fire + 5 * MINUTE, [fire])
+    ops.clock.tick(60)  # 09:06
+
+    result = await ops.store.reconcile_seeded_crons([declared(app, "alpha", "0 * * * *")])
+
+    assert (result.created, result.updated, result.removed) == ((), ("alpha",), ())
+    (cron,) = await app.cron_tickers.query()
+    assert result.crons == (cron,)
+    assert cron.id == first.id and cron.expression == "0 * * * *"
+    assert cron.next_fire_at == START + timedelta(hours=1)  # rescheduled by the new expression
+    assert (cron.created_at, cron.updated_at) == (first.created_at, ops.now)
+    assert [o.execution_time for o in await app.cron_tickers.occurrences(cron.id)] == [fire]
+    assert await ops.store.due_cron_tickers(START + 10 * MINUTE) == []  # the old one is gone
+
+
+async def test_reconcile_applies_a_changed_timezone(app: TickerQ, ops: Ops) -> None:
+    noon = "0 12 * * *"
+    (first,) = (await ops.store.reconcile_seeded_crons([declared(app, "alpha", noon)])).crons
+    assert first.next_fire_at == START + timedelta(hours=3)  # 12:00 UTC
+
+    tokyo = declared(app, "alpha", noon, timezone="Asia/Tokyo")
+    result = await ops.store.reconcile_seeded_crons([tokyo])
+
+    assert result.updated == ("alpha",)
+    cron = await app.cron_tickers.get(first.id)
+    assert cron.timezone == "Asia/Tokyo"
+    assert cron.next_fire_at == START + timedelta(hours=18)  # 12:00 in Tokyo is 03:00 UTC
+
+
+async def test_reconcile_keeps_the_cursor_when_only_the_run_plan_changed(
+    app: TickerQ, ops: Ops
+) -> None:
+    (first,) = (
+        await ops.store.reconcile_seeded_crons([declared(app, "alpha", "*/5 * * * *")])
+    ).crons
+    await app.cron_tickers.disable(first.id)
+    await ops.store.update_cron_ticker(first.id, {"description": "an operator's note"})
+    ops.clock.tick(timedelta(minutes=17))  # the 09:05, 09:10 and 09:15 fires are behind
+
+    result = await ops.store.reconcile_seeded_crons(
+        [
+            declared(
+                app,
+                "alpha",
+                "*/5 * * * *",
+                retries=3,
+                retry_intervals=[1, 2],
+                misfire=MisfirePolicy.RUN_ALL,
+            )
+        ]
+    )
+
+    assert result.updated == ("alpha",)
+    cron = await app.cron_tickers.get(first.id)
+    assert (cron.retries, cron.retry_intervals, cron.misfire) == (
+        3,
+        (1.0, 2.0),
+        MisfirePolicy.RUN_ALL,
+    )
+    assert cron.next_fire_at == START + 5 * MINUTE  # the missed fires still count
+    assert not cron.enabled and cron.description == "an operator's note"  # not the code's
+
+
+async def test_reconcile_removes_seeded_crons_no_longer_declared(app: TickerQ, ops: Ops) -> None:
+    seeded = await ops.store.reconcile_seeded_crons(
+        [declared(app, "alpha", "*/5 * * * *"), declared(app, "beta", "*/5 * * * *")]
+    )
+    by_function = {c.function: c for c in seeded.crons}
+    gone, kept = by_function["alpha"], by_function["beta"]
+    at_run_time = await app.cron_tickers.add("alpha", "*/5 * * * *")
+    fires = [START + n * 5 * MINUTE for n in (1, 2, 3)]
+    ops.clock.set(fires[-1])
+    await advance_cron(ops, gone.id, fires[0], fires[-1] + 5 * MINUTE, fires)
+    ended, running = await ops.claim(slots=2)
+    await ops.complete(ended, Status.DONE)
+    (waiting,) = [
+        o for o in await app.cron_tickers.occurrences(gone.id) if o.execution_time == fires[2]
+    ]
+
+    result = await ops.store.reconcile_seeded_crons([declared(app, "beta", "*/5 * * * *")])
+
+    assert (result.created, result.updated, result.removed) == ((), (), ("alpha",))
+    assert {c.id for c in await app.cron_tickers.query()} == {kept.id, at_run_time.id}
+    assert await ops.store.get_cron_ticker(gone.id) is None
+    assert await ops.store.get_occurrence(waiting.id) is None  # waiting: gone with its cron
+    assert await ops.claim() == []
+    history = await ops.store.get_occurrence(ended.id)  # what ran stays
+    assert history is not None and history.status is Status.DONE
+    still = await ops.store.get_occurrence(running.id)
+    assert still is not None and still.status is Status.IN_PROGRESS
+    await ops.complete(running, Status.DONE)  # its node can still report it
+    finished = await ops.store.get_occurrence(running.id)
+    assert finished is not None and finished.status is Status.DONE
+
+
+async def test_nodes_reconciling_at_once_end_with_one_cron_per_function(
+    app: TickerQ, ops: Ops
+) -> None:
+    before = await ops.store.reconcile_seeded_crons(
+        [declared(app, "alpha", "*/5 * * * *"), declared(app, "beta", "0 * * * *")]
+    )
+    alpha = next(c for c in before.crons if c.function == "alpha")
+    ops.clock.tick(60)
+
+    def new_code() -> list[CronTicker]:
+        return [declared(app, "alpha", "*/10 * * * *"), declared(app, "gamma", "0 0 * * *")]
+
+    results = await asyncio.gather(
+        *(ops.store.reconcile_seeded_crons(new_code()) for _ in range(4))
+    )
+
+    assert sorted(f for r in results for f in r.updated) == ["alpha"]  # one of them did it
+    assert sorted(f for r in results for f in r.created) == ["gamma"]
+    assert sorted(f for r in results for f in r.removed) == ["beta"]
+    stored = await app.cron_tickers.query()
+    assert sorted((c.function, c.expression) for c in stored) == [
+        ("alpha", "*/10 * * * *"),
+        ("gamma", "0 0 * * *"),
+    ]
+    assert next(c for c in stored if c.function == "alpha").id == alpha.id
+    for result in results:
+        assert {c.id for c in result.crons} == {c.id for c in stored}

@@ -25,9 +25,11 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_LOST_RUN",
     "LEASE_EXPIRED",
+    "SEEDED_FIELDS",
     "Job",
     "LostRunPolicy",
     "Outcome",
+    "SeedResult",
     "Store",
     "TickerQuery",
     "attempt_status",
@@ -149,6 +151,23 @@ class TickerQuery:
     offset: int = 0
 
 
+SEEDED_FIELDS = ("expression", "timezone", "request", "retries", "retry_intervals", "misfire")
+"""The fields of a seeded cron ticker that the code owns (the decorator's options)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SeedResult:
+    """What :meth:`Store.reconcile_seeded_crons` did, by function name."""
+
+    created: tuple[str, ...] = ()
+    updated: tuple[str, ...] = ()
+    """Functions whose seeded cron changed (fields, or an older seed key folded in)."""
+    removed: tuple[str, ...] = ()
+    """Functions whose seeded cron tickers were deleted (one name per deleted ticker)."""
+    crons: tuple[CronTicker, ...] = ()
+    """The seeded cron tickers of the declared functions, as stored now."""
+
+
 class Store(ABC):
     """Persistence of tickers; one implementation per backend."""
 
@@ -230,9 +249,22 @@ class Store(ABC):
         """Store a new cron ticker."""
 
     @abstractmethod
-    async def seed_cron_ticker(self, cron: CronTicker) -> CronTicker:
-        """Create a decorator-seeded cron ticker unless one with the same function
-        and expression exists (idempotent under replicas starting together)."""
+    async def reconcile_seeded_crons(self, declared: Sequence[CronTicker]) -> SeedResult:
+        """Make the seeded cron tickers (``seeded=True``) match ``declared``: the crons
+        the code declares, at most one per function.
+
+        Per declared function exactly one seeded cron ticker remains: a missing one
+        is created; an existing one that differs in a field the code owns
+        (:data:`SEEDED_FIELDS`) is updated in place, keeping its id, ``enabled``,
+        ``description`` and its occurrences; a new expression or timezone also moves
+        ``next_fire_at`` to the declared one. Other seeded crons of that function
+        (older seed keys) and the seeded crons of every function not declared are
+        deleted with their waiting occurrences; occurrences that are running or
+        have ended stay. Crons not seeded (added at run time) are never touched.
+
+        Atomic and serialized across nodes: several nodes reconciling at once end
+        with one seeded cron per function and no doubled occurrence.
+        """
 
     @abstractmethod
     async def get_cron_ticker(self, cron_id: UUID) -> CronTicker | None:

@@ -25,12 +25,14 @@ from tickerq.stores.base import (
     Job,
     LostRunPolicy,
     Outcome,
+    SeedResult,
     Store,
     TickerQuery,
     attempt_status,
     lost_run_end,
     resolve_child,
 )
+from tickerq.stores.seeding import plan_seeding
 
 __all__ = ["MemoryStore"]
 
@@ -318,16 +320,26 @@ class MemoryStore(Store):
         self._announce_cron(cron.id, cron.updated_at)
         return cron
 
-    async def seed_cron_ticker(self, cron: CronTicker) -> CronTicker:
-        """Create unless the same seeded (function, expression) exists."""
-        for existing in self._crons.values():
-            if (
-                existing.seeded
-                and existing.function == cron.function
-                and existing.expression == cron.expression
-            ):
-                return existing
-        return await self.add_cron_ticker(cron)
+    async def reconcile_seeded_crons(self, declared: Sequence[CronTicker]) -> SeedResult:
+        """Make the seeded crons match ``declared`` (see Store); atomic: no await inside."""
+        stored = sorted((c for c in self._crons.values() if c.seeded), key=lambda c: c.created_at)
+        plan = plan_seeding(stored, declared)
+        for cron in plan.delete:
+            self._drop_cron(cron.id, keep_ended=True)
+        updated, crons = [], []
+        for kept, changes in plan.keep:
+            if changes:
+                kept = await self.update_cron_ticker(kept.id, changes)  # noqa: PLW2901
+                updated.append(kept.function)
+            crons.append(kept)
+        for cron in plan.create:
+            crons.append(await self.add_cron_ticker(cron))
+        return SeedResult(
+            created=tuple(c.function for c in plan.create),
+            updated=tuple(updated),
+            removed=tuple(c.function for c in plan.delete),
+            crons=tuple(crons),
+        )
 
     async def get_cron_ticker(self, cron_id: UUID) -> CronTicker | None:
         """One cron ticker."""
@@ -345,11 +357,16 @@ class MemoryStore(Store):
 
     async def delete_cron_ticker(self, cron_id: UUID) -> None:
         """Delete a cron ticker and its occurrences that have not started."""
-        cron = self._crons.pop(cron_id, None)
-        if cron is None:
+        if cron_id not in self._crons:
             raise TickerNotFoundError("cron ticker", cron_id)
+        self._drop_cron(cron_id, keep_ended=False)
+
+    def _drop_cron(self, cron_id: UUID, *, keep_ended: bool) -> None:
+        """Delete a cron and its waiting occurrences (and, unless ``keep_ended``, its
+        ended ones); a running occurrence stays until it ends."""
+        cron = self._crons.pop(cron_id)
         for row in self._cron_occurrences.pop(cron_id, []):
-            if row.status is not Status.IN_PROGRESS:
+            if row.status is not Status.IN_PROGRESS and not (keep_ended and row.status.is_final):
                 self._rows.pop(row.id, None)
                 row.version += 1
             self._occurrence_keys.pop((cron_id, row.fire_time), None)  # type: ignore[arg-type]

@@ -122,7 +122,7 @@ def cron_values(c: CronTicker) -> dict[str, Any]:
         "enabled": c.enabled,
         "misfire": c.misfire.value,
         "description": c.description,
-        "seed_key": f"{c.function}|{c.expression}" if c.seeded else None,
+        "seed_key": c.function if c.seeded else None,  # one seeded cron per function
         "next_fire_at": c.next_fire_at,
         "created_at": c.created_at,
         "updated_at": c.updated_at,

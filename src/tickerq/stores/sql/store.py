@@ -29,7 +29,7 @@ from sqlalchemy import (
 
 from tickerq.enums import Priority, Status, TickerKind
 from tickerq.errors import TickerNotFoundError, TickerStateError
-from tickerq.events import CronTickerChanged, TickerDeleted
+from tickerq.events import TickerDeleted
 from tickerq.models import Attempt, CronOccurrence, CronTicker, TimeTicker
 from tickerq.stores.base import TickerQuery
 from tickerq.stores.sql import dialects
@@ -51,6 +51,7 @@ from tickerq.stores.sql.rows import (
     ticker_values,
 )
 from tickerq.stores.sql.schema import attempts, cron_tickers, tickers
+from tickerq.stores.sql.seeding import CronSeeding
 from tickerq.stores.sql.work import EngineWork
 
 __all__ = ["SqlStore"]
@@ -58,7 +59,7 @@ __all__ = ["SqlStore"]
 logger = logging.getLogger(__name__)
 
 
-class SqlStore(EngineWork):
+class SqlStore(CronSeeding, EngineWork):
     """Tickers in SQLite or PostgreSQL, shared by every node that uses the same database."""
 
     # -- time tickers ------------------------------------------------------------------
@@ -299,18 +300,6 @@ class SqlStore(EngineWork):
         self._announce_cron(cron.id, cron.updated_at)
         return cron
 
-    async def seed_cron_ticker(self, cron: CronTicker) -> CronTicker:
-        """Insert unless the same seed key exists (a unique key makes this race-free)."""
-        values = cron_values(cron)
-        async with self.engine.begin() as conn:
-            await conn.execute(self.dialect.insert_ignore(cron_tickers, values))
-            row = (
-                await conn.execute(
-                    select(cron_tickers).where(cron_tickers.c.seed_key == values["seed_key"])
-                )
-            ).one()
-        return cron_from_row(row)
-
     async def get_cron_ticker(self, cron_id: UUID) -> CronTicker | None:
         """One cron ticker."""
         async with self.engine.connect() as conn:
@@ -343,21 +332,9 @@ class SqlStore(EngineWork):
     async def delete_cron_ticker(self, cron_id: UUID) -> None:
         """Delete a cron ticker and its occurrences that are not running."""
         async with self.engine.begin() as conn:
-            waiting = select(T.id).where(T.cron_ticker_id == cron_id, T.status != RUNNING)
-            await conn.execute(delete(attempts).where(attempts.c.ticker_id.in_(waiting)))
-            await conn.execute(
-                delete(tickers).where(T.cron_ticker_id == cron_id, T.status != RUNNING)
-            )
-            # running occurrences keep their row until they end, detached from the cron
-            await conn.execute(
-                update(tickers).where(T.cron_ticker_id == cron_id).values(cron_ticker_id=None)
-            )
-            result = await conn.execute(delete(cron_tickers).where(cron_tickers.c.id == cron_id))
-            if result.rowcount == 0:
+            if await self._drop_crons(conn, [cron_id], keep_ended=False) == 0:
                 raise TickerNotFoundError("cron ticker", cron_id)
-        bus = self.events
-        if bus is not None and bus.active:
-            bus.publish(CronTickerChanged(dialects.utcnow(), cron_id, deleted=True))
+        self._announce_deleted([cron_id])
 
     async def query_cron_tickers(self, function: str | None = None) -> list[CronTicker]:
         """Cron tickers, oldest first."""
