@@ -93,7 +93,8 @@ class SyncTickerQ:
         """Run ``awaitable`` on the loop that owns the app and wait for its result.
 
         Raises :class:`TickerQError` when called on that loop's own thread (it
-        would deadlock) or when that loop has ended with the app still open; on
+        would deadlock) or when that loop has ended (closed) with the app still
+        open; a loop that is only paused between runs is waited for. On
         ``timeout`` (seconds) the call is cancelled and TimeoutError raised.
         """
         loop = self._target()
