@@ -95,6 +95,7 @@ class TickerQ(_Registrar):
         """Add, change and inspect cron tickers."""
         self.engine = Engine(self, options or EngineOptions())
         self._opened = False
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._sync: SyncTickerQ | None = None
 
     # -- registration -----------------------------------------------------------------
@@ -147,6 +148,7 @@ class TickerQ(_Registrar):
         if not self._opened:
             await self.store.open()
             self._opened = True
+            self._loop = asyncio.get_running_loop()
 
     async def start(self) -> None:
         """Open the store, seed decorator crons, start the engine."""
@@ -168,6 +170,7 @@ class TickerQ(_Registrar):
         if self._opened:
             await self.store.close()
             self._opened = False
+            self._loop = None
 
     async def _seed(self) -> None:
         """Make the seeded cron tickers match the ``cron=`` of this app's functions.
@@ -287,6 +290,11 @@ class TickerQ(_Registrar):
         """Tell the engine that work became due at ``due`` (None: look now)."""
         if self.engine.running:
             self.engine.wake(due)
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The event loop the app is open on (None while closed); ``app.sync`` calls go there."""
+        return self._loop
 
     @property
     def sync(self) -> SyncTickerQ:

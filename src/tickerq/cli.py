@@ -1,4 +1,8 @@
-"""The ``tickerq`` command line."""
+"""The ``tickerq`` command line.
+
+Errors are one line, ``Error: <what>`` on stderr, with exit status 2 for usage
+and bad input and 1 for runtime failures (see :mod:`tickerq._cli_support`).
+"""
 
 from __future__ import annotations
 
@@ -7,47 +11,72 @@ import importlib
 import logging
 import os
 import sys
-from collections.abc import Callable, Coroutine
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Callable, Coroutine, Sequence
+from datetime import UTC, datetime, tzinfo
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
-from tickerq.errors import RegistrationError
+from tickerq._cli_support import (
+    EXIT_FAILURE,
+    database_errors,
+    run_command,
+    set_verbose,
+    stop_signals,
+)
+from tickerq.errors import RegistrationError, TickerQError
 
 if TYPE_CHECKING:
     from tickerq.app import TickerQ
     from tickerq.stores.sql.dialects import Dialect
 
-__all__ = ["main"]
+__all__ = ["cli", "load_app", "main"]
 
 _T = TypeVar("_T")
 
 
 def load_app(target: str) -> TickerQ:
-    """Import ``module:attribute`` (``module`` alone looks for ``app``) and return the app."""
+    """Import ``module:attribute`` (``module`` alone looks for ``app``) and return the app.
+
+    A module that cannot be imported (missing, syntax error, error while
+    importing) or an attribute that is not a TickerQ app raises click.UsageError
+    naming it; a RegistrationError raised while importing is passed on.
+    """
     from tickerq.app import TickerQ
 
     module_name, _, attribute = target.partition(":")
     attribute = attribute or "app"
+    if not module_name or not attribute.isidentifier():
+        raise click.UsageError(f"{target!r} is not MODULE or MODULE:ATTRIBUTE (e.g. jobs:app)")
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise click.BadParameter(f"cannot import module {module_name!r}: {exc}") from exc
+    except RegistrationError:
+        raise
+    except SyntaxError as exc:
+        where = f"{exc.filename}, line {exc.lineno}" if exc.filename else f"line {exc.lineno}"
+        raise click.UsageError(
+            f"cannot import module {module_name!r}: {type(exc).__name__}: {exc.msg} ({where})"
+        ) from exc
+    except Exception as exc:
+        raise click.UsageError(
+            f"cannot import module {module_name!r}: {type(exc).__name__}: {exc}"
+        ) from exc
     app = getattr(module, attribute, None)
     if app is None:
-        raise click.BadParameter(f"module {module_name!r} has no attribute {attribute!r}")
+        raise click.UsageError(f"module {module_name!r} has no attribute {attribute!r}")
     if not isinstance(app, TickerQ):
-        raise click.BadParameter(f"{target} is a {type(app).__name__}, not a TickerQ app")
+        raise click.UsageError(
+            f"{module_name}:{attribute} is not a TickerQ app (it is of type {type(app).__name__})"
+        )
     return app
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="tickerq")
-@click.option("-v", "--verbose", is_flag=True, help="Log at DEBUG level.")
-def main(verbose: bool) -> None:
+@click.option("-v", "--verbose", is_flag=True, help="Log at DEBUG level; errors with traceback.")
+def cli(verbose: bool) -> None:
     """tickerq: background jobs, scheduled jobs and cron jobs for Python.
 
     \b
@@ -56,13 +85,29 @@ def main(verbose: bool) -> None:
       tickerq run myproject.jobs:app  run the engine of your app
       tickerq check myproject.jobs    check every registered function
       tickerq cron next "0 9 * * mon-fri" --tz Europe/Berlin -n 5
+
+    \b
+    Exit status:
+      0  success; also a graceful stop on Ctrl+C (SIGINT) or SIGTERM
+         (a second signal stops at once, with 128 + the signal number)
+      1  runtime failure: database unreachable or unreadable, port taken,
+         problems found by check or db current
+      2  usage or bad input: unknown command or option, bad value, bad cron
+         expression, module that cannot be imported
+    Errors are one line on stderr, "Error: ..."; -v adds the traceback.
     """
+    set_verbose(verbose)
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     if not verbose:
         logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+def main(args: Sequence[str] | None = None) -> NoReturn:
+    """Run the ``tickerq`` command (``args`` default to sys.argv) and exit with its status."""
+    sys.exit(run_command(cli, args))
 
 
 _STORE_OPTION_EARLY = click.option(
@@ -82,7 +127,7 @@ _PORT_OPTION = click.option(
 )
 
 
-@main.command()
+@cli.command()
 @click.argument("target", metavar="MODULE[:APP]")
 @click.option("--dashboard", "with_dashboard", is_flag=True, help="Serve the web dashboard too.")
 @_HOST_OPTION
@@ -91,18 +136,16 @@ def run(target: str, with_dashboard: bool, host: str, port: int) -> None:
     """Run the engine of the app at MODULE:APP until Ctrl+C (SIGINT) or SIGTERM.
 
     On stop, running jobs get the app's grace period to finish; work that has
-    not started stays waiting for the next start. With --dashboard the web
-    dashboard is served alongside (loopback only unless the app configures auth).
+    not started stays waiting for the next start; exit status 0. With
+    --dashboard the web dashboard is served alongside (loopback only unless
+    the app configures auth).
     """
     app = load_app(target)
     click.echo(f"tickerq: running {target} as node {app.node_id} (Ctrl+C to stop)")
-    if not with_dashboard:
-        app.run()
-        return
-    asyncio.run(_serve_with_dashboard(app, host, port, engine=True))
+    asyncio.run(_serve(app, engine=True, dashboard=(host, port) if with_dashboard else None))
 
 
-@main.command("dashboard")
+@cli.command("dashboard")
 @_STORE_OPTION_EARLY
 @_HOST_OPTION
 @_PORT_OPTION
@@ -115,59 +158,78 @@ def dashboard_command(store_url: str | None, host: str, port: int, title: str) -
     mount app.dashboard(auth=...) in your own ASGI app instead.
     """
     from tickerq.app import TickerQ
-    from tickerq.errors import TickerQError
 
     if not store_url:
         raise click.UsageError("which store? give --store URL or set TICKERQ_STORE")
+    _require_sqlite_file(store_url)
     try:
         app = TickerQ(store_url, seed_crons=False)
     except TickerQError as exc:
         raise click.UsageError(str(exc)) from None
-    asyncio.run(_serve_with_dashboard(app, host, port, engine=False, title=title))
+    asyncio.run(_serve(app, engine=False, dashboard=(host, port), title=title))
 
 
-async def _serve_with_dashboard(
-    app: TickerQ, host: str, port: int, *, engine: bool, title: str = "tickerq"
+def _require_sqlite_file(store_url: str) -> None:
+    """A dashboard of a SQLite file that does not exist would create it: refuse instead."""
+    if not store_url.startswith("sqlite"):
+        return
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        path = make_url(store_url).database
+    except ArgumentError:
+        return  # TickerQ(...) names the bad URL
+    if path and path != ":memory:" and not os.path.exists(path):
+        raise click.ClickException(
+            f"no SQLite database at {path!r}: the file does not exist "
+            "(check the path; `tickerq db upgrade --store URL` creates one)"
+        )
+
+
+async def _serve(
+    app: TickerQ,
+    *,
+    engine: bool,
+    dashboard: tuple[str, int] | None,
+    title: str = "tickerq",
 ) -> None:
-    import contextlib
-    import signal
-
+    """Run the engine and/or serve the dashboard until SIGINT or SIGTERM, then stop
+    gracefully: the dashboard server first, then the engine (running jobs get
+    the app's grace period)."""
     from tickerq.dashboard.server import start_server
-    from tickerq.errors import TickerQError
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
-    try:
-        await (app.start() if engine else app.open())
-    except TickerQError as exc:
-        raise click.ClickException(str(exc)) from None
-    try:
+    with stop_signals() as stop, database_errors(app.store_url):
         try:
-            server = await start_server(app.dashboard(title=title), host, port)
-        except OSError as exc:
-            raise click.ClickException(
-                f"cannot serve the dashboard on {host}:{port}: {exc}"
-            ) from None
-        click.echo(f"tickerq: dashboard on {server.url} (Ctrl+C to stop)")
-        try:
-            await stop.wait()
+            await (app.start() if engine else app.open())
+            if dashboard is None:
+                await stop.wait()
+                return
+            host, port = dashboard
+            try:
+                server = await start_server(app.dashboard(title=title), host, port)
+            except OSError as exc:
+                raise click.ClickException(
+                    f"cannot serve the dashboard on {host}:{port}: {exc}"
+                ) from None
+            click.echo(f"tickerq: dashboard on {server.url} (Ctrl+C to stop)")
+            try:
+                await stop.wait()
+            finally:
+                await server.stop()
         finally:
-            await server.stop()
-    finally:
-        await app.stop()
+            await app.stop()
 
 
-@main.command()
+@cli.command()
 @click.argument("target", metavar="MODULE[:APP]")
 def check(target: str) -> None:
     """Check every function registered in MODULE:APP; exit 1 on any problem.
 
     Reports all problems at once (duplicate names, bad signatures, invalid
     cron expressions, negative limits, request types that are not JSON), each
-    with its function's name. Meant for CI.
+    with its function's name. Meant for CI. A module that cannot be imported
+    exits 2.
     """
     from tickerq.functions import collect_registration_errors
 
@@ -181,13 +243,13 @@ def check(target: str) -> None:
         click.secho(f"error: function {problem.function!r}: {problem.problem}", fg="red", err=True)
     if problems:
         click.secho(f"{len(problems)} problem(s) found", fg="red", bold=True, err=True)
-        sys.exit(1)
+        sys.exit(EXIT_FAILURE)
     assert app is not None
     names = ", ".join(sorted(app.functions)) or "(none)"
     click.secho(f"ok: {len(app.functions)} function(s): {names}", fg="green")
 
 
-@main.group()
+@cli.group()
 def cron() -> None:
     """Work with cron expressions."""
 
@@ -210,12 +272,20 @@ def cron_next(expression: str, timezone: str, count: int, after: str | None) -> 
     click.echo(f"{expr.expression}  ({expr.describe()}, {zone.key})")
     fire = start
     for _ in range(count):
-        fire = expr.next_after(fire)
-        local = fire.astimezone(zone)
+        try:
+            following = expr.next_after(fire)
+            local = following.astimezone(zone)
+        except (ValueError, OverflowError):  # dates end with year 9999
+            raise click.UsageError(
+                f"cron expression {expr.expression!r} has no fire time after "
+                f"{fire.astimezone(UTC).isoformat()} within year 9999 ({zone.key})"
+            ) from None
+        fire = following
         click.echo(f"  {local.isoformat()}  {local.strftime('%a')}  = {fire.isoformat()}")
 
 
-def _parse_after(after: str | None, zone: object) -> datetime:
+def _parse_after(after: str | None, zone: tzinfo) -> datetime:
+    """``--after`` as an aware UTC time (naive times are in ``zone``); ValueError if bad."""
     if after is None:
         return datetime.now(UTC)
     try:
@@ -223,14 +293,14 @@ def _parse_after(after: str | None, zone: object) -> datetime:
     except ValueError:
         raise ValueError(f"--after {after!r} is not an ISO date-time") from None
     if parsed.tzinfo is None:
-        from datetime import tzinfo
-
-        assert isinstance(zone, tzinfo)
         parsed = parsed.replace(tzinfo=zone)
-    return parsed
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"--after {after!r} is outside the years 1 to 9999 in UTC") from None
 
 
-@main.command()
+@cli.command()
 @click.option(
     "--duration", type=float, default=None, help="Stop after this many seconds (default: Ctrl+C)."
 )
@@ -248,11 +318,21 @@ def demo(duration: float | None, store: str, no_dashboard: bool, host: str, port
 
     Its data stays in the store: stop it and start it again, and the history
     is still there and work that fell due meanwhile runs. The web dashboard
-    is served on http://127.0.0.1:8787/ meanwhile.
+    is served on http://127.0.0.1:8787/ meanwhile. Ctrl+C (SIGINT) or SIGTERM
+    stops it gracefully (dashboard, then engine; exit status 0).
     """
-    from tickerq.demo import run_demo
+    from tickerq.demo import build_demo_app, run_demo
+    from tickerq.stores import mask_password
 
-    asyncio.run(run_demo(duration, store, dashboard=not no_dashboard, host=host, port=port))
+    app = build_demo_app(store)
+
+    async def main() -> None:
+        with stop_signals() as stop, database_errors(mask_password(store)):
+            await run_demo(
+                duration, app, dashboard=not no_dashboard, host=host, port=port, stop=stop
+            )
+
+    asyncio.run(main())
 
 
 # -- database schema -----------------------------------------------------------------
@@ -266,7 +346,7 @@ _STORE_OPTION = click.option(
 )
 
 
-@main.group()
+@cli.group()
 @click.pass_context
 def db(ctx: click.Context) -> None:
     """Inspect and upgrade the schema of a SQL store.

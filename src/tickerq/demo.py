@@ -7,6 +7,7 @@ it and start it again, and the history is still there and overdue work runs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from dataclasses import dataclass
@@ -187,17 +188,22 @@ async def _render(app: TickerQ, started: float, dashboard_url: str | None = None
 
 async def run_demo(
     duration: float | None = None,
-    store: str = DEFAULT_STORE,
+    store: str | TickerQ = DEFAULT_STORE,
     *,
     dashboard: bool = True,
     host: str = "127.0.0.1",
     port: int = 8787,
+    stop: asyncio.Event | None = None,
 ) -> None:
-    """Run the demo app; show it live until Ctrl+C or ``duration`` seconds.
+    """Run the demo app (``store`` is its URL, or an app from :func:`build_demo_app`);
+    show it live until ``stop`` is set or ``duration`` seconds have passed.
 
     With ``dashboard`` the web dashboard is served on ``host:port`` meanwhile.
+    On stop the dashboard server is shut down, then the engine, whose running
+    jobs get its grace period.
     """
-    app = build_demo_app(store)
+    app = build_demo_app(store) if isinstance(store, str) else store
+    stop = stop or asyncio.Event()
     started = time.monotonic()
     async with app:
         server = None
@@ -213,13 +219,16 @@ async def run_demo(
         feeder = asyncio.create_task(_feed(app))
         try:
             with Live(await _render(app, started, url), refresh_per_second=4) as live:
-                while duration is None or time.monotonic() - started < duration:
-                    await asyncio.sleep(0.5)
+                while not stop.is_set():
+                    left = None if duration is None else duration - (time.monotonic() - started)
+                    if left is not None and left <= 0:
+                        break
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), 0.5 if left is None else min(0.5, left))
                     live.update(await _render(app, started, url))
-        except (KeyboardInterrupt, asyncio.CancelledError):
-            pass
         finally:
             feeder.cancel()
+            await asyncio.gather(feeder, return_exceptions=True)
             if server is not None:
                 await server.stop()
     done = datetime.now(UTC).astimezone().strftime("%H:%M:%S")

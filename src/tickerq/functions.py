@@ -39,6 +39,7 @@ from tickerq.validation import check_count, check_enum, check_retries, check_tim
 if TYPE_CHECKING:
     from tickerq.app import TickerQ
     from tickerq.models import TimeTicker
+    from tickerq.sync import SyncFunction
 
 __all__ = [
     "FunctionOptions",
@@ -188,6 +189,13 @@ class TickerFunction(Generic[Req]):
                 f"function {self.name!r} belongs to a router that no app has included yet"
             )
         return self._app
+
+    @property
+    def sync(self) -> SyncFunction[Req]:
+        """Blocking ``enqueue`` and ``schedule``, for code that is not async (see ``app.sync``)."""
+        from tickerq.sync import SyncFunction
+
+        return SyncFunction(self)
 
     def encode_request(self, request: Any) -> Any:
         """Validate a request and return the JSON-compatible payload to store."""

@@ -1,68 +1,74 @@
 """A blocking facade over the async app, for scripts, Django, Flask.
 
-It runs the one async core on an event loop in a background thread and hands
-each call to it; there is no second copy of the engine. Get it as
-``app.sync``::
+Every call runs on the event loop that owns the app and waits for its result;
+there is no second copy of the engine. The owner is the loop the app was
+opened on (``async with app``, ``app.start()`` or ``app.sync.start()``, in any
+thread); while the app is closed, calls run on a loop the facade keeps in a
+background thread. Get it as ``app.sync`` (or ``fn.sync`` for one function)::
 
-    app.sync.start()                      # engine runs in the background
+    app.sync.start()                      # engine runs in a background thread
     app.sync.enqueue(send_email, Email(to="a@b.c"))
-    app.sync.time_tickers.get(ticker_id)  # any manager method, blocking
+    send_email.sync.schedule(Email(to="a@b.c"), after=60)
+    app.sync.time_tickers.get(ticker_id)  # every manager method, blocking
     app.sync.stop()
+
+A blocking call made on the owner loop's own thread (from async code) would
+wait for itself forever: it raises :class:`TickerQError` instead.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import functools
+import inspect
 import threading
-from collections.abc import Awaitable, Callable, Coroutine
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from datetime import datetime, timedelta
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, Self, TypeVar, overload
 
+from tickerq.context import Req
 from tickerq.errors import TickerQError
+from tickerq.managers import CronTickerManager, TimeTickerManager
 
 if TYPE_CHECKING:
     from tickerq.app import TickerQ
-    from tickerq.context import Req
     from tickerq.functions import TickerFunction
     from tickerq.models import TimeTicker
 
-__all__ = ["SyncTickerQ"]
+__all__ = ["SyncCronTickers", "SyncFunction", "SyncTickerQ", "SyncTimeTickers"]
 
 T = TypeVar("T")
+M = TypeVar("M")
+P = ParamSpec("P")
+
+_POLL = 0.25
+"""Seconds between checks that the owner loop still runs, while waiting for a call."""
 
 
-class _BlockingProxy:
-    """Every coroutine method of the wrapped object, as a blocking call."""
-
-    def __init__(self, portal: SyncTickerQ, target: object) -> None:
-        self._portal = portal
-        self._target = target
-
-    def __getattr__(self, name: str) -> Callable[..., Any]:
-        method = getattr(self._target, name)
-
-        def call(*args: Any, **kwargs: Any) -> Any:
-            return self._portal.call(method(*args, **kwargs))
-
-        call.__doc__ = method.__doc__
-        return call
+def _discard(awaitable: Awaitable[object]) -> None:
+    """Close a coroutine that will never run (no 'never awaited' warning)."""
+    if isinstance(awaitable, Coroutine):
+        awaitable.close()
 
 
 class SyncTickerQ:
-    """Blocking access to a :class:`TickerQ`; the engine runs in a background thread."""
+    """Blocking access to a :class:`TickerQ`, from any thread but the app's own loop."""
 
     def __init__(self, app: TickerQ) -> None:
         self.app = app
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
-        self.time_tickers: Any = _BlockingProxy(self, app.time_tickers)
+        self.time_tickers = SyncTimeTickers(self, app.time_tickers)
         """``app.time_tickers`` with blocking methods."""
-        self.cron_tickers: Any = _BlockingProxy(self, app.cron_tickers)
+        self.cron_tickers = SyncCronTickers(self, app.cron_tickers)
         """``app.cron_tickers`` with blocking methods."""
 
-    def _portal(self) -> asyncio.AbstractEventLoop:
+    def _own_loop(self) -> asyncio.AbstractEventLoop:
+        """The facade's loop in its background thread (started on first use)."""
         with self._lock:
             if self._loop is None or self._thread is None or not self._thread.is_alive():
                 loop = asyncio.new_event_loop()
@@ -79,42 +85,84 @@ class SyncTickerQ:
                 self._loop = loop
             return self._loop
 
+    def _target(self) -> asyncio.AbstractEventLoop:
+        """The loop that owns the app, else the facade's own."""
+        return self.app.loop or self._own_loop()
+
     def call(self, awaitable: Awaitable[T], timeout: float | None = None) -> T:
-        """Run ``awaitable`` on the app's loop and wait for its result."""
-        loop = self._portal()
-        if threading.current_thread() is self._thread:
-            if isinstance(awaitable, Coroutine):
-                awaitable.close()
-            raise TickerQError("app.sync cannot be used from inside the app's own event loop")
+        """Run ``awaitable`` on the loop that owns the app and wait for its result.
+
+        Raises :class:`TickerQError` when called on that loop's own thread (it
+        would deadlock) or when that loop has ended (closed) with the app still
+        open; a loop that is only paused between runs is waited for. On
+        ``timeout`` (seconds) the call is cancelled and TimeoutError raised.
+        """
+        loop = self._target()
+        try:
+            current: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            current = None
+        if current is loop:
+            _discard(awaitable)
+            raise TickerQError(
+                "app.sync cannot be used from inside the app's own event loop (the call "
+                "would wait for itself forever); await the async API there instead"
+            )
+        if loop.is_closed():
+            _discard(awaitable)
+            raise _loop_gone()
 
         async def run() -> T:
             return await awaitable
 
-        future = asyncio.run_coroutine_threadsafe(run(), loop)
-        return future.result(timeout)
+        coroutine = run()
+        try:
+            future = asyncio.run_coroutine_threadsafe(coroutine, loop)
+        except RuntimeError:  # closed meanwhile
+            coroutine.close()
+            _discard(awaitable)
+            raise _loop_gone() from None
+        return _wait(future, loop, timeout)
 
     def start(self) -> None:
-        """Start the engine in the background thread."""
+        """Start the engine (in the facade's background thread unless a loop owns the app)."""
         self.call(self.app.start())
 
     def stop(self, grace: float | None = None) -> None:
-        """Stop the engine gracefully and end the background thread."""
-        loop = self._loop
+        """Stop the engine gracefully (on the loop that owns it) and end the facade's thread."""
+        if self.app.loop is not None:
+            self.call(self.app.stop(grace))
+        with self._lock:
+            loop, thread = self._loop, self._thread
+            self._loop = self._thread = None
         if loop is None:
             return
-        self.call(self.app.stop(grace))
         loop.call_soon_threadsafe(loop.stop)
-        if self._thread is not None:
-            self._thread.join(5)
-        loop.close()
-        self._loop = None
-        self._thread = None
+        if thread is not None:
+            thread.join(5)
+        if not loop.is_running():
+            loop.close()
 
     def enqueue(
-        self, fn: TickerFunction[Req], request: Req | None = None, **options: Any
+        self,
+        fn: TickerFunction[Req],
+        request: Req | None = None,
+        *,
+        description: str = "",
+        retries: int | None = None,
+        retry_intervals: Sequence[float] | None = None,
+        timeout: float | None = None,
     ) -> TimeTicker:
         """``await fn.enqueue(request, ...)``, blocking."""
-        return self.call(fn.enqueue(request, **options))
+        return self.call(
+            fn.enqueue(
+                request,
+                description=description,
+                retries=retries,
+                retry_intervals=retry_intervals,
+                timeout=timeout,
+            )
+        )
 
     def schedule(
         self,
@@ -123,14 +171,27 @@ class SyncTickerQ:
         *,
         at: datetime | None = None,
         after: timedelta | float | None = None,
-        **options: Any,
+        description: str = "",
+        retries: int | None = None,
+        retry_intervals: Sequence[float] | None = None,
+        timeout: float | None = None,
     ) -> TimeTicker:
         """``await fn.schedule(request, at=..., after=...)``, blocking."""
-        return self.call(fn.schedule(request, at=at, after=after, **options))
+        return self.call(
+            fn.schedule(
+                request,
+                at=at,
+                after=after,
+                description=description,
+                retries=retries,
+                retry_intervals=retry_intervals,
+                timeout=timeout,
+            )
+        )
 
-    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        """Run any coroutine on the app's loop (e.g. ``app.sync.run(app.time_tickers.count())``)."""
-        return self.call(coroutine)
+    def run(self, awaitable: Awaitable[T]) -> T:
+        """Run any awaitable on the app's loop (e.g. ``app.sync.run(app.time_tickers.count())``)."""
+        return self.call(awaitable)
 
     def __enter__(self) -> Self:
         self.start()
@@ -143,3 +204,153 @@ class SyncTickerQ:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def _loop_gone() -> TickerQError:
+    return TickerQError(
+        "the event loop the app was opened on is no longer running (it ended without "
+        "stopping the app); stop the app before its loop ends, e.g. with `async with app`"
+    )
+
+
+def _wait(
+    future: concurrent.futures.Future[T], loop: asyncio.AbstractEventLoop, timeout: float | None
+) -> T:
+    """The result of ``future``; gives up when ``loop`` closes before running it."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        step = _POLL if deadline is None else max(0.0, min(_POLL, deadline - time.monotonic()))
+        try:
+            return future.result(step)
+        except TimeoutError:
+            if future.done():  # the call itself raised TimeoutError
+                raise
+            if deadline is not None and time.monotonic() >= deadline:
+                future.cancel()
+                raise
+            if loop.is_closed() and not future.done():
+                future.cancel()
+                raise _loop_gone() from None
+        except BaseException:
+            if not future.done():  # e.g. KeyboardInterrupt while waiting: stop the call
+                future.cancel()
+            raise
+
+
+class _Blocking(Generic[M, P, T]):
+    """A coroutine method of the wrapped object, as a blocking method of its sync twin.
+
+    ``add = _Blocking(TimeTickerManager.add)`` keeps the method's parameters and
+    result type (for type checkers, ``inspect.signature`` and ``help()``).
+    """
+
+    def __init__(self, method: Callable[Concatenate[M, P], Coroutine[Any, Any, T]]) -> None:
+        self._method = method
+        parameters = list(inspect.signature(method).parameters.values())[1:]  # without self
+        self._signature = inspect.signature(method).replace(parameters=parameters)
+
+    @overload
+    def __get__(self, obj: None, owner: type[Any]) -> Self: ...
+    @overload
+    def __get__(self, obj: _SyncTwin[M], owner: type[Any]) -> Callable[P, T]: ...
+    def __get__(self, obj: _SyncTwin[M] | None, owner: type[Any]) -> Self | Callable[P, T]:
+        if obj is None:
+            return self
+        method, target, portal = self._method, obj._target, obj._portal
+
+        @functools.wraps(method)
+        def call(*args: P.args, **kwargs: P.kwargs) -> T:
+            return portal.call(method(target, *args, **kwargs))
+
+        call.__signature__ = self._signature  # type: ignore[attr-defined]
+        return call
+
+
+class _SyncTwin(Generic[M]):
+    """Base of the blocking twins: the wrapped object and the facade to run calls on."""
+
+    def __init__(self, portal: SyncTickerQ, target: M) -> None:
+        self._portal = portal
+        self._target = target
+
+
+class SyncTimeTickers(_SyncTwin[TimeTickerManager]):
+    """``app.time_tickers`` with blocking methods: ``app.sync.time_tickers``."""
+
+    add = _Blocking(TimeTickerManager.add)
+    add_many = _Blocking(TimeTickerManager.add_many)
+    get = _Blocking(TimeTickerManager.get)
+    update = _Blocking(TimeTickerManager.update)
+    delete = _Blocking(TimeTickerManager.delete)
+    delete_many = _Blocking(TimeTickerManager.delete_many)
+    cancel = _Blocking(TimeTickerManager.cancel)
+    retry = _Blocking(TimeTickerManager.retry)
+    query = _Blocking(TimeTickerManager.query)
+    count = _Blocking(TimeTickerManager.count)
+    attempts = _Blocking(TimeTickerManager.attempts)
+
+
+class SyncCronTickers(_SyncTwin[CronTickerManager]):
+    """``app.cron_tickers`` with blocking methods: ``app.sync.cron_tickers``."""
+
+    add = _Blocking(CronTickerManager.add)
+    get = _Blocking(CronTickerManager.get)
+    update = _Blocking(CronTickerManager.update)
+    delete = _Blocking(CronTickerManager.delete)
+    enable = _Blocking(CronTickerManager.enable)
+    disable = _Blocking(CronTickerManager.disable)
+    run_now = _Blocking(CronTickerManager.run_now)
+    occurrences = _Blocking(CronTickerManager.occurrences)
+    get_occurrence = _Blocking(CronTickerManager.get_occurrence)
+    cancel_occurrence = _Blocking(CronTickerManager.cancel_occurrence)
+    query = _Blocking(CronTickerManager.query)
+    attempts = _Blocking(CronTickerManager.attempts)
+
+
+class SyncFunction(Generic[Req]):
+    """A function's ``enqueue`` and ``schedule``, blocking: ``fn.sync``."""
+
+    def __init__(self, fn: TickerFunction[Req]) -> None:
+        self._fn = fn
+
+    def enqueue(
+        self,
+        request: Req | None = None,
+        *,
+        description: str = "",
+        retries: int | None = None,
+        retry_intervals: Sequence[float] | None = None,
+        timeout: float | None = None,
+    ) -> TimeTicker:
+        """``await fn.enqueue(request, ...)``, blocking."""
+        return self._fn.app.sync.enqueue(
+            self._fn,
+            request,
+            description=description,
+            retries=retries,
+            retry_intervals=retry_intervals,
+            timeout=timeout,
+        )
+
+    def schedule(
+        self,
+        request: Req | None = None,
+        *,
+        at: datetime | None = None,
+        after: timedelta | float | None = None,
+        description: str = "",
+        retries: int | None = None,
+        retry_intervals: Sequence[float] | None = None,
+        timeout: float | None = None,
+    ) -> TimeTicker:
+        """``await fn.schedule(request, at=..., after=...)``, blocking."""
+        return self._fn.app.sync.schedule(
+            self._fn,
+            request,
+            at=at,
+            after=after,
+            description=description,
+            retries=retries,
+            retry_intervals=retry_intervals,
+            timeout=timeout,
+        )

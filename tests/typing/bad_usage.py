@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from uuid import uuid4
 
 from tickerq import TickerContext, TickerQ
 
@@ -38,3 +39,14 @@ async def use() -> None:
 @app.function()
 def reads_wrong_field(ctx: TickerContext[Email]) -> None:
     print(ctx.request.number)  # error: Email has no attribute number
+
+
+def use_blocking() -> None:
+    send_email.sync.enqueue(Sms(number="1"))  # error: wrong request type
+    app.sync.enqueue(send_email, Sms(number="1"))  # error: wrong request type
+    no_request.sync.schedule(Email(to="x"), after=5)  # error: takes no request
+    app.sync.time_tickers.get("not a uuid")  # error: ids are UUIDs
+    app.sync.time_tickers.add("send_email", when=5)  # error: no such keyword
+    count: str = app.sync.time_tickers.count()  # error: returns an int
+    app.sync.cron_tickers.pause(uuid4())  # error: no such method
+    print(count)

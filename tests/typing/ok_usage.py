@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
-from tickerq import TickerContext, TickerFunction, TickerQ, TimeTicker
+from tickerq import CronTicker, TickerContext, TickerFunction, TickerQ, TimeTicker
 
 app = TickerQ()
 
@@ -38,3 +38,16 @@ async def use() -> TimeTicker:
     await cleanup.enqueue()
     await bare.enqueue({"anything": [1, 2]})
     return await send_email.schedule(Email(to="a@b.c"), after=timedelta(seconds=5))
+
+
+def use_blocking() -> TimeTicker:
+    """The sync facade keeps the real types (no Any) from any thread."""
+    ticker: TimeTicker = app.sync.time_tickers.add("send_email", request=Email(to="x"))
+    again: TimeTicker = app.sync.time_tickers.get(ticker.id)
+    done: int = app.sync.time_tickers.count(status="DONE")
+    crons: list[CronTicker] = app.sync.cron_tickers.query(function="cleanup")
+    print(again.status, done, len(crons))
+    send_email.sync.enqueue(Email(to="a"), retries=2)
+    cleanup.sync.schedule(after=timedelta(minutes=1))
+    app.sync.enqueue(send_email, Email(to="b"), description="welcome")
+    return app.sync.schedule(send_email, Email(to="c"), at=datetime.now(UTC))

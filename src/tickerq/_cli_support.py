@@ -1,0 +1,162 @@
+"""How the ``tickerq`` command fails and stops: one-line errors, exit statuses, signals.
+
+Every error ends as one line ``Error: <what>`` on stderr (the traceback too
+with ``-v``) and an exit status: 2 for usage and bad input, 1 for runtime
+failures. SIGINT and SIGTERM both stop a running command gracefully; a second
+one stops it at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import traceback
+from collections.abc import Iterator, Sequence
+
+import click
+
+from tickerq.errors import (
+    CronError,
+    FunctionNotFoundError,
+    InvalidArgumentError,
+    InvalidRequestError,
+    RegistrationError,
+    TickerQError,
+)
+
+__all__ = [
+    "EXIT_FAILURE",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "database_errors",
+    "run_command",
+    "set_verbose",
+    "stop_signals",
+]
+
+EXIT_OK = 0
+"""Success, or a graceful stop on SIGINT/SIGTERM."""
+EXIT_FAILURE = 1
+"""A runtime failure: database unreachable or unreadable, port taken, problems found."""
+EXIT_USAGE = 2
+"""Usage or bad input: unknown option, bad cron expression, module that cannot be imported."""
+
+_BAD_INPUT = (
+    CronError,
+    FunctionNotFoundError,
+    InvalidArgumentError,
+    InvalidRequestError,
+    RegistrationError,
+)
+"""tickerq errors that mean the user's input is wrong (exit 2); the others exit 1."""
+
+_NO_ARGS_IS_HELP: type[Exception] | tuple[()] = getattr(click.exceptions, "NoArgsIsHelpError", ())
+"""click >= 8.2 raises it for a group called without a command."""
+
+_verbose = False
+
+
+def set_verbose(verbose: bool) -> None:
+    """With ``verbose``, errors are reported with their traceback."""
+    global _verbose  # noqa: PLW0603  # one process, one command line
+    _verbose = verbose
+
+
+def run_command(command: click.Command, args: Sequence[str] | None = None) -> int:
+    """Run ``command`` and return its exit status; an error is reported as one line."""
+    try:
+        result = command.main(args=args, prog_name="tickerq", standalone_mode=False)
+    except SystemExit as exc:  # sys.exit() in a command: its status stands
+        code = exc.code
+        return code if isinstance(code, int) else EXIT_OK if code is None else EXIT_FAILURE
+    except _NO_ARGS_IS_HELP as exc:  # `tickerq` alone: the help
+        assert isinstance(exc, click.UsageError)
+        exc.show()
+        return EXIT_USAGE
+    except click.UsageError as exc:
+        return _report(exc, exc.format_message(), EXIT_USAGE)
+    except click.ClickException as exc:
+        return _report(exc, exc.format_message(), exc.exit_code)
+    except (click.Abort, KeyboardInterrupt) as exc:
+        return _report(exc, "interrupted", 128 + signal.SIGINT)
+    except TickerQError as exc:
+        return _report(exc, str(exc), EXIT_USAGE if isinstance(exc, _BAD_INPUT) else EXIT_FAILURE)
+    except BrokenPipeError:  # `tickerq cron next ... | head`: the reader left
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
+        return EXIT_FAILURE
+    except Exception as exc:
+        hint = "" if _verbose else " (run with -v for the traceback)"
+        return _report(exc, f"{type(exc).__name__}: {exc}{hint}", EXIT_FAILURE)
+    return result if isinstance(result, int) else EXIT_OK
+
+
+def _report(exc: BaseException, message: str, status: int) -> int:
+    if _verbose:
+        traceback.print_exception(exc, file=sys.stderr)
+    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
+    text = "; ".join(lines) or type(exc).__name__
+    click.echo(f"Error: {text.removeprefix('Error: ')}", err=True)
+    return status
+
+
+@contextlib.contextmanager
+def stop_signals() -> Iterator[asyncio.Event]:
+    """An event set on the first SIGINT or SIGTERM (a graceful stop); a second one
+    ends the process at once with status 128 + the signal number.
+
+    Must be entered on the running event loop's thread.
+    """
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    installed: list[signal.Signals] = []
+
+    def on_signal(sig: signal.Signals) -> None:
+        if stop.is_set():
+            click.echo(f"tickerq: {sig.name} again, stopping at once", err=True)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(128 + sig)
+        click.echo(
+            f"tickerq: {sig.name} received, stopping gracefully ({sig.name} again: at once)",
+            err=True,
+        )
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, on_signal, sig)
+            installed.append(sig)
+    try:
+        yield stop
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+
+
+@contextlib.contextmanager
+def database_errors(where: str) -> Iterator[None]:
+    """Turn a database driver's error into a one-line failure naming ``where``.
+
+    ``where`` is the store's URL without its password.
+    """
+    try:
+        yield
+    except Exception as exc:
+        detail = _database_detail(exc)
+        if detail is None:
+            raise
+        raise click.ClickException(f"cannot use the store {where}: {detail}") from exc
+
+
+def _database_detail(exc: BaseException) -> str | None:
+    """What a database error says, or None if ``exc`` is not one."""
+    driver_error = getattr(exc, "orig", None)  # SQLAlchemy wraps the driver's error
+    error = driver_error if isinstance(driver_error, BaseException) else exc
+    package = type(error).__module__.split(".", 1)[0]
+    if package not in ("sqlalchemy", "sqlite3", "_sqlite3", "aiosqlite", "asyncpg"):
+        return None
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
