@@ -544,7 +544,11 @@ class Engine:
         job, ctx, started = run.job, run.ctx, run.started_at
         if given_back:
             self._record(run, started, Status.IDLE, counts_as_retry=False, error=_INTERRUPTED)
-        elif ctx.cancelled and not run.timed_out and status is not Status.FAILED and not error:
+        elif (
+            ctx.cancelled
+            and not (run.timed_out or run.interrupted or error)
+            and status is not Status.FAILED
+        ):
             self._record(run, started, Status.CANCELLED)
         elif error is not None:
             await self._on_error(ctx, error)
