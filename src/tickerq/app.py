@@ -223,13 +223,20 @@ class TickerQ(_Registrar):
         await self.stop()
 
     async def serve(self) -> None:
-        """Run until cancelled or SIGINT/SIGTERM, then stop gracefully."""
+        """Run until cancelled or SIGINT/SIGTERM, then stop gracefully (within the
+        grace period and stop margin; a second signal interrupts running jobs at once)."""
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         installed = []
+
+        def on_signal() -> None:
+            if stop.is_set():
+                self.engine.hurry()
+            stop.set()
+
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
-                loop.add_signal_handler(sig, stop.set)
+                loop.add_signal_handler(sig, on_signal)
                 installed.append(sig)
             except (NotImplementedError, RuntimeError):
                 pass
