@@ -17,6 +17,9 @@ Functions:
 * ``job`` (async) and ``job_sync`` (sync, runs in the thread pool): sleep
   ``request["sleep"]`` seconds; raise when ``request["fail"]`` (no retries,
   so those tickers end FAILED);
+* ``job_sync`` with ``request["once"]`` (a file path) sleeps only in the first
+  run ever (it creates the file), so a re-run after a stop is quick;
+* ``poison``: ``os._exit(17)``: kills every node that runs it;
 * ``tick_0`` .. ``tick_4``: for crons the test adds itself;
 * with ``--decorated-crons N``: ``seeded_0`` .. ``seeded_{N-1}`` decorated
   with ``cron=...``, so every start seeds them.
@@ -74,6 +77,7 @@ def build_app(
     concurrency: int = 32,
     decorated_crons: int = 0,
     grace: float = 3.0,
+    max_stale_restarts: int = 3,
 ) -> TickerQ:
     """The fault-test app; the test process builds it too (without a recorder) to seed."""
     options = EngineOptions(
@@ -81,7 +85,9 @@ def build_app(
         heartbeat_interval=heartbeat,
         poll_interval=poll,
         grace_period=grace,
+        stop_margin=1.0,
         retention=None,
+        max_stale_restarts=max_stale_restarts,
     )
     app = TickerQ(store, node_id=node_id, max_concurrency=concurrency, options=options)
     recorder = Recorder(records, node_id) if records else None
@@ -104,11 +110,20 @@ def build_app(
     def job_sync(ctx: TickerContext[Any]) -> None:
         request = ctx.request or {}
         record("start", ctx)
-        time.sleep(float(request.get("sleep", 0)))
+        once = request.get("once")  # sleep only in the first run ever (a marker file)
+        if once is None or not os.path.exists(once):
+            if once is not None:
+                open(once, "w").close()  # noqa: SIM115
+            time.sleep(float(request.get("sleep", 0)))
         if request.get("fail"):
             record("end", ctx, "fail")
             raise RuntimeError(f"deliberate failure of {ctx.id}")
         record("end", ctx, "ok")
+
+    @app.function("poison")
+    def poison(ctx: TickerContext[Any]) -> None:
+        record("start", ctx)
+        os._exit(17)  # kills the node that runs it, every time
 
     def make_tick(name: str) -> None:
         async def tick(ctx: TickerContext[Any]) -> None:
@@ -155,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--decorated-crons", type=int, default=0)
     parser.add_argument("--grace", type=float, default=3.0)
+    parser.add_argument("--max-stale-restarts", type=int, default=3)
     parser.add_argument("--log-level", default="WARNING")
     parser.add_argument(
         "--start-at", type=float, default=None, help="wall-clock time (epoch s) to start at"
@@ -175,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         concurrency=args.concurrency,
         decorated_crons=args.decorated_crons,
         grace=args.grace,
+        max_stale_restarts=args.max_stale_restarts,
     )
     if args.start_at is not None:  # imports done: start together with the others
         time.sleep(max(0.0, args.start_at - time.time()))
