@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 
@@ -46,10 +47,8 @@ async def dribble(writer: asyncio.StreamWriter, reader: asyncio.StreamReader, li
 
 async def close(writer: asyncio.StreamWriter) -> None:
     writer.close()
-    try:
+    with contextlib.suppress(ConnectionError):
         await writer.wait_closed()
-    except ConnectionError:
-        pass
 
 
 async def test_slow_headers_lose_the_connection(server: DashboardServer) -> None:
