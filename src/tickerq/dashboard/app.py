@@ -432,8 +432,9 @@ def create_dashboard(
 ) -> Starlette:
     """The dashboard of ``app`` as a Starlette app (ASGI), to mount or serve.
 
-    ``auth``: None (loopback clients only), :class:`BasicAuth`, :class:`BearerAuth`
-    or a callable ``auth(request) -> user | None`` (may be async).
+    ``auth``: None (loopback clients only, with a loopback ``Host`` and no proxy
+    headers), :class:`BasicAuth`, :class:`BearerAuth` or a callable
+    ``auth(request) -> user | None`` (may be async; a falsy result refuses).
     ``permissions``: None (every user may do everything), a set of
     :class:`Permission` for everyone, a mapping user name -> set, or a callable
     ``(user) -> set``. ``base_path``: the path it is mounted at, when the
