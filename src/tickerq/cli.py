@@ -25,6 +25,7 @@ from tickerq._cli_support import (
     stop_signals,
 )
 from tickerq.errors import RegistrationError, TickerQError
+from tickerq.urls import mask_secrets
 
 if TYPE_CHECKING:
     from tickerq.app import TickerQ
@@ -441,7 +442,7 @@ def _sql_dialect(url: str | None) -> Dialect:
     try:
         return for_url(url)
     except InvalidArgumentError as exc:
-        raise click.UsageError(_without_password(str(exc), url)) from None
+        raise click.UsageError(mask_secrets(str(exc), url)) from None
 
 
 def _run_db(safe_url: str, work: Callable[[], Coroutine[Any, Any, _T]]) -> _T:
@@ -457,14 +458,6 @@ def _run_db(safe_url: str, work: Callable[[], Coroutine[Any, Any, _T]]) -> _T:
         raise click.ClickException(f"cannot use {safe_url}: {exc.orig}") from None
     except (SQLAlchemyError, OSError) as exc:
         raise click.ClickException(f"cannot use {safe_url}: {type(exc).__name__}: {exc}") from None
-
-
-def _without_password(message: str, url: str) -> str:
-    """``message`` with the password of ``url`` (if any) masked."""
-    _, sep, rest = url.partition("://")
-    userinfo = rest.rpartition("@")[0] if sep else ""
-    password = userinfo.partition(":")[2]
-    return message.replace(password, "***") if password else message
 
 
 if __name__ == "__main__":

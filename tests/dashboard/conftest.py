@@ -72,7 +72,7 @@ def client_for() -> ClientFactory:
 
     def make(asgi: Any, addr: str = "127.0.0.1", **kwargs: Any) -> httpx.AsyncClient:
         transport = httpx.ASGITransport(app=asgi, client=(addr, 51000))
-        return httpx.AsyncClient(transport=transport, base_url="http://dash.test", **kwargs)
+        return httpx.AsyncClient(transport=transport, base_url="http://localhost:8787", **kwargs)
 
     return make
 

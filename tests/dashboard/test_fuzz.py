@@ -147,7 +147,7 @@ def harness(
             await app._seed()
             SEEDED.ids = await seed(app)
             transport = httpx.ASGITransport(app=app.dashboard(), client=("127.0.0.1", 51000))
-            return httpx.AsyncClient(transport=transport, base_url="http://dash.test")
+            return httpx.AsyncClient(transport=transport, base_url="http://localhost:8787")
 
         client = runner.run(start())
         try:
@@ -167,6 +167,6 @@ def harness(
     suppress_health_check=list(HealthCheck),
 )
 def test_api_never_answers_5xx(case: Any, harness: Harness) -> None:
-    kwargs = case.as_transport_kwargs(base_url="http://dash.test/api")
+    kwargs = case.as_transport_kwargs(base_url="http://localhost:8787/api")
     response = harness.send(kwargs)
     case.validate_response(response, checks=CHECKS)

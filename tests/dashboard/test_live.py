@@ -25,9 +25,9 @@ async def read_events(
         "raw_path": b"/events",
         "query_string": b"",
         "root_path": "",
-        "headers": [(b"host", b"dash.test"), (b"accept", b"text/event-stream")],
+        "headers": [(b"host", b"localhost:8787"), (b"accept", b"text/event-stream")],
         "client": ("127.0.0.1", 50000),
-        "server": ("dash.test", 80),
+        "server": ("127.0.0.1", 8787),
     }
     disconnect = asyncio.Event()
     started = asyncio.Event()

@@ -66,6 +66,17 @@ class Recorder:
         os.write(self._fd, line.encode())
 
 
+def _sleep(request: dict[str, Any]) -> None:
+    """Sleep ``request["sleep"]`` s; with ``request["once"]`` (a marker file), only the
+    first time ever."""
+    once = request.get("once")
+    if once is not None:
+        if os.path.exists(once):
+            return
+        open(once, "w").close()
+    time.sleep(float(request.get("sleep", 0)))
+
+
 def build_app(
     store: str,
     *,
@@ -110,11 +121,7 @@ def build_app(
     def job_sync(ctx: TickerContext[Any]) -> None:
         request = ctx.request or {}
         record("start", ctx)
-        once = request.get("once")  # sleep only in the first run ever (a marker file)
-        if once is None or not os.path.exists(once):
-            if once is not None:
-                open(once, "w").close()  # noqa: SIM115
-            time.sleep(float(request.get("sleep", 0)))
+        _sleep(request)
         if request.get("fail"):
             record("end", ctx, "fail")
             raise RuntimeError(f"deliberate failure of {ctx.id}")

@@ -12,10 +12,9 @@ import asyncio
 import threading
 import time
 
+from support import START
 from tickerq import EngineOptions, Status, TickerContext, TickerQ
 from tickerq.testing import ManualClock
-
-from support import START
 
 
 def make(grace: float = 0.2, margin: float = 0.3) -> TickerQ:

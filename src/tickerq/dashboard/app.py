@@ -27,6 +27,7 @@ from tickerq.dashboard.auth import (
     PermissionsSpec,
     authenticate,
     check_permissions_spec,
+    local_refusal,
     permissions_for,
     same_origin,
     user_name,
@@ -131,9 +132,9 @@ def require(conn: HTTPConnection, permission: Permission) -> DashboardUser:
     """The user, if they hold ``permission``; else a 403."""
     user = user_of(conn)
     if not user.can(permission):
-        raise DashboardError(
-            403, f"user {user.name!r} lacks the {permission.value!r} permission for this"
-        )
+        message = f"user {user.name!r} lacks the {permission.value!r} permission for this"
+        log_refusal(conn, 403, message)
+        raise DashboardError(403, message)
     return user
 
 
@@ -176,7 +177,7 @@ def _route_path(scope: Scope) -> str:
 
 
 class SecurityLayer:
-    """Authenticates, authorizes and checks origins; adds security headers."""
+    """Authenticates, authorizes and checks origins and body sizes; adds security headers."""
 
     def __init__(self, app: ASGIApp, dashboard: Dashboard) -> None:
         self.app = app
@@ -205,45 +206,124 @@ class SecurityLayer:
                         headers.append((name, value))
             await send(message)
 
-        identity = await authenticate(conn, dash.auth)
-        if identity is None or identity is False:
-            await _unauthenticated(dash, is_api)(scope, receive, send_with_headers)
+        refusal = await self._refusal(conn, is_api)
+        if refusal is not None:
+            response, reason, quiet = refusal
+            log_refusal(conn, response.status_code, reason, quiet=quiet)
+            await response(scope, receive, send_with_headers)
             return
+        await dash.ensure_open()
+        await _with_body_limit(self.app, scope, receive, send_with_headers, is_api)
+
+    async def _refusal(
+        self, conn: HTTPConnection, is_api: bool
+    ) -> tuple[Response, str, bool] | None:
+        """Why the request is refused: the answer, the reason to log, and whether
+        that is only worth a debug line. None: it may go on (its user is set)."""
+        dash = self.dashboard
+        if dash.auth is None:
+            problem = local_refusal(conn)
+            if problem is not None:
+                return _error(is_api, 403, f"refused: {problem}. {_LOCAL_ONLY}"), problem, False
+        identity = await authenticate(conn, dash.auth)
+        if identity is None:
+            # a browser's first request carries no credentials: not a refused login
+            challenge = "authorization" not in conn.headers and hasattr(dash.auth, "scheme")
+            return _unauthenticated(dash, is_api), "not authenticated", challenge
         name = user_name(identity)
-        scope["tickerq.user"] = DashboardUser(
+        user = DashboardUser(
             name=name,
             permissions=permissions_for(identity, name, dash.permissions),
             identity=identity,
         )
-        if not scope["tickerq.user"].can(Permission.VIEW):
-            await _error(is_api, 403, f"user {name!r} may not view the dashboard")(
-                scope, receive, send_with_headers
-            )
-            return
-        if scope["method"] not in SAFE_METHODS and not same_origin(conn, dash.allowed_origins):
-            logger.warning(
-                "dashboard: refused a cross-site %s %s from %r (user %s)",
-                scope["method"],
-                scope["tickerq.route_path"],
-                conn.headers.get("origin") or conn.headers.get("referer"),
-                name,
-            )
-            await _error(
-                is_api, 403, "cross-site request refused: the Origin does not match the Host"
-            )(scope, receive, send_with_headers)
-            return
-        await dash.ensure_open()
-        await self.app(scope, receive, send_with_headers)
+        conn.scope["tickerq.user"] = user
+        if not user.can(Permission.VIEW):
+            message = f"user {name!r} may not view the dashboard"
+            return _error(is_api, 403, message), message, False
+        local_only = dash.auth is None
+        if conn.scope["method"] not in SAFE_METHODS and not same_origin(
+            conn, dash.allowed_origins, local_only=local_only
+        ):
+            source = str(conn.headers.get("origin") or conn.headers.get("referer"))
+            message = "cross-site request refused: the Origin is not the dashboard's"
+            reason = f"cross-site request from {source[:200]!r} (user {name!r})"
+            return _error(is_api, 403, message), reason, False
+        declared = conn.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > MAX_BODY:
+            return _too_large(is_api), f"Content-Length {declared[:30]} over {MAX_BODY}", False
+        return None
+
+
+_LOCAL_ONLY = (
+    "the tickerq dashboard answers only loopback clients (127.0.0.1, ::1) that name "
+    "this machine (Host localhost, 127.0.0.1 or [::1]) and come through no proxy, "
+    "until auth is configured: app.dashboard(auth=...)"
+)
+
+
+def log_refusal(conn: HTTPConnection, status: int, reason: str, *, quiet: bool = False) -> None:
+    """Log a refused request: who (client address), what (method and path), why.
+
+    Never headers or the query string, where credentials live.
+    """
+    client = conn.scope.get("client")
+    via = conn.headers.get("x-forwarded-for") or conn.headers.get("forwarded")
+    logger.log(
+        logging.DEBUG if quiet else logging.WARNING,
+        "dashboard: refused (%d) %s %r from %s%s: %s",
+        status,
+        conn.scope.get("method", "?"),
+        str(conn.scope.get("path", ""))[:300],
+        client[0] if client else "unknown client",
+        f" (forwarded for {via[:200]!r})" if via else "",
+        reason,
+    )
+
+
+class _BodyTooLarge(Exception):
+    """Raised from ``receive`` once a request body passes MAX_BODY."""
+
+
+async def _with_body_limit(
+    app: ASGIApp, scope: Scope, receive: Receive, send: Send, is_api: bool
+) -> None:
+    """Run ``app``, refusing the request with 413 as soon as its body passes MAX_BODY.
+
+    Counted while the body streams in, whatever Content-Length said (or chunked),
+    so a large body is never held in memory.
+    """
+    received = 0
+    started = False
+
+    async def limited_receive() -> Message:
+        nonlocal received
+        message = await receive()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > MAX_BODY:
+                raise _BodyTooLarge
+        return message
+
+    async def tracked_send(message: Message) -> None:
+        nonlocal started
+        started = started or message["type"] == "http.response.start"
+        await send(message)
+
+    try:
+        await app(scope, limited_receive, tracked_send)
+    except _BodyTooLarge:
+        log_refusal(HTTPConnection(scope), 413, f"body over {MAX_BODY} bytes")
+        if not started:
+            await _too_large(is_api)(scope, receive, send)
+
+
+def _too_large(is_api: bool) -> Response:
+    response = _error(is_api, 413, f"the request body is over {MAX_BODY:,} bytes")
+    response.headers["connection"] = "close"  # do not read the rest of it
+    return response
 
 
 def _unauthenticated(dash: Dashboard, is_api: bool) -> Response:
-    if dash.auth is None:
-        return _error(
-            is_api,
-            403,
-            "the tickerq dashboard answers only loopback clients (127.0.0.1, ::1) "
-            "until auth is configured: app.dashboard(auth=...)",
-        )
     response = _error(is_api, 401, "authentication required")
     if isinstance(dash.auth, BasicAuth):
         response.headers["www-authenticate"] = f'Basic realm="{dash.auth.realm}"'
@@ -352,8 +432,9 @@ def create_dashboard(
 ) -> Starlette:
     """The dashboard of ``app`` as a Starlette app (ASGI), to mount or serve.
 
-    ``auth``: None (loopback clients only), :class:`BasicAuth`, :class:`BearerAuth`
-    or a callable ``auth(request) -> user | None`` (may be async).
+    ``auth``: None (loopback clients only, with a loopback ``Host`` and no proxy
+    headers), :class:`BasicAuth`, :class:`BearerAuth` or a callable
+    ``auth(request) -> user | None`` (may be async; a falsy result refuses).
     ``permissions``: None (every user may do everything), a set of
     :class:`Permission` for everyone, a mapping user name -> set, or a callable
     ``(user) -> set``. ``base_path``: the path it is mounted at, when the

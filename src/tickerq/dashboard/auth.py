@@ -1,10 +1,13 @@
 """Who may use the dashboard, and what they may do.
 
-Without configured auth only loopback clients (127.0.0.1, ::1) get in. With
-auth, every request must authenticate: :class:`BasicAuth` (constant-time
+Without configured auth only loopback clients (127.0.0.1, ::1) get in, and
+only when the request names this machine (``Host`` localhost, 127.x or [::1])
+and came through no proxy: a DNS-rebinding page cannot reach it. With auth,
+every request must authenticate: :class:`BasicAuth` (constant-time
 compare), :class:`BearerAuth` (``Authorization: Bearer <token>``, never a
 query parameter), or a host-app callable ``auth(request) -> user | None``
-(sync or async). What a user may do is a set of :class:`Permission`.
+(sync or async) whose result counts only if it is truthy. What a user may do
+is a set of :class:`Permission`.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import binascii
 import hmac
 import inspect
 import ipaddress
+import re
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -31,8 +35,20 @@ __all__ = [
     "Permission",
     "PermissionsSpec",
     "is_loopback",
+    "is_loopback_host",
+    "local_refusal",
     "same_origin",
 ]
+
+FORWARDING_HEADERS = (
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-real-ip",
+)
+"""Headers a proxy adds: without auth, a request carrying one is refused (the
+client address is then the proxy's, not the user's)."""
 
 
 class Permission(StrEnum):
@@ -167,14 +183,72 @@ def is_loopback(conn: HTTPConnection) -> bool:
     return address.is_loopback
 
 
+_PORT = re.compile(r":[0-9]{1,5}")
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether ``host`` (a Host header or an origin's ``host[:port]``) names this
+    machine: ``localhost``, 127.0.0.0/8 or ``[::1]``, with any port."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        name, bracket, port = host[1:].partition("]")
+        if not bracket:
+            return False
+    else:
+        name, colon, port = host.partition(":")
+        port = colon + port
+    if port and not _PORT.fullmatch(port):
+        return False
+    if name == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address):
+        if not host.startswith("["):
+            return False
+        address = address.ipv4_mapped or address
+    return address.is_loopback
+
+
+def local_refusal(conn: HTTPConnection) -> str | None:
+    """Why a request may not use a dashboard without auth (None: it may).
+
+    The client must be a loopback address, no proxy may have forwarded the
+    request, and the ``Host`` must name this machine: a page whose DNS name
+    was rebound to 127.0.0.1 still sends its own name as Host.
+    """
+    if not is_loopback(conn):
+        return "the client is not a loopback address"
+    forwarded = [name for name in FORWARDING_HEADERS if name in conn.headers]
+    if forwarded:
+        return f"the request came through a proxy ({', '.join(forwarded)})"
+    host = conn.headers.get("host")
+    if host is None:
+        return "the request has no Host header"
+    if not is_loopback_host(host):
+        return f"the Host {host[:100]!r} is not a loopback name (localhost, 127.0.0.1, [::1])"
+    return None
+
+
 async def authenticate(conn: HTTPConnection, auth: AuthCallable | None) -> Any:
-    """Run the auth hook; returns what it returned (None: refused)."""
+    """Run the auth hook; returns the user, or None when refused.
+
+    Without a hook, loopback requests (see :func:`local_refusal`) are user
+    ``"local"``. A falsy result of the hook (None, False, 0, "", [], {}) is a
+    refusal: only a truthy user gets in.
+    """
     if auth is None:
-        return "local" if is_loopback(conn) else None
+        return "local" if local_refusal(conn) is None else None
     result = auth(conn)
     if inspect.isawaitable(result):
         result = await result
-    return result
+    try:
+        accepted = bool(result)
+    except Exception:  # an object whose truth cannot be told is no user
+        accepted = False
+    return result if accepted else None
 
 
 def user_name(identity: Any) -> str:
@@ -221,14 +295,19 @@ def permissions_for(identity: Any, name: str, spec: PermissionsSpec) -> frozense
     return out | {Permission.VIEW} if out else out
 
 
-def same_origin(conn: HTTPConnection, allowed_origins: Collection[str] = ()) -> bool:
+def same_origin(
+    conn: HTTPConnection, allowed_origins: Collection[str] = (), *, local_only: bool = False
+) -> bool:
     """Whether an unsafe request comes from the dashboard's own origin.
 
     Browsers send ``Origin`` (or at least ``Referer``) with every POST, PUT and
-    DELETE; it must match the ``Host`` the request was sent to, or one of
-    ``allowed_origins`` (for proxies that rewrite Host). ``Sec-Fetch-Site:
-    cross-site`` is refused outright. A request with none of these headers is
-    not from a browser (curl, scripts with a token) and is let through.
+    DELETE; it must be one of ``allowed_origins`` (for proxies that rewrite
+    Host) or match the ``Host`` the request was sent to. With ``local_only``
+    (no auth) the origin must also name this machine (localhost, 127.x,
+    [::1]): the Host alone would let a DNS-rebinding page through.
+    ``Sec-Fetch-Site: cross-site`` is refused outright. A request with none of
+    these headers is not from a browser (curl, scripts with a token) and is
+    let through.
     """
     fetch_site = conn.headers.get("sec-fetch-site")
     if fetch_site in ("cross-site", "same-site"):
@@ -238,9 +317,14 @@ def same_origin(conn: HTTPConnection, allowed_origins: Collection[str] = ()) -> 
         return True
     if source == "null":
         return False
-    parts = urlsplit(source)
+    try:
+        parts = urlsplit(source)
+    except ValueError:  # e.g. an unclosed "[" in the host
+        return False
     origin = f"{parts.scheme}://{parts.netloc}".lower()
     if origin in {o.rstrip("/").lower() for o in allowed_origins}:
         return True
+    if local_only and not is_loopback_host(parts.netloc):
+        return False
     host = conn.headers.get("host", "").lower()
     return bool(host) and parts.netloc.lower() == host

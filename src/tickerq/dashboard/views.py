@@ -41,6 +41,7 @@ from tickerq.dashboard.schemas import (
 )
 from tickerq.enums import MisfirePolicy, Status, TickerKind
 from tickerq.errors import CronError, TickerQError
+from tickerq.urls import mask_url
 
 __all__ = ["error_page", "routes"]
 
@@ -184,7 +185,7 @@ def render(request: Request, template: str, status: int = 200, **context: Any) -
         zones=zones,
         engine=dash.service.engine_out(),
         app_tz=dash.app.timezone,
-        store=dash.app.store_url,
+        store=mask_url(dash.app.store_url),
         status_class=STATUS_CLASS,
         statuses=list(Status),
         pretty=pretty,
@@ -707,11 +708,12 @@ async def edit_cron(request: Request) -> Response:
         values, data = _cron_data(form, editing=True)
         values["function"] = current.function
         assert isinstance(data, CronTickerUpdate)
+        toggled = values["enabled"] != current.enabled
+        # all or nothing: enabling or disabling needs "operate", checked before any change
+        operator = require(request, Permission.OPERATE) if toggled else user
         await service.update_cron(user, cron_id, data)
-        if values["enabled"] != current.enabled:
-            await service.set_enabled(
-                require(request, Permission.OPERATE), cron_id, bool(values["enabled"])
-            )
+        if toggled:
+            await service.set_enabled(operator, cron_id, bool(values["enabled"]))
     except (DashboardError, ValidationError, TickerQError, ValueError) as exc:
         values["function"] = current.function
         return await _cron_form(

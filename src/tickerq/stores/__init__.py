@@ -17,13 +17,10 @@ __all__ = [
 
 
 def mask_password(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (for messages and logs)."""
-    scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest:
-        return url
-    credentials, _, host = rest.rpartition("@")
-    user, colon, _ = credentials.partition(":")
-    return f"{scheme}://{user}:***@{host}" if colon else url
+    """``url`` with any password replaced by ``***`` (see :func:`tickerq.urls.mask_url`)."""
+    from tickerq.urls import mask_url
+
+    return mask_url(url)
 
 
 def open_store(url: str, *, auto_upgrade: bool = False) -> Store:
@@ -41,6 +38,6 @@ def open_store(url: str, *, auto_upgrade: bool = False) -> Store:
 
         return SqlStore(url, auto_upgrade=auto_upgrade)
     raise InvalidArgumentError(
-        f"unsupported store URL scheme {scheme!r} in {mask_password(url)!r}; "
+        f"unsupported store URL scheme {mask_password(scheme)!r} in {mask_password(url)!r}; "
         "supported: memory://, sqlite:///path, postgresql://user@host/db"
     )

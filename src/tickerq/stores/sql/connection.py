@@ -27,6 +27,7 @@ from tickerq.stores.sql.hot import HotPath
 from tickerq.stores.sql.hot_sqlite import SqliteHotPath
 from tickerq.stores.sql.notify import CHANNEL, Listener
 from tickerq.stores.sql.schema import tickers
+from tickerq.urls import mask_secrets
 
 __all__ = [
     "IDLE",
@@ -263,7 +264,4 @@ def _is_connection_failure(exc: BaseException) -> bool:
 
 def mask_secret(text: str, url: str) -> str:
     """``text`` without the password of ``url`` in it."""
-    from sqlalchemy.engine import make_url
-
-    password = make_url(url).password
-    return text.replace(password, "***") if password else text
+    return mask_secrets(text, url)

@@ -17,6 +17,7 @@ from sqlalchemy.sql.dml import Insert
 
 from tickerq.errors import InvalidArgumentError
 from tickerq.stores import mask_password
+from tickerq.urls import mask_url
 
 __all__ = ["Dialect", "as_utc", "for_url", "later_of", "new_id", "utcnow"]
 
@@ -103,7 +104,12 @@ def for_url(url: str) -> Dialect:
         parsed = make_url(url)
     except Exception:
         raise InvalidArgumentError(f"not a database URL: {mask_password(url)!r}") from None
-    safe = parsed.render_as_string(hide_password=True)
+    safe = mask_url(url)
+    if parsed.host and "@" in parsed.host:
+        # the driver would take the end of the password for the host (and look it up)
+        raise InvalidArgumentError(
+            f"{safe!r}: the password holds an unencoded '@'; write it as %40"
+        )
     backend = parsed.get_backend_name()
     if backend == "sqlite":
         if not parsed.database or parsed.database == ":memory:":

@@ -40,6 +40,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 import tickerq.migrations
 from tickerq.errors import TickerStateError
 from tickerq.stores.sql.schema import metadata, tables
+from tickerq.urls import mask_url
 
 __all__ = [
     "LOCK_KEY",
@@ -239,7 +240,7 @@ def _ensure(conn: Connection, auto_upgrade: bool, url: str | None) -> None:
 
 
 def _safe(conn: Connection) -> str:
-    return conn.engine.url.render_as_string(hide_password=True)
+    return mask_url(conn.engine.url.render_as_string(hide_password=False))
 
 
 @asynccontextmanager
