@@ -125,9 +125,7 @@ def test_a_job_that_kills_its_node_ends_failed(url: str, tmp_path: Path) -> None
                     deaths += 1
                     w.restart()
             time.sleep(0.1)
-        wait_for(
-            lambda: all(row(url, t)["status"] == "DONE" for t in fine), 30, "the other jobs"
-        )
+        wait_for(lambda: all(row(url, t)["status"] == "DONE" for t in fine), 30, "the other jobs")
         final = row(url, poison)
     assert deaths == 3  # max_stale_restarts=2: the third lost run ends it
     assert (final["status"], final["stale_restarts"], final["error_type"]) == (

@@ -77,6 +77,23 @@ def _sleep(request: dict[str, Any]) -> None:
     time.sleep(float(request.get("sleep", 0)))
 
 
+def _register_sync_jobs(app: TickerQ, record: Any) -> None:
+    @app.function("job_sync")
+    def job_sync(ctx: TickerContext[Any]) -> None:
+        request = ctx.request or {}
+        record("start", ctx)
+        _sleep(request)
+        if request.get("fail"):
+            record("end", ctx, "fail")
+            raise RuntimeError(f"deliberate failure of {ctx.id}")
+        record("end", ctx, "ok")
+
+    @app.function("poison")
+    def poison(ctx: TickerContext[Any]) -> None:
+        record("start", ctx)
+        os._exit(17)  # kills the node that runs it, every time
+
+
 def build_app(
     store: str,
     *,
@@ -117,20 +134,7 @@ def build_app(
             raise RuntimeError(f"deliberate failure of {ctx.id}")
         record("end", ctx, "ok")
 
-    @app.function("job_sync")
-    def job_sync(ctx: TickerContext[Any]) -> None:
-        request = ctx.request or {}
-        record("start", ctx)
-        _sleep(request)
-        if request.get("fail"):
-            record("end", ctx, "fail")
-            raise RuntimeError(f"deliberate failure of {ctx.id}")
-        record("end", ctx, "ok")
-
-    @app.function("poison")
-    def poison(ctx: TickerContext[Any]) -> None:
-        record("start", ctx)
-        os._exit(17)  # kills the node that runs it, every time
+    _register_sync_jobs(app, record)
 
     def make_tick(name: str) -> None:
         async def tick(ctx: TickerContext[Any]) -> None:
