@@ -131,6 +131,10 @@ class Engine:
         self._idle = asyncio.Event()
         self._pool: DaemonPool | None = None
         self._hurry = asyncio.Event()
+        self._solo: UUID | None = None
+        """A row on its last chance (lost as often as its limit allows) running alone."""
+        self._drain = False
+        """A last-chance row waits: claim nothing until this node's jobs have ended."""
         self._rng = random.Random()
         self._limited: list[TickerFunction[Any]] = []
         self._known_functions = -1
@@ -364,7 +368,7 @@ class Engine:
                         store, now, self._priority_of, self.options.misfire_grace
                     )
                     self._check_crons = fired.behind  # a RUN_ALL backlog: next batch next turn
-                if not self.paused and (free > 0 or self._has_long_running()):
+                if self._may_claim() and (free > 0 or self._has_long_running()):
                     if await self._claim(now, free):
                         continue  # more may be due; claim again before sleeping
                 elif self._outcomes and self._flush_task is None:
@@ -413,9 +417,49 @@ class Engine:
         except BaseException:
             self._outcomes[:0] = finished
             raise
+        came = bool(jobs)
         if jobs:
+            if any(j.stale_restarts for j in jobs):
+                jobs = await self._isolate_last_chances(jobs)
             self._dispatch(jobs, now)
-        return bool(jobs)
+            if self._solo is not None and self._solo not in self._running:
+                self._solo = None  # it did not start (cancelled, or not registered here)
+        return came and self._may_claim()
+
+    def _may_claim(self) -> bool:
+        return not self.paused and self._solo is None and not (self._drain and self._running)
+
+    async def _isolate_last_chances(self, jobs: list[Job]) -> list[Job]:
+        """Run a row lost as often as its limit allows alone on this node.
+
+        When a node dies, every job it ran is lost with it, the innocent with the
+        one that killed it, and a restarted node takes them all back together.
+        A row's last run therefore happens alone: it fails (or not) on its own.
+        """
+        policies = self._lost_run_policies()
+        default: LostRunPolicy = policies["default"]
+        last = [
+            j
+            for j in jobs
+            if j.stale_restarts
+            and j.stale_restarts >= policies["policies"].get(j.function, default).max_stale_restarts
+        ]
+        if not last:
+            return jobs
+        if self._running:  # after what runs here now has ended
+            await self.store.release(last)
+            self._drain = True
+            return [j for j in jobs if j not in last]
+        solo = last[0]
+        await self.store.release([j for j in jobs if j is not solo])
+        logger.warning(
+            "%s %s: lost %d time(s); its last chance runs alone on this node",
+            solo.function,
+            solo.id,
+            solo.stale_restarts,
+        )
+        self._solo, self._drain = solo.id, False
+        return [solo]
 
     def _limits(self) -> dict[str, int]:
         """Each limited function's max_concurrency (enforced cluster-wide by shared stores)."""
@@ -608,6 +652,8 @@ class Engine:
         job = run.job
         if self._running.pop(job.id, None) is None:
             return
+        if self._solo == job.id:
+            self._solo = None
         if job.priority is not Priority.LONG_RUNNING:
             self._active -= 1
         if run.fn.options.max_concurrency:

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import sys
 import time
@@ -25,7 +26,7 @@ import pytest
 
 from fault.harness import WORKER, Worker, cluster, query, wait_for, wait_ready
 
-pytestmark = pytest.mark.fault
+pytestmark = [pytest.mark.fault, pytest.mark.timeout(120)]
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -78,7 +79,8 @@ def records(directory: Path, ticker_id: str) -> list[list[str]]:
 def test_a_frozen_node_loses_its_claim_and_its_stale_run(url: str, tmp_path: Path) -> None:
     fast = ("--lease", "2", "--heartbeat", "0.5", "--poll", "0.2")
     frozen, other = Worker(tmp_path, url, "w1", *fast), Worker(tmp_path, url, "w2", *fast)
-    with cluster([frozen]):
+    with cluster([frozen]), contextlib.ExitStack() as later:
+        later.callback(other.force_kill)
         wait_ready([frozen])
         (ticker,) = add(url, ("job", {"sleep": 6}))
         wait_for(lambda: records(tmp_path, ticker), 20, "w1 to start the job")
@@ -125,8 +127,19 @@ def test_a_job_that_kills_its_node_ends_failed(url: str, tmp_path: Path) -> None
                     deaths += 1
                     w.restart()
             time.sleep(0.1)
-        wait_for(lambda: all(row(url, t)["status"] == "DONE" for t in fine), 30, "the other jobs")
+        try:
+            wait_for(
+                lambda: all(row(url, t)["status"] not in ("IDLE", "IN_PROGRESS") for t in fine),
+                30,
+                "the other jobs",
+            )
+        except AssertionError:
+            raise AssertionError(
+                f"{[row(url, t) for t in fine]}\n{[w.alive() for w in workers]}\n"
+                + "\n".join(w.all_stderr()[-3000:] for w in workers)
+            ) from None
         final = row(url, poison)
+        others = [row(url, t) for t in fine]
     assert deaths == 3  # max_stale_restarts=2: the third lost run ends it
     assert (final["status"], final["stale_restarts"], final["error_type"]) == (
         "FAILED",
@@ -135,6 +148,8 @@ def test_a_job_that_kills_its_node_ends_failed(url: str, tmp_path: Path) -> None
     )
     assert "max_stale_restarts=2" in final["error_message"]
     assert len([r for r in records(tmp_path, poison) if r[0] == "start"]) == 3
+    assert [(o["status"], o["error_message"]) for o in others] == [("DONE", None)] * len(fine)
+    assert [(o["status"], o["error_message"]) for o in others] == [("DONE", None)] * len(fine)
 
 
 def test_sigterm_during_a_hung_sync_job_is_bounded_and_keeps_the_claim(

@@ -55,6 +55,7 @@ class Job:
         "retries",
         "retry_count",
         "retry_intervals",
+        "stale_restarts",
         "timeout",
     )
 
@@ -75,6 +76,7 @@ class Job:
         parent_id: UUID | None = None,
         has_children: bool = True,
         claim: int = 0,
+        stale_restarts: int = 0,
     ) -> None:
         self.kind = kind
         self.id = id
@@ -92,6 +94,8 @@ class Job:
         """False only when the store knows no chain child hangs on this job (its
         results then skip the chain bookkeeping)."""
         self.claim = claim
+        self.stale_restarts = stale_restarts
+        """Runs of the row lost so far (its node died or froze while running it)."""
         """Which claim of the row this is (the store counts them): a result is
         written only while the row is still under this claim."""
 

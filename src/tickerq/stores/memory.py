@@ -63,7 +63,6 @@ class _Row(Job):
         "open_attempt",
         "run_condition",
         "skipped_reason",
-        "stale_restarts",
         "status",
         "updated_at",
         "version",
@@ -94,7 +93,6 @@ class _Row(Job):
         self.error_type: str | None = None
         self.error_message: str | None = None
         self.skipped_reason: str | None = None
-        self.stale_restarts = 0
 
 
 class MemoryStore(Store):

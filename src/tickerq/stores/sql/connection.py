@@ -49,7 +49,7 @@ TIME, OCCURRENCE = TickerKind.TIME.value, TickerKind.CRON_OCCURRENCE.value
 JOB_COLUMNS = (
     T.id, T.kind, T.function, T.priority, T.request, T.execution_time, T.fire_time,
     T.retries, T.retry_intervals, T.retry_count, T.timeout, T.cron_ticker_id, T.parent_id,
-    T.claims,
+    T.claims, T.stale_restarts,
 )  # fmt: skip
 
 

@@ -88,7 +88,7 @@ WITH fin AS (
     WHERE t.id = p.id
     RETURNING t.id, t.kind, t.function, t.priority, t.request, t.execution_time,
         t.retries, t.retry_intervals, t.retry_count, t.timeout, t.cron_ticker_id,
-        t.parent_id, t.claims,
+        t.parent_id, t.claims, t.stale_restarts,
         EXISTS (SELECT 1 FROM tickerq_tickers c WHERE c.parent_id = t.id) AS has_children
 ), kids AS (
     UPDATE tickerq_tickers c SET
@@ -212,4 +212,5 @@ def hot_job(r: Any) -> Job:
         parent_id=r["parent_id"],
         has_children=r["has_children"],
         claim=r["claims"],
+        stale_restarts=r["stale_restarts"],
     )

@@ -66,7 +66,8 @@ WHERE id IN (
 RETURNING id, kind, function, priority, request, execution_time, retries,
     retry_intervals, retry_count, timeout, cron_ticker_id, parent_id,
     EXISTS (SELECT 1 FROM tickerq_tickers AS child
-            WHERE child.parent_id = tickerq_tickers.id) AS has_children, claims
+            WHERE child.parent_id = tickerq_tickers.id) AS has_children, claims,
+    stale_restarts
 """
 
 _START_CHILDREN = f"""
@@ -247,4 +248,5 @@ def _job(r: Any) -> Job:
         parent_id=_uuid(r[11]),
         has_children=bool(r[12]),
         claim=r[13],
+        stale_restarts=r[14],
     )

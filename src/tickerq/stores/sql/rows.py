@@ -106,6 +106,7 @@ def job_from_row(r: Any) -> Job:
         parent_id=r.parent_id,
         has_children=bool(getattr(r, "has_children", True)),
         claim=r.claims,
+        stale_restarts=r.stale_restarts,
     )
 
 
