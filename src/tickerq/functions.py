@@ -46,6 +46,7 @@ from tickerq.validation import (
     check_timeout,
     check_timezone,
     json_copy,
+    short_repr,
 )
 
 if TYPE_CHECKING:
@@ -452,8 +453,7 @@ def _type_name(tp: Any) -> str:
 
 
 def _short_repr(value: Any, limit: int = 80) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    return short_repr(value, limit)  # never fails (deep or huge values)
 
 
 def _validation_text(exc: ValidationError) -> str:

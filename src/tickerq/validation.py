@@ -284,11 +284,17 @@ def check_cron_text(expression: Any) -> str:
         raise CronError(short_repr(expression), "a cron expression must be a string")
     problem = _text_problem(expression)
     text = " ".join(expression.split())
+    if problem is None and not text:
+        problem = "it is empty"
     if problem is None and len(text) > MAX_CRON_LENGTH:
         problem = f"{len(text)} characters long; at most {MAX_CRON_LENGTH} are allowed"
     if problem is not None:
-        raise CronError(short_repr(expression)[1:-1], problem)
+        raise CronError(_cut(expression), problem)
     return text
+
+
+def _cut(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def check_timezone(value: Any) -> str | tzinfo:
@@ -301,7 +307,7 @@ def check_timezone(value: Any) -> str | tzinfo:
     if problem is None and len(value) > MAX_TIMEZONE_LENGTH:
         problem = f"longer than {MAX_TIMEZONE_LENGTH} characters"
     if problem is not None:
-        raise CronError(short_repr(value)[1:-1], problem, "timezone")
+        raise CronError(_cut(value), problem, "timezone")
     return value
 
 
