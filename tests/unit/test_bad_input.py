@@ -761,3 +761,16 @@ def test_hostile_function_options_are_refused_or_kept_exactly() -> None:
 
     check()
     assert min(outcomes.values()) >= 20, outcomes
+
+
+@pytest.mark.parametrize(
+    ("node_id", "shown"),
+    [("web\x00", r"'web\x00' contains a NUL"), ("n" * 201, "201 characters long")],
+    ids=["nul", "long"],
+)
+def test_node_ids_that_no_store_can_hold_are_refused(node_id: str, shown: str) -> None:
+    # Regression: PostgreSQL refused the node's first heartbeat (NUL) or lock rows
+    # (over the 200-character column), after the app had started.
+    with pytest.raises(InvalidArgumentError) as excinfo:
+        TickerQ(node_id=node_id)
+    assert shown in str(excinfo.value)
