@@ -14,6 +14,7 @@ from tickerq.engine import EngineOptions
 from tickerq.enums import MisfirePolicy, Priority, RunCondition, Status, TickerKind
 from tickerq.errors import (
     CronError,
+    DuplicateTickerError,
     FunctionNotFoundError,
     InvalidArgumentError,
     InvalidRequestError,
@@ -36,6 +37,7 @@ __all__ = [
     "CronError",
     "CronOccurrence",
     "CronTicker",
+    "DuplicateTickerError",
     "EngineOptions",
     "FunctionNotFoundError",
     "FunctionOptions",

@@ -26,6 +26,7 @@ from tickerq.events import EventBus
 from tickerq.functions import TickerFunction, TickerRouter, _Registrar
 from tickerq.managers import CronTickerManager, TimeTickerManager
 from tickerq.stores import Store, mask_password, open_store
+from tickerq.validation import check_name
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
@@ -79,7 +80,7 @@ class TickerQ(_Registrar):
         )
         self.store_url = mask_password(store) if isinstance(store, str) else type(store).__name__
         """Where the tickers live (without any password)."""
-        self.node_id = node_id or f"{socket.gethostname()}-{os.getpid()}"
+        self.node_id = check_name(node_id or f"{socket.gethostname()}-{os.getpid()}", "node_id")
         self.max_concurrency = max_concurrency
         self.timezone = str(parse_timezone(timezone))
         self.clock: Clock = clock or SystemClock()

@@ -33,7 +33,11 @@ class Clock(ABC):
         """Sleep ``seconds`` of this clock's time (or until ``wakeup`` is done)."""
         if wakeup is None:
             wakeup = asyncio.get_running_loop().create_future()
-        await self.sleep_until(self.now() + timedelta(seconds=seconds), wakeup)
+        try:
+            deadline: datetime | None = self.now() + timedelta(seconds=seconds)
+        except OverflowError:  # past year 9999: as good as never
+            deadline = None
+        await self.sleep_until(deadline, wakeup)
 
 
 class SystemClock(Clock):

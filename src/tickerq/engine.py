@@ -156,6 +156,12 @@ class Engine:
         """Jobs running on this node now (LONG_RUNNING included)."""
         return len(self._running)
 
+    @property
+    def background_tasks(self) -> tuple[asyncio.Task[None], ...]:
+        """The loop and heartbeat tasks: their clock sleeps are polls and heartbeats, not
+        due work (``tickerq.testing.advance`` jumps over them)."""
+        return tuple(t for t in (self._loop_task, self._heartbeat_task) if t is not None)
+
     async def start(self) -> None:
         """Start the loop (and heartbeats on a shared store)."""
         self._functions = self.app._functions  # live: functions registered later count too

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CronError",
+    "DuplicateTickerError",
     "FunctionNotFoundError",
     "InvalidArgumentError",
     "InvalidRequestError",
@@ -93,6 +94,18 @@ class InvalidRequestError(TickerQError, ValueError):
 
 class InvalidArgumentError(TickerQError, ValueError):
     """An argument is invalid (naive datetime, negative retries, ...); names the value."""
+
+
+class DuplicateTickerError(TickerQError, ValueError):
+    """A ticker with this id is already stored; nothing of the batch was stored."""
+
+    def __init__(self, kind: str, ticker_id: object) -> None:
+        super().__init__(f"a {kind} with id {ticker_id!s} already exists")
+        self.kind = kind
+        self.ticker_id = ticker_id
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 class StoreConnectionError(TickerQError, ConnectionError):

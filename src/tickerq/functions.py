@@ -29,12 +29,25 @@ from pydantic import TypeAdapter, ValidationError
 from tickerq.context import Req, TickerContext
 from tickerq.enums import MisfirePolicy, Priority
 from tickerq.errors import (
+    CronError,
     InvalidArgumentError,
     InvalidRequestError,
     RegistrationError,
     TickerQError,
 )
-from tickerq.validation import check_count, check_enum, check_retries, check_timeout, json_copy
+from tickerq.validation import (
+    MAX_CONCURRENCY,
+    MAX_RETRIES,
+    check_count,
+    check_cron_text,
+    check_enum,
+    check_name,
+    check_retries,
+    check_timeout,
+    check_timezone,
+    json_copy,
+    short_repr,
+)
 
 if TYPE_CHECKING:
     from tickerq.app import TickerQ
@@ -309,18 +322,22 @@ def _checked_options(name: str, options: dict[str, Any]) -> FunctionOptions:
     checks: dict[str, Callable[[Any], Any]] = {
         "misfire": lambda v: check_enum(MisfirePolicy, v, "misfire policy"),
         "priority": lambda v: check_enum(Priority, v, "priority"),
-        "max_concurrency": lambda v: check_count(v, "max_concurrency"),
-        "retries": lambda v: check_count(v, "retries"),
+        "max_concurrency": lambda v: check_count(v, "max_concurrency", MAX_CONCURRENCY),
+        "retries": lambda v: check_count(v, "retries", MAX_RETRIES),
         "retry_intervals": lambda v: check_retries(0, v),
         "timeout": check_timeout,
-        "max_stale_restarts": lambda v: None if v is None else check_count(v, "max_stale_restarts"),
+        "max_stale_restarts": lambda v: (
+            None if v is None else check_count(v, "max_stale_restarts", MAX_RETRIES)
+        ),
         "rerun_lost": lambda v: _flag(v, "rerun_lost"),
+        "cron": lambda v: None if v is None else check_cron_text(v),
+        "cron_timezone": lambda v: None if v is None else check_timezone(v),
     }
     defaults = FunctionOptions()
     for key, check in checks.items():
         try:
             options[key] = check(options[key])
-        except InvalidArgumentError as exc:
+        except (InvalidArgumentError, CronError) as exc:
             _problem(name, str(exc))
             options[key] = getattr(defaults, key)
     if options["cron"] is not None:
@@ -420,6 +437,10 @@ class _Registrar:
 
         def decorate(func: JobCallable) -> TickerFunction[Any]:
             fname = self._prefix + (label or getattr(func, "__name__", None) or repr(func))
+            try:
+                check_name(fname)
+            except InvalidArgumentError as exc:
+                raise RegistrationError(fname[:80], str(exc)) from None
             options = _checked_options(fname, dict(raw))
             handle: TickerFunction[Any] = TickerFunction(fname, func, options)
             self._register(handle)
@@ -463,8 +484,7 @@ def _type_name(tp: Any) -> str:
 
 
 def _short_repr(value: Any, limit: int = 80) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    return short_repr(value, limit)  # never fails (deep or huge values)
 
 
 def _validation_text(exc: ValidationError) -> str:

@@ -6,19 +6,34 @@ that names it.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, tzinfo
 from typing import TYPE_CHECKING, Any
 from uuid import UUID, uuid4
 
+from tickerq.cron import parse_timezone
 from tickerq.enums import MisfirePolicy, RunCondition, Status, TickerKind
-from tickerq.errors import InvalidArgumentError, TickerNotFoundError, TickerStateError
+from tickerq.errors import CronError, InvalidArgumentError, TickerNotFoundError, TickerStateError
 from tickerq.firing import first_fire_after, parse_cached
 from tickerq.models import CronOccurrence, CronTicker, TimeTicker
 from tickerq.stores.base import TickerQuery
-from tickerq.validation import check_enum, check_retries, check_time, check_timeout
+from tickerq.validation import (
+    MAX_DESCRIPTION_LENGTH,
+    MAX_TIME,
+    check_after,
+    check_bool,
+    check_count,
+    check_cron_text,
+    check_enum,
+    check_payload,
+    check_retries,
+    check_text,
+    check_time,
+    check_timeout,
+    check_timezone,
+    short_repr,
+)
 
 if TYPE_CHECKING:
     from tickerq.app import TickerQ
@@ -62,19 +77,18 @@ class TimeTickerManager:
         parent_id: UUID | None,
         after: timedelta | float | None = None,
     ) -> TimeTicker:
-        fn = self._app.get_function(spec.function)
-        payload = self._app.encode_request(fn.name, spec.request)
+        if not isinstance(spec, TimeTickerSpec):
+            raise InvalidArgumentError(f"expected a TimeTickerSpec, got {short_repr(spec)}")
+        fn = self._app.get_function(_function_name(spec.function))
+        payload = _encode(self._app, fn.name, spec.request)
         when = check_time(spec.execution_time, "execution_time")
         if after is not None:
             if when is not None:
                 raise InvalidArgumentError(
-                    f"pass either at/execution_time ({when.isoformat()}) or after ({after!r}), "
-                    "not both"
+                    f"pass either at/execution_time ({when.isoformat()}) or after "
+                    f"({short_repr(after)}), not both"
                 )
-            seconds = after.total_seconds() if isinstance(after, timedelta) else after
-            if not isinstance(seconds, int | float) or not math.isfinite(seconds):
-                raise InvalidArgumentError(f"after must be a timedelta or seconds, got {after!r}")
-            when = now + timedelta(seconds=seconds)
+            when = check_after(after, now)
         if when is None and parent_id is None:
             when = now
         retries = fn.options.retries if spec.retries is None else spec.retries
@@ -90,7 +104,7 @@ class TimeTickerManager:
             retries=retries,
             retry_intervals=check_retries(retries, intervals),
             timeout=check_timeout(spec.timeout),
-            description=spec.description,
+            description=_description(spec.description),
             parent_id=parent_id,
             run_condition=check_enum(RunCondition, spec.run_condition, "run condition")
             if spec.run_condition is not None
@@ -125,7 +139,7 @@ class TimeTickerManager:
             timeout=timeout,
             run_condition=run_condition,
         )
-        ticker = self._build(spec, now, parent_id, after)
+        ticker = self._build(spec, now, None if parent_id is None else _uuid(parent_id), after)
         await self._app.store.add_time_tickers((ticker,))
         self._app.wake_engine(ticker.execution_time)
         return ticker
@@ -138,8 +152,17 @@ class TimeTickerManager:
         def walk(spec: TimeTickerSpec, parent: UUID | None) -> None:
             ticker = self._build(spec, now, parent)
             out.append(ticker)
+            if isinstance(spec.children, str | bytes) or not isinstance(spec.children, Sequence):
+                raise InvalidArgumentError(
+                    f"children must be a list of TimeTickerSpec, got {short_repr(spec.children)}"
+                )
             for child in spec.children:
                 walk(child, ticker.id)
+
+        if isinstance(specs, str | bytes) or not isinstance(specs, Sequence):
+            raise InvalidArgumentError(
+                f"add_many takes a list of TimeTickerSpec, got {short_repr(specs)}"
+            )
 
         for spec in specs:
             walk(spec, None)
@@ -174,14 +197,14 @@ class TimeTickerManager:
             when = check_time(execution_time, "execution_time")
             changes["execution_time"] = when or changes["updated_at"]  # None: now
         if request is not _UNSET:
-            changes["request"] = self._app.encode_request(current.function, request)
+            changes["request"] = _encode(self._app, current.function, request)
         if description is not _UNSET:
-            changes["description"] = str(description)
+            changes["description"] = _description(description)
         if retries is not _UNSET or retry_intervals is not _UNSET:
             r = current.retries if retries is _UNSET else retries
             ri = current.retry_intervals if retry_intervals is _UNSET else retry_intervals
-            changes["retries"] = r
             changes["retry_intervals"] = check_retries(r, ri)
+            changes["retries"] = r
         if timeout is not _UNSET:
             changes["timeout"] = check_timeout(timeout)
         ticker = await self._app.store.update_time_ticker(
@@ -310,23 +333,23 @@ class CronTickerManager:
         seeded: bool = False,
     ) -> CronTicker:
         """A checked cron ticker, not stored yet."""
-        fn = self._app.get_function(function)
-        tz = timezone or self._app.timezone
-        expr = parse_cached(" ".join(str(expression).split()), str(tz))
+        fn = self._app.get_function(_function_name(function))
+        tz = _timezone_name(self._app.timezone if timezone is None else timezone)
+        expr = parse_cached(check_cron_text(expression), tz)
         now = self._app.clock.now()
         return CronTicker(
             id=uuid4(),
             function=fn.name,
             expression=expr.expression,
-            timezone=str(tz),
-            request=self._app.encode_request(fn.name, request),
+            timezone=tz,
+            request=_encode(self._app, fn.name, request),
             retries=retries,
             retry_intervals=check_retries(retries, retry_intervals),
-            enabled=enabled,
+            enabled=check_bool(enabled, "enabled"),
             misfire=check_enum(MisfirePolicy, misfire, "misfire policy"),
-            description=description,
+            description=_description(description),
             seeded=seeded,
-            next_fire_at=expr.next_after(now),
+            next_fire_at=_next_fire(expr.expression, tz, now),
             created_at=now,
             updated_at=now,
         )
@@ -356,21 +379,21 @@ class CronTickerManager:
         changes: dict[str, Any] = {"updated_at": now}
         if expression is not _UNSET or timezone is not _UNSET:
             expr_text = current.expression if expression is _UNSET else expression
-            tz = current.timezone if timezone is _UNSET else timezone
-            expr = parse_cached(" ".join(str(expr_text).split()), str(tz))
-            changes.update(expression=expr.expression, timezone=str(tz))
-            changes["next_fire_at"] = expr.next_after(now)
+            tz = current.timezone if timezone is _UNSET else _timezone_name(timezone)
+            expr = parse_cached(check_cron_text(expr_text), tz)
+            changes.update(expression=expr.expression, timezone=tz)
+            changes["next_fire_at"] = _next_fire(expr.expression, tz, now)
         if request is not _UNSET:
-            changes["request"] = self._app.encode_request(current.function, request)
+            changes["request"] = _encode(self._app, current.function, request)
         if retries is not _UNSET or retry_intervals is not _UNSET:
             r = current.retries if retries is _UNSET else retries
             ri = current.retry_intervals if retry_intervals is _UNSET else retry_intervals
-            changes["retries"] = r
             changes["retry_intervals"] = check_retries(r, ri)
+            changes["retries"] = r
         if misfire is not _UNSET:
             changes["misfire"] = check_enum(MisfirePolicy, misfire, "misfire policy")
         if description is not _UNSET:
-            changes["description"] = str(description)
+            changes["description"] = _description(description)
         cron = await self._app.store.update_cron_ticker(current.id, changes)
         self._app.wake_engine(cron.next_fire_at)
         return cron
@@ -383,9 +406,11 @@ class CronTickerManager:
         """Fire again, from the next fire after now (fires while disabled are not made up)."""
         current = await self.get(cron_id)
         now = self._app.clock.now()
+        following = first_fire_after(current, now)
+        if following is not None and following > MAX_TIME:
+            following = None  # past the supported range: it does not fire again
         cron = await self._app.store.update_cron_ticker(
-            current.id,
-            {"enabled": True, "updated_at": now, "next_fire_at": first_fire_after(current, now)},
+            current.id, {"enabled": True, "updated_at": now, "next_fire_at": following}
         )
         self._app.wake_engine(cron.next_fire_at)
         return cron
@@ -437,6 +462,8 @@ class CronTickerManager:
 
     async def query(self, *, function: str | None = None) -> list[CronTicker]:
         """Every cron ticker (of one function), oldest first."""
+        if function is not None:
+            function = check_text(function, "function")
         return await self._app.store.query_cron_tickers(function)
 
     async def attempts(self, occurrence_id: UUID) -> list[Attempt]:
@@ -469,15 +496,47 @@ def _query(
     limit: int,
     offset: int,
 ) -> TickerQuery:
-    if limit < 0 or offset < 0:
-        raise InvalidArgumentError(f"limit and offset must be >= 0, got {limit}, {offset}")
     statuses = [status] if isinstance(status, str) else status
     return TickerQuery(
         statuses=[check_enum(Status, s, "status") for s in statuses] if statuses else None,
-        function=function,
-        text=text,
-        parent_id=parent_id,
-        roots_only=roots_only,
-        limit=limit,
-        offset=offset,
+        function=None if function is None else check_text(function, "function"),
+        text=None if text is None else check_text(text, "text"),
+        parent_id=None if parent_id is None else _uuid(parent_id),
+        roots_only=check_bool(roots_only, "roots_only"),
+        limit=check_count(limit, "limit"),
+        offset=check_count(offset, "offset"),
     )
+
+
+def _function_name(name: Any) -> str:
+    """A function name to look up (unknown names raise FunctionNotFoundError there)."""
+    if not isinstance(name, str):
+        raise InvalidArgumentError(f"a function name must be a string, got {short_repr(name)}")
+    return name
+
+
+def _encode(app: TickerQ, function: str, request: Any) -> Any:
+    """The request validated for ``function`` and checked to be storable on every store."""
+    return check_payload(app.encode_request(function, request), function)
+
+
+def _description(value: Any) -> str:
+    return check_text(value, "description", max_length=MAX_DESCRIPTION_LENGTH)
+
+
+def _timezone_name(value: Any) -> str:
+    """The IANA name of a timezone (name or tzinfo), checked; raises CronError."""
+    zone = check_timezone(value)
+    return str(parse_timezone(zone)) if isinstance(zone, tzinfo) else zone
+
+
+def _next_fire(expression: str, timezone: str, now: datetime) -> datetime:
+    """The first fire after ``now``, refused when it lies past the supported time range."""
+    following = parse_cached(expression, timezone).next_after(now)
+    if following > MAX_TIME:
+        raise CronError(
+            expression,
+            f"its next fire after {now.isoformat()} is {following.isoformat()}, "
+            f"past the last supported time {MAX_TIME.isoformat()}",
+        )
+    return following

@@ -4,6 +4,7 @@ import asyncio
 import dataclasses
 import datetime as dt
 import json
+import re
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -16,12 +17,16 @@ from tickerq import (
     InvalidArgumentError,
     InvalidRequestError,
     MisfirePolicy,
+    Priority,
+    RegistrationError,
+    RetryPolicy,
     Status,
     TickerContext,
     TickerFunction,
     TickerNotFoundError,
     TickerQ,
     TickerQError,
+    TickerRouter,
     TimeTickerSpec,
 )
 
@@ -521,3 +526,251 @@ async def test_payload_over_the_size_limit_is_refused() -> None:
     with pytest.raises(InvalidRequestError, match=r"over the limit of 100"):
         await big.enqueue({"text": "x" * 200})
     assert await app.time_tickers.count() == 1
+
+
+# -- bounds on input (issue 8, item 9) ----------------------------------------------------
+# Values that used to be stored, or to fail later with a non-tickerq error (or not at
+# all, leaving a row stuck), are refused when given, naming the value. The same
+# bounds on every store are in tests/contract/test_input_bounds.py and, generated,
+# tests/contract/test_hostile_input.py.
+
+
+async def _job(ctx: TickerContext) -> None:
+    return None
+
+
+@pytest.mark.parametrize(
+    ("options", "shown"),
+    [
+        ({"priority": True}, "unknown priority True"),
+        ({"priority": 2.0}, "unknown priority 2.0"),
+        ({"retries": 10**30}, "retries must be at most 10000, got 10000000000"),
+        ({"retries": True}, "retries must be an integer >= 0, got True"),
+        ({"max_concurrency": 10**9}, "max_concurrency must be at most 1000000"),
+        ({"retry_intervals": [1e300]}, "got 1e+300"),
+        ({"retry_intervals": [10**400]}, "got 10000000000"),
+        ({"timeout": 10**400}, "timeout must be a number of seconds > 0"),
+        ({"timeout": 400 * 24 * 3600}, "got 34560000"),
+        ({"cron": "* * * * *\x00"}, r"'* * * * *\x00'"),
+        ({"cron": "0 0 * * " + ",".join(["1"] * 100)}, "at most 200 are allowed"),
+        ({"cron": 5}, "invalid cron expression '5'"),
+        ({"cron": "* * * * *", "cron_timezone": "UTC\x00"}, r"'UTC\x00'"),
+        ({"cron": "* * * * *", "cron_timezone": 5}, "invalid timezone '5'"),
+    ],
+    ids=lambda v: repr(v)[:40],
+)
+def test_function_options_out_of_bounds_are_refused(options: dict[str, Any], shown: str) -> None:
+    app = TickerQ()
+    with pytest.raises(RegistrationError) as excinfo:
+        app.function("job", **options)(_job)
+    assert "'job'" in str(excinfo.value)
+    assert shown in str(excinfo.value)
+    assert app.functions == {}
+
+
+@pytest.mark.parametrize(
+    ("name", "shown"),
+    [
+        ("a" * 201, "is 201 characters long; at most 200"),
+        ("send\x00mail", r"'send\x00mail' contains a NUL"),
+        ("mail\ud800", r"'mail\ud800' contains a lone surrogate"),
+    ],
+    ids=["long", "nul", "surrogate"],
+)
+def test_function_names_that_no_store_can_hold_are_refused(name: str, shown: str) -> None:
+    app = TickerQ()
+    with pytest.raises(RegistrationError) as excinfo:
+        app.function(name)(_job)
+    assert shown in str(excinfo.value)
+    assert app.functions == {}
+    # the prefix of a router counts too
+    router = TickerRouter(prefix="x" * 150 + ".")
+    with pytest.raises(RegistrationError, match="at most 200"):
+        router.function("y" * 60)(_job)
+    ok = TickerRouter(prefix="billing.")
+    ok.function("y" * 192)(_job)
+    assert list(ok.functions) == ["billing." + "y" * 192]
+
+
+async def test_query_filters_that_no_store_can_hold_are_refused(jobs: Jobs) -> None:
+    # Regression: PostgreSQL fails on a NUL in a query parameter (a 500 on the dashboard).
+    with pytest.raises(InvalidArgumentError, match=r"'a\\x00'"):
+        await jobs.app.time_tickers.query(text="a\x00")
+    with pytest.raises(InvalidArgumentError, match=r"function 'e\\x00'"):
+        await jobs.app.time_tickers.count(function="e\x00")
+    with pytest.raises(InvalidArgumentError, match=r"function must be a string, got 5"):
+        await jobs.app.cron_tickers.query(function=5)  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentError, match="limit must be an integer >= 0, got '5'"):
+        await jobs.app.time_tickers.query(limit="5")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "policy",
+    [
+        {"base": float("nan")},
+        {"base": -1.0},
+        {"cap": 1e300},
+        {"cap": float("inf")},
+        {"jitter": 2.0},
+        {"jitter": True},
+    ],
+    ids=repr,
+)
+def test_retry_policy_out_of_bounds_is_refused(policy: dict[str, Any]) -> None:
+    with pytest.raises(InvalidArgumentError) as excinfo:
+        RetryPolicy(**policy)
+    ((name, value),) = policy.items()
+    assert f"RetryPolicy {name}" in str(excinfo.value)
+    assert repr(value) in str(excinfo.value)
+
+
+def test_retry_delays_stay_within_a_year() -> None:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from tickerq.validation import MAX_DELAY, MAX_TIME
+
+    @settings(max_examples=300, derandomize=True, database=None)
+    @given(
+        base=st.floats(0, MAX_DELAY),
+        cap=st.floats(0, MAX_DELAY),
+        jitter=st.floats(0, 1),
+        number=st.integers(-5, 10**6),
+        intervals=st.one_of(
+            st.none(),
+            st.lists(
+                st.one_of(
+                    st.floats(allow_nan=True, allow_infinity=True), st.integers(-(10**6), 10**9)
+                ),
+                min_size=1,
+                max_size=4,
+            ),
+        ),
+    )
+    def check(
+        base: float, cap: float, jitter: float, number: int, intervals: list[float] | None
+    ) -> None:
+        import random
+
+        delay = RetryPolicy(base=base, cap=cap, jitter=jitter).delay(
+            number, intervals, random.Random(number)
+        )
+        assert 0.0 <= delay <= MAX_DELAY
+        MAX_TIME + dt.timedelta(seconds=delay)  # never overflows
+
+    check()
+
+
+async def test_a_stored_retry_interval_that_overflows_a_date_does_not_strand_the_row() -> None:
+    # Regression: a row holding a retry interval of 1e300 seconds (stored before
+    # intervals were bounded, or by another tool) made the engine's result
+    # computation overflow: "Task exception was never retrieved", and the row
+    # stayed IN_PROGRESS for good. The delay is now clamped to a year.
+    from tickerq.models import TimeTicker
+    from tickerq.testing import ManualClock, run_until_idle
+    from tickerq.validation import MAX_DELAY
+
+    start = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    app = TickerQ(clock=ManualClock(start))
+
+    @app.function
+    async def fails(ctx: TickerContext) -> None:
+        raise RuntimeError("no")
+
+    row = TimeTicker(
+        id=uuid.uuid4(),
+        function="fails",
+        execution_time=start,
+        retries=1,
+        retry_intervals=(1e300,),
+        created_at=start,
+        updated_at=start,
+    )
+    await app.store.add_time_tickers([row])
+    async with app:
+        await asyncio.wait_for(run_until_idle(app), timeout=10)
+        ticker = await app.time_tickers.get(row.id)
+    assert ticker.status is Status.IDLE
+    assert ticker.retry_count == 1
+    assert ticker.execution_time == start + dt.timedelta(seconds=MAX_DELAY)
+
+
+@pytest.mark.parametrize(
+    "when",
+    [
+        dt.datetime(1, 1, 1, tzinfo=dt.UTC),
+        dt.datetime(9999, 12, 31, tzinfo=dt.UTC),
+        dt.datetime(1969, 12, 31, 23, tzinfo=dt.UTC),
+        dt.datetime(2026, 1, 1),
+    ],
+    ids=["year-1", "year-9999", "1969", "naive"],
+)
+def test_manual_clock_refuses_times_out_of_range(when: dt.datetime) -> None:
+    from tickerq.testing import ManualClock
+
+    with pytest.raises(InvalidArgumentError, match=re.escape(when.isoformat())):
+        ManualClock(when)
+    clock = ManualClock(dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
+    with pytest.raises(InvalidArgumentError, match=re.escape(when.isoformat())):
+        clock.set(when)
+    with pytest.raises(InvalidArgumentError, match="1e"):
+        clock.tick(1e20)
+    assert clock.now() == dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+
+
+def test_hostile_function_options_are_refused_or_kept_exactly() -> None:
+    # @app.function(...) with generated names and options: a RegistrationError that
+    # names a value (and nothing registered), or a function with exactly those options.
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from hostile import function_names, function_options, named
+
+    outcomes = {"refused": 0, "registered": 0}
+
+    @settings(max_examples=200, derandomize=True, database=None, deadline=None)
+    @given(name=function_names, options=function_options, plain=st.booleans())
+    def check(name: str, options: dict[str, Any], plain: bool) -> None:
+        app = TickerQ()
+        try:
+            handle = app.function(name, **options)(_job)
+        except RegistrationError as error:
+            given_values = {**options, "name": name}
+            assert named(error, given_values, name), f"{error} names none of {given_values}"
+            assert app.functions == {}
+            outcomes["refused"] += 1
+            return
+        outcomes["registered"] += 1
+        assert app.functions == {name: handle}
+        assert handle.name == name
+        chosen = handle.options
+        wanted = options.get("priority", Priority.NORMAL)
+        if isinstance(wanted, str):
+            assert chosen.priority.name == wanted.upper()
+        else:
+            assert chosen.priority is Priority(wanted)
+        assert chosen.retries == options.get("retries", 0)
+        assert chosen.max_concurrency == options.get("max_concurrency", 0)
+        given_intervals = options.get("retry_intervals")
+        assert chosen.retry_intervals == (
+            None if given_intervals is None else tuple(float(i) for i in given_intervals)
+        )
+        timeout = options.get("timeout")
+        assert chosen.timeout == (None if timeout is None else float(timeout))
+        assert chosen.cron == options.get("cron")
+
+    check()
+    assert min(outcomes.values()) >= 20, outcomes
+
+
+@pytest.mark.parametrize(
+    ("node_id", "shown"),
+    [("web\x00", r"'web\x00' contains a NUL"), ("n" * 201, "201 characters long")],
+    ids=["nul", "long"],
+)
+def test_node_ids_that_no_store_can_hold_are_refused(node_id: str, shown: str) -> None:
+    # Regression: PostgreSQL refused the node's first heartbeat (NUL) or lock rows
+    # (over the 200-character column), after the app had started.
+    with pytest.raises(InvalidArgumentError) as excinfo:
+        TickerQ(node_id=node_id)
+    assert shown in str(excinfo.value)

@@ -16,7 +16,7 @@ from typing import Any
 from uuid import UUID, uuid4
 
 from tickerq.enums import Priority, RunCondition, Status, TickerKind
-from tickerq.errors import TickerNotFoundError, TickerStateError
+from tickerq.errors import DuplicateTickerError, TickerNotFoundError, TickerStateError
 from tickerq.events import CronTickerChanged, TickerChanged, TickerDeleted
 from tickerq.models import Attempt, CronOccurrence, CronTicker, Node, TimeTicker, run_state
 from tickerq.stores.base import (
@@ -132,9 +132,15 @@ class MemoryStore(Store):
     # -- time tickers ------------------------------------------------------------------
 
     async def add_time_tickers(self, tickers: Sequence[TimeTicker]) -> None:
-        """Store new time tickers; children are linked to parents stored before."""
+        """Store new time tickers; children are linked to parents stored before.
+
+        An id that is stored already (or twice in the batch) raises
+        DuplicateTickerError, as the SQL stores' primary key does; nothing is stored.
+        """
         batch = set()
-        for t in tickers:  # check every parent first: all or nothing is stored
+        for t in tickers:  # check every id and parent first: all or nothing is stored
+            if t.id in batch or t.id in self._rows:
+                raise DuplicateTickerError("time ticker", t.id)
             if (
                 t.parent_id is not None
                 and t.parent_id not in batch
@@ -151,7 +157,7 @@ class MemoryStore(Store):
                 function=t.function,
                 priority=t.priority,
                 request=t.request,
-                execution_time=t.execution_time,
+                execution_time=_utc(t.execution_time),
                 retries=t.retries,
                 retry_intervals=t.retry_intervals,
                 retry_count=t.retry_count,
@@ -161,8 +167,8 @@ class MemoryStore(Store):
                 run_condition=t.run_condition,
                 awaiting_parent=parent is not None,
                 status=t.status,
-                created_at=t.created_at,
-                updated_at=t.updated_at,
+                created_at=_utc(t.created_at),
+                updated_at=_utc(t.updated_at),
             )
             self._rows[t.id] = row
             rows.append(row)
@@ -195,7 +201,7 @@ class MemoryStore(Store):
                 + " or ".join(sorted(s.name for s in allowed))
             )
         for key, value in changes.items():
-            setattr(row, key, value)
+            setattr(row, key, _utc(value) if isinstance(value, datetime) else value)
         self._schedule(row)
         self._announce(row, row.updated_at)
         return _time_ticker(row)
@@ -312,7 +318,14 @@ class MemoryStore(Store):
     # -- cron tickers ---------------------------------------------------------------------
 
     async def add_cron_ticker(self, cron: CronTicker) -> CronTicker:
-        """Store a cron ticker."""
+        """Store a cron ticker (DuplicateTickerError if its id is taken)."""
+        if cron.id in self._crons:
+            raise DuplicateTickerError("cron ticker", cron.id)
+        cron = cron.evolve(
+            next_fire_at=_utc(cron.next_fire_at),
+            created_at=_utc(cron.created_at),
+            updated_at=_utc(cron.updated_at),
+        )
         self._crons[cron.id] = cron
         self._cron_occurrences.setdefault(cron.id, [])
         self._announce_cron(cron.id, cron.updated_at)
@@ -348,7 +361,9 @@ class MemoryStore(Store):
         cron = self._crons.get(cron_id)
         if cron is None:
             raise TickerNotFoundError("cron ticker", cron_id)
-        cron = cron.evolve(**changes)
+        cron = cron.evolve(
+            **{k: _utc(v) if isinstance(v, datetime) else v for k, v in changes.items()}
+        )
         self._crons[cron_id] = cron
         self._announce_cron(cron_id, cron.updated_at)
         return cron
@@ -750,6 +765,13 @@ class MemoryStore(Store):
     async def cancel_requested(self, ids: Sequence[UUID]) -> list[UUID]:
         """Running ids flagged for cancellation."""
         return [i for i in ids if (r := self._rows.get(i)) is not None and r.cancel_requested]
+
+
+def _utc(value: Any) -> Any:
+    """An aware datetime in UTC (as the SQL stores return them); anything else unchanged."""
+    if isinstance(value, datetime) and value.tzinfo is not UTC and value.tzinfo is not None:
+        return value.astimezone(UTC)
+    return value
 
 
 def _descendants(row: _Row) -> list[_Row]:

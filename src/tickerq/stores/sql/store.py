@@ -26,9 +26,10 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.exc import IntegrityError
 
 from tickerq.enums import Priority, Status, TickerKind
-from tickerq.errors import TickerNotFoundError, TickerStateError
+from tickerq.errors import DuplicateTickerError, TickerNotFoundError, TickerStateError
 from tickerq.events import TickerDeleted
 from tickerq.models import Attempt, CronOccurrence, CronTicker, TimeTicker
 from tickerq.stores.base import TickerQuery
@@ -69,7 +70,26 @@ class SqlStore(CronSeeding, EngineWork):
         if not new:
             return
         batch_ids = {t.id for t in new}
+        if len(batch_ids) < len(new):
+            seen: set[UUID] = set()
+            for t in new:
+                if t.id in seen:
+                    raise DuplicateTickerError("time ticker", t.id)
+                seen.add(t.id)
         outside = {t.parent_id for t in new if t.parent_id and t.parent_id not in batch_ids}
+        try:
+            await self._insert_time_tickers(new, outside)
+        except IntegrityError:
+            async with self.engine.connect() as conn:  # which id was taken?
+                for chunk in _chunks(list(batch_ids), 500):
+                    taken = (await conn.execute(select(T.id).where(T.id.in_(chunk)))).scalar()
+                    if taken is not None:
+                        raise DuplicateTickerError("time ticker", taken) from None
+            raise
+        for t in new:
+            self._announce(TIME, t.id, t.function, t.status.value, t.created_at)
+
+    async def _insert_time_tickers(self, new: Sequence[TimeTicker], outside: set[UUID]) -> None:
         async with self.engine.begin() as conn:
             parent_status: dict[UUID, str] = {}
             if outside:
@@ -90,8 +110,6 @@ class SqlStore(CronSeeding, EngineWork):
                     await self._resolve_children(conn, parent_id, Status(status), now)
                 elif status == RUNNING:
                     await self._start_in_progress_children(conn, [parent_id], now)
-        for t in new:
-            self._announce(TIME, t.id, t.function, t.status.value, t.created_at)
 
     async def get_time_ticker(self, ticker_id: UUID) -> TimeTicker | None:
         """One time ticker."""
@@ -294,9 +312,14 @@ class SqlStore(CronSeeding, EngineWork):
     # -- cron tickers --------------------------------------------------------------------
 
     async def add_cron_ticker(self, cron: CronTicker) -> CronTicker:
-        """Insert a cron ticker."""
-        async with self.engine.begin() as conn:
-            await conn.execute(insert(cron_tickers).values(**cron_values(cron)))
+        """Insert a cron ticker (DuplicateTickerError if its id is taken)."""
+        try:
+            async with self.engine.begin() as conn:
+                await conn.execute(insert(cron_tickers).values(**cron_values(cron)))
+        except IntegrityError:
+            if await self.get_cron_ticker(cron.id) is not None:
+                raise DuplicateTickerError("cron ticker", cron.id) from None
+            raise
         self._announce_cron(cron.id, cron.updated_at)
         return cron
 
