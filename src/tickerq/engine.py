@@ -383,7 +383,11 @@ class Engine:
                 full = free <= 0 and not self._has_long_running()
                 if self._check_crons and not self.paused:
                     continue  # crons are behind (or just woke us): no sleep, no past deadline
-                deadline = None if self.paused or full else await store.next_due_time()
+                # After a claim with room to spare, what is due now could not be
+                # claimed here (its function is not on this node, or at its limit):
+                # sleep until something later, not until an unrelated wake-up.
+                after = now if self._may_claim() and free > 0 else None
+                deadline = None if self.paused or full else await store.next_due_time(after)
             except Exception:
                 self._store_error_at = now
                 logger.exception("engine loop failed; retrying in 1 s")

@@ -318,8 +318,12 @@ class Store(ABC):
     # -- the engine's work ------------------------------------------------------------
 
     @abstractmethod
-    async def next_due_time(self) -> datetime | None:
-        """The earliest time at which something becomes due (claimable or a cron fire)."""
+    async def next_due_time(self, after: datetime | None = None) -> datetime | None:
+        """The earliest time at which something becomes due (claimable or a cron fire).
+
+        With ``after``: the earliest such time later than ``after`` (the engine asks
+        this when what is due already could not be claimed on its node).
+        """
 
     @abstractmethod
     async def claim(

@@ -476,8 +476,10 @@ class MemoryStore(Store):
             and row.id in self._rows
         )
 
-    async def next_due_time(self) -> datetime | None:
-        """Earliest due time among waiting rows and enabled crons."""
+    async def next_due_time(self, after: datetime | None = None) -> datetime | None:
+        """Earliest due time among waiting rows and enabled crons (later than ``after``)."""
+        if after is not None:
+            return self._next_due_after(after)
         best: datetime | None = None
         for queue in self._ready.values():
             while queue and not self._valid(*queue[0]):
@@ -498,6 +500,24 @@ class MemoryStore(Store):
             if cron.enabled and t is not None and (best is None or t < best):
                 best = t
         return best
+
+    def _next_due_after(self, after: datetime) -> datetime | None:
+        """What is due first after ``after``; rows due by then could not be claimed, so
+        the ready FIFOs are looked through (they hold only such rows then)."""
+        times = [
+            row.execution_time
+            for queue in self._ready.values()
+            for row, version in queue
+            if self._valid(row, version)
+        ]
+        heap = self._heap
+        if heap and heap[0][0] > after.timestamp():
+            times.append(heap[0][2].execution_time)
+        else:
+            times.extend(r.execution_time for _, _, r, v in heap if self._valid(r, v))
+        times.extend(c.next_fire_at for c in self._crons.values() if c.enabled)
+        later = [t for t in times if t is not None and t > after]
+        return min(later, default=None)
 
     def _move_due(self, now: datetime) -> None:
         """Move rows due by ``now`` from the time heap to their priority's FIFO."""

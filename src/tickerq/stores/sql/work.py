@@ -63,24 +63,22 @@ class EngineWork(SqlBase):
 
     # -- the engine's work -------------------------------------------------------------
 
-    async def next_due_time(self) -> datetime | None:
-        """Earliest waiting row or cron fire."""
+    async def next_due_time(self, after: datetime | None = None) -> datetime | None:
+        """Earliest waiting row or cron fire (later than ``after``), in one statement."""
+        rows = select(func.min(T.execution_time)).where(
+            T.status == IDLE, T.awaiting_parent.is_(False)
+        )
+        crons = select(func.min(cron_tickers.c.next_fire_at)).where(
+            cron_tickers.c.enabled.is_(True)
+        )
+        if after is not None:
+            rows = rows.where(T.execution_time > after)
+            crons = crons.where(cron_tickers.c.next_fire_at > after)
         async with self.engine.connect() as conn:
-            row_due = (
-                await conn.execute(
-                    select(func.min(T.execution_time)).where(
-                        T.status == IDLE, T.awaiting_parent.is_(False)
-                    )
-                )
-            ).scalar()
-            cron_due = (
-                await conn.execute(
-                    select(func.min(cron_tickers.c.next_fire_at)).where(
-                        cron_tickers.c.enabled.is_(True)
-                    )
-                )
-            ).scalar()
-        due = [t for t in (row_due, cron_due) if t is not None]
+            found = (
+                await conn.execute(select(rows.scalar_subquery(), crons.scalar_subquery()))
+            ).one()
+        due = [t for t in found if t is not None]
         return dialects.as_utc(min(due)) if due else None
 
     async def claim(
