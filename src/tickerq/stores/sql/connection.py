@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
+from typing import TypeVar
 from uuid import UUID
 
 from sqlalchemy import (
+    Connection,
+    Engine,
     and_,
     func,
     literal,
@@ -16,7 +21,7 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tickerq.enums import RunCondition, Status, TickerKind
 from tickerq.errors import StoreConnectionError, TickerNotFoundError, TickerStateError
@@ -42,6 +47,8 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+R = TypeVar("R")
 
 T = tickers.c
 IDLE, QUEUED, RUNNING = Status.IDLE.value, Status.QUEUED.value, Status.IN_PROGRESS.value
@@ -81,6 +88,8 @@ class SqlBase(Store):
         self.poll_interval = self.dialect.poll_interval
         self.pool_size = pool_size
         self._engine: AsyncEngine | None = None
+        self._writer: Engine | None = None
+        self._writer_thread: ThreadPoolExecutor | None = None
         self._listener: Listener | None = None
         self.hot: HotPath | SqliteHotPath | None = None
         """The engine's finish-and-claim path (one statement on PostgreSQL, one
@@ -118,6 +127,9 @@ class SqlBase(Store):
                     f"{type(exc).__name__}: {mask_secret(str(exc).splitlines()[0], self.url)}"
                 ) from None
             raise
+        if self.dialect.name == "sqlite" and self._writer is None:
+            self._writer = self.dialect.create_writer_engine()
+            self._writer_thread = ThreadPoolExecutor(1, thread_name_prefix="tickerq-sqlite-writer")
         if self.hot is None:
             if self.dialect.name == "postgresql":
                 self.hot = HotPath(self.dialect.plain_url)
@@ -135,6 +147,30 @@ class SqlBase(Store):
         if self._engine is not None:
             await self._engine.dispose()
             self._engine = None
+        writer, thread = self._writer, self._writer_thread
+        self._writer = self._writer_thread = None
+        if writer is not None and thread is not None:
+            await asyncio.get_running_loop().run_in_executor(thread, writer.dispose)
+            thread.shutdown(wait=True)
+
+    async def write(self, transaction: Callable[[Connection], R]) -> R:
+        """Run ``transaction(conn)`` in one write transaction and return its result.
+
+        On SQLite the whole transaction runs on the store's writer thread: nothing
+        awaits while it holds the file's write lock, so an event loop blocked by a
+        job (here or in another process) never holds up the other nodes sharing
+        the file. On PostgreSQL it runs on a pooled connection (``run_sync``).
+        """
+        if self._writer is not None and self._writer_thread is not None:
+            writer = self._writer
+
+            def run() -> R:
+                with writer.begin() as conn:
+                    return transaction(conn)
+
+            return await asyncio.get_running_loop().run_in_executor(self._writer_thread, run)
+        async with self.engine.begin() as conn:
+            return await conn.run_sync(transaction)
 
     async def listen(self, handler: Callable[[str, str], None]) -> None:
         """On PostgreSQL, LISTEN for other nodes' notices."""
@@ -143,11 +179,11 @@ class SqlBase(Store):
         self._listener = Listener(self.dialect.plain_url, self.dialect.safe_url, handler)
         await self._listener.start()
 
-    async def _notify(self, conn: AsyncConnection, kind: str, value: object = "") -> None:
+    def _notify(self, conn: Connection, kind: str, value: object = "") -> None:
         """Tell other nodes, when this transaction commits (PostgreSQL only)."""
         if self.dialect.name == "postgresql":
             payload = f"{kind} {value.isoformat() if isinstance(value, datetime) else value}"
-            await conn.execute(select(func.pg_notify(CHANNEL, payload)))
+            conn.execute(select(func.pg_notify(CHANNEL, payload)))
 
     def _announce(
         self, kind: str, ticker_id: UUID, function: str, status: str, at: datetime
@@ -156,9 +192,9 @@ class SqlBase(Store):
         if bus is not None and bus.active:
             bus.publish(TickerChanged(at, TickerKind(kind), ticker_id, function, Status(status)))
 
-    async def _status_of(self, conn: AsyncConnection, kind: TickerKind, ticker_id: UUID) -> str:
+    def _status_of(self, conn: Connection, kind: TickerKind, ticker_id: UUID) -> str:
         status = (
-            await conn.execute(select(T.status).where(T.id == ticker_id, T.kind == kind.value))
+            conn.execute(select(T.status).where(T.id == ticker_id, T.kind == kind.value))
         ).scalar()
         if status is None:
             raise TickerNotFoundError(kind_name(kind), ticker_id)
@@ -171,9 +207,9 @@ class SqlBase(Store):
 
     # -- chains -----------------------------------------------------------------------
 
-    async def _finish(
+    def _finish(
         self,
-        conn: AsyncConnection,
+        conn: Connection,
         ticker_id: UUID,
         status: Status,
         now: datetime,
@@ -181,7 +217,7 @@ class SqlBase(Store):
         error_message: str | None = None,
         skipped_reason: str | None = None,
     ) -> None:
-        await conn.execute(
+        conn.execute(
             update(tickers)
             .where(T.id == ticker_id)
             .values(
@@ -195,10 +231,10 @@ class SqlBase(Store):
                 lease_until=None,
             )
         )
-        await self._resolve_children(conn, ticker_id, status, now)
+        self._resolve_children(conn, ticker_id, status, now)
 
-    async def _resolve_children(
-        self, conn: AsyncConnection, parent_id: UUID, parent: Status, now: datetime
+    def _resolve_children(
+        self, conn: Connection, parent_id: UUID, parent: Status, now: datetime
     ) -> None:
         waiting = and_(T.parent_id == parent_id, T.awaiting_parent.is_(True), T.status == IDLE)
         matching = _matching_conditions(parent)
@@ -207,7 +243,7 @@ class SqlBase(Store):
             if (RunCondition.ON_ANY_COMPLETED_STATUS.value in matching)
             else T.run_condition.in_(matching)
         )
-        await conn.execute(
+        conn.execute(
             update(tickers)
             .where(waiting, runs)
             .values(
@@ -216,7 +252,7 @@ class SqlBase(Store):
                 updated_at=now,
             )
         )
-        skipped = await conn.execute(
+        skipped = conn.execute(
             update(tickers)
             .where(waiting)
             .values(
@@ -231,12 +267,12 @@ class SqlBase(Store):
             .returning(T.id)
         )
         for child_id in list(skipped.scalars()):
-            await self._resolve_children(conn, child_id, Status.SKIPPED, now)
+            self._resolve_children(conn, child_id, Status.SKIPPED, now)
 
-    async def _start_in_progress_children(
-        self, conn: AsyncConnection, parents: list[UUID], now: datetime
+    def _start_in_progress_children(
+        self, conn: Connection, parents: list[UUID], now: datetime
     ) -> None:
-        await conn.execute(
+        conn.execute(
             update(tickers)
             .where(
                 T.parent_id.in_(parents),

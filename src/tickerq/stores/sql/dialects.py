@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID, uuid4
 
-from sqlalchemy import Case, ColumnElement, Select, Table, case, event
+from sqlalchemy import Case, ColumnElement, Engine, Select, Table, case, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -60,11 +60,24 @@ class Dialect:
         """An async engine with this dialect's connection settings."""
         if self.name == "sqlite":
             engine = create_async_engine(self.driver_url, pool_size=pool_size, max_overflow=0)
-            _sqlite_settings(engine)
+            _sqlite_settings(engine.sync_engine)
             return engine
         return create_async_engine(
             self.driver_url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
         )
+
+    def create_writer_engine(self) -> Engine:
+        """SQLite: a plain (sync) engine of one connection for the store's writer thread,
+        where each write transaction runs whole (see ``SqlBase.write``)."""
+        url = make_url(self.driver_url).set(drivername="sqlite+pysqlite")
+        engine = create_engine(
+            url,
+            pool_size=1,
+            max_overflow=0,
+            connect_args={"check_same_thread": False},
+        )
+        _sqlite_settings(engine)
+        return engine
 
     async def prepare(self, engine: AsyncEngine, auto_upgrade: bool = False) -> None:
         """Bring the schema to what this tickerq needs, serialized across processes.
@@ -138,10 +151,10 @@ def for_url(url: str) -> Dialect:
     )
 
 
-def _sqlite_settings(engine: AsyncEngine) -> None:
+def _sqlite_settings(engine: Engine) -> None:
     """WAL, a busy timeout, foreign keys, and BEGIN IMMEDIATE so writers queue up."""
 
-    @event.listens_for(engine.sync_engine, "connect")
+    @event.listens_for(engine, "connect")
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
@@ -164,6 +177,6 @@ def _sqlite_settings(engine: AsyncEngine) -> None:
             cursor.execute(pragma)
         cursor.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
+    @event.listens_for(engine, "begin")
     def on_begin(conn: Any) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")

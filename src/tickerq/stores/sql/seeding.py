@@ -12,13 +12,12 @@ from collections.abc import Sequence
 from datetime import datetime
 from uuid import UUID
 
-from sqlalchemy import delete, func, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Connection, delete, func, insert, select, update
 
 from tickerq.events import CronTickerChanged
 from tickerq.models import CronTicker
 from tickerq.stores.base import SeedResult
-from tickerq.stores.seeding import plan_seeding
+from tickerq.stores.seeding import SeedPlan, plan_seeding
 from tickerq.stores.sql import dialects
 from tickerq.stores.sql.connection import IDLE, QUEUED, RUNNING, SqlBase, T
 from tickerq.stores.sql.rows import cron_from_row, cron_values
@@ -43,18 +42,19 @@ class CronSeeding(SqlBase):
         """
         unchanged: list[CronTicker] = []
         updated: list[CronTicker] = []
-        async with self.engine.begin() as conn:
+
+        def tx(conn: Connection) -> SeedPlan:
             if self.dialect.name == "postgresql":
-                await conn.execute(select(func.pg_advisory_xact_lock(SEED_LOCK_KEY)))
+                conn.execute(select(func.pg_advisory_xact_lock(SEED_LOCK_KEY)))
             rows = list(
-                await conn.execute(
+                conn.execute(
                     select(cron_tickers).where(C.seed_key.is_not(None)).order_by(C.created_at, C.id)
                 )
             )
             keys = {r.id: r.seed_key for r in rows}
             plan = plan_seeding([cron_from_row(r) for r in rows], declared)
             # Deleted first: a kept row may take the seed key of one deleted.
-            await self._drop_crons(conn, [c.id for c in plan.delete], keep_ended=True)
+            self._drop_crons(conn, [c.id for c in plan.delete], keep_ended=True)
             for kept, changes in plan.keep:
                 values = cron_values(kept.evolve(**changes))
                 values = {k: values[k] for k in changes}
@@ -64,7 +64,7 @@ class CronSeeding(SqlBase):
                     unchanged.append(kept)
                     continue
                 row = (
-                    await conn.execute(
+                    conn.execute(
                         update(cron_tickers)
                         .where(C.id == kept.id)
                         .values(**values)
@@ -73,11 +73,14 @@ class CronSeeding(SqlBase):
                 ).one()
                 updated.append(cron_from_row(row))
             if plan.create:
-                await conn.execute(insert(cron_tickers), [cron_values(c) for c in plan.create])
-            changed = [*updated, *plan.create]
-            due = [c.next_fire_at for c in changed if c.next_fire_at is not None]
+                conn.execute(insert(cron_tickers), [cron_values(c) for c in plan.create])
+            due = [c.next_fire_at for c in [*updated, *plan.create] if c.next_fire_at is not None]
             if due:
-                await self._notify(conn, "due", min(due))
+                self._notify(conn, "due", min(due))
+            return plan
+
+        plan = await self.write(tx)
+        changed = [*updated, *plan.create]
         for cron in changed:
             self._announce_cron(cron.id, cron.updated_at)
         self._announce_deleted([c.id for c in plan.delete])
@@ -88,9 +91,7 @@ class CronSeeding(SqlBase):
             crons=(*unchanged, *changed),
         )
 
-    async def _drop_crons(
-        self, conn: AsyncConnection, cron_ids: Sequence[UUID], *, keep_ended: bool
-    ) -> int:
+    def _drop_crons(self, conn: Connection, cron_ids: Sequence[UUID], *, keep_ended: bool) -> int:
         """Delete cron tickers with their waiting occurrences (and, unless ``keep_ended``,
         their ended ones); the occurrences that stay are detached. Returns how many
         cron tickers went."""
@@ -99,11 +100,11 @@ class CronSeeding(SqlBase):
         of_crons = T.cron_ticker_id.in_(cron_ids)
         doomed = T.status.in_([IDLE, QUEUED]) if keep_ended else T.status != RUNNING
         waiting = select(T.id).where(of_crons, doomed)
-        await conn.execute(delete(attempts).where(attempts.c.ticker_id.in_(waiting)))
-        await conn.execute(delete(tickers).where(of_crons, doomed))
+        conn.execute(delete(attempts).where(attempts.c.ticker_id.in_(waiting)))
+        conn.execute(delete(tickers).where(of_crons, doomed))
         # running (and kept) occurrences stay until they end, detached from the cron
-        await conn.execute(update(tickers).where(of_crons).values(cron_ticker_id=None))
-        result = await conn.execute(delete(cron_tickers).where(C.id.in_(cron_ids)))
+        conn.execute(update(tickers).where(of_crons).values(cron_ticker_id=None))
+        result = conn.execute(delete(cron_tickers).where(C.id.in_(cron_ids)))
         return int(result.rowcount)
 
     def _announce_deleted(self, cron_ids: Sequence[UUID]) -> None:

@@ -16,6 +16,7 @@ from uuid import UUID
 
 from sqlalchemy import (
     ColumnElement,
+    Connection,
     Select,
     String,
     cast,
@@ -90,26 +91,26 @@ class SqlStore(CronSeeding, EngineWork):
             self._announce(TIME, t.id, t.function, t.status.value, t.created_at)
 
     async def _insert_time_tickers(self, new: Sequence[TimeTicker], outside: set[UUID]) -> None:
-        async with self.engine.begin() as conn:
+        def tx(conn: Connection) -> None:
             parent_status: dict[UUID, str] = {}
             if outside:
-                rows = await conn.execute(select(T.id, T.status).where(T.id.in_(outside)))
+                rows = conn.execute(select(T.id, T.status).where(T.id.in_(outside)))
                 parent_status = {r.id: r.status for r in rows}
                 missing = outside - parent_status.keys()
                 if missing:
                     raise TickerNotFoundError("time ticker", next(iter(missing)))
-            await conn.execute(
-                insert(tickers), [ticker_values(t, t.parent_id is not None) for t in new]
-            )
+            conn.execute(insert(tickers), [ticker_values(t, t.parent_id is not None) for t in new])
             now = new[0].updated_at
             due = [t.execution_time for t in new if t.execution_time and t.parent_id is None]
             if due:
-                await self._notify(conn, "due", min(due))
+                self._notify(conn, "due", min(due))
             for parent_id, status in parent_status.items():
                 if Status(status).is_final:
-                    await self._resolve_children(conn, parent_id, Status(status), now)
+                    self._resolve_children(conn, parent_id, Status(status), now)
                 elif status == RUNNING:
-                    await self._start_in_progress_children(conn, [parent_id], now)
+                    self._start_in_progress_children(conn, [parent_id], now)
+
+        await self.write(tx)
 
     async def get_time_ticker(self, ticker_id: UUID) -> TimeTicker | None:
         """One time ticker."""
@@ -126,9 +127,10 @@ class SqlStore(CronSeeding, EngineWork):
         values = dict(changes)
         if "retry_intervals" in values and values["retry_intervals"] is not None:
             values["retry_intervals"] = list(values["retry_intervals"])
-        async with self.engine.begin() as conn:
+
+        def tx(conn: Connection) -> Any:
             row = (
-                await conn.execute(
+                conn.execute(
                     update(tickers)
                     .where(
                         T.id == ticker_id, T.kind == TIME, T.status.in_([s.value for s in allowed])
@@ -138,39 +140,48 @@ class SqlStore(CronSeeding, EngineWork):
                 )
             ).first()
             if row is None:
-                current = await self._status_of(conn, TickerKind.TIME, ticker_id)
+                current = self._status_of(conn, TickerKind.TIME, ticker_id)
                 raise TickerStateError(
                     f"time ticker {ticker_id} is {current}; it can be changed only when "
                     + " or ".join(sorted(s.name for s in allowed))
                 )
+            return row
+
+        row = await self.write(tx)
         self._announce(TIME, row.id, row.function, row.status, row.updated_at)
         return ticker_from_row(row)
 
     async def delete_time_tickers(self, ids: Sequence[UUID]) -> int:
         """Delete tickers with their descendants; refuse if one of them runs."""
-        async with self.engine.begin() as conn:
+
+        def tx(conn: Connection) -> list[UUID]:
             found = list(
-                (await conn.execute(select(T.id).where(T.id.in_(ids), T.kind == TIME))).scalars()
+                (conn.execute(select(T.id).where(T.id.in_(ids), T.kind == TIME))).scalars()
             )
             doomed: list[UUID] = []
             frontier = found
             while frontier:
                 doomed.extend(frontier)
                 frontier = list(
-                    (await conn.execute(select(T.id).where(T.parent_id.in_(frontier)))).scalars()
+                    (conn.execute(select(T.id).where(T.parent_id.in_(frontier)))).scalars()
                 )
             if not doomed:
-                return 0
+                return []
             running = (
-                await conn.execute(select(T.id).where(T.id.in_(doomed), T.status == RUNNING))
+                conn.execute(select(T.id).where(T.id.in_(doomed), T.status == RUNNING))
             ).scalar()
             if running is not None:
                 raise TickerStateError(
                     f"time ticker {running} is running; cancel it before deleting it"
                 )
-            await conn.execute(delete(attempts).where(attempts.c.ticker_id.in_(doomed)))
+            conn.execute(delete(attempts).where(attempts.c.ticker_id.in_(doomed)))
             for chunk in _chunks(list(reversed(doomed)), 500):
-                await conn.execute(delete(tickers).where(T.id.in_(chunk)))
+                conn.execute(delete(tickers).where(T.id.in_(chunk)))
+            return doomed
+
+        doomed = await self.write(tx)
+        if not doomed:
+            return 0
         bus = self.events
         if bus is not None and bus.active:
             for ticker_id in doomed:
@@ -223,9 +234,10 @@ class SqlStore(CronSeeding, EngineWork):
 
     async def cancel(self, kind: TickerKind, ticker_id: UUID, now: datetime) -> Status:
         """Cancel a waiting row; flag a running one for its node."""
-        async with self.engine.begin() as conn:
+
+        def tx(conn: Connection) -> tuple[Status, str, bool]:
             row = (
-                await conn.execute(
+                conn.execute(
                     select(T.status, T.function)
                     .where(T.id == ticker_id, T.kind == kind.value)
                     .with_for_update()
@@ -239,21 +251,24 @@ class SqlStore(CronSeeding, EngineWork):
                     f"{kind_name(kind)} {ticker_id} has already ended ({before.name})"
                 )
             if before in (Status.IN_PROGRESS, Status.QUEUED):
-                await conn.execute(
-                    update(tickers).where(T.id == ticker_id).values(cancel_requested=True)
-                )
-                await self._notify(conn, "cancel", ticker_id)
-                return before
-            await self._finish(
+                conn.execute(update(tickers).where(T.id == ticker_id).values(cancel_requested=True))
+                self._notify(conn, "cancel", ticker_id)
+                return before, row.function, False
+            self._finish(
                 conn, ticker_id, Status.CANCELLED, now, error_message="cancelled before it started"
             )
-        self._announce(kind.value, ticker_id, row.function, Status.CANCELLED.value, now)
+            return before, row.function, True
+
+        before, function, ended = await self.write(tx)
+        if ended:
+            self._announce(kind.value, ticker_id, function, Status.CANCELLED.value, now)
         return before
 
     async def retry_now(self, kind: TickerKind, ticker_id: UUID, now: datetime) -> None:
         """Make a ticker due now again."""
-        async with self.engine.begin() as conn:
-            result = await conn.execute(
+
+        def tx(conn: Connection) -> str:
+            result = conn.execute(
                 update(tickers)
                 .where(T.id == ticker_id, T.kind == kind.value, T.status.not_in([RUNNING, QUEUED]))
                 .values(
@@ -271,11 +286,14 @@ class SqlStore(CronSeeding, EngineWork):
                 )
                 .returning(T.function)
             )
-            function = result.scalar()
+            function: str | None = result.scalar()
             if function is None:
-                status = await self._status_of(conn, kind, ticker_id)
+                status = self._status_of(conn, kind, ticker_id)
                 raise TickerStateError(f"{kind_name(kind)} {ticker_id} is {status}")
-            await self._notify(conn, "due", now)
+            self._notify(conn, "due", now)
+            return function
+
+        function = await self.write(tx)
         self._announce(kind.value, ticker_id, function, IDLE, now)
 
     async def attempts(self, kind: TickerKind, ticker_id: UUID) -> list[Attempt]:
@@ -314,8 +332,9 @@ class SqlStore(CronSeeding, EngineWork):
     async def add_cron_ticker(self, cron: CronTicker) -> CronTicker:
         """Insert a cron ticker (DuplicateTickerError if its id is taken)."""
         try:
-            async with self.engine.begin() as conn:
-                await conn.execute(insert(cron_tickers).values(**cron_values(cron)))
+            await self.write(
+                lambda conn: conn.execute(insert(cron_tickers).values(**cron_values(cron)))
+            )
         except IntegrityError:
             if await self.get_cron_ticker(cron.id) is not None:
                 raise DuplicateTickerError("cron ticker", cron.id) from None
@@ -338,15 +357,14 @@ class SqlStore(CronSeeding, EngineWork):
             values["retry_intervals"] = list(values["retry_intervals"])
         if "misfire" in values:
             values["misfire"] = values["misfire"].value
-        async with self.engine.begin() as conn:
-            row = (
-                await conn.execute(
-                    update(cron_tickers)
-                    .where(cron_tickers.c.id == cron_id)
-                    .values(**values)
-                    .returning(cron_tickers)
-                )
+        row = await self.write(
+            lambda conn: conn.execute(
+                update(cron_tickers)
+                .where(cron_tickers.c.id == cron_id)
+                .values(**values)
+                .returning(cron_tickers)
             ).first()
+        )
         if row is None:
             raise TickerNotFoundError("cron ticker", cron_id)
         self._announce_cron(cron_id, row.updated_at)
@@ -354,9 +372,8 @@ class SqlStore(CronSeeding, EngineWork):
 
     async def delete_cron_ticker(self, cron_id: UUID) -> None:
         """Delete a cron ticker and its occurrences that are not running."""
-        async with self.engine.begin() as conn:
-            if await self._drop_crons(conn, [cron_id], keep_ended=False) == 0:
-                raise TickerNotFoundError("cron ticker", cron_id)
+        if await self.write(lambda conn: self._drop_crons(conn, [cron_id], keep_ended=False)) == 0:
+            raise TickerNotFoundError("cron ticker", cron_id)
         self._announce_deleted([cron_id])
 
     async def query_cron_tickers(self, function: str | None = None) -> list[CronTicker]:
@@ -387,14 +404,15 @@ class SqlStore(CronSeeding, EngineWork):
     ) -> int:
         """Move the cursor if nobody did; create each fire's occurrence at most once."""
         c = cron_tickers.c
-        async with self.engine.begin() as conn:
+
+        def tx(conn: Connection) -> tuple[int, list[dict[str, Any]]]:
             cursor = (
                 c.next_fire_at.is_(None)
                 if expected_next is None
                 else c.next_fire_at == expected_next
             )
             cron = (
-                await conn.execute(
+                conn.execute(
                     update(cron_tickers)
                     .where(c.id == cron_id, cursor)
                     .values(next_fire_at=new_next)
@@ -402,7 +420,7 @@ class SqlStore(CronSeeding, EngineWork):
                 )
             ).first()
             if cron is None or not fires:
-                return 0
+                return 0, []
             rows = [
                 {
                     "id": dialects.new_id(),
@@ -427,8 +445,11 @@ class SqlStore(CronSeeding, EngineWork):
             ]
             created = 0
             for row in rows:
-                result = await conn.execute(self.dialect.insert_ignore(tickers, row))
+                result = conn.execute(self.dialect.insert_ignore(tickers, row))
                 created += max(result.rowcount, 0)
+            return created, rows
+
+        created, rows = await self.write(tx)
         if created:
             for row in rows:
                 self._announce(OCCURRENCE, row["id"], row["function"], IDLE, now)

@@ -11,6 +11,7 @@ from uuid import UUID
 
 from sqlalchemy import (
     Boolean,
+    Connection,
     Float,
     Integer,
     String,
@@ -24,7 +25,6 @@ from sqlalchemy import (
     true,
     update,
 )
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tickerq.enums import Priority, Status, TickerKind
 from tickerq.models import Node
@@ -112,10 +112,11 @@ class EngineWork(SqlBase):
                 finished=finished,
             )
         else:
-            async with self.engine.begin() as conn:
+
+            def tx(conn: Connection) -> list[Any]:
                 if finished:
-                    await self._write_outcomes(conn, finished)
-                rows = await self._claim_rows(
+                    self._write_outcomes(conn, finished)
+                rows = self._claim_rows(
                     conn,
                     now,
                     node=node,
@@ -127,16 +128,18 @@ class EngineWork(SqlBase):
                 )
                 parents = [r.id for r in rows if r.has_children]
                 if parents:
-                    await self._start_in_progress_children(conn, parents, now)
-            jobs = [job_from_row(r) for r in rows]
+                    self._start_in_progress_children(conn, parents, now)
+                return rows
+
+            jobs = [job_from_row(r) for r in await self.write(tx)]
         self._announce_outcomes(finished)
         for job in jobs:
             self._announce(job.kind.value, job.id, job.function, RUNNING, now)
         return jobs
 
-    async def _claim_rows(
+    def _claim_rows(
         self,
-        conn: AsyncConnection,
+        conn: Connection,
         now: datetime,
         *,
         node: str,
@@ -149,7 +152,7 @@ class EngineWork(SqlBase):
         claimed: list[Any] = []
         left = dict(capacity)
         if limits:
-            left = await self._cluster_capacity(conn, limits, functions)
+            left = self._cluster_capacity(conn, limits, functions)
         # Best priority first (LONG_RUNNING, which runs outside the slots, leads).
         # A round that took LONG_RUNNING jobs, or more of a limited function than
         # it may (those go back), leaves slots free: another round fills them.
@@ -160,7 +163,7 @@ class EngineWork(SqlBase):
             runnable = [f for f in functions if left.get(f, 1) > 0]
             if limit <= 0 or not runnable:
                 break
-            rows = await self._lock_due(
+            rows = self._lock_due(
                 conn,
                 now,
                 node=node,
@@ -171,7 +174,7 @@ class EngineWork(SqlBase):
             )
             kept, extra = _within_capacity(rows, left)
             if extra:
-                await conn.execute(
+                conn.execute(
                     update(tickers).where(T.id.in_([r.id for r in extra])).values(**_UNCLAIMED)
                 )
             claimed.extend(kept)
@@ -182,8 +185,8 @@ class EngineWork(SqlBase):
         claimed.sort(key=lambda r: (-r.priority, r.execution_time))
         return claimed
 
-    async def _cluster_capacity(
-        self, conn: AsyncConnection, limits: Mapping[str, int], functions: Collection[str]
+    def _cluster_capacity(
+        self, conn: Connection, limits: Mapping[str, int], functions: Collection[str]
     ) -> dict[str, int]:
         """Room left for each limited function across every node.
 
@@ -196,8 +199,8 @@ class EngineWork(SqlBase):
             return {}
         if self.dialect.name == "postgresql":
             for name in limited:
-                await conn.execute(select(func.pg_advisory_xact_lock(_lock_key(name))))
-        rows = await conn.execute(
+                conn.execute(select(func.pg_advisory_xact_lock(_lock_key(name))))
+        rows = conn.execute(
             select(T.function, func.count())
             .where(T.function.in_(limited), T.status.in_([QUEUED, RUNNING]))
             .group_by(T.function)
@@ -205,9 +208,9 @@ class EngineWork(SqlBase):
         busy = {r[0]: int(r[1]) for r in rows}
         return {name: limits[name] - busy.get(name, 0) for name in limited}
 
-    async def _lock_due(
+    def _lock_due(
         self,
-        conn: AsyncConnection,
+        conn: Connection,
         now: datetime,
         *,
         node: str,
@@ -234,7 +237,7 @@ class EngineWork(SqlBase):
             .order_by(T.priority.desc(), T.execution_time)
             .limit(limit)
         )
-        result = await conn.execute(
+        result = conn.execute(
             update(tickers)
             .where(T.id.in_(self.dialect.skip_locked(pick).scalar_subquery()))
             .values(
@@ -270,26 +273,25 @@ class EngineWork(SqlBase):
                 finished=outcomes,
             )
         else:
-            async with self.engine.begin() as conn:
-                await self._write_outcomes(conn, outcomes)
+            await self.write(lambda conn: self._write_outcomes(conn, outcomes))
         self._announce_outcomes(outcomes)
 
-    async def _write_outcomes(self, conn: AsyncConnection, outcomes: Sequence[Outcome]) -> None:
+    def _write_outcomes(self, conn: Connection, outcomes: Sequence[Outcome]) -> None:
         # In id order: rows are locked in one order everywhere (no deadlocks).
         params = [_outcome_params(o) for o in sorted(outcomes, key=lambda o: o.job.id)]
         # The attempt first: it is recorded only while the row is still ours.
-        await conn.execute(_INSERT_ATTEMPT, params)
-        await conn.execute(_FINISH_TICKER, params)
+        conn.execute(_INSERT_ATTEMPT, params)
+        conn.execute(_FINISH_TICKER, params)
         ended = [o.job.id for o in outcomes if _has_chain_work(o)]
         if ended:
-            rows = await conn.execute(
+            rows = conn.execute(
                 select(T.id, T.status, T.finished_at).where(
                     T.id.in_(ended), T.lock_holder.is_(None)
                 )
             )
             for row in list(rows):
                 if Status(row.status).is_final:
-                    await self._resolve_children(conn, row.id, Status(row.status), row.finished_at)
+                    self._resolve_children(conn, row.id, Status(row.status), row.finished_at)
 
     def _announce_outcomes(self, outcomes: Sequence[Outcome]) -> None:
         for o in outcomes:
@@ -301,12 +303,13 @@ class EngineWork(SqlBase):
         """Give back claims that did not run."""
         if not jobs:
             return
-        async with self.engine.begin() as conn:
-            await conn.execute(
+        await self.write(
+            lambda conn: conn.execute(
                 update(tickers)
                 .where(T.id.in_([j.id for j in jobs]), T.status.in_([QUEUED, RUNNING]))
                 .values(**_UNCLAIMED)
             )
+        )
 
     # -- nodes and leases -------------------------------------------------------------
 
@@ -321,15 +324,14 @@ class EngineWork(SqlBase):
         holds, so a heartbeat and the node's own writes never deadlock. Which rows
         are still held is read without locks (a row being finished reads as held).
         """
-        async with self.engine.begin() as conn:
-            await conn.execute(self.dialect.upsert(nodes, node_values(node), key="id"))
+
+        def tx(conn: Connection) -> set[UUID]:
+            conn.execute(self.dialect.upsert(nodes, node_values(node), key="id"))
             if not running:
-                return []
+                return set()
             held = set(
                 (
-                    await conn.execute(
-                        select(T.id).where(T.id.in_(running), T.lock_holder == node.id)
-                    )
+                    conn.execute(select(T.id).where(T.id.in_(running), T.lock_holder == node.id))
                 ).scalars()
             )
             if held:
@@ -338,11 +340,14 @@ class EngineWork(SqlBase):
                     .where(T.id.in_(sorted(held)), T.lock_holder == node.id)
                     .order_by(T.id)
                 )
-                await conn.execute(
+                conn.execute(
                     update(tickers)
                     .where(T.id.in_(mine.scalar_subquery()))
                     .values(lease_until=lease_until)
                 )
+            return held
+
+        held = await self.write(tx)
         return [i for i in running if i not in held]
 
     async def reclaim_expired(
@@ -356,10 +361,11 @@ class EngineWork(SqlBase):
         """Rows whose lease ran out (or, with ``node``, every row held under that
         node id) go back to IDLE, or end as their policy says; their open attempt
         is marked lost."""
-        async with self.engine.begin() as conn:
+
+        def tx(conn: Connection) -> tuple[list[Any], dict[UUID, tuple[Status, str]]]:
             lapsed = T.lease_until < now if node is None else T.lock_holder == node
             rows = list(
-                await conn.execute(
+                conn.execute(
                     self.dialect.skip_locked(
                         select(
                             T.id, T.kind, T.function, T.status, T.lock_holder,
@@ -372,10 +378,10 @@ class EngineWork(SqlBase):
                 )
             )  # fmt: skip
             if not rows:
-                return 0
+                return [], {}
             lost = [r for r in rows if r.status == RUNNING and r.executed_at is not None]
             if lost:
-                await conn.execute(insert(attempts), [_lost_attempt(r, now) for r in lost])
+                conn.execute(insert(attempts), [_lost_attempt(r, now) for r in lost])
             ends = {
                 r.id: end
                 for r in rows
@@ -396,13 +402,13 @@ class EngineWork(SqlBase):
             }
             again = [r.id for r in rows if r.id not in ends]
             if again:
-                await conn.execute(
+                conn.execute(
                     update(tickers)
                     .where(T.id.in_(again))
                     .values(status=IDLE, execution_time=now, **unlock)
                 )
             for row_id, (status, message) in ends.items():
-                await conn.execute(
+                conn.execute(
                     update(tickers)
                     .where(T.id == row_id)
                     .values(
@@ -413,7 +419,10 @@ class EngineWork(SqlBase):
                         **unlock,
                     )
                 )
-                await self._resolve_children(conn, row_id, status, now)
+                self._resolve_children(conn, row_id, status, now)
+            return rows, ends
+
+        rows, ends = await self.write(tx)
         for r in rows:
             end = ends.get(r.id)
             if end is None:
@@ -432,13 +441,16 @@ class EngineWork(SqlBase):
 
     async def remove_node(self, node_id: str) -> None:
         """Delete a node row and release the claims it still holds."""
-        async with self.engine.begin() as conn:
-            await conn.execute(
+
+        def tx(conn: Connection) -> None:
+            conn.execute(
                 update(tickers)
                 .where(T.lock_holder == node_id, T.status == QUEUED)
                 .values(status=IDLE, lock_holder=None, locked_at=None, lease_until=None)
             )
-            await conn.execute(delete(nodes).where(nodes.c.id == node_id))
+            conn.execute(delete(nodes).where(nodes.c.id == node_id))
+
+        await self.write(tx)
 
     async def purge(self, finished_before: datetime, limit: int) -> int:
         """Delete a batch of old ended rows; rows with a waiting child stay."""
@@ -449,10 +461,11 @@ class EngineWork(SqlBase):
             .where(child.c.parent_id == T.id, child.c.status.not_in(final))
             .exists()
         )
-        async with self.engine.begin() as conn:
+
+        def tx(conn: Connection) -> int:
             ids = list(
                 (
-                    await conn.execute(
+                    conn.execute(
                         select(T.id)
                         .where(T.status.in_(final), T.finished_at < finished_before, ~waiting_child)
                         .order_by(T.finished_at)
@@ -462,10 +475,12 @@ class EngineWork(SqlBase):
             )
             if not ids:
                 return 0
-            await conn.execute(delete(attempts).where(attempts.c.ticker_id.in_(ids)))
+            conn.execute(delete(attempts).where(attempts.c.ticker_id.in_(ids)))
             # children that ended are purged with their parent (ON DELETE CASCADE)
-            result = await conn.execute(delete(tickers).where(T.id.in_(ids)))
-        return max(result.rowcount, len(ids))
+            result = conn.execute(delete(tickers).where(T.id.in_(ids)))
+            return max(int(result.rowcount), len(ids))
+
+        return await self.write(tx)
 
     async def cancel_requested(self, ids: Sequence[UUID]) -> list[UUID]:
         """Which running ids were flagged for cancellation."""
