@@ -408,7 +408,7 @@ class Engine:
         self._idle.set()
 
     async def _claim(self, now: datetime, free: int) -> bool:
-        """Claim due work up to the free slots and start it; True if any came.
+        """Claim due work up to the free slots and start it; True if more may be due.
 
         Results of the jobs that ended go in with the claim: one round trip for both.
         """
@@ -427,14 +427,21 @@ class Engine:
         except BaseException:
             self._outcomes[:0] = finished
             raise
-        came = bool(jobs)
+        # A claim that filled every free slot may have left due work behind, and one
+        # that started chain parents may have made their IN_PROGRESS children due:
+        # claim again at once. Otherwise it took all that was due (a second claim
+        # would only cost a round trip).
+        more = bool(jobs) and (
+            sum(j.priority is not Priority.LONG_RUNNING for j in jobs) >= free
+            or any(j.has_children for j in jobs)
+        )
         if jobs:
             if any(j.stale_restarts for j in jobs):
                 jobs = await self._isolate_last_chances(jobs)
             self._dispatch(jobs, now)
             if self._solo is not None and self._solo not in self._running:
                 self._solo = None  # it did not start (cancelled, or not registered here)
-        return came and self._may_claim()
+        return more and self._may_claim()
 
     def _may_claim(self) -> bool:
         return not self.paused and self._solo is None and not (self._drain and self._running)
