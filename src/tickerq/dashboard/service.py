@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from uuid import UUID, uuid4
 
@@ -49,7 +49,16 @@ from tickerq.errors import (
 from tickerq.firing import parse_cached
 from tickerq.models import Attempt, CronOccurrence, CronTicker, TimeTicker
 from tickerq.stores.base import TickerQuery
-from tickerq.validation import check_retries, json_copy
+from tickerq.validation import (
+    MAX_DESCRIPTION_LENGTH,
+    check_cron_text,
+    check_payload,
+    check_retries,
+    check_text,
+    check_time,
+    check_timeout,
+    json_copy,
+)
 
 if TYPE_CHECKING:
     from tickerq.app import TickerQ
@@ -328,7 +337,7 @@ class Service:
         if self._registered(function):
             return self.app.encode_request(function, request)
         try:
-            payload = json_copy(request)
+            payload = check_payload(json_copy(request), function)
         except (TypeError, ValueError) as exc:
             raise InvalidRequestError(function, f"the payload is not JSON: {exc}") from None
         size = len(json.dumps(payload, separators=(",", ":")).encode())
@@ -361,13 +370,15 @@ class Service:
             ticker = TimeTicker(
                 id=uuid4(),
                 function=data.function,
-                execution_time=(data.execution_time or now).astimezone(UTC),
+                execution_time=check_time(data.execution_time, "execution_time") or now,
                 request=self._encode(data.function, data.request),
                 priority=self._priority(data.function),
                 retries=retries,
                 retry_intervals=check_retries(retries, data.retry_intervals),
-                timeout=data.timeout,
-                description=data.description,
+                timeout=check_timeout(data.timeout),
+                description=check_text(
+                    data.description, "description", max_length=MAX_DESCRIPTION_LENGTH
+                ),
                 created_at=now,
                 updated_at=now,
             )
@@ -466,7 +477,7 @@ class Service:
             )
         else:
             tz = str(parse_timezone(data.timezone or self.app.timezone))
-            expr = parse_cached(" ".join(data.expression.split()), tz)
+            expr = parse_cached(" ".join(check_cron_text(data.expression).split()), tz)
             now = self.now()
             cron = CronTicker(
                 id=uuid4(),
@@ -478,7 +489,9 @@ class Service:
                 retry_intervals=check_retries(data.retries, data.retry_intervals),
                 enabled=data.enabled,
                 misfire=data.misfire,
-                description=data.description,
+                description=check_text(
+                    data.description, "description", max_length=MAX_DESCRIPTION_LENGTH
+                ),
                 next_fire_at=expr.next_after(now),
                 created_at=now,
                 updated_at=now,
