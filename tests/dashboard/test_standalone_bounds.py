@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dashboard.conftest import ClientFactory, build_app
 
+from dashboard.conftest import ClientFactory, build_app
 from tickerq import TickerQ
 
 DEEP: Any = 0
