@@ -226,6 +226,9 @@ async def run_demo(
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), 0.5 if left is None else min(0.5, left))
                     live.update(await _render(app, started, url))
+                feeder.cancel()
+                await asyncio.gather(feeder, return_exceptions=True)
+                live.update(await _render(app, started, url))  # the last orders too
         finally:
             feeder.cancel()
             await asyncio.gather(feeder, return_exceptions=True)
