@@ -30,6 +30,7 @@ from contract.conftest import (
     _files_open_under,
     _server_dsn,
 )
+from contract.differential_inputs import KNOWN_BUGS
 from tickerq import (
     Attempt,
     CronOccurrence,
@@ -97,6 +98,9 @@ def instant(value: datetime | None) -> Any:
 
 def time_ticker_view(t: TimeTicker, key_of: dict[UUID, int]) -> dict[str, Any]:
     """Everything a user can read off a time ticker, its parent's id as a key."""
+    finished_at = instant(t.finished_at)
+    if t.status is Status.IDLE and "memory-stale-finished-at" in KNOWN_BUGS:
+        finished_at = "not compared while IDLE (guard memory-stale-finished-at)"
     return {
         "function": t.function,
         "status": t.status.name,
@@ -114,7 +118,7 @@ def time_ticker_view(t: TimeTicker, key_of: dict[UUID, int]) -> dict[str, Any]:
         "locked_at": instant(t.locked_at),
         "lease_until": instant(t.lease_until),
         "executed_at": instant(t.executed_at),
-        "finished_at": instant(t.finished_at),
+        "finished_at": finished_at,
         "elapsed_ms": typed(t.elapsed_ms),
         "error_type": t.error_type,
         "error_message": t.error_message,

@@ -620,6 +620,8 @@ class DifferentialMachine(RuleBasedStateMachine):
         ),
     )
     def update_cron(self, key: int, changes: dict[str, Any]) -> None:
+        if key == 0 and "seeded-cron-edit" in KNOWN_BUGS:
+            changes.pop("expression", None)
         shown = ", ".join(f"{k}={_short(v)}" for k, v in changes.items())
         self.each(
             f"cron_tickers.update(c{key}, {shown})",
@@ -678,6 +680,18 @@ class DifferentialMachine(RuleBasedStateMachine):
             side.app.resume()
 
         self.each(f"app.pause(); clock.tick({seconds}); app.resume()", pass_time)
+
+    @precondition(_time_left)
+    @rule(seconds=st.sampled_from((0.0, *ADVANCES[2:])))
+    def restart(self, seconds: float) -> None:
+        """Stop the apps, let time pass, start them again (crons are seeded again)."""
+
+        async def restart(side: Side) -> None:
+            await side.app.stop()
+            side.clock.tick(seconds)
+            await side.app.start()
+
+        self.each(f"app.stop(); clock.tick({seconds}); app.start()", restart)
 
     @rule(
         status=st.one_of(st.none(), st.sampled_from(list(Status))),
