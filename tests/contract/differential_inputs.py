@@ -30,11 +30,15 @@ GUARDS = {
     "text-search-unicode": "NEW: descriptions lower-case the same in every store "
     "(query(text=...) folds case in Python on memory, ASCII-only on SQLite, by collation "
     "on PostgreSQL)",
-    "id-search-dashes": "NEW: ids are searched for with their dashes "
-    "(query(text=...) ignores dashes in ids on SQLite and PostgreSQL, not on memory)",
+    "id-search-dashes": "NEW: ids are searched for with their dashes, by pieces with a "
+    "hex digit (query(text=...) ignores dashes in ids on SQLite and PostgreSQL, not on "
+    "memory, so 'abcd' finds '...ab-cd...' only there, and '-' finds every ticker on memory)",
     "memory-stale-finished-at": "NEW: finished_at of an IDLE time ticker is not compared "
     "(after retry() of an ended ticker and a failed attempt with retries left, the memory "
     "store still shows the old end; SQLite and PostgreSQL show None)",
+    "memory-cancelled-child-released": "NEW: chain children that start with their parent "
+    "(run_condition IN_PROGRESS) are not cancelled (when the parent starts, the memory store "
+    "moves a cancelled child's execution_time and updated_at and schedules it again)",
     "seeded-cron-edit": "issue 8 item 6: the seeded cron ticker (c0) keeps its expression "
     "(edit it, restart: memory seeds a second one, SQLite and PostgreSQL do not)",
     "input-bounds": "issue 8 item 9: no hostile value that some store accepts and another "
@@ -50,6 +54,7 @@ _ON = frozenset(
         "id-search-dashes",
         "memory-stale-finished-at",
         "seeded-cron-edit",
+        "memory-cancelled-child-released",
         "input-bounds",
     }
 )

@@ -447,6 +447,10 @@ class DifferentialMachine(RuleBasedStateMachine):
 
     @rule(key=tickers, action=st.sampled_from(["cancel", "retry", "delete", "get", "attempts"]))
     def act_on_ticker(self, key: int, action: str) -> None:
+        if action == "cancel" and "memory-cancelled-child-released" in KNOWN_BUGS:
+            view = self.run(self.sides[0].ticker_view(key))
+            if view != "gone" and view["run_condition"] is RunCondition.IN_PROGRESS:
+                return
         self.each(
             f"time_tickers.{action}(t{key})",
             lambda s: getattr(s.app.time_tickers, action)(s.time_ids[key]),
@@ -517,7 +521,10 @@ class DifferentialMachine(RuleBasedStateMachine):
             whole = str(getattr(mine[0], field))
             at = start % max(len(whole), 1)
             text = whole[at : at + length]
-            if not dashes and "id-search-dashes" not in KNOWN_BUGS:
+            if field == "id" and "id-search-dashes" in KNOWN_BUGS:
+                if not text.strip("-"):
+                    return None  # "-" alone finds every ticker on memory, none on SQL
+            elif field == "id" and not dashes:
                 text = text.replace("-", "")  # ids are often written without dashes
             text = {"as is": text, "upper": text.upper(), "lower": text.lower()}[case]
             if not text:
