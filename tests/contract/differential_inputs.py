@@ -48,14 +48,8 @@ GUARDS = {
 
 _ON = frozenset(
     {
-        "memory-aware-non-utc",
-        "sqlite-bare-number",
         "text-search-unicode",
         "id-search-dashes",
-        "memory-stale-finished-at",
-        "seeded-cron-edit",
-        "memory-cancelled-child-released",
-        "input-bounds",
     }
 )
 

@@ -381,3 +381,34 @@ async def test_purge_deletes_ended_rows_oldest_first(app: TickerQ, ops: Ops) -> 
     assert await app.cron_tickers.get(cron.id) == cron.evolve(
         next_fire_at=fire + timedelta(minutes=1)
     )
+
+
+# -- found by the differential test ----------------------------------------------------
+
+
+async def test_a_retry_after_a_retried_end_has_no_end_time(app: TickerQ, ops: Ops) -> None:
+    """An ended ticker run again by retry() that then fails with retries left waits with
+    no finished_at (the memory store kept the old end)."""
+    ticker = await ops.add("alpha", retries=1)
+    await ops.run(ticker.id, Status.DONE)
+    assert (await ops.get(ticker.id)).finished_at is not None
+    await app.time_tickers.retry(ticker.id)
+    job = await ops.claim_one(ticker.id)
+    await ops.complete(job, Status.IDLE, retry_at=ops.at(60), error_message="boom")
+    again = await ops.get(ticker.id)
+    assert (again.status, again.finished_at) == (Status.IDLE, None)
+
+
+async def test_a_cancelled_child_stays_cancelled_when_its_parent_starts(
+    app: TickerQ, ops: Ops
+) -> None:
+    parent = await ops.add("alpha")
+    child = await ops.add("beta", parent_id=parent.id, run_condition=RunCondition.IN_PROGRESS)
+    await app.time_tickers.cancel(child.id)
+    before = await ops.get(child.id)
+    ops.clock.tick(5)
+    assert [j.id for j in await ops.claim()] == [parent.id]
+    after = await ops.get(child.id)
+    assert after.status is Status.CANCELLED
+    assert (after.execution_time, after.updated_at) == (before.execution_time, before.updated_at)
+    assert await ops.claim() == []

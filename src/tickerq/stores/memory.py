@@ -589,7 +589,11 @@ class MemoryStore(Store):
         row.version += 1
         self._announce(row, now)
         for child in row.children:
-            if child.awaiting_parent and child.run_condition is RunCondition.IN_PROGRESS:
+            if (
+                child.awaiting_parent
+                and child.status is Status.IDLE
+                and child.run_condition is RunCondition.IN_PROGRESS
+            ):
                 self._release_child(child, now)
 
     async def complete(self, outcomes: Sequence[Outcome]) -> None:
@@ -625,6 +629,7 @@ class MemoryStore(Store):
                 if outcome.counts_as_retry:
                     row.retry_count += 1
                 row.status = Status.IDLE
+                row.finished_at = None
                 row.execution_time = outcome.retry_at or outcome.finished_at
                 row.updated_at = outcome.finished_at
                 self._schedule(row)
