@@ -158,7 +158,12 @@ async def _render(app: TickerQ, started: float, dashboard_url: str | None = None
     for column in ("function", "status", "try", "due", "took"):
         recent.add_column(column, no_wrap=True)
     recent.add_column("note", ratio=1)
-    roots: list[TimeTicker] = await app.time_tickers.query(roots_only=True, limit=5)
+    # The latest orders by when they were placed (a retry's later due time would
+    # otherwise put old orders first).
+    roots: list[TimeTicker] = await app.time_tickers.query(
+        function="charge_card", roots_only=True, limit=50
+    )
+    roots = sorted(roots, key=lambda t: t.created_at, reverse=True)[:5]
     for root in roots:
         _add_row(recent, root, "")
         for child in await app.time_tickers.query(parent_id=root.id):
