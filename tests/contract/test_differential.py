@@ -131,6 +131,13 @@ VERBOSE = os.environ.get("TICKERQ_DIFF_VERBOSE") == "1"
 """1: print a line per example (calls, simulated time, statuses reached)."""
 
 
+FUNCTION_REQUESTS = st.one_of(
+    st.tuples(st.sampled_from(JSON_FUNCTIONS), payloads),
+    *(() if "sqlite-bare-number" in KNOWN_BUGS else [st.tuples(st.just("measure"), numbers)]),
+)
+"""A function and a request it takes: any JSON, or a number for ``measure``."""
+
+
 @dataclass
 class Env:
     """What outlives one example: the event loop, PostgreSQL admin access, tmp dir."""
@@ -288,14 +295,7 @@ class DifferentialMachine(RuleBasedStateMachine):
     @rule(
         target=tickers,
         call=st.sampled_from(["add", "schedule", "enqueue", "after"]),
-        fn_request=st.one_of(
-            st.tuples(st.sampled_from(JSON_FUNCTIONS), payloads),
-            *(
-                ()
-                if "sqlite-bare-number" in KNOWN_BUGS
-                else [st.tuples(st.just("measure"), numbers)]
-            ),
-        ),
+        fn_request=FUNCTION_REQUESTS,
         when=whens,
         retries=st.one_of(st.none(), retry_counts),
         intervals=retry_plans,
@@ -562,14 +562,7 @@ class DifferentialMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.crons_added < MAX_CRONS)
     @rule(
         target=crons,
-        fn_request=st.one_of(
-            st.tuples(st.sampled_from(JSON_FUNCTIONS), payloads),
-            *(
-                ()
-                if "sqlite-bare-number" in KNOWN_BUGS
-                else [st.tuples(st.just("measure"), numbers)]
-            ),
-        ),
+        fn_request=FUNCTION_REQUESTS,
         expression=st.sampled_from(EXPRESSIONS),
         tz=st.one_of(st.none(), st.sampled_from(ZONES)),
         retries=retry_counts,
