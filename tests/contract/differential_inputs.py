@@ -339,7 +339,7 @@ BAD_TIME_TICKER_ARGS = _unguarded(
     ("request", {1, 2}),
     ("request", {("tuple", "key"): 1}),
     ("request", _Deep(400)),
-    ("request", "x" * 1_000_001),
+    ("request", _Long("x", 1_000_001)),
     ("request", "NUL \x00 inside"),
     ("description", 123, "input-bounds"),
     ("description", None, "input-bounds"),

@@ -1,40 +1,52 @@
 """Differential, stateful property test: the public API on every store at once.
 
-A hypothesis ``RuleBasedStateMachine`` drives three apps side by side, one on the
-memory store, one on SQLite and one on PostgreSQL, each with its own
-``tickerq.testing.ManualClock`` kept at the same time. Every step makes the same
-public call on each app (add / add_many / enqueue / schedule time tickers with
-random JSON payloads and times in random zones, cancel, retry, update, delete; add,
-update, enable, disable, delete and run cron tickers; advance the clocks so jobs
-run; pause, let time pass, resume), then checks that the three agree:
+A hypothesis ``RuleBasedStateMachine`` drives three apps side by side, on the memory
+store, SQLite and PostgreSQL, each with its own ``tickerq.testing.ManualClock`` kept
+at the same time. Every step makes the same public call on each app: add, add_many
+(with chains), enqueue, schedule and add-a-child time tickers with random JSON
+payloads and times in random zones; cancel, retry, update, delete, delete_many, get
+and search them; add, update, enable, disable, run_now and delete cron tickers and
+cancel their occurrences; advance the clocks (so jobs run, fail, retry and crons
+fire); pause, let time pass and resume; stop and restart the apps. Bad arguments are
+mixed in. The job functions succeed, fail a number of times set by their request,
+end with a chosen status, run in a thread or on their own thread, and record what
+they got. The test then checks:
 
-- a call returns on all three or raises the same exception type on all three; a
-  refused call is refused with a TickerQError and stores nothing;
-- after every step, once each engine is idle: every time ticker (status,
-  retry_count, request typed exactly, execution_time as an instant *and* the
-  offset it is returned with, description, every other field), its attempts,
-  every cron ticker, its occurrences and their attempts, the tickers the list
-  query returns and their count, and the requests the job functions received;
-- the request read back (and received by the job) is the JSON form of what was
-  sent (a check against the API's promise, not only across stores);
-- no engine logged an error.
+- a call returns on every store, or raises the same TickerQError type on every store
+  (and a refused add or update stores and changes nothing);
+- after every step that changed something, once every engine is idle, the stores
+  show the same: each time ticker (status, retry_count, request typed exactly so that
+  1 and 1.0 differ, execution_time as an instant *and* the UTC offset it is returned
+  with, description, every other field), its attempts, each cron ticker, its
+  occurrences and their attempts, the count of tickers and rows nobody made, and the
+  requests the job functions received (with retry_count, is_due, scheduled_for);
+- list queries (by status, function, text) and searches by a piece of a ticker's
+  description, function or id find the same tickers, latest first;
+- and, on every store: the request read back is the JSON form of what was sent, a
+  piece of a ticker's own description/function/id finds it, nothing is left
+  running or locked when the engine is idle, no error is logged.
 
-Normalized, because it legitimately differs: ids (uuid4 per store; tickers are
-named by the order they were made, occurrences by cron ticker and time), the order
-of equal rows (jobs that run at the same instant, list entries with equal
-execution times), and retry jitter (the apps use ``RetryPolicy(jitter=0)``).
-Nothing is measured by wall clock (elapsed times come from the manual clock).
-Attempts are re-read only when their row changed (status, retry count or
-updated_at), to keep the steps fast.
+Normalized, because it legitimately differs: ids (uuid4 per store: tickers are named
+by the order they were made, occurrences by cron ticker and time), the order of equal
+rows (jobs that run at the same instant, list entries with equal execution times),
+retry jitter (the apps use ``RetryPolicy(jitter=0)``), and search texts that are all
+hex digits (they match random ids). Nothing is measured by wall clock (elapsed times
+come from the manual clock). Attempts are read again only when their row changed.
 
-Deterministic (``derandomize``, no example database), bounded for ``make test``.
-For a longer local run: ``TICKERQ_DIFF_EXAMPLES=300 TICKERQ_DIFF_STEPS=60 pytest
-tests/contract/test_differential.py -p no:timeout`` (``TICKERQ_DIFF_RANDOM=1`` draws
-new random examples each run). PostgreSQL as in the contract suite; when it is
-unreachable the test compares memory and SQLite only (and fails when ``CI=true``).
+Deterministic for CI (``derandomize``, no example database) and bounded for the 30 s
+per-test timeout. For a deeper local run (``--timeout=0`` lifts the timeout)::
 
-Guards (``KNOWN_BUGS`` in differential_support.py) narrow the generated data around
-known bugs of issue 8 until their fixes land; each is listed there.
+    TICKERQ_DIFF_RANDOM=1 TICKERQ_DIFF_EXAMPLES=300 TICKERQ_DIFF_STEPS=50 \
+        pytest tests/contract/test_differential.py --timeout=0
+
+``TICKERQ_DIFF_SHRINK=1`` shrinks a failure to a minimal example (minutes);
+``TICKERQ_DIFF_VERBOSE=1`` (with ``-s``) prints what each example reached. PostgreSQL
+as in the contract suite; when it is unreachable the test compares memory and SQLite
+only (and fails when ``CI=true``).
+
+Known bugs not fixed yet are kept out by guards (``KNOWN_BUGS`` in
+differential_inputs.py, each described in ``GUARDS``); ``TICKERQ_DIFF_GUARDS=`` turns
+them all off (or lists the ones to keep on), to see what a fix still leaves.
 """
 
 from __future__ import annotations
@@ -117,6 +129,13 @@ MAX_CRONS = 3
 """Cron tickers added at most in an example (besides the seeded one)."""
 VERBOSE = os.environ.get("TICKERQ_DIFF_VERBOSE") == "1"
 """1: print a line per example (calls, simulated time, statuses reached)."""
+
+
+FUNCTION_REQUESTS = st.one_of(
+    st.tuples(st.sampled_from(JSON_FUNCTIONS), payloads),
+    *(() if "sqlite-bare-number" in KNOWN_BUGS else [st.tuples(st.just("measure"), numbers)]),
+)
+"""A function and a request it takes: any JSON, or a number for ``measure``."""
 
 
 @dataclass
@@ -276,14 +295,7 @@ class DifferentialMachine(RuleBasedStateMachine):
     @rule(
         target=tickers,
         call=st.sampled_from(["add", "schedule", "enqueue", "after"]),
-        fn_request=st.one_of(
-            st.tuples(st.sampled_from(JSON_FUNCTIONS), payloads),
-            *(
-                ()
-                if "sqlite-bare-number" in KNOWN_BUGS
-                else [st.tuples(st.just("measure"), numbers)]
-            ),
-        ),
+        fn_request=FUNCTION_REQUESTS,
         when=whens,
         retries=st.one_of(st.none(), retry_counts),
         intervals=retry_plans,
@@ -550,14 +562,7 @@ class DifferentialMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.crons_added < MAX_CRONS)
     @rule(
         target=crons,
-        fn_request=st.one_of(
-            st.tuples(st.sampled_from(JSON_FUNCTIONS), payloads),
-            *(
-                ()
-                if "sqlite-bare-number" in KNOWN_BUGS
-                else [st.tuples(st.just("measure"), numbers)]
-            ),
-        ),
+        fn_request=FUNCTION_REQUESTS,
         expression=st.sampled_from(EXPRESSIONS),
         tz=st.one_of(st.none(), st.sampled_from(ZONES)),
         retries=retry_counts,
