@@ -171,7 +171,7 @@ class Engine:
         self.started_at = self.clock.now()
         # Rows held under this id belong to a predecessor that died: take them back.
         if await self.store.reclaim_expired(
-            self.started_at, node=self.node_id, **self._lost_run_policies()
+            self.started_at, node=self.node_id, **self._reclaim_policies()
         ):
             logger.warning("node %s took back the jobs a dead run of it held", self.node_id)
         await self.store.heartbeat(self._node(), [], self._lease_until(self.started_at))
@@ -453,13 +453,12 @@ class Engine:
         one that killed it, and a restarted node takes them all back together.
         A row's last run therefore happens alone: it fails (or not) on its own.
         """
-        policies = self._lost_run_policies()
-        default: LostRunPolicy = policies["default"]
+        policies, default = self._lost_run_policies()
         last = [
             j
             for j in jobs
             if j.stale_restarts
-            and j.stale_restarts >= policies["policies"].get(j.function, default).max_stale_restarts
+            and j.stale_restarts >= policies.get(j.function, default).max_stale_restarts
         ]
         if not last:
             return jobs
@@ -602,7 +601,7 @@ class Engine:
         reason: str | None,
         given_back: bool,
     ) -> None:
-        job, ctx, started = run.job, run.ctx, run.started_at
+        ctx, started = run.ctx, run.started_at
         if given_back:
             self._record(run, started, Status.IDLE, counts_as_retry=False, error=_INTERRUPTED)
         elif (
@@ -616,7 +615,6 @@ class Engine:
             self._record(run, started, Status.FAILED, error=error)
         else:
             self._record(run, started, status, reason=reason)
-        del job
 
     async def _call(self, run: _Run, timeout: float | None) -> None:
         job, fn, ctx = run.job, run.fn, run.ctx
@@ -787,7 +785,7 @@ class Engine:
                 # Right after the database was unreachable, every lease looks lapsed:
                 # give live nodes one lease to renew before taking their jobs.
                 if (now - self._store_error_at).total_seconds() > self.options.lease and (
-                    await self.store.reclaim_expired(now, **self._lost_run_policies())
+                    await self.store.reclaim_expired(now, **self._reclaim_policies())
                 ):
                     self.wake()
                 await self._purge(now)
@@ -814,8 +812,13 @@ class Engine:
             )
             self._interrupt(run)
 
-    def _lost_run_policies(self) -> dict[str, Any]:
-        """What reclaiming does with each function's lost runs (for Store.reclaim_expired)."""
+    def _reclaim_policies(self) -> dict[str, Any]:
+        """The policies and default arguments of Store.reclaim_expired."""
+        policies, default = self._lost_run_policies()
+        return {"policies": policies, "default": default}
+
+    def _lost_run_policies(self) -> tuple[dict[str, LostRunPolicy], LostRunPolicy]:
+        """What reclaiming does with each function's lost runs, and with the others'."""
         default = LostRunPolicy(max_stale_restarts=self.options.max_stale_restarts)
         policies = {
             fn.name: LostRunPolicy(
@@ -828,7 +831,7 @@ class Engine:
             )
             for fn in self._functions.values()
         }
-        return {"policies": policies, "default": default}
+        return policies, default
 
     async def _purge(self, now: datetime) -> None:
         retention = self.options.retention

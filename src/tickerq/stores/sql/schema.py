@@ -34,7 +34,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.schema import CreateIndex
 
-__all__ = ["SCHEMA_VERSION", "JSONValue", "UTCDateTime", "metadata", "tables"]
+__all__ = ["SCHEMA_VERSION", "JSONColumn", "UTCDateTime", "metadata", "tables"]
 
 SCHEMA_VERSION = "0003"
 """The Alembic revision the code expects."""
@@ -60,7 +60,7 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.astimezone(UTC)  # type: ignore[no-any-return]
 
 
-class JSONValue(TypeDecorator[Any]):
+class JSONColumn(TypeDecorator[Any]):
     """Any JSON value, kept exactly: JSON on PostgreSQL, JSON text in a TEXT column on SQLite.
 
     SQLite gives a column declared ``JSON`` NUMERIC affinity, which turns the text
@@ -109,7 +109,7 @@ tickers = Table(
     Column("status", String(16), nullable=False),
     Column("priority", Integer, nullable=False),
     Column("execution_time", UTCDateTime, nullable=True),
-    Column("request", JSONValue, nullable=True),
+    Column("request", JSONColumn, nullable=True),
     Column("retries", Integer, nullable=False, default=0),
     Column("retry_intervals", JSON, nullable=True),
     Column("retry_count", Integer, nullable=False, default=0),
@@ -190,7 +190,7 @@ cron_tickers = Table(
     Column("function", String(200), nullable=False),
     Column("expression", String(200), nullable=False),
     Column("timezone", String(64), nullable=False),
-    Column("request", JSONValue, nullable=True),
+    Column("request", JSONColumn, nullable=True),
     Column("retries", Integer, nullable=False, default=0),
     Column("retry_intervals", JSON, nullable=True),
     Column("enabled", Boolean, nullable=False, default=True),
