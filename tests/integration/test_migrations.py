@@ -164,7 +164,7 @@ def _has_table(conn: Connection, name: str) -> bool:
 
 
 def test_head_is_schema_version() -> None:
-    assert migrate.head_revision() == SCHEMA_VERSION == "0003"
+    assert migrate.head_revision() == SCHEMA_VERSION == "0004"
 
 
 async def test_fresh_database_gets_exactly_the_schema(url: str) -> None:
@@ -174,7 +174,7 @@ async def test_fresh_database_gets_exactly_the_schema(url: str) -> None:
         layout = await _sync(store.engine, _layout)
         assert layout == _expected_layout()
         assert await _sync(store.engine, _diff) == []
-        assert await migrate.current_revision(store.engine) == "0003"
+        assert await migrate.current_revision(store.engine) == SCHEMA_VERSION
         await migrate.check(store.engine)
     finally:
         await store.close()
@@ -189,12 +189,12 @@ async def test_upgrade_creates_the_schema_and_a_second_upgrade_does_nothing(
         await migrate.check(engine)
 
     await migrate.upgrade(engine)
-    assert await migrate.current_revision(engine) == "0003"
+    assert await migrate.current_revision(engine) == SCHEMA_VERSION
     assert set((await _sync(engine, _layout)).keys()) == set(tables)
 
-    assert await migrate.upgrade_from_to(engine) == ("0003", "0003")
-    await migrate.upgrade(engine, "0003")
-    assert await _sync(engine, _version_rows) == ["0003"]
+    assert await migrate.upgrade_from_to(engine) == (SCHEMA_VERSION, SCHEMA_VERSION)
+    await migrate.upgrade(engine, SCHEMA_VERSION)
+    assert await _sync(engine, _version_rows) == [SCHEMA_VERSION]
     assert await _sync(engine, _diff) == []
 
 
@@ -219,7 +219,7 @@ async def test_a_database_behind_is_refused_without_auto_upgrade(
         await store.open()
     message = str(caught.value)
     assert for_url(url).safe_url in message
-    assert "has no tickerq tables, but this tickerq needs 0003" in message
+    assert f"has no tickerq tables, but this tickerq needs {SCHEMA_VERSION}" in message
     assert "tickerq db upgrade --store URL" in message
     assert "auto_upgrade=True" in message
     with pytest.raises(TickerStateError, match="not open"):
@@ -231,7 +231,7 @@ async def test_a_database_behind_is_refused_without_auto_upgrade(
     upgrading = SqlStore(url, auto_upgrade=True)
     await upgrading.open()
     try:
-        assert await migrate.current_revision(upgrading.engine) == "0003"
+        assert await migrate.current_revision(upgrading.engine) == SCHEMA_VERSION
         assert await _sync(upgrading.engine, _layout) == _expected_layout()
     finally:
         await upgrading.close()
@@ -267,18 +267,18 @@ async def test_tables_from_before_migrations_are_stamped(url: str, engine: Async
     with pytest.raises(TickerStateError, match="has tickerq schema 0001, but this tickerq needs"):
         await SqlStore(url).open()
     assert await migrate.current_revision(engine) is None
-    # ... and upgraded with it (0003's indexes already exist here: created if missing)
+    # ... and upgraded with it (the latest indexes already exist here: created if missing)
     store = SqlStore(url, auto_upgrade=True)
     await store.open()
     await store.close()
-    assert await migrate.current_revision(engine) == "0003"
+    assert await migrate.current_revision(engine) == SCHEMA_VERSION
     assert await _sync(engine, _diff) == []
 
     # the version row deleted by hand, the tables still there: stamped again, upgraded
     async with engine.begin() as conn:
         await conn.execute(sa.text(f"DELETE FROM {migrate.VERSION_TABLE}"))
     await migrate.upgrade(engine)
-    assert await _sync(engine, _version_rows) == ["0003"]
+    assert await _sync(engine, _version_rows) == [SCHEMA_VERSION]
 
 
 async def test_partial_tickerq_tables_are_refused(url: str, engine: AsyncEngine) -> None:
@@ -310,7 +310,7 @@ async def test_concurrent_upgrades_upgrade_once(url: str) -> None:
     engines = [for_url(url).create_engine(1) for _ in range(5)]
     try:
         await asyncio.gather(*(migrate.upgrade(e) for e in engines))
-        assert await _sync(engines[0], _version_rows) == ["0003"]
+        assert await _sync(engines[0], _version_rows) == [SCHEMA_VERSION]
         assert await _sync(engines[0], _diff) == []
     finally:
         for e in engines:
@@ -322,7 +322,7 @@ async def test_concurrent_opens_create_once(url: str) -> None:
     stores = [SqlStore(url, pool_size=1) for _ in range(5)]
     try:
         await asyncio.gather(*(s.open() for s in stores))
-        assert await _sync(stores[0].engine, _version_rows) == ["0003"]
+        assert await _sync(stores[0].engine, _version_rows) == [SCHEMA_VERSION]
     finally:
         for s in stores:
             await s.close()
@@ -354,12 +354,12 @@ async def test_cli_current_and_upgrade(url: str) -> None:
     assert out.startswith(f"{safe}: none (")
 
     code, out, err = await tickerq("db", "upgrade", "--store", url)
-    assert (code, out) == (0, f"{safe}: upgraded none -> 0003\n"), err
+    assert (code, out) == (0, f"{safe}: upgraded none -> {SCHEMA_VERSION}\n"), err
     code, out, _ = await tickerq("db", "upgrade", "--store", url)
-    assert (code, out) == (0, f"{safe}: already at 0003 (up to date)\n")
+    assert (code, out) == (0, f"{safe}: already at {SCHEMA_VERSION} (up to date)\n")
 
     code, out, _ = await tickerq("db", "current", TICKERQ_STORE=url)
-    assert (code, out) == (0, f"{safe}: 0003 (up to date)\n")
+    assert (code, out) == (0, f"{safe}: {SCHEMA_VERSION} (up to date)\n")
 
 
 async def test_cli_current_behind_and_unversioned(url: str, engine: AsyncEngine) -> None:
@@ -367,7 +367,7 @@ async def test_cli_current_behind_and_unversioned(url: str, engine: AsyncEngine)
     await _sync(engine, _make_behind)
     code, out, _ = await tickerq("db", "current", "--store", url)
     assert code == 1
-    assert "none (behind: this tickerq needs 0003; run `tickerq db upgrade`)" in out
+    assert f"none (behind: this tickerq needs {SCHEMA_VERSION}; run `tickerq db upgrade`)" in out
 
     async with engine.begin() as conn:
         await conn.execute(sa.text(f"DROP TABLE {migrate.VERSION_TABLE}"))
@@ -376,12 +376,12 @@ async def test_cli_current_behind_and_unversioned(url: str, engine: AsyncEngine)
     assert code == 1
     assert (
         "none (tables from before versioned migrations, equal to 0001; "
-        "this tickerq needs 0003" in out
+        f"this tickerq needs {SCHEMA_VERSION}" in out
     )
 
     code, out, _ = await tickerq("db", "upgrade", "--store", url)
     assert code == 0
-    assert await migrate.current_revision(engine) == "0003"
+    assert await migrate.current_revision(engine) == SCHEMA_VERSION
 
 
 async def test_cli_never_prints_the_password(pg_url: str) -> None:

@@ -480,21 +480,31 @@ class Queries:
         """The waiting rows due soonest (both kinds)."""
         sql = _sql_store(self.store)
         if sql is not None:
-            from sqlalchemy import select
+            from sqlalchemy import select, union_all
 
-            from tickerq.stores.sql.schema import tickers
+            from tickerq.stores.sql.schema import WAITING_PRIORITIES, tickers
+            from tickerq.stores.sql.schema import waiting as waiting_rows
 
+            # The soonest of each priority (a bounded range of the waiting index
+            # each), then the soonest of those.
             t = tickers.c
-            stmt = (
-                select(t.kind, t.id, t.function, t.execution_time)
-                .where(
-                    t.status == Status.IDLE.value,
-                    t.execution_time.is_not(None),
-                    t.awaiting_parent.is_(False),
+            soonest = union_all(
+                *(
+                    select(
+                        select(t.kind, t.id, t.function, t.execution_time)
+                        .where(
+                            waiting_rows(sql.dialect.name),
+                            t.priority == int(priority),
+                            t.execution_time.is_not(None),
+                        )
+                        .order_by(t.execution_time)
+                        .limit(limit)
+                        .subquery(f"p{int(priority)}")
+                    )
+                    for priority in WAITING_PRIORITIES
                 )
-                .order_by(t.execution_time)
-                .limit(limit)
-            )
+            ).subquery("soonest")
+            stmt = select(soonest).order_by(soonest.c.execution_time).limit(limit)
             async with sql.engine.connect() as conn:
                 return [DueItem(TickerKind(k), i, f, e) for k, i, f, e in await conn.execute(stmt)]
         if isinstance(self.store, MemoryStore):

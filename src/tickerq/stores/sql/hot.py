@@ -30,10 +30,32 @@ from typing import Any
 
 from tickerq.enums import Priority, RunCondition, Status, TickerKind
 from tickerq.stores.base import Job, Outcome, attempt_status
+from tickerq.stores.sql.schema import WAITING_SQL
 
 __all__ = ["HotPath", "hot_job"]
 
 logger = logging.getLogger(__name__)
+
+_WAITING = WAITING_SQL["postgresql"]
+
+
+def _due(priority: Priority) -> str:
+    """The due rows of one priority this node may run, oldest first, locked.
+
+    One bounded range of the waiting index: the claim's cost is the rows it
+    takes (plus due rows of functions this node lacks), not the table's size.
+    """
+    return f"""SELECT id FROM (
+        SELECT id FROM tickerq_tickers
+        WHERE {_WAITING} AND priority = {int(priority)}
+          AND execution_time <= $16 AND function = ANY($17::text[])
+        ORDER BY execution_time
+        LIMIT {{limit}}
+        FOR UPDATE SKIP LOCKED
+    ) AS p{int(priority)}"""
+
+
+_SLOT_PRIORITIES = (Priority.HIGH, Priority.NORMAL, Priority.LOW)
 
 _FINISH_AND_CLAIM = f"""
 WITH fin AS (
@@ -58,7 +80,8 @@ WITH fin AS (
         cancel_requested = false,
         updated_at = f.finished_at
     FROM fin f
-    WHERE t.id = f.id AND t.lock_holder = $15 AND t.claims = f.claim
+    WHERE t.id = ANY($1::uuid[]) AND t.id = f.id AND t.lock_holder = $15
+      AND t.claims = f.claim
     RETURNING t.id, t.kind
 ), att AS (
     INSERT INTO tickerq_attempts (ticker_id, kind, number, node, status, started_at,
@@ -66,26 +89,16 @@ WITH fin AS (
     SELECT d.id, d.kind, f.number, $15, f.attempt_status, f.started_at, f.finished_at,
         f.elapsed, f.error_type, f.error_message, f.traceback
     FROM done d JOIN fin f ON f.id = d.id
- ), long_picked AS (
-    SELECT id FROM tickerq_tickers
-    WHERE status = '{Status.IDLE.value}' AND priority = {int(Priority.LONG_RUNNING)}
-      AND NOT awaiting_parent AND execution_time <= $16 AND function = ANY($17::text[])
-    ORDER BY execution_time
-    LIMIT $18
-    FOR UPDATE SKIP LOCKED
+), long_picked AS (
+    {_due(Priority.LONG_RUNNING).format(limit="$18")}
 ), slot_picked AS (
-    SELECT id FROM tickerq_tickers
-    WHERE status = '{Status.IDLE.value}' AND priority <> {int(Priority.LONG_RUNNING)}
-      AND NOT awaiting_parent AND execution_time <= $16 AND function = ANY($17::text[])
-    ORDER BY priority DESC, execution_time
+    {" UNION ALL ".join(_due(p).format(limit="$19") for p in _SLOT_PRIORITIES)}
     LIMIT $19
-    FOR UPDATE SKIP LOCKED
 ), claimed AS (
     UPDATE tickerq_tickers t SET
         status = '{Status.IN_PROGRESS.value}', lock_holder = $15, locked_at = $16,
         lease_until = $20, executed_at = $16, updated_at = $16, claims = t.claims + 1
-    FROM (SELECT id FROM long_picked UNION ALL SELECT id FROM slot_picked) p
-    WHERE t.id = p.id
+    WHERE t.id = ANY(ARRAY(SELECT id FROM long_picked UNION ALL SELECT id FROM slot_picked))
     RETURNING t.id, t.kind, t.function, t.priority, t.request, t.execution_time,
         t.retries, t.retry_intervals, t.retry_count, t.timeout, t.cron_ticker_id,
         t.parent_id, t.claims, t.stale_restarts,
@@ -95,9 +108,8 @@ WITH fin AS (
         awaiting_parent = false,
         execution_time = greatest(c.execution_time, $16),
         updated_at = $16
-    FROM claimed p
-    WHERE p.has_children AND c.parent_id = p.id AND c.awaiting_parent
-      AND c.status = '{Status.IDLE.value}'
+    WHERE c.parent_id = ANY(ARRAY(SELECT id FROM claimed WHERE has_children))
+      AND c.awaiting_parent AND c.status = '{Status.IDLE.value}'
       AND c.run_condition = '{RunCondition.IN_PROGRESS.value}'
 )
 SELECT * FROM claimed ORDER BY priority DESC, execution_time
@@ -164,7 +176,7 @@ class HotPath:
                     self._conn = await asyncpg.connect(
                         self.url,
                         timeout=10,
-                        server_settings={"plan_cache_mode": "force_generic_plan"},
+                        server_settings={"plan_cache_mode": "force_generic_plan", "jit": "off"},
                     )
                 records = await self._conn.fetch(_FINISH_AND_CLAIM, *args)
             except BaseException:

@@ -27,11 +27,12 @@ from uuid import UUID
 
 from tickerq.enums import Priority, RunCondition, Status, TickerKind
 from tickerq.stores.base import Job, Outcome, attempt_status
-from tickerq.stores.sql.schema import decode_sqlite_json
+from tickerq.stores.sql.schema import WAITING_SQL, decode_sqlite_json
 
 __all__ = ["SqliteHotPath"]
 
 _LONG = int(Priority.LONG_RUNNING)
+_SLOT_PRIORITIES = (int(Priority.HIGH), int(Priority.NORMAL), int(Priority.LOW))
 _IDLE, _RUNNING = Status.IDLE.value, Status.IN_PROGRESS.value
 
 _INSERT_ATTEMPT = """
@@ -50,17 +51,17 @@ UPDATE tickerq_tickers SET
 WHERE id = ? AND lock_holder = ? AND claims = ?
 """
 
-# The unary + keeps SQLite on the claim index (status, priority DESC, execution_time)
-# in ORDER BY order instead of (status, execution_time) and a sort of every due row.
+# One priority's due rows, oldest first: one bounded range of the waiting index
+# (INDEXED BY: SQLite refuses the statement rather than walk another index).
 _CLAIM = """
 UPDATE tickerq_tickers SET
     status = '{running}', lock_holder = ?, locked_at = ?, lease_until = ?,
     executed_at = ?, updated_at = ?, claims = claims + 1
 WHERE id IN (
-    SELECT id FROM tickerq_tickers
-    WHERE status = '{idle}' AND awaiting_parent = 0 AND +execution_time <= ?
-      AND priority {priority} AND function IN ({functions})
-    ORDER BY priority DESC, execution_time
+    SELECT id FROM tickerq_tickers INDEXED BY ix_tickerq_tickers_waiting
+    WHERE {waiting} AND priority = ? AND execution_time <= ?
+      AND function IN ({functions})
+    ORDER BY execution_time
     LIMIT ?
 )
 RETURNING id, kind, function, priority, request, execution_time, retries,
@@ -103,7 +104,7 @@ class SqliteHotPath:
         self.path = path
         self._db: sqlite3.Connection | None = None
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="tickerq-sqlite-hot")
-        self._claims: dict[tuple[int, str], str] = {}
+        self._claims: dict[int, str] = {}
 
     async def finish_and_claim(
         self,
@@ -140,7 +141,7 @@ class SqliteHotPath:
             for o in done
         ]  # fmt: skip
         names = sorted(functions)
-        claim = (node, at, _text(lease_until), at, at, at)
+        claim = (node, at, _text(lease_until), at, at)
         loop = asyncio.get_running_loop()
         transaction = functools.partial(
             self._transaction,
@@ -174,10 +175,14 @@ class SqliteHotPath:
                 db.executemany(_INSERT_ATTEMPT, attempts)
                 db.executemany(_FINISH, updates)
             if names:
-                for priority, limit in ((f"= {_LONG}", long_limit), (f"<> {_LONG}", slots)):
-                    if limit > 0:
-                        sql = self._claim_sql(len(names), priority)
-                        rows.extend(db.execute(sql, (*claim, *names, limit)).fetchall())
+                sql = self._claim_sql(len(names))
+                if long_limit > 0:
+                    rows.extend(db.execute(sql, (*claim, _LONG, at, *names, long_limit)))
+                for priority in _SLOT_PRIORITIES:
+                    free = slots - (len(rows) - sum(1 for r in rows if r[3] == _LONG))
+                    if free <= 0:
+                        break
+                    rows.extend(db.execute(sql, (*claim, priority, at, *names, free)))
                 for row in rows:
                     if row[12]:  # has children: its IN_PROGRESS children start with it
                         db.execute(_START_CHILDREN, (at, row[0]))
@@ -189,17 +194,15 @@ class SqliteHotPath:
         rows.sort(key=lambda r: (-r[3], r[5]))
         return rows
 
-    def _claim_sql(self, count: int, priority: str) -> str:
-        key = (count, priority)
-        sql = self._claims.get(key)
+    def _claim_sql(self, count: int) -> str:
+        sql = self._claims.get(count)
         if sql is None:
             sql = _CLAIM.format(
                 running=_RUNNING,
-                idle=_IDLE,
-                priority=priority,
+                waiting=WAITING_SQL["sqlite"],
                 functions=", ".join("?" * count),
             )
-            self._claims[key] = sql
+            self._claims[count] = sql
         return sql
 
     def _connect(self) -> sqlite3.Connection:

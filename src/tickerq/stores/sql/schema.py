@@ -30,13 +30,26 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     Uuid,
+    text,
 )
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.schema import CreateIndex
+from sqlalchemy.sql.elements import TextClause
 
-__all__ = ["SCHEMA_VERSION", "JSONColumn", "UTCDateTime", "metadata", "tables"]
+from tickerq.enums import Priority
 
-SCHEMA_VERSION = "0003"
+__all__ = [
+    "SCHEMA_VERSION",
+    "WAITING_PRIORITIES",
+    "WAITING_SQL",
+    "JSONColumn",
+    "UTCDateTime",
+    "metadata",
+    "tables",
+    "waiting",
+]
+
+SCHEMA_VERSION = "0004"
 """The Alembic revision the code expects."""
 
 
@@ -143,19 +156,41 @@ tickers = Table(
     # How many runs of the row were lost (their node stopped heartbeating).
     Column("stale_restarts", Integer, nullable=False, default=0, server_default="0"),
     UniqueConstraint("cron_ticker_id", "fire_time", name="uq_tickerq_occurrence_fire"),
-    # The engine's claim: waiting rows by due time (priority is sorted among the due few).
-    Index("ix_tickerq_tickers_due", "status", "execution_time"),
+    # Rows by status: running rows whose lease lapsed (reclaim), counts by status.
+    Index("ix_tickerq_tickers_status", "status", "lease_until"),
     Index("ix_tickerq_tickers_parent", "parent_id"),
     Index("ix_tickerq_tickers_updated", "kind", "updated_at"),
 )
 
-# The claim walks this index in its ORDER BY (priority first, then time), so it
-# reads only the rows it takes however large the backlog is.
+# Rows waiting to run, by priority then due time: partial (status IDLE, not
+# waiting for a chain parent), so ended rows, running rows and chain children
+# have no entry. The claim reads one bounded range per priority (due rows of
+# that priority, oldest first) and stops at the rows it takes; the next due
+# time is one probe per priority. Neither depends on how many rows ended or
+# wait for later. The predicate is written as the queries write it (see
+# :data:`WAITING_SQL`), or SQLite would not use the index.
+WAITING_SQL = {
+    "postgresql": "status = 'IDLE' AND NOT awaiting_parent",
+    "sqlite": "status = 'IDLE' AND awaiting_parent = 0",
+}
+"""The predicate of the waiting index, per dialect, as raw SQL text."""
+
+
+def waiting(dialect: str) -> TextClause:
+    """The waiting index's predicate as a WHERE clause of ``tickerq_tickers``."""
+    return text(WAITING_SQL[dialect])
+
+
+WAITING_PRIORITIES = tuple(sorted(Priority, reverse=True))
+"""Priorities in claim order (LONG_RUNNING, HIGH, NORMAL, LOW): a query of the
+waiting index reads one range per priority."""
+
 Index(
-    "ix_tickerq_tickers_claim",
-    tickers.c.status,
-    tickers.c.priority.desc(),
+    "ix_tickerq_tickers_waiting",
+    tickers.c.priority,
     tickers.c.execution_time,
+    postgresql_where=text(WAITING_SQL["postgresql"]),
+    sqlite_where=text(WAITING_SQL["sqlite"]),
 )
 
 # The dashboard's list of time tickers (latest execution time first) walks this

@@ -22,7 +22,7 @@ from sqlalchemy import (
     insert,
     literal_column,
     select,
-    true,
+    union_all,
     update,
 )
 
@@ -51,7 +51,15 @@ from tickerq.stores.sql.rows import (
     node_from_row,
     node_values,
 )
-from tickerq.stores.sql.schema import UTCDateTime, attempts, cron_tickers, nodes, tickers
+from tickerq.stores.sql.schema import (
+    WAITING_PRIORITIES,
+    UTCDateTime,
+    attempts,
+    cron_tickers,
+    nodes,
+    tickers,
+    waiting,
+)
 
 __all__ = ["EngineWork"]
 
@@ -64,20 +72,24 @@ class EngineWork(SqlBase):
     # -- the engine's work -------------------------------------------------------------
 
     async def next_due_time(self, after: datetime | None = None) -> datetime | None:
-        """Earliest waiting row or cron fire (later than ``after``), in one statement."""
-        rows = select(func.min(T.execution_time)).where(
-            T.status == IDLE, T.awaiting_parent.is_(False)
-        )
+        """Earliest waiting row or cron fire (later than ``after``), in one statement:
+        one probe of the waiting index per priority, one of the crons' index."""
+        probes: list[Any] = []
+        for priority in WAITING_PRIORITIES:
+            rows = select(func.min(T.execution_time)).where(
+                waiting(self.dialect.name), T.priority == int(priority)
+            )
+            if after is not None:
+                rows = rows.where(T.execution_time > after)
+            probes.append(rows.scalar_subquery())
         crons = select(func.min(cron_tickers.c.next_fire_at)).where(
             cron_tickers.c.enabled.is_(True)
         )
         if after is not None:
-            rows = rows.where(T.execution_time > after)
             crons = crons.where(cron_tickers.c.next_fire_at > after)
+        probes.append(crons.scalar_subquery())
         async with self.engine.connect() as conn:
-            found = (
-                await conn.execute(select(rows.scalar_subquery(), crons.scalar_subquery()))
-            ).one()
+            found = (await conn.execute(select(*probes))).one()
         due = [t for t in found if t is not None]
         return dialects.as_utc(min(due)) if due else None
 
@@ -219,27 +231,33 @@ class EngineWork(SqlBase):
         long_only: bool,
         limit: int,
     ) -> list[Any]:
-        long = int(Priority.LONG_RUNNING)
-        due_by: Any = T.execution_time
-        if self.dialect.name == "sqlite":
-            # A unary + keeps SQLite from using (status, execution_time) and sorting
-            # every due row; it walks the claim index in ORDER BY order instead.
-            due_by = literal_column("+tickerq_tickers.execution_time", UTCDateTime)
-        pick = (
-            select(T.id)
-            .where(
-                T.status == IDLE,
-                T.awaiting_parent.is_(False),
-                due_by <= now,
-                T.function.in_(runnable),
-                (T.priority == long) if long_only else true(),
+        # One bounded range of the waiting index per priority, best first: the
+        # claim reads the rows it takes, however many rows ended or wait for later.
+        priorities = [Priority.LONG_RUNNING] if long_only else WAITING_PRIORITIES
+        ranges = [
+            select(
+                self.dialect.skip_locked(
+                    select(T.id)
+                    .where(
+                        waiting(self.dialect.name),
+                        T.priority == int(priority),
+                        T.execution_time <= now,
+                        T.function.in_(runnable),
+                    )
+                    .order_by(T.execution_time)
+                    .limit(limit)
+                )
+                .subquery(f"p{int(priority)}")
+                .c.id
             )
-            .order_by(T.priority.desc(), T.execution_time)
-            .limit(limit)
-        )
+            for priority in priorities
+        ]
+        pick = ranges[0]
+        if len(ranges) > 1:
+            pick = select(union_all(*ranges).subquery("picked").c.id).limit(limit)
         result = conn.execute(
             update(tickers)
-            .where(T.id.in_(self.dialect.skip_locked(pick).scalar_subquery()))
+            .where(T.id.in_(pick.scalar_subquery()))
             .values(
                 status=RUNNING,
                 lock_holder=node,
