@@ -394,18 +394,37 @@ class Engine:
                 deadline = now + timedelta(seconds=1)
             if deadline is not None and deadline <= now:
                 deadline = None  # due but no room: a finishing job wakes us
-            poll_interval = self.options.poll_interval or store.poll_interval
-            if poll_interval:
-                poll = now + timedelta(seconds=poll_interval)
-                deadline = poll if deadline is None else min(deadline, poll)
-            self._deadline = deadline
             if not (self._running or self._outcomes or self._maintaining or self._flush_task):
                 self._idle.set()
-            await clock.sleep_until(deadline, self._wakeup)
+            await self._sleep(now, deadline)
             if not self._wakeup.done():
                 self._check_crons = True  # the deadline (or a poll) came
             self._deadline = None
         self._idle.set()
+
+    async def _sleep(self, now: datetime, due: datetime | None) -> None:
+        """Sleep until ``due``, a wake-up, or a poll that finds the store changed.
+
+        Other processes' changes are looked for every poll interval; a poll that
+        finds the store unchanged since the last one (on SQLite, the file's data
+        version) sleeps on without a query, so an idle node costs nothing
+        however big its tables are.
+        """
+        poll_interval = self.options.poll_interval or self.store.poll_interval
+        wakeup = self._wakeup
+        assert wakeup is not None
+        while True:
+            deadline = due
+            if poll_interval:
+                poll = now + timedelta(seconds=poll_interval)
+                deadline = poll if deadline is None else min(deadline, poll)
+            self._deadline = deadline
+            await self.clock.sleep_until(deadline, wakeup)
+            if wakeup.done() or self._stopping or not poll_interval:
+                return
+            now = self.clock.now()
+            if (due is not None and now >= due) or await self.store.changed_elsewhere():
+                return
 
     async def _claim(self, now: datetime, free: int) -> bool:
         """Claim due work up to the free slots and start it; True if more may be due.

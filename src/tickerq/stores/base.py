@@ -317,6 +317,15 @@ class Store(ABC):
 
     # -- the engine's work ------------------------------------------------------------
 
+    async def changed_elsewhere(self) -> bool:
+        """Whether another process may have changed the store since the last call.
+
+        An idle engine asks this on each poll and looks for due work only when it
+        is True, so polling a big store costs nothing while nothing changes. The
+        default, True, makes every poll look.
+        """
+        return True
+
     @abstractmethod
     async def next_due_time(self, after: datetime | None = None) -> datetime | None:
         """The earliest time at which something becomes due (claimable or a cron fire).

@@ -28,6 +28,7 @@ from uuid import UUID
 from tickerq.enums import Priority, RunCondition, Status, TickerKind
 from tickerq.stores.base import Job, Outcome, attempt_status
 from tickerq.stores.sql.schema import WAITING_SQL, decode_sqlite_json
+from tickerq.stores.sql.watch import SqliteWatcher
 
 __all__ = ["SqliteHotPath"]
 
@@ -105,6 +106,12 @@ class SqliteHotPath:
         self._db: sqlite3.Connection | None = None
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="tickerq-sqlite-hot")
         self._claims: dict[int, str] = {}
+        self._watcher = SqliteWatcher(path)
+
+    def changed(self) -> bool:
+        """Whether another connection committed to the file since the last call
+        (see :mod:`tickerq.stores.sql.watch`)."""
+        return self._watcher.changed()
 
     async def finish_and_claim(
         self,
@@ -219,7 +226,8 @@ class SqliteHotPath:
         return self._db
 
     async def close(self) -> None:
-        """Close the connection and its thread."""
+        """Close the connections and the thread."""
+        self._watcher.close()
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._thread, self._close)
         self._thread.shutdown(wait=True)

@@ -46,6 +46,7 @@ from tickerq.stores.sql.connection import (
     SqlBase,
     T,
 )
+from tickerq.stores.sql.hot_sqlite import SqliteHotPath
 from tickerq.stores.sql.rows import (
     job_from_row,
     node_from_row,
@@ -70,6 +71,13 @@ class EngineWork(SqlBase):
     """Claiming, starting and finishing jobs; heartbeats, leases and retention."""
 
     # -- the engine's work -------------------------------------------------------------
+
+    async def changed_elsewhere(self) -> bool:
+        """On SQLite, whether the file's data version moved since the last call
+        (PostgreSQL's nodes wake each other with NOTIFY: its polls always look)."""
+        if isinstance(self.hot, SqliteHotPath):
+            return self.hot.changed()
+        return True
 
     async def next_due_time(self, after: datetime | None = None) -> datetime | None:
         """Earliest waiting row or cron fire (later than ``after``), in one statement:
