@@ -17,9 +17,10 @@ __all__ = ["MASK", "mask_secrets", "mask_url"]
 MASK = "***"
 """What a hidden secret is shown as."""
 
-_SECRET_NAME = re.compile(r"pass|pwd|secret|token|key|credential|signature", re.IGNORECASE)
+_SECRET_NAME = re.compile(r"pass|pwd|secret|token|key|credential|signature|url", re.IGNORECASE)
 """Query parameter names whose values are secrets (password, sslpassword, passwd,
-pwd, secret, token, api_key, ...). Hiding a harmless value costs nothing."""
+pwd, secret, token, api_key, ...), or may hold one (a URL inside the URL, such as
+the store's ``listen_url``). Hiding a harmless value costs nothing."""
 
 # A query parameter: its name, and its value up to the next "&name=" or "?name="
 # (an unencoded "&" or "?" inside a value then stays inside the hidden part).

@@ -28,15 +28,17 @@ from tickerq.errors import StoreConnectionError, TickerNotFoundError, TickerStat
 from tickerq.events import CronTickerChanged, TickerChanged
 from tickerq.stores.base import Store
 from tickerq.stores.sql import dialects
+from tickerq.stores.sql.enqueue_pg import PgEnqueue
 from tickerq.stores.sql.hot import HotPath
 from tickerq.stores.sql.hot_sqlite import SqliteHotPath
 from tickerq.stores.sql.notify import CHANNEL, Listener
 from tickerq.stores.sql.schema import tickers
-from tickerq.urls import mask_secrets
+from tickerq.urls import mask_secrets, mask_url
 
 __all__ = [
     "IDLE",
     "JOB_COLUMNS",
+    "NO_LISTEN_POLL_INTERVAL",
     "OCCURRENCE",
     "QUEUED",
     "RUNNING",
@@ -60,6 +62,10 @@ JOB_COLUMNS = (
 )  # fmt: skip
 
 
+NO_LISTEN_POLL_INTERVAL = 1.0
+"""Seconds between a PostgreSQL node's polls for work when it does not LISTEN."""
+
+
 def kind_name(kind: TickerKind) -> str:
     return "time ticker" if kind is TickerKind.TIME else "cron occurrence"
 
@@ -79,21 +85,33 @@ class SqlBase(Store):
         self,
         url: str,
         *,
-        pool_size: int = 10,
+        pool_size: int | None = None,
         auto_upgrade: bool = False,
+        pgbouncer: bool | None = None,
+        listen_url: str | None = None,
     ) -> None:
+        """``pool_size``, ``pgbouncer`` and ``listen_url`` override the URL's options of
+        the same names (see docs/stores.md, "Connections")."""
         self.url = url
         self.auto_upgrade = auto_upgrade
-        self.dialect = dialects.for_url(url)
+        self.dialect = dialects.for_url(url).with_options(
+            pgbouncer=pgbouncer, listen_url=listen_url
+        )
+        self.budget = self.dialect.budget(pool_size)
+        """How this node's connections are shared out (pool, hot path, LISTEN)."""
+        self.pool_size = self.budget.total
         self.poll_interval = self.dialect.poll_interval
-        self.pool_size = pool_size
+        if self.dialect.name == "postgresql" and not self.budget.listen:
+            self.poll_interval = NO_LISTEN_POLL_INTERVAL
         self._engine: AsyncEngine | None = None
         self._writer: Engine | None = None
         self._writer_thread: ThreadPoolExecutor | None = None
         self._listener: Listener | None = None
+        self._pg_enqueue: PgEnqueue | None = None
         self.hot: HotPath | SqliteHotPath | None = None
         """The engine's finish-and-claim path (one statement on PostgreSQL, one
-        thread hop on SQLite); None until open."""
+        thread hop on SQLite); None until open, and on PostgreSQL when the
+        connection budget has no room for it."""
 
     @property
     def engine(self) -> AsyncEngine:
@@ -115,7 +133,7 @@ class SqlBase(Store):
                     f"cannot open sqlite at {self.dialect.where}: folder {folder} does not exist"
                 )
         if self._engine is None:
-            self._engine = self.dialect.create_engine(self.pool_size)
+            self._engine = self.dialect.create_engine(self.budget.pool)
         try:
             await self.dialect.prepare(self._engine, self.auto_upgrade)
         except BaseException as exc:
@@ -130,11 +148,12 @@ class SqlBase(Store):
         if self.dialect.name == "sqlite" and self._writer is None:
             self._writer = self.dialect.create_writer_engine()
             self._writer_thread = ThreadPoolExecutor(1, thread_name_prefix="tickerq-sqlite-writer")
-        if self.hot is None:
-            if self.dialect.name == "postgresql":
-                self.hot = HotPath(self.dialect.plain_url)
-            else:
-                self.hot = SqliteHotPath(self.dialect.where.removeprefix("file "))
+        if self.dialect.name == "postgresql":
+            self._pg_enqueue = PgEnqueue(self._engine)
+            if self.hot is None and self.budget.hot_path:
+                self.hot = HotPath(self.dialect.plain_url, pgbouncer=self.dialect.pgbouncer)
+        elif self.hot is None:
+            self.hot = SqliteHotPath(self.dialect.where.removeprefix("file "))
 
     async def close(self) -> None:
         """Close every pooled connection (and the LISTEN and hot-path connections)."""
@@ -144,6 +163,7 @@ class SqlBase(Store):
         if self._listener is not None:
             await self._listener.stop()
             self._listener = None
+        self._pg_enqueue = None
         if self._engine is not None:
             await self._engine.dispose()
             self._engine = None
@@ -173,10 +193,16 @@ class SqlBase(Store):
             return await conn.run_sync(transaction)
 
     async def listen(self, handler: Callable[[str, str], None]) -> None:
-        """On PostgreSQL, LISTEN for other nodes' notices."""
-        if self.dialect.name != "postgresql" or self._listener is not None:
+        """On PostgreSQL, LISTEN for other nodes' notices (on ``listen_url`` if given).
+
+        Not when the connection budget has no room for it, nor in PgBouncer mode
+        without a ``listen_url``: the node then polls every
+        ``NO_LISTEN_POLL_INTERVAL`` seconds (unless the engine sets its own).
+        """
+        if not self.budget.listen or self._listener is not None:
             return
-        self._listener = Listener(self.dialect.plain_url, self.dialect.safe_url, handler)
+        dsn = self.dialect.listen_url or self.dialect.plain_url
+        self._listener = Listener(dsn, mask_url(dsn), handler)
         await self._listener.start()
 
     def _notify(self, conn: Connection, kind: str, value: object = "") -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID, uuid4
@@ -19,7 +19,28 @@ from tickerq.errors import InvalidArgumentError
 from tickerq.stores import mask_password
 from tickerq.urls import mask_url
 
-__all__ = ["Dialect", "as_utc", "for_url", "later_of", "new_id", "utcnow"]
+__all__ = [
+    "DEFAULT_PG_POOL_SIZE",
+    "DEFAULT_SQLITE_POOL_SIZE",
+    "ConnectionBudget",
+    "Dialect",
+    "as_utc",
+    "for_url",
+    "later_of",
+    "new_id",
+    "utcnow",
+]
+
+DEFAULT_PG_POOL_SIZE = 3
+"""A PostgreSQL node's connections by default, all counted: one pooled connection,
+the worker's hot path and the LISTEN connection. 25 nodes then take 75 of the 97
+connections a default server (max_connections 100, 3 reserved) lets users open."""
+
+DEFAULT_SQLITE_POOL_SIZE = 10
+"""SQLite's pool of reader connections (a file has no connection limit)."""
+
+_OPTIONS = ("pool_size", "pgbouncer", "listen_url")
+"""Query parameters of a store URL that tickerq reads and the driver never sees."""
 
 
 def utcnow() -> datetime:
@@ -43,6 +64,22 @@ def later_of(column: ColumnElement[Any], now: datetime) -> Case[Any]:
 
 
 @dataclass(frozen=True)
+class ConnectionBudget:
+    """How a node shares out its connections to the database (see docs/stores.md).
+
+    ``total`` bounds everything the node opens: the pool (``pool``, no overflow),
+    the worker's hot-path connection and the LISTEN connection. A small budget
+    drops the hot path first (the worker then claims through the pool), then
+    LISTEN (the node polls instead).
+    """
+
+    total: int
+    pool: int
+    hot_path: bool
+    listen: bool
+
+
+@dataclass(frozen=True)
 class Dialect:
     """A database family and how tickerq talks to it."""
 
@@ -55,16 +92,67 @@ class Dialect:
     """The URL for a raw driver connection (PostgreSQL LISTEN)."""
     where: str = ""
     """Host, port and database (or the file), for messages."""
+    pool_size: int | None = None
+    """The ``pool_size`` URL option (the node's connection budget), if given."""
+    pgbouncer: bool = False
+    """``pgbouncer=true``: keep no session state on pooled connections (PgBouncer in
+    transaction mode): no prepared statements kept, no session settings."""
+    listen_url: str = ""
+    """The ``listen_url`` URL option: a direct URL for the LISTEN connection (raw
+    driver form, with its password); "" = the store's URL, or none in PgBouncer mode."""
+
+    def with_options(
+        self, *, pgbouncer: bool | None = None, listen_url: str | None = None
+    ) -> Dialect:
+        """This dialect with the PgBouncer mode or LISTEN URL set (None: keep the URL's)."""
+        changes: dict[str, Any] = {}
+        if pgbouncer is not None:
+            changes["pgbouncer"] = bool(pgbouncer)
+        if listen_url is not None:
+            changes["listen_url"] = _listen_url_option(listen_url, self.safe_url)
+        if changes and self.name != "postgresql":
+            raise InvalidArgumentError(
+                f"{self.safe_url!r}: pgbouncer and listen_url are PostgreSQL options"
+            )
+        return replace(self, **changes) if changes else self
+
+    def budget(self, pool_size: int | None = None) -> ConnectionBudget:
+        """How ``pool_size`` connections (default: the URL's, else the dialect's) are
+        shared out; see :class:`ConnectionBudget`."""
+        total = pool_size if pool_size is not None else self.pool_size
+        if total is not None and (isinstance(total, bool) or total < 1):
+            raise InvalidArgumentError(f"pool_size must be 1 or more, got {total!r}")
+        if self.name == "sqlite":
+            # The file's writer and hot-path connections are sqlite3 handles, not
+            # server connections: the knob sizes the pool of readers only.
+            size = total or DEFAULT_SQLITE_POOL_SIZE
+            return ConnectionBudget(size, size, hot_path=True, listen=False)
+        total = total or DEFAULT_PG_POOL_SIZE
+        can_listen = not self.pgbouncer or bool(self.listen_url)
+        listen = can_listen and total >= 2
+        hot_path = total - listen >= 2
+        return ConnectionBudget(total, total - listen - hot_path, hot_path, listen)
 
     def create_engine(self, pool_size: int) -> AsyncEngine:
-        """An async engine with this dialect's connection settings."""
+        """An async engine whose pool holds at most ``pool_size`` connections.
+
+        No pre-ping on checkout (it costs a round trip per use): a connection the
+        server closed is noticed locally (see :func:`_drop_closed_on_checkout`), and
+        the callers that matter retry once on a connection error.
+        """
         if self.name == "sqlite":
             engine = create_async_engine(self.driver_url, pool_size=pool_size, max_overflow=0)
             _sqlite_settings(engine.sync_engine)
             return engine
-        return create_async_engine(
-            self.driver_url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+        connect_args: dict[str, Any] = {}
+        if self.pgbouncer:
+            # no named prepared statements: neither asyncpg's cache nor SQLAlchemy's
+            connect_args = {"statement_cache_size": 0, "prepared_statement_cache_size": 0}
+        engine = create_async_engine(
+            self.driver_url, pool_size=pool_size, max_overflow=0, connect_args=connect_args
         )
+        event.listen(engine.sync_engine.pool, "checkout", _drop_closed_on_checkout)
+        return engine
 
     def create_writer_engine(self) -> Engine:
         """SQLite: a plain (sync) engine of one connection for the store's writer thread,
@@ -125,6 +213,10 @@ def for_url(url: str) -> Dialect:
         )
     backend = parsed.get_backend_name()
     if backend == "sqlite":
+        pool_size = _pool_size_option(parsed.query.get("pool_size"), safe)
+        if "pgbouncer" in parsed.query or "listen_url" in parsed.query:
+            raise InvalidArgumentError(f"{safe!r}: pgbouncer and listen_url are PostgreSQL options")
+        parsed = parsed.difference_update_query(_OPTIONS)
         if not parsed.database or parsed.database == ":memory:":
             raise InvalidArgumentError(
                 f"{safe!r}: the SQLite store needs a file (sqlite:///path/to/tickerq.db); "
@@ -137,18 +229,87 @@ def for_url(url: str) -> Dialect:
             safe,
             0.5,
             where=f"file {parsed.database}",
+            pool_size=pool_size,
         )
+    options = {k: v for k, v in parsed.query.items() if k in _OPTIONS}
+    parsed = parsed.difference_update_query(_OPTIONS)
+    pool_size = _pool_size_option(options.get("pool_size"), safe)
     if backend in ("postgresql", "postgres"):
         driver = parsed.set(drivername="postgresql+asyncpg")
         plain = parsed.set(drivername="postgresql").render_as_string(hide_password=False)
         where = f"{parsed.host or 'localhost'}:{parsed.port or 5432}/{parsed.database or ''}"
         return Dialect(
-            "postgresql", driver.render_as_string(hide_password=False), safe, 5.0, plain, where
+            "postgresql",
+            driver.render_as_string(hide_password=False),
+            safe,
+            5.0,
+            plain,
+            where,
+            pool_size=pool_size,
+            pgbouncer=_flag_option("pgbouncer", options.get("pgbouncer"), safe),
+            listen_url=_listen_url_option(options.get("listen_url"), safe),
         )
     raise InvalidArgumentError(
         f"unsupported store URL scheme {parsed.drivername!r} in {safe!r}; "
         "supported: memory://, sqlite:///path, postgresql://user@host/db"
     )
+
+
+def _one(value: str | tuple[str, ...] | None, name: str, safe: str) -> str | None:
+    if isinstance(value, tuple):
+        raise InvalidArgumentError(f"{safe!r}: the option {name} is given more than once")
+    return value
+
+
+def _pool_size_option(value: str | tuple[str, ...] | None, safe: str) -> int | None:
+    text = _one(value, "pool_size", safe)
+    if text is None:
+        return None
+    try:
+        size = int(text)
+    except ValueError:
+        size = 0
+    if size < 1:
+        raise InvalidArgumentError(f"{safe!r}: pool_size must be a whole number >= 1, got {text!r}")
+    return size
+
+
+def _flag_option(name: str, value: str | tuple[str, ...] | None, safe: str) -> bool:
+    text = _one(value, name, safe)
+    if text is None:
+        return False
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise InvalidArgumentError(f"{safe!r}: {name} must be true or false, got {text!r}")
+
+
+def _listen_url_option(value: str | tuple[str, ...] | None, safe: str) -> str:
+    text = _one(value, "listen_url", safe)
+    if not text:
+        return ""
+    try:
+        parsed = make_url(text)
+    except Exception:
+        parsed = None
+    if parsed is None or parsed.get_backend_name() not in ("postgresql", "postgres"):
+        raise InvalidArgumentError(
+            f"{safe!r}: listen_url must be a postgresql:// URL (percent-encoded), "
+            f"got {mask_url(text)!r}"
+        )
+    parsed = parsed.set(drivername="postgresql").difference_update_query(_OPTIONS)
+    return parsed.render_as_string(hide_password=False)
+
+
+def _drop_closed_on_checkout(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+    """A pooled connection the server closed (restart, idle timeout, terminated) is
+    replaced at checkout, without a round trip: asyncpg has seen its socket close."""
+    from sqlalchemy.exc import DisconnectionError
+
+    driver = getattr(dbapi_connection, "driver_connection", None)
+    if driver is not None and driver.is_closed():
+        raise DisconnectionError("the pooled connection was closed by the server")
 
 
 def _sqlite_settings(engine: Engine) -> None:

@@ -123,8 +123,10 @@ class HotPath:
     call connects again), so an outage costs nothing here but failed calls.
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, pgbouncer: bool = False) -> None:
         self.url = url
+        self.pgbouncer = pgbouncer
+        """PgBouncer mode: no server settings, no prepared statement kept."""
         self._conn: Any = None
         self._lock = asyncio.Lock()
 
@@ -168,21 +170,32 @@ class HotPath:
         async with self._lock:
             try:
                 if self._conn is None or self._conn.is_closed():
-                    import asyncpg
-
-                    # One plan for the statement, made once: PostgreSQL would
-                    # otherwise plan this many-CTE statement on every call (its
-                    # custom plans looked no worse), which costs more than running it.
-                    self._conn = await asyncpg.connect(
-                        self.url,
-                        timeout=10,
-                        server_settings={"plan_cache_mode": "force_generic_plan", "jit": "off"},
-                    )
+                    self._conn = await self._connect()
                 records = await self._conn.fetch(_FINISH_AND_CLAIM, *args)
             except BaseException:
                 await self._drop()
                 raise
         return [hot_job(r) for r in records]
+
+    async def _connect(self) -> Any:
+        import asyncpg
+
+        if self.pgbouncer:
+            # Through PgBouncer (transaction mode) the server connection changes
+            # between statements: nothing may live in the session, neither a
+            # setting nor a named prepared statement, so the statement is parsed
+            # and planned on each call.
+            return await asyncpg.connect(self.url, timeout=10, statement_cache_size=0)
+        # One plan for the statement, made once: PostgreSQL would otherwise plan
+        # this many-CTE statement on every call (its custom plans looked no
+        # worse), which costs more than running it. No JIT: its compile time is
+        # wasted on a statement that reads a few index entries (the generic plan
+        # cannot see the LIMIT, and its estimates could trigger it).
+        return await asyncpg.connect(
+            self.url,
+            timeout=10,
+            server_settings={"plan_cache_mode": "force_generic_plan", "jit": "off"},
+        )
 
     async def close(self) -> None:
         """Close the connection."""

@@ -77,6 +77,10 @@ class SqlStore(CronSeeding, EngineWork):
                 if t.id in seen:
                     raise DuplicateTickerError("time ticker", t.id)
                 seen.add(t.id)
+        if self._pg_enqueue is not None and len(new) == 1 and new[0].parent_id is None:
+            await self._pg_enqueue.add(new[0])  # one round trip, notice included
+            self._announce(TIME, new[0].id, new[0].function, new[0].status.value, new[0].created_at)
+            return
         outside = {t.parent_id for t in new if t.parent_id and t.parent_id not in batch_ids}
         try:
             await self._insert_time_tickers(new, outside)
