@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := check
-.PHONY: check demo test lint typecheck pytest bench bench-pg bench-dashboard format clean css css-check
+.PHONY: check demo test lint typecheck pytest bench bench-pg bench-dashboard bench-sqlite-scale format clean css css-check
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ bench: $(STAMP)
 
 bench-pg: $(STAMP)
 	$(PY) bench/pg.py
+
+# SQLite: single enqueue rate and worker RSS, against huey and APScheduler 3.
+bench-sqlite-scale: $(STAMP)
+	$(PY) bench/sqlite_scale.py
 
 # Dashboard pages and API with 1,000,000 time tickers in the local PostgreSQL.
 bench-dashboard: $(STAMP)
