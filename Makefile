@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := check
-.PHONY: check demo test lint typecheck pytest bench bench-pg bench-pg-scale bench-dashboard format clean css css-check
+.PHONY: check demo test lint typecheck pytest bench bench-pg bench-pg-scale bench-sqlite-scale bench-scale bench-dashboard format clean css css-check
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,14 @@ bench-pg: $(STAMP)
 # Single enqueue vs Procrastinate, and 25 nodes on one default PostgreSQL server.
 bench-pg-scale: $(STAMP)
 	$(PY) bench/pg_scale.py
+
+# SQLite: single enqueue rate and worker RSS, against huey and APScheduler 3.
+bench-sqlite-scale: $(STAMP)
+	$(PY) bench/sqlite_scale.py
+
+# Drain and idle CPU on top of 1,000,000 pending or finished rows (PostgreSQL, SQLite).
+bench-scale: $(STAMP)
+	$(PY) bench/scale.py
 
 # Dashboard pages and API with 1,000,000 time tickers in the local PostgreSQL.
 bench-dashboard: $(STAMP)

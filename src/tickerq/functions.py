@@ -24,8 +24,6 @@ from typing import (
     overload,
 )
 
-from pydantic import TypeAdapter, ValidationError
-
 from tickerq.context import Req, TickerContext
 from tickerq.enums import MisfirePolicy, Priority
 from tickerq.errors import (
@@ -50,6 +48,8 @@ from tickerq.validation import (
 )
 
 if TYPE_CHECKING:
+    from pydantic import TypeAdapter, ValidationError
+
     from tickerq.app import TickerQ
     from tickerq.models import TimeTicker
     from tickerq.sync import SyncFunction
@@ -126,6 +126,8 @@ class _Codec:
         self._adapter: TypeAdapter[Any] | None = None
         if self._plain or request_type is None or request_type is type(None):
             return
+        from pydantic import TypeAdapter  # only for typed requests: a sizeable import
+
         try:
             adapter: TypeAdapter[Any] = TypeAdapter(request_type)
             adapter.json_schema()
@@ -143,6 +145,8 @@ class _Codec:
         """Validate ``request`` and return its JSON-compatible form."""
         adapter = self._adapter
         if adapter is not None:
+            from pydantic import ValidationError
+
             try:
                 return adapter.dump_python(adapter.validate_python(request), mode="json")
             except ValidationError as exc:

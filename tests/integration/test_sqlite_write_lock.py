@@ -4,7 +4,9 @@ Found by probing (issue 8, item 11): the SQL store ran SQLite write transactions
 through aiosqlite, one await per statement; when a job blocked the event loop
 between two of them, the transaction kept the file's write lock, and every node
 sharing the file waited (10 s in the probe). Write transactions now run whole on
-the store's writer thread.
+the store's writer thread (and the enqueue fast path runs its transaction in
+one call, see tests/integration/test_sqlite_enqueue.py): node A's write here
+goes through that general path (a cron ticker), node B's is an enqueue.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from uuid import uuid4
 import pytest
 from sqlalchemy import event
 
-from tickerq.models import TimeTicker
+from tickerq.models import CronTicker, TimeTicker
 from tickerq.stores.sql import SqlStore
 
 BLOCK = 3.0
@@ -31,6 +33,14 @@ BLOCK = 3.0
 def ticker() -> TimeTicker:
     now = datetime.now(UTC)
     return TimeTicker(id=uuid4(), function="f", execution_time=now, created_at=now, updated_at=now)
+
+
+def cron() -> CronTicker:
+    now = datetime.now(UTC)
+    return CronTicker(
+        id=uuid4(), function="f", expression="* * * * *", timezone="UTC", created_at=now,
+        updated_at=now,
+    )  # fmt: skip
 
 
 @pytest.fixture
@@ -59,7 +69,7 @@ async def test_a_blocked_loop_does_not_hold_up_other_nodes_writes(
     inserted = threading.Event()
 
     def block_a_loop_mid_transaction(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
-        if inserted.is_set() or not statement.startswith("INSERT INTO tickerq_tickers"):
+        if inserted.is_set() or not statement.startswith("INSERT INTO tickerq_cron_tickers"):
             return
         # A job on node A blocks its event loop right now, while A's write is under way.
         other_loop.call_soon_threadsafe(time.sleep, BLOCK)
@@ -72,9 +82,9 @@ async def test_a_blocked_loop_does_not_hold_up_other_nodes_writes(
             event.listen(engine, "after_cursor_execute", block_a_loop_mid_transaction)
     try:
         writing = asyncio.get_running_loop().run_in_executor(
-            None, on_a, node_a.add_time_tickers([ticker()])
+            None, on_a, node_a.add_cron_ticker(cron())
         )
-        await asyncio.to_thread(inserted.wait, 10)
+        assert await asyncio.to_thread(inserted.wait, 10)
         began = time.monotonic()
         await node_b.add_time_tickers([ticker()])
         waited = time.monotonic() - began

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 from uuid import UUID
 
 from sqlalchemy import (
@@ -191,6 +191,22 @@ class SqlBase(Store):
             return await asyncio.get_running_loop().run_in_executor(self._writer_thread, run)
         async with self.engine.begin() as conn:
             return await conn.run_sync(transaction)
+
+    def write_sqlite(self, transaction: Callable[[Any], R]) -> asyncio.Future[R]:
+        """SQLite: run ``transaction(db)`` on the writer thread with the writer's sqlite3
+        connection ``db`` (in autocommit mode: the transaction begins and ends itself)."""
+        writer, thread = self._writer, self._writer_thread
+        if writer is None or thread is None:
+            raise TickerStateError(f"the store {self.dialect.safe_url} is not open")
+
+        def run() -> R:
+            raw = writer.raw_connection()
+            try:
+                return transaction(raw.driver_connection)
+            finally:
+                raw.close()
+
+        return asyncio.get_running_loop().run_in_executor(thread, run)
 
     async def listen(self, handler: Callable[[str, str], None]) -> None:
         """On PostgreSQL, LISTEN for other nodes' notices (on ``listen_url`` if given).

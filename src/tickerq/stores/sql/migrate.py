@@ -16,6 +16,11 @@ States of a database:
   otherwise with an error that says so;
 * **unknown**: a revision this tickerq does not have (a newer tickerq wrote
   it): always refused.
+
+Opening a store whose schema is current reads the version table with a plain
+query and compares it with :data:`~tickerq.stores.sql.schema.SCHEMA_VERSION`:
+Alembic (and Mako, which it loads) is imported only when the schema has to
+change or a revision has to be looked up, so a worker does not carry it.
 """
 
 from __future__ import annotations
@@ -27,20 +32,20 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
-from alembic.config import Config
-from alembic.runtime.environment import EnvironmentContext
-from alembic.runtime.migration import MigrationContext, RevisionStep
-from alembic.script import ScriptDirectory
-from alembic.util import CommandError
-from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-import tickerq.migrations
 from tickerq.errors import TickerStateError
-from tickerq.stores.sql.schema import metadata, tables
+from tickerq.stores.sql.schema import SCHEMA_VERSION, metadata, tables
 from tickerq.urls import mask_url
+
+if TYPE_CHECKING:  # Alembic is imported only to change a schema (see module doc)
+    from alembic.config import Config
+    from alembic.runtime.migration import MigrationContext, RevisionStep
+    from alembic.script import ScriptDirectory
+    from sqlalchemy.engine import Connection
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 __all__ = [
     "LOCK_KEY",
@@ -72,6 +77,10 @@ _MARKER_TABLE = "tickerq_tickers"
 
 def config() -> Config:
     """An Alembic config pointing at the migrations shipped in the package."""
+    from alembic.config import Config
+
+    import tickerq.migrations
+
     cfg = Config()
     cfg.set_main_option("script_location", str(Path(tickerq.migrations.__file__).parent))
     return cfg
@@ -79,6 +88,8 @@ def config() -> Config:
 
 @cache
 def _script() -> ScriptDirectory:
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory.from_config(config())
 
 
@@ -148,6 +159,8 @@ class SchemaStatus:
 
 
 def _migration_context(conn: Connection) -> MigrationContext:
+    from alembic.runtime.migration import MigrationContext
+
     return MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
 
 
@@ -171,7 +184,7 @@ def _status(conn: Connection) -> SchemaStatus:
     revision = _recorded_revision(conn) if has_version_table else None
     return SchemaStatus(
         revision=revision,
-        head=head_revision(),
+        head=SCHEMA_VERSION,  # what head_revision() says, without loading Alembic
         has_version_table=has_version_table,
         has_tables=inspector.has_table(_MARKER_TABLE),
     )
@@ -192,6 +205,9 @@ def _stamp_unversioned(conn: Connection) -> None:
 
 def _upgrade(conn: Connection, target: str, url: str | None) -> tuple[str | None, str | None]:
     """Upgrade inside the caller's transaction; the revision before and after."""
+    from alembic.runtime.environment import EnvironmentContext
+    from alembic.util import CommandError
+
     url = url or _safe(conn)
     before = _status(conn)
     if before.state == "unknown":

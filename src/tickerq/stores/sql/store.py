@@ -44,6 +44,7 @@ from tickerq.stores.sql.connection import (
     T,
     kind_name,
 )
+from tickerq.stores.sql.enqueue_sqlite import SqliteEnqueue
 from tickerq.stores.sql.rows import (
     attempt_from_row,
     cron_from_row,
@@ -64,6 +65,8 @@ logger = logging.getLogger(__name__)
 class SqlStore(CronSeeding, EngineWork):
     """Tickers in SQLite or PostgreSQL, shared by every node that uses the same database."""
 
+    _sqlite_enqueue: SqliteEnqueue | None = None
+
     # -- time tickers ------------------------------------------------------------------
 
     async def add_time_tickers(self, new: Sequence[TimeTicker]) -> None:
@@ -83,7 +86,8 @@ class SqlStore(CronSeeding, EngineWork):
             return
         outside = {t.parent_id for t in new if t.parent_id and t.parent_id not in batch_ids}
         try:
-            await self._insert_time_tickers(new, outside)
+            if not await self._fast_add(new, outside):
+                await self._insert_time_tickers(new, outside)
         except IntegrityError:
             async with self.engine.connect() as conn:  # which id was taken?
                 for chunk in _chunks(list(batch_ids), 500):
@@ -93,6 +97,22 @@ class SqlStore(CronSeeding, EngineWork):
             raise
         for t in new:
             self._announce(TIME, t.id, t.function, t.status.value, t.created_at)
+
+    async def close(self) -> None:
+        """Close every connection (the SQLite enqueue's too)."""
+        if self._sqlite_enqueue is not None:
+            self._sqlite_enqueue.close()
+            self._sqlite_enqueue = None
+        await super().close()
+
+    async def _fast_add(self, new: Sequence[TimeTicker], outside: set[UUID]) -> bool:
+        """Add through the dialect's fast path; False: none applies, or it handed the add back."""
+        if self.dialect.name == "sqlite":
+            if self._sqlite_enqueue is None:
+                path = self.dialect.where.removeprefix("file ")
+                self._sqlite_enqueue = SqliteEnqueue(path, self.write_sqlite)
+            return await self._sqlite_enqueue.add(new, outside)
+        return False
 
     async def _insert_time_tickers(self, new: Sequence[TimeTicker], outside: set[UUID]) -> None:
         def tx(conn: Connection) -> None:
