@@ -266,6 +266,38 @@ async def test_a_taken_id_is_refused_and_announces_nothing(db: str) -> None:
         await app.stop()
 
 
+async def test_concurrent_enqueues_share_statements_and_fail_alone(db: str) -> None:
+    """Enqueues waiting for the node's one pooled connection go together as rows of
+    one statement (one commit); a taken id or a row the database refuses fails its
+    own call only, and every other row is stored."""
+    app = _app(_url(db))
+    await app.open()
+    try:
+        taken = await app.time_tickers.add("work", request=-1)
+        wire = _Wire()
+        await _log_pool(app, wire)
+        store: Any = app.store
+        good = [taken.evolve(id=uuid.uuid4(), request=i) for i in range(200)]
+        refused = taken.evolve(id=uuid.uuid4(), description="nul \x00 byte")  # not validated here
+        duplicate = taken.evolve(request=-2)
+        calls = [store.add_time_tickers([t]) for t in good[:100]]
+        calls += [store.add_time_tickers([refused]), store.add_time_tickers([duplicate])]
+        calls += [store.add_time_tickers([t]) for t in good[100:]]
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        await asyncio.sleep(0.05)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        assert len(errors) == 2, errors
+        assert isinstance(results[101], DuplicateTickerError)
+        assert not isinstance(results[100], DuplicateTickerError)
+        stored = await app.time_tickers.query(limit=1000)
+        assert {t.id for t in stored} == {taken.id, *(t.id for t in good)}
+        assert (await app.time_tickers.get(taken.id)).request == -1
+        inserts = [q for q in wire.queries if "INSERT INTO tickerq_tickers" in q]
+        assert len(inserts) < 30, f"{len(inserts)} statements for 202 concurrent enqueues"
+    finally:
+        await app.stop()
+
+
 async def test_chains_and_bulk_adds_still_work(db: str) -> None:
     app = _app(_url(db), max_concurrency=4)
     async with app:

@@ -1,24 +1,33 @@
-"""One time ticker into PostgreSQL in one round trip.
+"""Time tickers into PostgreSQL in one round trip, many enqueues per statement.
 
 ``enqueue()`` of a single job is the call web apps make most. Through the
 general path it costs a pool pre-ping, BEGIN, the INSERT, a separate
 ``pg_notify`` and COMMIT. Here it is one statement, its own transaction: the
 INSERT and, in the same statement, the notice that wakes the other nodes (sent
-only if the row went in, since ``pg_notify`` reads from the INSERT's RETURNING).
-It runs on the pool's connection through the driver, without SQLAlchemy's
-transaction handling; with asyncpg's statement cache (off in PgBouncer mode)
-the statement is parsed once per connection.
+only if a row went in). It runs on the pool's connection through the driver,
+without SQLAlchemy's transaction handling; with asyncpg's statement cache (off
+in PgBouncer mode) the statement is parsed once per connection.
+
+Enqueues that arrive while a statement is out (concurrent requests of a web
+app) wait for it and then go together, as rows of the next statement: one
+commit, and its flush to disk, for all of them (group commit), so a node's
+small connection budget does not cap how many enqueues per second it makes.
+Each call returns once its own row is committed; a taken id fails its own
+call only (``ON CONFLICT (id) DO NOTHING``: the rows that went in are named by
+the statement's result).
 
 A connection that died (server restart, idle timeout) is retried once on a
 fresh connection. Ticker ids are made by the client, so the retry is safe even
-when the first attempt's outcome is unknown: a duplicate id on the retry whose
-stored row is this ticker means the first attempt went in.
+when the first attempt's outcome is unknown: a row missing from the retry's
+result whose stored row is this ticker went in with the first attempt.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -33,20 +42,34 @@ __all__ = ["PgEnqueue"]
 
 logger = logging.getLogger(__name__)
 
-_INSERT = f"""
-INSERT INTO tickerq_tickers (
+_COLUMNS = """
     id, kind, function, status, priority, execution_time, request, retries,
     retry_intervals, retry_count, timeout, description, run_condition,
-    awaiting_parent, cancel_requested, created_at, updated_at)
-VALUES ($1::uuid, '{TickerKind.TIME.value}', $2::text, $3::text, $4::int, $5::timestamptz,
-    $6::json, $7::int, $8::json, $9::int, $10::float8, $11::text, $12::text,
-    false, false, $13::timestamptz, $14::timestamptz)
-"""
+    awaiting_parent, cancel_requested, created_at, updated_at"""
 
 _INSERT_AND_NOTIFY = f"""
-WITH ins AS ({_INSERT} RETURNING 1)
-SELECT pg_notify('{CHANNEL}', $15::text) FROM ins
+WITH ins AS (
+    INSERT INTO tickerq_tickers ({_COLUMNS})
+    SELECT id, '{TickerKind.TIME.value}', function, status, priority, execution_time,
+        request, retries, retry_intervals, retry_count, timeout, description, run_condition,
+        false, false, created_at, updated_at
+    FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int[], $5::timestamptz[],
+        $6::json[], $7::int[], $8::json[], $9::int[], $10::float8[], $11::text[], $12::text[],
+        $13::timestamptz[], $14::timestamptz[])
+        AS r(id, function, status, priority, execution_time, request, retries,
+             retry_intervals, retry_count, timeout, description, run_condition,
+             created_at, updated_at)
+    ON CONFLICT (id) DO NOTHING
+    RETURNING id
+), notice AS (
+    SELECT pg_notify('{CHANNEL}', $15::text) FROM (SELECT 1 FROM ins LIMIT 1) AS any_row
+    WHERE $15::text IS NOT NULL
+)
+SELECT id, (SELECT count(*) FROM notice) AS notified FROM ins
 """
+
+BATCH = 500
+"""Most enqueues sent in one statement."""
 
 
 def _connection_errors() -> tuple[type[BaseException], ...]:
@@ -65,53 +88,100 @@ _CONNECTION_ERRORS = _connection_errors()
 _STORED = "SELECT created_at, function FROM tickerq_tickers WHERE id = $1::uuid"
 
 
-def _arguments(t: TimeTicker) -> list[Any]:
-    intervals = list(t.retry_intervals) if t.retry_intervals is not None else None
+def _arguments(batch: Sequence[TimeTicker]) -> list[Any]:
+    """The statement's arrays (one element per ticker) and the notice's payload."""
+    due = [t.execution_time for t in batch if t.execution_time is not None]
     return [
-        t.id,
-        t.function,
-        t.status.value,
-        int(t.priority),
-        t.execution_time,
-        json.dumps(t.request),
-        t.retries,
-        json.dumps(intervals),
-        t.retry_count,
-        t.timeout,
-        t.description,
-        t.run_condition.value if t.run_condition else None,
-        t.created_at,
-        t.updated_at,
+        [t.id for t in batch],
+        [t.function for t in batch],
+        [t.status.value for t in batch],
+        [int(t.priority) for t in batch],
+        [t.execution_time for t in batch],
+        [json.dumps(t.request) for t in batch],
+        [t.retries for t in batch],
+        [
+            json.dumps(list(t.retry_intervals) if t.retry_intervals is not None else None)
+            for t in batch
+        ],
+        [t.retry_count for t in batch],
+        [t.timeout for t in batch],
+        [t.description for t in batch],
+        [t.run_condition.value if t.run_condition else None for t in batch],
+        [t.created_at for t in batch],
+        [t.updated_at for t in batch],
+        f"due {min(due).isoformat()}" if due else None,
     ]
 
 
 class PgEnqueue:
-    """Inserts a ticker without a parent (and notifies other nodes) in one statement."""
+    """Inserts tickers without a parent (and notifies other nodes), batching the
+    enqueues that wait for the same connection into one statement."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
+        self._pending: list[tuple[TimeTicker, asyncio.Future[None]]] = []
+        self._sender: asyncio.Task[None] | None = None
 
     async def add(self, t: TimeTicker) -> None:
-        """Insert ``t``; DuplicateTickerError if its id is taken."""
-        import asyncpg
+        """Insert ``t`` (returns once it is committed); DuplicateTickerError if its
+        id is taken."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((t, done))
+        if self._sender is None or self._sender.done():
+            self._sender = asyncio.create_task(self._send_pending())
+        await done
 
-        args = _arguments(t)
-        if t.execution_time is not None:
-            sql = _INSERT_AND_NOTIFY
-            args.append(f"due {t.execution_time.isoformat()}")
-        else:
-            sql = _INSERT
+    async def _send_pending(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending[:BATCH], self._pending[BATCH:]
+            try:
+                await self._send_or_split(batch)
+            except BaseException as exc:
+                for _, done in batch:
+                    if not done.done():
+                        done.set_exception(exc)
+                if not isinstance(exc, Exception):
+                    for _, done in self._pending:
+                        done.cancel()
+                    self._pending = []
+                    raise
+
+    async def _send_or_split(self, batch: list[tuple[TimeTicker, asyncio.Future[None]]]) -> None:
+        """Send ``batch``; if the database refuses a row (not a taken id), halve the
+        batch until the refused row fails its own enqueue alone."""
+        try:
+            await self._send(batch)
+        except _CONNECTION_ERRORS:
+            raise
+        except Exception as exc:
+            if len(batch) == 1:
+                if not batch[0][1].done():
+                    batch[0][1].set_exception(exc)
+                return
+            half = len(batch) // 2
+            await self._send_or_split(batch[:half])
+            await self._send_or_split(batch[half:])
+
+    async def _send(self, batch: list[tuple[TimeTicker, asyncio.Future[None]]]) -> None:
+        tickers = [t for t, _ in batch]
+        args = _arguments(tickers)
         retried = False
         while True:
             raw = await self._engine.raw_connection()
             try:
                 conn: Any = raw.driver_connection
-                await conn.execute(sql, *args)
+                stored = {r["id"] for r in await conn.fetch(_INSERT_AND_NOTIFY, *args)}
+                for t, done in batch:
+                    if done.done():
+                        continue
+                    if t.id in stored:
+                        stored.discard(t.id)  # a second ticker of the same id is a duplicate
+                        done.set_result(None)
+                    elif retried and await self._landed(conn, t):
+                        done.set_result(None)  # the attempt that lost its connection went in
+                    else:
+                        done.set_exception(DuplicateTickerError("time ticker", t.id))
                 return
-            except asyncpg.UniqueViolationError:
-                if retried and await self._landed(conn, t):
-                    return  # the attempt that lost its connection went in
-                raise DuplicateTickerError("time ticker", t.id) from None
             except _CONNECTION_ERRORS as exc:
                 await greenlet_spawn(raw.invalidate, exc)
                 if retried:
