@@ -933,4 +933,3 @@ class Engine:
 
 
 _INTERRUPTED = InterruptedError("the node stopped before the job finished; it runs again")
-

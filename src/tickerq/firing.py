@@ -120,6 +120,10 @@ async def fire_due_crons(
     behind = False
     cursors: dict[UUID, datetime] = {}
     invalid: list[UUID] = []
+    # Crons that share a schedule share their plan: 10,000 every-minute crons due at
+    # one cursor are planned once.
+    plans: dict[tuple[str, str, datetime, MisfirePolicy], tuple[tuple[datetime, ...], datetime]]
+    plans = {}
 
     def plan(cron: CronTicker) -> CronPlan | None:
         cursor = cron.next_fire_at
@@ -131,7 +135,12 @@ async def fire_due_crons(
             logger.exception("cron ticker %s has an invalid expression; disabling it", cron.id)
             invalid.append(cron.id)
             return None
-        fires, new_cursor = plan_fires(expr, cursor, now, cron.misfire, misfire_grace)
+        key = (cron.expression, cron.timezone, cursor, cron.misfire)
+        planned = plans.get(key)
+        if planned is None:
+            made, following = plan_fires(expr, cursor, now, cron.misfire, misfire_grace)
+            planned = plans[key] = (tuple(made), following)
+        fires, new_cursor = planned
         if len(fires) > 1 or (fires and now - fires[0] > timedelta(seconds=misfire_grace)):
             logger.info(
                 "cron ticker %s (%s): %d fire(s) due since %s, policy %s",
