@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := check
-.PHONY: check demo test lint typecheck pytest bench bench-pg bench-dashboard format clean css css-check
+.PHONY: check demo test lint typecheck pytest bench bench-pg bench-crons bench-dashboard format clean css css-check
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ bench: $(STAMP)
 
 bench-pg: $(STAMP)
 	$(PY) bench/pg.py
+
+# 10,000 every-minute crons due at once, before (per-cron) and after (batched), PostgreSQL and SQLite.
+bench-crons: $(STAMP)
+	$(PY) bench/crons.py
 
 # Dashboard pages and API with 1,000,000 time tickers in the local PostgreSQL.
 bench-dashboard: $(STAMP)
