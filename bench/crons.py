@@ -9,11 +9,12 @@ per-cron path; ``after``: this checkout's ``src``), a child process:
 1. materialize: ``--crons`` (10,000) ``* * * * *`` cron tickers all due at one
    instant; the seconds one ``fire_due_crons`` round takes (engine not running);
 2. on time: the same crons due ``LEAD`` seconds ahead, with ``--tickers`` (200)
-   time tickers due over the ``--spread`` (2 s) that follows, then the engine
-   (real clock, ``max_concurrency`` 64) drains everything (no-op jobs). Reported:
-   when the last occurrence was created (seconds after the fire time), and
-   lateness (start time minus due time, from the rows) p50/p99/max of the cron
-   runs and of the time tickers, which show whether claims wait for the crons.
+   HIGH-priority time tickers due over the ``--spread`` (2 s) that follows, then the engine
+   (real clock, ``max_concurrency`` 64) drains everything (no-op jobs), for at
+   most ``ENGINE_TIMEOUT`` seconds. Reported: runs finished, lateness (start time
+   minus due time, from the rows) p50/p99/max of the cron runs and of the time
+   tickers; claimed before the crons' runs, they show whether claims wait for
+   the crons to be materialized.
 
 The two versions run in the same invocation, one after the other, on the same
 machine. ``--quick`` is a smoke test with small numbers.
@@ -45,6 +46,8 @@ RESULTS_JSON = HERE / "crons-results.json"
 BASELINE = "4f12aca"
 """The commit before batched crons (one transaction per cron, round inline in the loop)."""
 LEAD = 3.0
+ENGINE_TIMEOUT = 120.0
+"""The engine phase stops here (the per-cron path on PostgreSQL takes far longer)."""
 CONCURRENCY = 64
 
 Record = dict[str, Any]
@@ -117,7 +120,7 @@ async def child(url: str, crons: int, tickers: int, spread: float) -> Record:
     async def tick() -> None:
         return None
 
-    @app.function()
+    @app.function(priority=Priority.HIGH)  # claimed first once due: shows claims not held up
     async def probe() -> None:
         return None
 
@@ -148,7 +151,7 @@ async def child(url: str, crons: int, tickers: int, spread: float) -> Record:
             (T.kind == "TIME") | (T.fire_time == fire),
         )
         async with app:
-            deadline = time.monotonic() + LEAD + 600
+            deadline = time.monotonic() + LEAD + ENGINE_TIMEOUT
             while time.monotonic() < deadline:
                 async with app.store.engine.connect() as conn:  # type: ignore[attr-defined]
                     done = (await conn.execute(finished)).scalar() or 0
@@ -249,21 +252,23 @@ def report(results: dict[str, dict[str, Record]], args: argparse.Namespace, comm
         f"Date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC  ",
         f"Machine: {cpu_model()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
         f"{platform.platform()}  ",
-        f"Crons: {args.crons:,}; time tickers: {args.tickers} due over {args.spread} s after "
+        f"Crons: {args.crons:,}; HIGH-priority time tickers: {args.tickers} due over "
+        f"{args.spread} s after "
         f"the fire; engine max_concurrency {CONCURRENCY}, no-op jobs, real clock.  ",
         f"Before: the tree at `{args.baseline}` (one transaction per cron, the round "
         "inline in the claim loop); after: this checkout. Same run, same machine.",
         "",
-        "| store | version | materialize one minute (s) "
-        "| cron runs late p50 / p99 / max (s) | cron runs > 1 s late | time tickers late "
+        "| store | version | materialize one minute (s) | engine: runs finished "
+        "| cron runs late p50 / p99 / max (s) | cron runs > 1 s late | HIGH time tickers late "
         "p50 / p99 / max (s) |",
-        "|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|",
     ]
     for store, by_version in results.items():
         for version, r in by_version.items():
             c, t = r["cron_lateness"], r["ticker_lateness"]
             lines.append(
                 f"| {store} | {version} | {r['materialize_s']:.2f} "
+                f"| {r['finished']:,} of {r['total']:,} "
                 f"| {c['p50']:.2f} / {c['p99']:.2f} / {c['max']:.2f} | {c['late']:,} of {c['n']:,} "
                 f"| {t['p50']:.3f} / {t['p99']:.3f} / {t['max']:.3f} |"
             )
@@ -272,7 +277,7 @@ def report(results: dict[str, dict[str, Record]], args: argparse.Namespace, comm
             ratio = b["materialize_s"] / a["materialize_s"]
             lines.append(
                 f"| {store} | **after vs before** | **{ratio:.1f}x"
-                f" faster** | | | time tickers p99: "
+                f" faster** | | | | time tickers p99: "
                 f"{b['ticker_lateness']['p99']:.2f} s -> {a['ticker_lateness']['p99']:.3f} s |"
             )
     lines += [
@@ -281,7 +286,9 @@ def report(results: dict[str, dict[str, Record]], args: argparse.Namespace, comm
         "(`executed_at - execution_time`); a run more than 1 s late ends DUE_DONE. "
         f"The cron runs' lateness includes draining {args.crons:,} no-op jobs on one node "
         "(64 slots); the time tickers due meanwhile show whether claims wait for the "
-        "crons to be materialized.",
+        "crons to be materialized (HIGH priority, they are claimed before the cron runs "
+        f"as soon as they are due). The engine phase stops after {ENGINE_TIMEOUT:.0f} s: "
+        "rows not started by then are not in the lateness figures (see runs finished).",
         "",
     ]
     return "\n".join(lines)
