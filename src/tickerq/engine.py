@@ -140,6 +140,10 @@ class Engine:
         self._known_functions = -1
         self._check_crons = True
         self._crons_checked_at = datetime.min.replace(tzinfo=UTC)
+        self._cron_task: asyncio.Task[None] | None = None
+        """Materializes due crons beside the claim loop (see :meth:`_cron_rounds`)."""
+        self._crons_again = False
+        self._crons_failed_at: datetime | None = None
         self._store_error_at = datetime.min.replace(tzinfo=UTC)
         self._long_running = False
         self._functions: dict[str, TickerFunction[Any]] = {}
@@ -199,6 +203,8 @@ class Engine:
         self.wake()
         await self._loop_task
         self._loop_task = None
+        if self._cron_task is not None:  # it ends after its current batch
+            await asyncio.gather(self._cron_task, return_exceptions=True)
         if self._heartbeat_task is not None:
             self._heartbeat_task.cancel()
             await asyncio.gather(self._heartbeat_task, return_exceptions=True)
@@ -363,17 +369,8 @@ class Engine:
             now = clock.now()
             try:
                 free = self.max_concurrency - self._active
-                if not self.paused and (
-                    self._check_crons or (now - self._crons_checked_at).total_seconds() >= 1.0
-                ):
-                    # Crons are looked at when a deadline or a due-time wake-up brought
-                    # the loop here, and at least every second: not on every batch.
-                    self._check_crons = False
-                    self._crons_checked_at = now
-                    fired = await fire_due_crons(
-                        store, now, self._priority_of, self.options.misfire_grace
-                    )
-                    self._check_crons = fired.behind  # a RUN_ALL backlog: next batch next turn
+                if not self.paused:
+                    self._start_cron_round(now)
                 if self._may_claim() and (free > 0 or self._has_long_running()):
                     if await self._claim(now, free):
                         continue  # more may be due; claim again before sleeping
@@ -388,13 +385,20 @@ class Engine:
                 # sleep until something later, not until an unrelated wake-up.
                 after = now if self._may_claim() and free > 0 else None
                 deadline = None if self.paused or full else await store.next_due_time(after)
+                deadline = self._cron_retry(deadline)
             except Exception:
                 self._store_error_at = now
                 logger.exception("engine loop failed; retrying in 1 s")
                 deadline = now + timedelta(seconds=1)
             if deadline is not None and deadline <= now:
                 deadline = None  # due but no room: a finishing job wakes us
-            if not (self._running or self._outcomes or self._maintaining or self._flush_task):
+            if not (
+                self._running
+                or self._outcomes
+                or self._maintaining
+                or self._flush_task
+                or self._cron_task
+            ):
                 self._idle.set()
             await self._sleep(now, deadline)
             if not self._wakeup.done():
@@ -425,6 +429,67 @@ class Engine:
             now = self.clock.now()
             if (due is not None and now >= due) or await self.store.changed_elsewhere():
                 return
+
+    def _start_cron_round(self, now: datetime) -> None:
+        """Materialize the due crons in a task of their own (or once more after the
+        round under way): the claim loop goes on meanwhile.
+
+        Crons are looked at when a deadline or a due-time wake-up brought the loop
+        here, and at least every second: not on every batch of claims.
+        """
+        if not self._check_crons and (now - self._crons_checked_at).total_seconds() < 1.0:
+            return
+        self._check_crons = False
+        self._crons_checked_at = now
+        if self._cron_task is not None:
+            self._crons_again = True
+            return
+        self._cron_task = asyncio.get_running_loop().create_task(
+            self._cron_rounds(), name="tickerq-crons"
+        )
+
+    async def _cron_rounds(self) -> None:
+        """Run cron rounds until no cron is behind, beside the claim loop.
+
+        A round goes batch by batch (one store transaction each) and wakes the
+        loop after each batch that made occurrences, so they are claimed while
+        the next batch is made: 10,000 crons due at once never hold up the jobs
+        due meanwhile.
+        """
+        try:
+            while not (self._stopping or self.paused):
+                self._crons_again = False
+                fired = await fire_due_crons(
+                    self.store,
+                    self.clock.now(),
+                    self._priority_of,
+                    self.options.misfire_grace,
+                    on_batch=self._crons_made,
+                )
+                self._crons_failed_at = None
+                if fired.behind and self.paused:
+                    self._check_crons = True  # go on when resumed
+                if not (fired.behind or self._crons_again):
+                    break
+        except Exception:
+            self._store_error_at = self._crons_failed_at = self.clock.now()
+            logger.exception("materializing cron fires failed; retrying in 1 s")
+        finally:
+            self._cron_task = None
+            self.wake()
+
+    def _cron_retry(self, deadline: datetime | None) -> datetime | None:
+        """``deadline``, or earlier if a failed cron round is to be tried again (in 1 s)."""
+        if self._crons_failed_at is None:
+            return deadline
+        retry = self._crons_failed_at + timedelta(seconds=1)
+        return retry if deadline is None else min(deadline, retry)
+
+    def _crons_made(self, created: int) -> bool:
+        """After a batch of cron fires: claim what it made; go on unless stopping or paused."""
+        if created:
+            self.wake()
+        return not (self._stopping or self.paused)
 
     async def _claim(self, now: datetime, free: int) -> bool:
         """Claim due work up to the free slots and start it; True if more may be due.

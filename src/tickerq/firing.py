@@ -9,9 +9,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import TYPE_CHECKING
+from uuid import UUID
 
 from tickerq.cron import CronExpression
 from tickerq.enums import MisfirePolicy
+from tickerq.stores.base import CRON_BATCH_SIZE, CronPlan
 
 if TYPE_CHECKING:
     from tickerq.enums import Priority
@@ -101,23 +103,44 @@ async def fire_due_crons(
     now: datetime,
     priority_of: Callable[[str], Priority],
     misfire_grace: float,
+    *,
+    on_batch: Callable[[int], bool] | None = None,
+    batch_size: int = CRON_BATCH_SIZE,
 ) -> CronRound:
     """Materialize the occurrences of every due cron ticker, at most
     :data:`MAX_FIRES_PER_ROUND` per cron: a long RUN_ALL backlog takes several
-    rounds, so the caller can claim and run other work between them."""
+    rounds, so the caller can claim and run other work between them.
+
+    The crons go in batches of ``batch_size`` (one store call, one transaction
+    each), in id order, each cron at most once per round. After each batch
+    ``on_batch(created)`` is called with the occurrences it made; when it returns
+    False the round ends there (and says it is behind if crons were left).
+    """
     created = 0
     behind = False
-    for cron in await store.due_cron_tickers(now):
+    cursors: dict[UUID, datetime] = {}
+    invalid: list[UUID] = []
+    # Crons that share a schedule share their plan: 10,000 every-minute crons due at
+    # one cursor are planned once.
+    plans: dict[tuple[str, str, datetime, MisfirePolicy], tuple[tuple[datetime, ...], datetime]]
+    plans = {}
+
+    def plan(cron: CronTicker) -> CronPlan | None:
         cursor = cron.next_fire_at
         if cursor is None:
-            continue
+            return None
         try:
             expr = parse_cached(cron.expression, cron.timezone)
         except ValueError:
             logger.exception("cron ticker %s has an invalid expression; disabling it", cron.id)
-            await store.update_cron_ticker(cron.id, {"enabled": False})
-            continue
-        fires, new_cursor = plan_fires(expr, cursor, now, cron.misfire, misfire_grace)
+            invalid.append(cron.id)
+            return None
+        key = (cron.expression, cron.timezone, cursor, cron.misfire)
+        planned = plans.get(key)
+        if planned is None:
+            made, following = plan_fires(expr, cursor, now, cron.misfire, misfire_grace)
+            planned = plans[key] = (tuple(made), following)
+        fires, new_cursor = planned
         if len(fires) > 1 or (fires and now - fires[0] > timedelta(seconds=misfire_grace)):
             logger.info(
                 "cron ticker %s (%s): %d fire(s) due since %s, policy %s",
@@ -128,20 +151,31 @@ async def fire_due_crons(
                 cron.misfire.name,
                 extra={"action": "cron_misfire", "cron_ticker_id": str(cron.id)},
             )
-        priority = priority_of(cron.function)
-        made = await store.advance_cron_ticker(
-            cron.id,
-            expected_next=cursor,
-            new_next=new_cursor,
-            fires=fires,
-            priority=priority,
-            now=now,
-        )
+        cursors[cron.id] = new_cursor
+        return CronPlan(fires, new_cursor, priority_of(cron.function))
+
+    after: UUID | None = None
+    while True:
+        batch = await store.materialize_crons(now, plan, after=after, limit=batch_size)
+        made = sum(batch.created.values())
         created += made
-        if new_cursor <= now and made:
-            # (No fire made: another node moved the cursor first and goes on with it.)
-            behind = True
-            # A store that never suspends (memory) would hold the event loop for
-            # the whole backlog: let running jobs on between batches.
-            await asyncio.sleep(0)
+        # A cron whose cursor is still at or before now had more fires than a round
+        # takes (RUN_ALL). (Made nothing: another node moved it first and goes on.)
+        behind = behind or any(
+            n and cursors[cron_id] <= now for cron_id, n in batch.created.items()
+        )
+        cursors.clear()
+        for cron_id in invalid:
+            await store.update_cron_ticker(cron_id, {"enabled": False})
+        invalid.clear()
+        if batch.exhausted or batch.last_id is None:
+            break
+        if on_batch is not None and not on_batch(made):
+            return CronRound(created, True)
+        after = batch.last_id
+        # A store that never suspends (memory) would hold the event loop for the
+        # whole round: let running jobs and claims go on between batches.
+        await asyncio.sleep(0)
+    if on_batch is not None:
+        on_batch(made)
     return CronRound(created, behind)

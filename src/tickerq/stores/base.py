@@ -23,9 +23,14 @@ if TYPE_CHECKING:
     from tickerq.models import Attempt, CronOccurrence, CronTicker, Node, TimeTicker
 
 __all__ = [
+    "CRON_BATCH_FIRES",
+    "CRON_BATCH_SIZE",
     "DEFAULT_LOST_RUN",
     "LEASE_EXPIRED",
     "SEEDED_FIELDS",
+    "CronBatch",
+    "CronPlan",
+    "CronPlanner",
     "Job",
     "LostRunPolicy",
     "Outcome",
@@ -172,6 +177,45 @@ class SeedResult:
     """The seeded cron tickers of the declared functions, as stored now."""
 
 
+CRON_BATCH_SIZE = 500
+"""Due cron tickers one :meth:`Store.materialize_crons` call takes at most."""
+
+CRON_BATCH_FIRES = 2000
+"""Occurrences one :meth:`Store.materialize_crons` call plans at most (a RUN_ALL backlog
+may bring up to 1,000 per cron): a batch never holds its locks for long."""
+
+
+@dataclass(frozen=True, slots=True)
+class CronPlan:
+    """What a materialization does with one due cron ticker."""
+
+    fires: Sequence[datetime]
+    """The fire times to create occurrences for (each at most once, ever)."""
+    new_next: datetime | None
+    """The cron's cursor after this batch (its next fire not yet materialized)."""
+    priority: Priority
+    """The priority of the occurrences (their function's)."""
+
+
+CronPlanner = Callable[["CronTicker"], CronPlan | None]
+"""Plans a due cron ticker, as read in the materializing transaction; None leaves it
+as it is. Pure and quick: it runs while the batch's crons are locked (on SQLite, on
+the store's writer thread)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CronBatch:
+    """What one :meth:`Store.materialize_crons` call did."""
+
+    created: Mapping[UUID, int]
+    """Occurrences created, by cron ticker id, for each cron this call advanced."""
+    last_id: UUID | None
+    """The highest cron id this call looked at (the next call starts after it)."""
+    exhausted: bool
+    """No due cron with a higher id than ``last_id`` was left for this call
+    (crons another node is materializing right now are not counted)."""
+
+
 class Store(ABC):
     """Persistence of tickers; one implementation per backend."""
 
@@ -304,6 +348,31 @@ class Store(ABC):
         """Create occurrences for ``fires`` (each at most once, ever) and move the
         cron's cursor from ``expected_next`` to ``new_next`` if nobody moved it first.
         Returns how many occurrences this call created."""
+
+    @abstractmethod
+    async def materialize_crons(
+        self,
+        now: datetime,
+        planner: CronPlanner,
+        *,
+        after: UUID | None = None,
+        limit: int = CRON_BATCH_SIZE,
+        max_fires: int = CRON_BATCH_FIRES,
+    ) -> CronBatch:
+        """Materialize a batch of due cron tickers in one transaction.
+
+        Takes the enabled crons whose ``next_fire_at`` is at or before ``now`` and
+        whose id is greater than ``after``, in id order, at most ``limit`` of them,
+        and hands each to ``planner``; it stops after the cron whose plan brings
+        the planned fires to ``max_fires``. For every planned cron it creates the
+        occurrences of its fires (each (cron, fire) at most once, ever) and moves
+        its ``next_fire_at`` to the plan's ``new_next``.
+
+        Several nodes may call this at once: a cron is planned and advanced by one
+        of them only (a cron another node is materializing is passed over; one it
+        has advanced since is no longer due), so no fire is ever doubled. On SQL
+        stores a call costs a bounded number of statements, whatever the batch size.
+        """
 
     @abstractmethod
     async def occurrences(

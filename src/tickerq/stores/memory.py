@@ -20,8 +20,12 @@ from tickerq.errors import DuplicateTickerError, TickerNotFoundError, TickerStat
 from tickerq.events import CronTickerChanged, TickerChanged, TickerDeleted
 from tickerq.models import Attempt, CronOccurrence, CronTicker, Node, TimeTicker, run_state
 from tickerq.stores.base import (
+    CRON_BATCH_FIRES,
+    CRON_BATCH_SIZE,
     DEFAULT_LOST_RUN,
     LEASE_EXPIRED,
+    CronBatch,
+    CronPlanner,
     Job,
     LostRunPolicy,
     Outcome,
@@ -444,6 +448,43 @@ class MemoryStore(Store):
             created += 1
         self._crons[cron_id] = cron.evolve(next_fire_at=new_next)
         return created
+
+    async def materialize_crons(
+        self,
+        now: datetime,
+        planner: CronPlanner,
+        *,
+        after: UUID | None = None,
+        limit: int = CRON_BATCH_SIZE,
+        max_fires: int = CRON_BATCH_FIRES,
+    ) -> CronBatch:
+        """Plan and advance a batch of due crons in id order (see Store); atomic: nothing
+        inside suspends."""
+        due = heapq.nsmallest(
+            limit + 1,
+            (c for c in await self.due_cron_tickers(now) if after is None or c.id > after),
+            key=lambda c: c.id,
+        )
+        created: dict[UUID, int] = {}
+        planned = 0
+        last: UUID | None = None
+        for cron in due[:limit]:
+            last = cron.id
+            plan = planner(cron)
+            if plan is None:
+                continue
+            created[cron.id] = await self.advance_cron_ticker(
+                cron.id,
+                expected_next=cron.next_fire_at,
+                new_next=plan.new_next,
+                fires=plan.fires,
+                priority=plan.priority,
+                now=now,
+            )
+            planned += len(plan.fires)
+            if planned >= max_fires:
+                break
+        return CronBatch(created, last, exhausted=not due or last == due[-1].id)
 
     async def occurrences(
         self, cron_id: UUID, limit: int = 100, offset: int = 0

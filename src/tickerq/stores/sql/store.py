@@ -44,6 +44,7 @@ from tickerq.stores.sql.connection import (
     T,
     kind_name,
 )
+from tickerq.stores.sql.crons import CronMaterializing
 from tickerq.stores.sql.enqueue_sqlite import SqliteEnqueue
 from tickerq.stores.sql.rows import (
     attempt_from_row,
@@ -62,7 +63,7 @@ __all__ = ["SqlStore"]
 logger = logging.getLogger(__name__)
 
 
-class SqlStore(CronSeeding, EngineWork):
+class SqlStore(CronSeeding, CronMaterializing, EngineWork):
     """Tickers in SQLite or PostgreSQL, shared by every node that uses the same database."""
 
     _sqlite_enqueue: SqliteEnqueue | None = None
