@@ -73,6 +73,9 @@ class MemoryStore(Store):
     every ended row (until the engine's ``retention`` purges them).
     """
 
+    immediate = True
+    """Every call completes without suspending (the sync facade relies on it)."""
+
     def __init__(self, *, history_limit: int | None = DEFAULT_HISTORY_LIMIT) -> None:
         if history_limit is not None and (
             isinstance(history_limit, bool)
