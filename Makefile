@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := check
-.PHONY: check demo test lint typecheck pytest bench bench-pg bench-dashboard format clean css css-check
+.PHONY: check demo test lint typecheck pytest bench bench-pg bench-dashboard bench-memory format clean css css-check
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,11 @@ bench: $(STAMP)
 
 bench-pg: $(STAMP)
 	$(PY) bench/pg.py
+
+# Memory store: RSS over 1,000,000 jobs with a history limit, enqueue with 10,000 crons,
+# app.sync.enqueue vs the async call, purge behind 1,000,000 waiting rows.
+bench-memory: $(STAMP)
+	$(PY) bench/memory.py
 
 # Dashboard pages and API with 1,000,000 time tickers in the local PostgreSQL.
 bench-dashboard: $(STAMP)
