@@ -66,7 +66,7 @@ class Harness:
         def checked(root: Row) -> int:
             assert root.id in store._rows and root.status.is_final
             assert root.parent_id is None or root.parent_id not in store._rows
-            chain = _tree(root)
+            chain = list(_tree(root))
             assert all(r.status.is_final for r in chain), "dropped a chain that still runs"
             for other in _droppable_roots(store):
                 assert root.finished_at is not None and other.finished_at is not None
