@@ -516,3 +516,37 @@ def test_history_limit_holds_under_random_operations(
     scenario = Scenario(limit)
     for op in ops:
         scenario.step(op)
+
+
+async def test_the_engine_purges_in_small_steps_until_done() -> None:
+    """Retention on the memory store goes ``purge_step`` rows per call (the loop is free
+    between calls) and still purges everything that is old enough."""
+    clock = ManualClock(START)
+    store = MemoryStore(history_limit=None)
+    app = TickerQ(store, clock=clock)
+    app.function("a")(_noop)
+    steps: list[int] = []
+    purge = store.purge
+
+    async def counted(finished_before: datetime, limit: int) -> int:
+        steps.append(limit)
+        return await purge(finished_before, limit)
+
+    store.purge = counted  # type: ignore[method-assign]
+    h_ids = [(await app.time_tickers.add("a")).id for _ in range(3 * store.purge_step + 7)]
+    now = clock.now()
+    for job in await store.claim(
+        now,
+        node="n",
+        lease_until=now + timedelta(hours=1),
+        slots=10_000,
+        capacity={},
+        functions=["a"],
+    ):
+        await store.complete(
+            [Outcome(job=job, status=Status.DONE, node="n", started_at=now, finished_at=now)]
+        )
+    retention = app.engine.options.retention or 0.0
+    await app.engine._purge(now + timedelta(seconds=retention + 1))
+    assert set(steps) == {store.purge_step} and len(steps) == 4
+    assert not any(i in store._rows for i in h_ids)
