@@ -6,11 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := check
-<<<<<<< HEAD
-.PHONY: check demo test lint typecheck pytest bench bench-pg bench-pg-scale bench-sqlite-scale bench-scale bench-dashboard format clean css css-check
-=======
-.PHONY: check demo test lint typecheck pytest bench bench-pg bench-crons bench-dashboard format clean css css-check
->>>>>>> crons
+.PHONY: check demo test lint typecheck pytest bench bench-pg bench-pg-scale bench-sqlite-scale bench-scale bench-crons bench-memory bench-dashboard format clean css css-check
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -43,7 +39,6 @@ bench: $(STAMP)
 bench-pg: $(STAMP)
 	$(PY) bench/pg.py
 
-<<<<<<< HEAD
 # Single enqueue vs Procrastinate, and 25 nodes on one default PostgreSQL server.
 bench-pg-scale: $(STAMP)
 	$(PY) bench/pg_scale.py
@@ -55,11 +50,15 @@ bench-sqlite-scale: $(STAMP)
 # Drain and idle CPU on top of 1,000,000 pending or finished rows (PostgreSQL, SQLite).
 bench-scale: $(STAMP)
 	$(PY) bench/scale.py
-=======
+
 # 10,000 every-minute crons due at once, before (per-cron) and after (batched), PostgreSQL and SQLite.
 bench-crons: $(STAMP)
 	$(PY) bench/crons.py
->>>>>>> crons
+
+# Memory store: RSS over 1,000,000 jobs with a history limit, enqueue with 10,000 crons,
+# app.sync.enqueue vs the async call, purge behind 1,000,000 waiting rows.
+bench-memory: $(STAMP)
+	$(PY) bench/memory.py
 
 # Dashboard pages and API with 1,000,000 time tickers in the local PostgreSQL.
 bench-dashboard: $(STAMP)

@@ -922,10 +922,13 @@ class Engine:
         if retention is None:
             return
         cutoff = now - timedelta(seconds=retention)
+        batch = self.options.retention_batch
+        # A store that purges on the loop's thread (memory) says how much is ~1 ms.
+        batch = min(batch, getattr(self.store, "purge_step", None) or batch)
         total = 0
-        while (count := await self.store.purge(cutoff, self.options.retention_batch)) > 0:
+        while (count := await self.store.purge(cutoff, batch)) > 0:
             total += count
-            if count < self.options.retention_batch:
+            if count < batch:
                 break
             await asyncio.sleep(0)  # let jobs run between batches
         if total:

@@ -14,6 +14,14 @@ background thread. Get it as ``app.sync`` (or ``fn.sync`` for one function)::
 
 A blocking call made on the owner loop's own thread (from async code) would
 wait for itself forever: it raises :class:`TickerQError` instead.
+
+On a store whose calls never wait (the memory store), ``enqueue`` and
+``schedule`` do not wait for the loop: the ticker is built and checked in the
+calling thread (a bad request raises there), then handed to the loop, which
+stores the tickers handed over meanwhile in one batch. It is stored before any
+later call made through the facade runs; at most :data:`MAX_HANDED_OVER` wait
+to be stored, after which callers wait for the loop. A thread hand-off per call
+would otherwise cost several times the enqueue itself.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ import asyncio
 import concurrent.futures
 import functools
 import inspect
+import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
@@ -31,14 +40,16 @@ from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, Self, Ty
 
 from tickerq.context import Req
 from tickerq.errors import TickerQError
-from tickerq.managers import CronTickerManager, TimeTickerManager
+from tickerq.managers import CronTickerManager, TimeTickerManager, TimeTickerSpec
 
 if TYPE_CHECKING:
     from tickerq.app import TickerQ
     from tickerq.functions import TickerFunction
     from tickerq.models import TimeTicker
 
-__all__ = ["SyncCronTickers", "SyncFunction", "SyncTickerQ", "SyncTimeTickers"]
+__all__ = ["MAX_HANDED_OVER", "SyncCronTickers", "SyncFunction", "SyncTickerQ", "SyncTimeTickers"]
+
+logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 M = TypeVar("M")
@@ -46,6 +57,10 @@ P = ParamSpec("P")
 
 _POLL = 0.25
 """Seconds between checks that the owner loop still runs, while waiting for a call."""
+
+MAX_HANDED_OVER = 256
+"""Tickers enqueued through the facade that may wait to be stored (on a store whose
+calls never wait); one batch holds the loop for well under 10 ms."""
 
 
 def _discard(awaitable: Awaitable[object]) -> None:
@@ -62,6 +77,11 @@ class SyncTickerQ:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._handed: list[TimeTicker] = []
+        """Tickers built here and handed to the loop, not stored yet."""
+        self._handed_lock = threading.Lock()
+        self._handed_room = threading.Condition(self._handed_lock)
+        self._store_scheduled = False
         self.time_tickers = SyncTimeTickers(self, app.time_tickers)
         """``app.time_tickers`` with blocking methods."""
         self.cron_tickers = SyncCronTickers(self, app.cron_tickers)
@@ -99,18 +119,10 @@ class SyncTickerQ:
         """
         loop = self._target()
         try:
-            current: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-        except RuntimeError:
-            current = None
-        if current is loop:
+            _check_caller(loop)
+        except TickerQError:
             _discard(awaitable)
-            raise TickerQError(
-                "app.sync cannot be used from inside the app's own event loop (the call "
-                "would wait for itself forever); await the async API there instead"
-            )
-        if loop.is_closed():
-            _discard(awaitable)
-            raise _loop_gone()
+            raise
 
         async def run() -> T:
             return await awaitable
@@ -153,16 +165,26 @@ class SyncTickerQ:
         retry_intervals: Sequence[float] | None = None,
         timeout: float | None = None,
     ) -> TimeTicker:
-        """``await fn.enqueue(request, ...)``, blocking."""
-        return self.call(
-            fn.enqueue(
-                request,
-                description=description,
-                retries=retries,
-                retry_intervals=retry_intervals,
-                timeout=timeout,
+        """``await fn.enqueue(request, ...)``, blocking (see the module's notes)."""
+        if not getattr(self.app.store, "immediate", False):
+            return self.call(
+                fn.enqueue(
+                    request,
+                    description=description,
+                    retries=retries,
+                    retry_intervals=retry_intervals,
+                    timeout=timeout,
+                )
             )
+        spec = TimeTickerSpec(
+            function=fn.name,
+            request=request,
+            description=description,
+            retries=retries,
+            retry_intervals=retry_intervals,
+            timeout=timeout,
         )
+        return self._hand_over(spec, None)
 
     def schedule(
         self,
@@ -176,18 +198,76 @@ class SyncTickerQ:
         retry_intervals: Sequence[float] | None = None,
         timeout: float | None = None,
     ) -> TimeTicker:
-        """``await fn.schedule(request, at=..., after=...)``, blocking."""
-        return self.call(
-            fn.schedule(
-                request,
-                at=at,
-                after=after,
-                description=description,
-                retries=retries,
-                retry_intervals=retry_intervals,
-                timeout=timeout,
+        """``await fn.schedule(request, at=..., after=...)``, blocking (see the module's notes)."""
+        if not getattr(self.app.store, "immediate", False):
+            return self.call(
+                fn.schedule(
+                    request,
+                    at=at,
+                    after=after,
+                    description=description,
+                    retries=retries,
+                    retry_intervals=retry_intervals,
+                    timeout=timeout,
+                )
             )
+        spec = TimeTickerSpec(
+            function=fn.name,
+            request=request,
+            execution_time=at,
+            description=description,
+            retries=retries,
+            retry_intervals=retry_intervals,
+            timeout=timeout,
         )
+        return self._hand_over(spec, after)
+
+    def _hand_over(self, spec: TimeTickerSpec, after: timedelta | float | None) -> TimeTicker:
+        """Build and check a ticker here; have the loop store it (batched with others)."""
+        loop = self._target()
+        _check_caller(loop)
+        app = self.app
+        ticker = app.time_tickers._build(spec, app.clock.now(), None, after)
+        with self._handed_lock:
+            while len(self._handed) >= MAX_HANDED_OVER:
+                if loop.is_closed():
+                    raise _loop_gone()
+                self._handed_room.wait(_POLL)
+            self._handed.append(ticker)
+            if self._store_scheduled:
+                return ticker
+            self._store_scheduled = True
+        try:
+            loop.call_soon_threadsafe(self._store_handed)
+        except RuntimeError:  # the loop closed meanwhile
+            with self._handed_lock:
+                self._store_scheduled = False
+                self._handed = [t for t in self._handed if t is not ticker]
+            raise _loop_gone() from None
+        return ticker
+
+    def _store_handed(self) -> None:
+        """On the loop: store the tickers handed over since the last batch, in one call."""
+        with self._handed_lock:
+            batch, self._handed = self._handed, []
+            self._store_scheduled = False
+            self._handed_room.notify_all()
+        if not batch:
+            return
+        adding = self.app.store.add_time_tickers(batch)
+        try:
+            adding.send(None)  # an "immediate" store finishes without suspending
+        except StopIteration:
+            pass
+        except Exception:
+            logger.exception("storing %d enqueued ticker(s) failed", len(batch))
+            return
+        else:
+            adding.close()
+            logger.error("the store suspended while adding tickers; %d not stored", len(batch))
+            return
+        due = min((t.execution_time for t in batch if t.execution_time), default=None)
+        self.app.wake_engine(due)
 
     def run(self, awaitable: Awaitable[T]) -> T:
         """Run any awaitable on the app's loop (e.g. ``app.sync.run(app.time_tickers.count())``)."""
@@ -204,6 +284,21 @@ class SyncTickerQ:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def _check_caller(loop: asyncio.AbstractEventLoop) -> None:
+    """Raise unless the calling thread may wait for ``loop`` (not its own, not closed)."""
+    try:
+        current: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+    except RuntimeError:
+        current = None
+    if current is loop:
+        raise TickerQError(
+            "app.sync cannot be used from inside the app's own event loop (the call "
+            "would wait for itself forever); await the async API there instead"
+        )
+    if loop.is_closed():
+        raise _loop_gone()
 
 
 def _loop_gone() -> TickerQError:

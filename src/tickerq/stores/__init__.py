@@ -26,13 +26,16 @@ def mask_password(url: str) -> str:
 def open_store(url: str, *, auto_upgrade: bool = False) -> Store:
     """The store for a URL: ``memory://``, ``sqlite:///path`` or ``postgresql://...``.
 
+    ``memory://?history_limit=N`` bounds the ended rows a memory store keeps
+    (``none``: no bound; default :data:`~tickerq.stores.memory.DEFAULT_HISTORY_LIMIT`).
+
     ``auto_upgrade`` lets a SQL store migrate an older schema when it opens.
     """
     from tickerq.errors import InvalidArgumentError
 
     scheme = url.split("://", 1)[0].split("+", 1)[0] if "://" in url else url
     if scheme == "memory":
-        return MemoryStore()
+        return MemoryStore.from_url(url)
     if scheme in ("sqlite", "postgresql", "postgres"):
         from tickerq.stores.sql import SqlStore  # SQLAlchemy only when a SQL store is used
 

@@ -2,7 +2,10 @@
 
 Nothing survives the process. Due work sits in a heap by time and, once due,
 in one FIFO per priority, so a claim costs O(claimed) rather than a scan.
-Entries are invalidated lazily by a version number on each row.
+Enabled crons sit in a heap by next fire, so neither the engine's wake-ups nor
+an enqueue look at every cron. Ended rows sit in a heap by end time: history
+is bounded (``history_limit``) and retention purges oldest first, each at
+O(log n) a row. Entries are invalidated lazily by a version number on each row.
 """
 
 from __future__ import annotations
@@ -11,14 +14,20 @@ import heapq
 import itertools
 from collections import deque
 from collections.abc import Collection, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
+from urllib.parse import parse_qsl
 from uuid import UUID, uuid4
 
 from tickerq.enums import Priority, RunCondition, Status, TickerKind
-from tickerq.errors import DuplicateTickerError, TickerNotFoundError, TickerStateError
+from tickerq.errors import (
+    DuplicateTickerError,
+    InvalidArgumentError,
+    TickerNotFoundError,
+    TickerStateError,
+)
 from tickerq.events import CronTickerChanged, TickerChanged, TickerDeleted
-from tickerq.models import Attempt, CronOccurrence, CronTicker, Node, TimeTicker, run_state
+from tickerq.models import Attempt, CronOccurrence, CronTicker, Node, TimeTicker
 from tickerq.stores.base import (
     CRON_BATCH_FIRES,
     CRON_BATCH_SIZE,
@@ -36,97 +45,109 @@ from tickerq.stores.base import (
     lost_run_end,
     resolve_child,
 )
+from tickerq.stores.memory_rows import (
+    CronSchedule,
+    EndedRows,
+    Row,
+    descendants,
+    kind_name,
+    occurrence,
+    sort_key,
+    time_ticker,
+    utc,
+)
 from tickerq.stores.seeding import plan_seeding
 
-__all__ = ["MemoryStore"]
+__all__ = ["DEFAULT_HISTORY_LIMIT", "MemoryStore"]
 
 _PRIORITIES = (Priority.LONG_RUNNING, Priority.HIGH, Priority.NORMAL, Priority.LOW)
-_WAITING = frozenset({Status.IDLE, Status.QUEUED})
 
-
-class _Row(Job):
-    """A time ticker or occurrence as the memory store keeps it (mutable)."""
-
-    __slots__ = (
-        "attempts",
-        "awaiting_parent",
-        "cancel_requested",
-        "children",
-        "created_at",
-        "description",
-        "due_ts",
-        "elapsed_ms",
-        "error_message",
-        "error_type",
-        "executed_at",
-        "finished_at",
-        "fire_time",
-        "lease_until",
-        "lock_holder",
-        "locked_at",
-        "open_attempt",
-        "run_condition",
-        "skipped_reason",
-        "status",
-        "updated_at",
-        "version",
-    )
-
-    def __init__(self, **kwargs: Any) -> None:
-        extra = {k: kwargs.pop(k) for k in list(kwargs) if k not in Job.__slots__}
-        super().__init__(**kwargs)
-        self.status: Status = extra.get("status", Status.IDLE)
-        self.description: str = extra.get("description", "")
-        self.run_condition: RunCondition | None = extra.get("run_condition")
-        self.awaiting_parent: bool = extra.get("awaiting_parent", False)
-        self.created_at: datetime = extra["created_at"]
-        self.updated_at: datetime = extra["updated_at"]
-        self.children: list[_Row] = []
-        self.attempts: list[Attempt] = []
-        self.open_attempt: tuple[str, datetime] | None = None
-        self.fire_time: datetime | None = extra.get("fire_time")
-        self.version = 0
-        self.due_ts = 0.0
-        self.cancel_requested = False
-        self.lock_holder: str | None = None
-        self.locked_at: datetime | None = None
-        self.lease_until: datetime | None = None
-        self.executed_at: datetime | None = None
-        self.finished_at: datetime | None = None
-        self.elapsed_ms: float | None = None
-        self.error_type: str | None = None
-        self.error_message: str | None = None
-        self.skipped_reason: str | None = None
+DEFAULT_HISTORY_LIMIT = 100_000
+"""Ended rows a memory store keeps by default (about 1 KB each: ~100 MB at most)."""
 
 
 class MemoryStore(Store):
-    """Keeps everything in this process's memory."""
+    """Keeps everything in this process's memory.
 
-    def __init__(self) -> None:
-        self._rows: dict[UUID, _Row] = {}
+    ``history_limit`` bounds the ended rows kept (time tickers and cron
+    occurrences that finished, failed, were cancelled or skipped, with their
+    attempts): past it, the rows that ended first are dropped as others end.
+    A chain goes as a whole, once every row in it has ended, so a chain still
+    running can hold the count above the limit for a while. ``None`` keeps
+    every ended row (until the engine's ``retention`` purges them).
+    """
+
+    immediate = True
+    """Every call completes without suspending (the sync facade relies on it)."""
+
+    purge_step = 100
+    """Rows the engine's retention purges per call (about 1 ms of the event loop)."""
+
+    def __init__(self, *, history_limit: int | None = DEFAULT_HISTORY_LIMIT) -> None:
+        if history_limit is not None and (
+            isinstance(history_limit, bool)
+            or not isinstance(history_limit, int)
+            or history_limit < 0
+        ):
+            raise InvalidArgumentError(
+                f"history_limit must be an integer >= 0 or None, got {history_limit!r}"
+            )
+        self.history_limit = history_limit
+        """Most ended rows kept (None: no limit)."""
+        self._rows: dict[UUID, Row] = {}
         self._crons: dict[UUID, CronTicker] = {}
+        self._cron_schedule = CronSchedule()
         self._occurrence_keys: dict[tuple[UUID, datetime], UUID] = {}
-        self._cron_occurrences: dict[UUID, list[_Row]] = {}
-        self._heap: list[tuple[float, int, _Row, int]] = []
-        self._ready: dict[Priority, deque[tuple[_Row, int]]] = {p: deque() for p in _PRIORITIES}
+        self._cron_occurrences: dict[UUID, dict[UUID, Row]] = {}
+        self._heap: list[tuple[float, int, Row, int]] = []
+        self._ready: dict[Priority, deque[tuple[Row, int]]] = {p: deque() for p in _PRIORITIES}
+        self._moved_until = float("-inf")
+        """Rows in the ready FIFOs were all due by this time (the last claim's now)."""
         self._seq = itertools.count()
         self._nodes: dict[str, Node] = {}
+        self._ended = EndedRows()
+        self._ended_count = 0
+        """Ended rows stored (what ``history_limit`` bounds)."""
+        self._held: dict[UUID, Row] = {}
+        """Ended chain roots taken out of the end order because a row of their chain
+        still waits or runs; they go back in when a row of the chain ends."""
+
+    @classmethod
+    def from_url(cls, url: str) -> MemoryStore:
+        """The store for ``memory://`` or ``memory://?history_limit=N`` (``none``: no limit)."""
+        query = url.split("?", 1)[1] if "?" in url else ""
+        options: dict[str, Any] = {}
+        for name, value in parse_qsl(query, keep_blank_values=True):
+            if name != "history_limit":
+                raise InvalidArgumentError(
+                    f"unknown option {name!r} in store URL {url!r}; memory:// takes history_limit"
+                )
+            if value.strip().lower() == "none":
+                options[name] = None
+                continue
+            try:
+                options[name] = int(value)
+            except ValueError:
+                raise InvalidArgumentError(
+                    f"history_limit must be an integer >= 0 or 'none', got {value!r} in {url!r}"
+                ) from None
+        return cls(**options)
 
     # -- helpers -----------------------------------------------------------------------
 
-    def _schedule(self, row: _Row) -> None:
+    def _schedule(self, row: Row) -> None:
         """(Re)enter a waiting row in the due heap under a new version."""
         row.version += 1
         if row.status is Status.IDLE and not row.awaiting_parent and row.execution_time:
             row.due_ts = row.execution_time.timestamp()
             heapq.heappush(self._heap, (row.due_ts, next(self._seq), row, row.version))
 
-    def _announce(self, row: _Row, at: datetime) -> None:
+    def _announce(self, row: Row, at: datetime) -> None:
         bus = self.events
         if bus is not None and bus.active:
             bus.publish(TickerChanged(at, row.kind, row.id, row.function, row.status))
 
-    def _row(self, kind: TickerKind, ticker_id: UUID) -> _Row:
+    def _row(self, kind: TickerKind, ticker_id: UUID) -> Row:
         row = self._rows.get(ticker_id)
         if row is None or row.kind is not kind:
             name = "time ticker" if kind is TickerKind.TIME else "cron occurrence"
@@ -155,13 +176,13 @@ class MemoryStore(Store):
         rows = []
         for t in tickers:
             parent = self._rows.get(t.parent_id) if t.parent_id else None
-            row = _Row(
+            row = Row(
                 kind=TickerKind.TIME,
                 id=t.id,
                 function=t.function,
                 priority=t.priority,
                 request=t.request,
-                execution_time=_utc(t.execution_time),
+                execution_time=utc(t.execution_time),
                 retries=t.retries,
                 retry_intervals=t.retry_intervals,
                 retry_count=t.retry_count,
@@ -171,8 +192,8 @@ class MemoryStore(Store):
                 run_condition=t.run_condition,
                 awaiting_parent=parent is not None,
                 status=t.status,
-                created_at=_utc(t.created_at),
-                updated_at=_utc(t.updated_at),
+                created_at=utc(t.created_at),
+                updated_at=utc(t.updated_at),
             )
             self._rows[t.id] = row
             rows.append(row)
@@ -188,11 +209,12 @@ class MemoryStore(Store):
             else:
                 self._schedule(row)
             self._announce(row, row.created_at)
+        self._trim()
 
     async def get_time_ticker(self, ticker_id: UUID) -> TimeTicker | None:
         """A snapshot of one time ticker."""
         row = self._rows.get(ticker_id)
-        return _time_ticker(row) if row is not None and row.kind is TickerKind.TIME else None
+        return time_ticker(row) if row is not None and row.kind is TickerKind.TIME else None
 
     async def update_time_ticker(
         self, ticker_id: UUID, changes: Mapping[str, Any], allowed: frozenset[Status]
@@ -205,19 +227,19 @@ class MemoryStore(Store):
                 + " or ".join(sorted(s.name for s in allowed))
             )
         for key, value in changes.items():
-            setattr(row, key, _utc(value) if isinstance(value, datetime) else value)
+            setattr(row, key, utc(value) if isinstance(value, datetime) else value)
         self._schedule(row)
         self._announce(row, row.updated_at)
-        return _time_ticker(row)
+        return time_ticker(row)
 
     async def delete_time_tickers(self, ids: Sequence[UUID]) -> int:
         """Delete tickers and their descendants; running ones raise TickerStateError."""
-        doomed: list[_Row] = []
+        doomed: list[Row] = []
         for ticker_id in ids:
             row = self._rows.get(ticker_id)
             if row is None or row.kind is not TickerKind.TIME:
                 continue
-            doomed.extend(_descendants(row))
+            doomed.extend(descendants(row))
         for row in doomed:
             if row.status is Status.IN_PROGRESS:
                 raise TickerStateError(
@@ -225,18 +247,19 @@ class MemoryStore(Store):
                 )
         deleted = 0
         for row in doomed:
-            if self._rows.pop(row.id, None) is not None:
+            if self._rows.get(row.id) is row:
                 deleted += 1
-                row.version += 1
                 parent = self._rows.get(row.parent_id) if row.parent_id else None
+                self._forget(row)
                 if parent is not None and row in parent.children:
                     parent.children.remove(row)
+                    self._recheck_chain(parent)  # its chain may have no waiting row left
                 bus = self.events
                 if bus is not None and bus.active:
                     bus.publish(TickerDeleted(row.updated_at, row.kind, row.id))
         return deleted
 
-    def _matching(self, query: TickerQuery) -> list[_Row]:
+    def _matching(self, query: TickerQuery) -> list[Row]:
         statuses = set(query.statuses) if query.statuses else None
         text = query.text.lower() if query.text else None
         out = []
@@ -263,8 +286,8 @@ class MemoryStore(Store):
     async def query_time_tickers(self, query: TickerQuery) -> list[TimeTicker]:
         """Matching tickers, newest execution time first, paged."""
         rows = self._matching(query)
-        rows.sort(key=_sort_key, reverse=True)
-        return [_time_ticker(r) for r in rows[query.offset : query.offset + query.limit]]
+        rows.sort(key=sort_key, reverse=True)
+        return [time_ticker(r) for r in rows[query.offset : query.offset + query.limit]]
 
     async def count_time_tickers(self, query: TickerQuery) -> int:
         """How many tickers match."""
@@ -278,20 +301,24 @@ class MemoryStore(Store):
         before = row.status
         if before.is_final:
             raise TickerStateError(
-                f"{_kind_name(kind)} {ticker_id} has already ended ({before.name})"
+                f"{kind_name(kind)} {ticker_id} has already ended ({before.name})"
             )
         if before in (Status.IN_PROGRESS, Status.QUEUED):
             row.cancel_requested = True  # its node cancels it
             return before
         self._finish(row, Status.CANCELLED, now, skipped_reason=None)
         row.error_message = "cancelled before it started"
+        self._trim()
         return before
 
     async def retry_now(self, kind: TickerKind, ticker_id: UUID, now: datetime) -> None:
         """Make a ticker due now again."""
         row = self._row(kind, ticker_id)
         if row.status in (Status.IN_PROGRESS, Status.QUEUED):
-            raise TickerStateError(f"{_kind_name(kind)} {ticker_id} is {row.status.name}")
+            raise TickerStateError(f"{kind_name(kind)} {ticker_id} is {row.status.name}")
+        if row.status.is_final:
+            self._ended_count -= 1
+            self._held.pop(row.id, None)
         row.status = Status.IDLE
         row.execution_time = now
         row.awaiting_parent = False
@@ -326,14 +353,22 @@ class MemoryStore(Store):
         if cron.id in self._crons:
             raise DuplicateTickerError("cron ticker", cron.id)
         cron = cron.evolve(
-            next_fire_at=_utc(cron.next_fire_at),
-            created_at=_utc(cron.created_at),
-            updated_at=_utc(cron.updated_at),
+            next_fire_at=utc(cron.next_fire_at),
+            created_at=utc(cron.created_at),
+            updated_at=utc(cron.updated_at),
         )
-        self._crons[cron.id] = cron
-        self._cron_occurrences.setdefault(cron.id, [])
+        self._store_cron(cron)
+        self._cron_occurrences.setdefault(cron.id, {})
         self._announce_cron(cron.id, cron.updated_at)
         return cron
+
+    def _store_cron(self, cron: CronTicker) -> None:
+        """Keep ``cron`` (a new object on every change) and enter it in the schedule."""
+        self._crons[cron.id] = cron
+        schedule = self._cron_schedule
+        schedule.push(cron)
+        if len(schedule) > 2 * len(self._crons) + 64:  # mostly stale entries: start over
+            schedule.rebuild(iter(self._crons.values()))
 
     async def reconcile_seeded_crons(self, declared: Sequence[CronTicker]) -> SeedResult:
         """Make the seeded crons match ``declared`` (see Store); atomic: no await inside."""
@@ -366,9 +401,9 @@ class MemoryStore(Store):
         if cron is None:
             raise TickerNotFoundError("cron ticker", cron_id)
         cron = cron.evolve(
-            **{k: _utc(v) if isinstance(v, datetime) else v for k, v in changes.items()}
+            **{k: utc(v) if isinstance(v, datetime) else v for k, v in changes.items()}
         )
-        self._crons[cron_id] = cron
+        self._store_cron(cron)
         self._announce_cron(cron_id, cron.updated_at)
         return cron
 
@@ -382,10 +417,9 @@ class MemoryStore(Store):
         """Delete a cron and its waiting occurrences (and, unless ``keep_ended``, its
         ended ones); a running occurrence stays until it ends."""
         cron = self._crons.pop(cron_id)
-        for row in self._cron_occurrences.pop(cron_id, []):
+        for row in self._cron_occurrences.pop(cron_id, {}).values():
             if row.status is not Status.IN_PROGRESS and not (keep_ended and row.status.is_final):
-                self._rows.pop(row.id, None)
-                row.version += 1
+                self._forget(row)
             self._occurrence_keys.pop((cron_id, row.fire_time), None)  # type: ignore[arg-type]
         bus = self.events
         if bus is not None and bus.active:
@@ -397,12 +431,8 @@ class MemoryStore(Store):
         return sorted(crons, key=lambda c: c.created_at)
 
     async def due_cron_tickers(self, now: datetime) -> list[CronTicker]:
-        """Enabled crons with a fire at or before ``now``."""
-        return [
-            c
-            for c in self._crons.values()
-            if c.enabled and c.next_fire_at is not None and c.next_fire_at <= now
-        ]
+        """Enabled crons with a fire at or before ``now`` (O(log n) a due cron)."""
+        return self._cron_schedule.due(self._crons, now)
 
     async def advance_cron_ticker(
         self,
@@ -419,12 +449,12 @@ class MemoryStore(Store):
         if cron is None or cron.next_fire_at != expected_next:
             return 0
         created = 0
-        occurrences = self._cron_occurrences.setdefault(cron_id, [])
+        occurrences = self._cron_occurrences.setdefault(cron_id, {})
         for fire in fires:
             key = (cron_id, fire)
             if key in self._occurrence_keys:
                 continue
-            row = _Row(
+            row = Row(
                 kind=TickerKind.CRON_OCCURRENCE,
                 id=uuid4(),
                 function=cron.function,
@@ -442,11 +472,11 @@ class MemoryStore(Store):
             )
             self._rows[row.id] = row
             self._occurrence_keys[key] = row.id
-            occurrences.append(row)
+            occurrences[row.id] = row
             self._schedule(row)
             self._announce(row, now)
             created += 1
-        self._crons[cron_id] = cron.evolve(next_fire_at=new_next)
+        self._store_cron(cron.evolve(next_fire_at=new_next))
         return created
 
     async def materialize_crons(
@@ -492,15 +522,15 @@ class MemoryStore(Store):
         """Occurrences of a cron, newest first."""
         if cron_id not in self._crons:
             raise TickerNotFoundError("cron ticker", cron_id)
-        rows = list(reversed(self._cron_occurrences.get(cron_id, [])))
-        return [_occurrence(r) for r in rows[offset : offset + limit]]
+        rows = reversed(self._cron_occurrences.get(cron_id, {}).values())
+        return [occurrence(r) for r in itertools.islice(rows, offset, offset + limit)]
 
     async def get_occurrence(self, occurrence_id: UUID) -> CronOccurrence | None:
         """One occurrence."""
         row = self._rows.get(occurrence_id)
         if row is None or row.kind is not TickerKind.CRON_OCCURRENCE:
             return None
-        return _occurrence(row)
+        return occurrence(row)
 
     def _announce_cron(self, cron_id: UUID, at: datetime) -> None:
         bus = self.events
@@ -509,7 +539,7 @@ class MemoryStore(Store):
 
     # -- engine work ---------------------------------------------------------------------
 
-    def _valid(self, row: _Row, version: int) -> bool:
+    def _valid(self, row: Row, version: int) -> bool:
         return (
             row.version == version
             and row.status is Status.IDLE
@@ -536,33 +566,42 @@ class MemoryStore(Store):
             t = heap[0][2].execution_time
             if t is not None and (best is None or t < best):
                 best = t
-        for cron in self._crons.values():
-            t = cron.next_fire_at
-            if cron.enabled and t is not None and (best is None or t < best):
-                best = t
+        t = self._cron_schedule.first_after(self._crons, None)
+        if t is not None and (best is None or t < best):
+            best = t
         return best
 
     def _next_due_after(self, after: datetime) -> datetime | None:
-        """What is due first after ``after``; rows due by then could not be claimed, so
-        the ready FIFOs are looked through (they hold only such rows then)."""
-        times = [
-            row.execution_time
-            for queue in self._ready.values()
-            for row, version in queue
-            if self._valid(row, version)
-        ]
+        """What is due first after ``after``. Rows due by then could not be claimed; the
+        ready FIFOs hold only rows due by the last claim, so they count only when
+        ``after`` is earlier than that claim (never, from the engine)."""
+        after_ts = after.timestamp()
+        times: list[datetime | None] = []
+        if after_ts < self._moved_until:
+            times.extend(
+                row.execution_time
+                for queue in self._ready.values()
+                for row, version in queue
+                if self._valid(row, version)
+            )
         heap = self._heap
-        if heap and heap[0][0] > after.timestamp():
+        passed = []  # current entries due by ``after``: not the answer, put back after
+        while heap and (heap[0][0] <= after_ts or not self._valid(heap[0][2], heap[0][3])):
+            entry = heapq.heappop(heap)
+            if self._valid(entry[2], entry[3]):
+                passed.append(entry)
+        if heap:
             times.append(heap[0][2].execution_time)
-        else:
-            times.extend(r.execution_time for _, _, r, v in heap if self._valid(r, v))
-        times.extend(c.next_fire_at for c in self._crons.values() if c.enabled)
+        for entry in passed:
+            heapq.heappush(heap, entry)
+        times.append(self._cron_schedule.first_after(self._crons, after))
         later = [t for t in times if t is not None and t > after]
         return min(later, default=None)
 
     def _move_due(self, now: datetime) -> None:
         """Move rows due by ``now`` from the time heap to their priority's FIFO."""
         now_ts = now.timestamp()
+        self._moved_until = max(self._moved_until, now_ts)
         heap = self._heap
         ready = self._ready
         while heap and heap[0][0] <= now_ts:
@@ -595,7 +634,7 @@ class MemoryStore(Store):
             if not queue:
                 continue
             unlimited = priority is Priority.LONG_RUNNING
-            held: list[tuple[_Row, int]] = []
+            held: list[tuple[Row, int]] = []
             while queue and (unlimited or slots > 0):
                 row, version = queue.popleft()
                 if not self._valid(row, version):
@@ -617,7 +656,7 @@ class MemoryStore(Store):
                 queue.extendleft(reversed(held))
         return claimed
 
-    def _start(self, row: _Row, node: str, now: datetime, lease_until: datetime) -> None:
+    def _start(self, row: Row, node: str, now: datetime, lease_until: datetime) -> None:
         """IDLE -> IN_PROGRESS for ``node`` with an open attempt; IN_PROGRESS children start."""
         row.status = Status.IN_PROGRESS
         row.claim += 1
@@ -677,21 +716,27 @@ class MemoryStore(Store):
                 self._announce(row, outcome.finished_at)
             else:
                 self._finish(row, outcome.status, outcome.finished_at, outcome.skipped_reason)
+        self._trim()
 
-    def _finish(self, row: _Row, status: Status, now: datetime, skipped_reason: str | None) -> None:
+    def _finish(self, row: Row, status: Status, now: datetime, skipped_reason: str | None) -> None:
         """Put a row in a final status and resolve its waiting children."""
+        if not row.status.is_final:
+            self._ended_count += 1
         row.status = status
         row.finished_at = now
         row.updated_at = now
         row.skipped_reason = skipped_reason
         row.lock_holder = row.locked_at = row.lease_until = None
         row.version += 1
+        self._ended.push(row)
         self._announce(row, now)
         for child in row.children:
             if child.awaiting_parent and child.status is Status.IDLE:
                 self._resolve_child(child, status, now)
+        if row.parent_id is not None:
+            self._recheck_chain(row)
 
-    def _resolve_child(self, child: _Row, parent_status: Status, now: datetime) -> None:
+    def _resolve_child(self, child: Row, parent_status: Status, now: datetime) -> None:
         if child.run_condition is not RunCondition.IN_PROGRESS and resolve_child(
             child.run_condition, parent_status
         ):
@@ -706,7 +751,7 @@ class MemoryStore(Store):
             f"run condition {condition} did not match the parent's status {parent_status.name}",
         )
 
-    def _release_child(self, child: _Row, now: datetime) -> None:
+    def _release_child(self, child: Row, now: datetime) -> None:
         child.awaiting_parent = False
         if child.execution_time is None or child.execution_time < now:
             child.execution_time = now
@@ -774,9 +819,10 @@ class MemoryStore(Store):
             row.updated_at = now
             self._schedule(row)
             self._announce(row, now)
+        self._trim()
         return len(lapsed)
 
-    def _close_lost_attempt(self, row: _Row, now: datetime) -> None:
+    def _close_lost_attempt(self, row: Row, now: datetime) -> None:
         if row.open_attempt is None or row.lock_holder is None:
             return
         node, started = row.open_attempt
@@ -804,87 +850,83 @@ class MemoryStore(Store):
         self._nodes.pop(node_id, None)
 
     async def purge(self, finished_before: datetime, limit: int) -> int:
-        """Delete old ended rows whose chain has ended too."""
-        doomed: list[_Row] = []
-        for row in self._rows.values():
-            if len(doomed) >= limit:
+        """Delete old ended chains (or single rows) oldest first, at O(log n) a row.
+
+        A chain goes as a whole, when its root's turn comes and every row in it
+        has ended (waiting chain children keep their parent); the count includes
+        the chain's rows.
+        """
+        before = finished_before.timestamp()
+        dropped = 0
+        while dropped < limit:
+            root = self._oldest_droppable(before)
+            if root is None:
                 break
-            if (
-                row.status.is_final
-                and row.finished_at is not None
-                and row.finished_at < finished_before
-                and all(c.status.is_final for c in _descendants(row))
-            ):
-                doomed.append(row)
-        for row in doomed:
-            self._rows.pop(row.id, None)
-            row.version += 1
-            parent = self._rows.get(row.parent_id) if row.parent_id else None
-            if parent is not None and row in parent.children:
-                parent.children.remove(row)
-            if row.cron_ticker_id is not None and row.execution_time is not None:
-                occurrences = self._cron_occurrences.get(row.cron_ticker_id)
-                if occurrences is not None and row in occurrences:
-                    occurrences.remove(row)
-        return len(doomed)
+            dropped += self._drop_chain(root)
+        return dropped
+
+    # -- bounded history -------------------------------------------------------------------
+
+    def _trim(self) -> None:
+        """Drop the chains that ended first until at most ``history_limit`` ended rows
+        are kept (amortized O(log n) a row: each ended row is dropped once)."""
+        limit = self.history_limit
+        while limit is not None and self._ended_count > limit:
+            root = self._oldest_droppable(None)
+            if root is None:
+                break  # the rest are in chains that still run
+            self._drop_chain(root)
+
+    def _oldest_droppable(self, before: float | None) -> Row | None:
+        """The ended chain root that ended first (before ``before``) whose chain has
+        ended too. Roots of chains still running are held aside until a row of
+        theirs ends; ended rows inside a chain go with their root, not alone."""
+        while (row := self._ended.pop_oldest(before)) is not None:
+            if self._rows.get(row.id) is not row:
+                continue
+            parent = self._rows.get(row.parent_id) if row.parent_id is not None else None
+            if parent is not None:
+                continue  # dropped with its chain's root
+            if row.children and not all(r.status.is_final for r in descendants(row)):
+                self._held[row.id] = row
+                continue
+            return row
+        return None
+
+    def _recheck_chain(self, row: Row) -> None:
+        """A row of a chain ended or went: its root, if held aside, may go now."""
+        root = row
+        while root.parent_id is not None and (parent := self._rows.get(root.parent_id)):
+            root = parent
+        held = self._held.pop(root.id, None)
+        if held is not None and held.status.is_final:
+            self._ended.push(held)
+
+    def _drop_chain(self, root: Row) -> int:
+        """Delete ``root`` (ended, with no stored parent) and its chain; how many rows went."""
+        chain = descendants(root)
+        for row in chain:
+            self._forget(row)
+        return len(chain)
+
+    def _forget(self, row: Row) -> None:
+        """Take ``row`` out of every structure of the store (not out of its parent's
+        children: the caller does that when the parent stays)."""
+        if self._rows.pop(row.id, None) is None:
+            return
+        row.version += 1  # retires its entries in the due heap, FIFOs and end order
+        if row.status.is_final:
+            self._ended_count -= 1
+        self._held.pop(row.id, None)
+        if row.cron_ticker_id is not None:
+            occurrences = self._cron_occurrences.get(row.cron_ticker_id)
+            if occurrences is not None:
+                occurrences.pop(row.id, None)
+            if row.fire_time is not None:
+                key = (row.cron_ticker_id, row.fire_time)
+                if self._occurrence_keys.get(key) == row.id:
+                    del self._occurrence_keys[key]
 
     async def cancel_requested(self, ids: Sequence[UUID]) -> list[UUID]:
         """Running ids flagged for cancellation."""
         return [i for i in ids if (r := self._rows.get(i)) is not None and r.cancel_requested]
-
-
-def _utc(value: Any) -> Any:
-    """An aware datetime in UTC (as the SQL stores return them); anything else unchanged."""
-    if isinstance(value, datetime) and value.tzinfo is not UTC and value.tzinfo is not None:
-        return value.astimezone(UTC)
-    return value
-
-
-def _descendants(row: _Row) -> list[_Row]:
-    out = [row]
-    for child in row.children:
-        out.extend(_descendants(child))
-    return out
-
-
-_EPOCH = datetime.min.replace(tzinfo=UTC)
-
-
-def _sort_key(row: _Row) -> tuple[datetime, datetime]:
-    return (row.execution_time or _EPOCH, row.created_at)
-
-
-def _kind_name(kind: TickerKind) -> str:
-    return "time ticker" if kind is TickerKind.TIME else "cron occurrence"
-
-
-def _time_ticker(row: _Row) -> TimeTicker:
-    return TimeTicker(
-        id=row.id,
-        function=row.function,
-        execution_time=row.execution_time,
-        request=row.request,
-        status=row.status,
-        priority=row.priority,
-        retries=row.retries,
-        retry_intervals=row.retry_intervals,
-        retry_count=row.retry_count,
-        timeout=row.timeout,
-        description=row.description,
-        parent_id=row.parent_id,
-        run_condition=row.run_condition,
-        **run_state(row),
-    )
-
-
-def _occurrence(row: _Row) -> CronOccurrence:
-    assert row.cron_ticker_id is not None and row.fire_time is not None
-    return CronOccurrence(
-        id=row.id,
-        cron_ticker_id=row.cron_ticker_id,
-        function=row.function,
-        execution_time=row.fire_time,
-        status=row.status,
-        retry_count=row.retry_count,
-        **run_state(row),
-    )

@@ -1,0 +1,245 @@
+"""The memory store's rows and the ordered indexes it keeps over them.
+
+Rows are mutable objects; an index entry carries the row's ``version`` when it
+was made, so an entry whose row changed since is stale and skipped when it
+comes up (lazy invalidation: no index is ever searched to remove an entry).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+from tickerq.enums import RunCondition, Status, TickerKind
+from tickerq.models import Attempt, CronOccurrence, CronTicker, TimeTicker, run_state
+from tickerq.stores.base import Job
+
+__all__ = [
+    "CronSchedule",
+    "EndedRows",
+    "Row",
+    "descendants",
+    "kind_name",
+    "occurrence",
+    "sort_key",
+    "time_ticker",
+    "utc",
+]
+
+
+class Row(Job):
+    """A time ticker or occurrence as the memory store keeps it (mutable)."""
+
+    __slots__ = (
+        "attempts",
+        "awaiting_parent",
+        "cancel_requested",
+        "children",
+        "created_at",
+        "description",
+        "due_ts",
+        "elapsed_ms",
+        "error_message",
+        "error_type",
+        "executed_at",
+        "finished_at",
+        "fire_time",
+        "lease_until",
+        "lock_holder",
+        "locked_at",
+        "open_attempt",
+        "run_condition",
+        "skipped_reason",
+        "status",
+        "updated_at",
+        "version",
+    )
+
+    def __init__(self, **kwargs: Any) -> None:
+        extra = {k: kwargs.pop(k) for k in list(kwargs) if k not in Job.__slots__}
+        super().__init__(**kwargs)
+        self.status: Status = extra.get("status", Status.IDLE)
+        self.description: str = extra.get("description", "")
+        self.run_condition: RunCondition | None = extra.get("run_condition")
+        self.awaiting_parent: bool = extra.get("awaiting_parent", False)
+        self.created_at: datetime = extra["created_at"]
+        self.updated_at: datetime = extra["updated_at"]
+        self.children: list[Row] = []
+        self.attempts: list[Attempt] = []
+        self.open_attempt: tuple[str, datetime] | None = None
+        self.fire_time: datetime | None = extra.get("fire_time")
+        self.version = 0
+        self.due_ts = 0.0
+        self.cancel_requested = False
+        self.lock_holder: str | None = None
+        self.locked_at: datetime | None = None
+        self.lease_until: datetime | None = None
+        self.executed_at: datetime | None = None
+        self.finished_at: datetime | None = None
+        self.elapsed_ms: float | None = None
+        self.error_type: str | None = None
+        self.error_message: str | None = None
+        self.skipped_reason: str | None = None
+
+
+def utc(value: Any) -> Any:
+    """An aware datetime in UTC (as the SQL stores return them); anything else unchanged."""
+    if isinstance(value, datetime) and value.tzinfo is not UTC and value.tzinfo is not None:
+        return value.astimezone(UTC)
+    return value
+
+
+def descendants(row: Row) -> list[Row]:
+    out = [row]
+    for child in row.children:
+        out.extend(descendants(child))
+    return out
+
+
+_EPOCH = datetime.min.replace(tzinfo=UTC)
+
+
+def sort_key(row: Row) -> tuple[datetime, datetime]:
+    return (row.execution_time or _EPOCH, row.created_at)
+
+
+def kind_name(kind: TickerKind) -> str:
+    return "time ticker" if kind is TickerKind.TIME else "cron occurrence"
+
+
+def time_ticker(row: Row) -> TimeTicker:
+    return TimeTicker(
+        id=row.id,
+        function=row.function,
+        execution_time=row.execution_time,
+        request=row.request,
+        status=row.status,
+        priority=row.priority,
+        retries=row.retries,
+        retry_intervals=row.retry_intervals,
+        retry_count=row.retry_count,
+        timeout=row.timeout,
+        description=row.description,
+        parent_id=row.parent_id,
+        run_condition=row.run_condition,
+        **run_state(row),
+    )
+
+
+def occurrence(row: Row) -> CronOccurrence:
+    assert row.cron_ticker_id is not None and row.fire_time is not None
+    return CronOccurrence(
+        id=row.id,
+        cron_ticker_id=row.cron_ticker_id,
+        function=row.function,
+        execution_time=row.fire_time,
+        status=row.status,
+        retry_count=row.retry_count,
+        **run_state(row),
+    )
+
+
+class EndedRows:
+    """Ended rows in the order they ended (``finished_at``): what bounded history and
+    retention drop, oldest first, at O(log n) a row and never by walking every row.
+
+    An entry is current while its row keeps the version it had when it ended
+    (a retry, a delete or a drop bumps the version and so retires the entry).
+    """
+
+    __slots__ = ("_heap", "_seq")
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, Row, int]] = []
+        self._seq = itertools.count()
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def push(self, row: Row) -> None:
+        """Note that ``row`` has just ended (its ``finished_at`` is set)."""
+        assert row.finished_at is not None
+        heapq.heappush(self._heap, (row.finished_at.timestamp(), next(self._seq), row, row.version))
+
+    def pop_oldest(self, before: float | None = None) -> Row | None:
+        """The row that ended first (and before ``before``, a timestamp), taken out of
+        the order; None when there is none. Stale entries met on the way are dropped."""
+        heap = self._heap
+        while heap:
+            finished, _, row, version = heap[0]
+            if before is not None and finished >= before:
+                return None
+            heapq.heappop(heap)
+            if row.version == version and row.status.is_final:
+                return row
+        return None
+
+
+class CronSchedule:
+    """Enabled cron tickers by next fire time, so the engine's "what is due next" and
+    "which crons are due" cost O(log n) whatever the number of crons.
+
+    Cron tickers are immutable: every change stores a new object. An entry is
+    current while the store still holds that very object for its id (and it is
+    enabled, with a next fire); any other entry is stale and dropped when met.
+    """
+
+    __slots__ = ("_heap", "_seq")
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, CronTicker]] = []
+        self._seq = itertools.count()
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def push(self, cron: CronTicker) -> None:
+        """Enter the cron (as just stored) under its next fire time, if it has one."""
+        if cron.enabled and cron.next_fire_at is not None:
+            heapq.heappush(self._heap, (cron.next_fire_at.timestamp(), next(self._seq), cron))
+
+    def rebuild(self, crons: Iterator[CronTicker]) -> None:
+        """Start over from the stored crons (drops every stale entry at once)."""
+        self._heap = []
+        for cron in crons:
+            self.push(cron)
+
+    def _drop_stale(self, crons: dict[Any, CronTicker]) -> None:
+        heap = self._heap
+        while heap and crons.get(heap[0][2].id) is not heap[0][2]:
+            heapq.heappop(heap)
+
+    def due(self, crons: dict[Any, CronTicker], now: datetime) -> list[CronTicker]:
+        """Enabled crons whose next fire is at or before ``now``, earliest first (they
+        stay in the schedule: only advancing a cron moves it)."""
+        return self._take(crons, now, keep=True)
+
+    def first_after(self, crons: dict[Any, CronTicker], after: datetime | None) -> datetime | None:
+        """The earliest next fire (later than ``after``, if given)."""
+        taken = self._take(crons, after, keep=False) if after is not None else []
+        self._drop_stale(crons)
+        first = self._heap[0][2].next_fire_at if self._heap else None
+        for cron in taken:
+            self.push(cron)
+        return first
+
+    def _take(
+        self, crons: dict[Any, CronTicker], until: datetime, *, keep: bool
+    ) -> list[CronTicker]:
+        """Current entries due at or before ``until``, popped (pushed back when ``keep``)."""
+        heap = self._heap
+        until_ts = until.timestamp()
+        out: list[CronTicker] = []
+        seen: set[Any] = set()
+        while heap and heap[0][0] <= until_ts:
+            _, _, cron = heapq.heappop(heap)
+            if crons.get(cron.id) is cron and cron.id not in seen:
+                seen.add(cron.id)
+                out.append(cron)
+        if keep:
+            for cron in out:
+                self.push(cron)
+        return out
