@@ -479,21 +479,22 @@ class EngineWork(SqlBase):
         await self.write(tx)
 
     async def purge(self, finished_before: datetime, limit: int) -> int:
-        """Delete a batch of old ended rows; rows with a waiting child stay."""
+        """Delete a batch of old ended rows, leaves of chains first.
+
+        A row with children stays until they are gone (ended and purged in their
+        own turn): deleting it would take a descendant still waiting with it
+        (ON DELETE CASCADE), however deep the chain is.
+        """
         final = [s.value for s in Status if s.is_final]
         child = tickers.alias("child")
-        waiting_child = (
-            select(child.c.id)
-            .where(child.c.parent_id == T.id, child.c.status.not_in(final))
-            .exists()
-        )
+        has_child = select(child.c.id).where(child.c.parent_id == T.id).exists()
 
         def tx(conn: Connection) -> int:
             ids = list(
                 (
                     conn.execute(
                         select(T.id)
-                        .where(T.status.in_(final), T.finished_at < finished_before, ~waiting_child)
+                        .where(T.status.in_(final), T.finished_at < finished_before, ~has_child)
                         .order_by(T.finished_at)
                         .limit(limit)
                     )
@@ -502,7 +503,6 @@ class EngineWork(SqlBase):
             if not ids:
                 return 0
             conn.execute(delete(attempts).where(attempts.c.ticker_id.in_(ids)))
-            # children that ended are purged with their parent (ON DELETE CASCADE)
             result = conn.execute(delete(tickers).where(T.id.in_(ids)))
             return max(int(result.rowcount), len(ids))
 
