@@ -102,13 +102,15 @@ WITH fin AS (
     RETURNING t.id, t.kind, t.function, t.priority, t.request, t.execution_time,
         t.retries, t.retry_intervals, t.retry_count, t.timeout, t.cron_ticker_id,
         t.parent_id, t.claims, t.stale_restarts,
-        EXISTS (SELECT 1 FROM tickerq_tickers c WHERE c.parent_id = t.id) AS has_children
+        coalesce((SELECT true FROM tickerq_tickers c WHERE c.parent_id = t.id LIMIT 1), false)
+            AS has_children
 ), kids AS (
     UPDATE tickerq_tickers c SET
         awaiting_parent = false,
         execution_time = greatest(c.execution_time, $16),
         updated_at = $16
-    WHERE c.parent_id = ANY(ARRAY(SELECT id FROM claimed WHERE has_children))
+    WHERE EXISTS (SELECT 1 FROM claimed WHERE has_children)
+      AND c.parent_id = ANY(ARRAY(SELECT id FROM claimed WHERE has_children))
       AND c.awaiting_parent AND c.status = '{Status.IDLE.value}'
       AND c.run_condition = '{RunCondition.IN_PROGRESS.value}'
 )
@@ -188,13 +190,22 @@ class HotPath:
             return await asyncpg.connect(self.url, timeout=10, statement_cache_size=0)
         # One plan for the statement, made once: PostgreSQL would otherwise plan
         # this many-CTE statement on every call (its custom plans looked no
-        # worse), which costs more than running it. No JIT: its compile time is
-        # wasted on a statement that reads a few index entries (the generic plan
-        # cannot see the LIMIT, and its estimates could trigger it).
+        # worse), which costs more than running it. That plan lives as long as
+        # the connection, made from the statistics of the moment: a node that
+        # started on an empty table got sequential scans (cheapest for a few
+        # rows), then paid for every row the table gained. No sequential scan
+        # here: every row the statement touches is found by an index (ids, the
+        # waiting index, parents), whatever the table held when it was planned.
+        # No JIT: its compile time is wasted on a statement that reads a few
+        # index entries (the generic plan cannot see the LIMIT).
         return await asyncpg.connect(
             self.url,
             timeout=10,
-            server_settings={"plan_cache_mode": "force_generic_plan", "jit": "off"},
+            server_settings={
+                "plan_cache_mode": "force_generic_plan",
+                "jit": "off",
+                "enable_seqscan": "off",
+            },
         )
 
     async def close(self) -> None:
