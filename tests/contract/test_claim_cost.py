@@ -101,7 +101,7 @@ async def _hot_cost(store: SqlStore) -> int:
     db = hot._connect()  # type: ignore[union-attr]
     db.set_progress_handler(steps, 10)
     try:
-        jobs = await hot.finish_and_claim(
+        jobs, _ = await hot.finish_and_claim(
             now,
             node="n1",
             lease_until=now + timedelta(minutes=1),

@@ -2,18 +2,35 @@
 
 from __future__ import annotations
 
+import asyncio
+import random
+from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import pytest
 
 from support import START
-from tickerq import Node, Priority, RunCondition, Status, TickerNotFoundError, TickerQ
+from tickerq import (
+    Node,
+    Priority,
+    RunCondition,
+    Status,
+    TickerContext,
+    TickerNotFoundError,
+    TickerQ,
+)
 from tickerq.enums import TickerKind
+from tickerq.models import TimeTicker
+from tickerq.stores.base import Job
 
 if TYPE_CHECKING:
     from contract.conftest import Ops
+
+
+async def _noop(ctx: TickerContext) -> None:
+    return None
 
 
 # -- claim (which starts) / complete -----------------------------------------------------
@@ -200,6 +217,69 @@ async def test_in_progress_child_added_to_a_running_parent_starts(app: TickerQ, 
     waiting = await ops.add("beta", parent_id=parent.id)
     assert [j.id for j in await ops.claim()] == [child.id]
     assert (await app.time_tickers.get(waiting.id)).status is Status.IDLE
+
+
+@pytest.mark.parametrize("end", ["complete", "claim"])
+async def test_child_added_to_a_running_parent_is_resolved_when_it_ends(
+    app: TickerQ, ops: Ops, end: str
+) -> None:
+    """The parent's job was claimed before it had children: its end still resolves them
+    (CI once saw such a child wait forever: the claim's "has children" was trusted)."""
+    parent = await ops.add("alpha")
+    job = await ops.claim_one(parent.id)
+    runs = await ops.add("beta", parent_id=parent.id, run_condition=RunCondition.ON_SUCCESS)
+    skipped = await ops.add("beta", parent_id=parent.id, run_condition=RunCondition.ON_FAILURE)
+    below = await ops.add("gamma", parent_id=skipped.id)
+    if end == "complete":
+        await ops.complete(job, Status.DONE, finished_at=ops.at(1))
+    else:
+        await ops.store.claim(
+            ops.at(1),
+            node="node-a",
+            lease_until=ops.at(60),
+            slots=0,
+            capacity={},
+            functions=["alpha", "beta", "gamma"],
+            finished=[ops.outcome(job, Status.DONE, finished_at=ops.at(1))],
+        )
+    assert (await ops.get(parent.id)).status is Status.DONE
+    assert (await ops.get(skipped.id)).status is Status.SKIPPED
+    assert (await ops.get(below.id)).status is Status.SKIPPED
+    assert [j.id for j in await ops.claim(ops.at(2))] == [runs.id]
+    attempts = await app.time_tickers.attempts(parent.id)
+    assert [a.status for a in attempts] == [Status.DONE]
+
+
+async def test_a_child_added_as_its_parent_ends_is_never_stranded(
+    app: TickerQ, ops: Ops, make_app: Callable[..., TickerQ], store_kind: str
+) -> None:
+    """Children are added from another connection while their parent's run ends,
+    in random interleavings: each is resolved, whichever commits first."""
+    other = app
+    if store_kind != "memory":  # a memory store is not shared between apps
+        other = make_app(node_id="node-b")
+        other.function("beta")(_noop)
+        await other.open()
+    rng = random.Random(7)
+    children: list[UUID] = []
+    for _ in range(40):
+        parent = await ops.add("alpha")
+        job = await ops.claim_one(parent.id, functions=["alpha"])
+
+        async def add_child(parent_id: UUID = parent.id) -> TimeTicker:
+            await asyncio.sleep(rng.random() * 0.004)
+            return await other.time_tickers.add(
+                "beta", parent_id=parent_id, run_condition=RunCondition.ON_SUCCESS
+            )
+
+        async def end(job: Job = job) -> None:
+            await asyncio.sleep(rng.random() * 0.004)
+            await ops.complete(job, Status.DONE)
+
+        child, _ = await asyncio.gather(add_child(), end())
+        children.append(child.id)
+    released = await ops.claim(ops.at(10), slots=1000, functions=["beta"])
+    assert sorted(j.id for j in released) == sorted(children)
 
 
 # -- a node that lost its lock ---------------------------------------------------------

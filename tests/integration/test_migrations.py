@@ -164,7 +164,7 @@ def _has_table(conn: Connection, name: str) -> bool:
 
 
 def test_head_is_schema_version() -> None:
-    assert migrate.head_revision() == SCHEMA_VERSION == "0004"
+    assert migrate.head_revision() == SCHEMA_VERSION == "0005"
 
 
 async def test_fresh_database_gets_exactly_the_schema(url: str) -> None:
@@ -470,3 +470,35 @@ async def _upgrade_with_numbers(sqlite_url: str, engine: AsyncEngine) -> None:
             assert ticker.request == value and type(ticker.request) is type(value), text
     finally:
         await store.close()
+
+
+async def test_upgrade_to_0005_marks_the_parents_that_have_children(
+    url: str, engine: AsyncEngine
+) -> None:
+    """0005 keeps "has children" on the row; parents stored before it get it set, so
+    their runs' ends still resolve their waiting children."""
+    await migrate.upgrade(engine, "0004")
+    parent, child, alone = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    insert = sa.text(
+        "INSERT INTO tickerq_tickers (id, kind, function, status, priority, retries,"
+        " retry_count, description, parent_id, awaiting_parent, cancel_requested,"
+        " created_at, updated_at) VALUES (:id, 'TIME', 'f', 'IDLE', 1, 0, 0, '', :parent,"
+        " :waits, false, '2026-01-01 00:00:00', '2026-01-01 00:00:00')"
+    )
+    hexed = url.startswith("sqlite")  # SQLAlchemy keeps uuids as 32 hex digits there
+
+    def key(value: uuid.UUID | None) -> Any:
+        return value.hex if hexed and value is not None else value
+
+    async with engine.begin() as conn:
+        for row, parent_id in ((parent, None), (child, parent), (alone, None)):
+            await conn.execute(
+                insert, {"id": key(row), "parent": key(parent_id), "waits": parent_id is not None}
+            )
+    await migrate.upgrade(engine)
+    async with engine.begin() as conn:
+        marked = {
+            (uuid.UUID(hex=r[0]) if hexed else r[0]): bool(r[1])
+            for r in await conn.execute(sa.text("SELECT id, has_children FROM tickerq_tickers"))
+        }
+    assert marked == {parent: True, child: False, alone: False}

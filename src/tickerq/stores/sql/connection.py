@@ -58,7 +58,7 @@ TIME, OCCURRENCE = TickerKind.TIME.value, TickerKind.CRON_OCCURRENCE.value
 JOB_COLUMNS = (
     T.id, T.kind, T.function, T.priority, T.request, T.execution_time, T.fire_time,
     T.retries, T.retry_intervals, T.retry_count, T.timeout, T.cron_ticker_id, T.parent_id,
-    T.claims, T.stale_restarts,
+    T.claims, T.stale_restarts, T.has_children,
 )  # fmt: skip
 
 

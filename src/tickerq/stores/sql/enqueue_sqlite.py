@@ -51,7 +51,7 @@ _COLUMNS = (
     "id", "kind", "function", "status", "priority", "execution_time", "request", "retries",
     "retry_intervals", "retry_count", "timeout", "description", "parent_id", "run_condition",
     "awaiting_parent", "cancel_requested", "claims", "stale_restarts", "created_at",
-    "updated_at",
+    "updated_at", "has_children",
 )  # fmt: skip
 _INSERT = (
     f"INSERT INTO tickerq_tickers ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
@@ -71,7 +71,7 @@ def _json(value: Any) -> str:
     return "null" if value is None else json.dumps(value)
 
 
-def _row(t: TimeTicker) -> tuple[Any, ...]:
+def _row(t: TimeTicker, has_children: bool) -> tuple[Any, ...]:
     """The column values (in ``_COLUMNS`` order) of a new time ticker row."""
     created = _text(t.created_at)
     updated = created if t.updated_at == t.created_at else _text(t.updated_at)
@@ -84,7 +84,7 @@ def _row(t: TimeTicker) -> tuple[Any, ...]:
         _json(intervals), t.retry_count, t.timeout, t.description,
         None if parent is None else parent.hex,
         None if t.run_condition is None else t.run_condition.value,
-        0 if parent is None else 1, 0, 0, 0, created, updated,
+        0 if parent is None else 1, 0, 0, 0, created, updated, 1 if has_children else 0,
     )  # fmt: skip
 
 
@@ -121,7 +121,9 @@ class SqliteEnqueue:
         Raises DuplicateTickerError or TickerNotFoundError (nothing stored).
         """
         loop = asyncio.get_running_loop()
-        add = _Add([_row(t) for t in new], [p.hex for p in outside], loop.create_future())
+        parents = {t.parent_id for t in new}
+        rows = [_row(t, t.id in parents) for t in new]
+        add = _Add(rows, [p.hex for p in outside], loop.create_future())
         if loop is not self._loop:
             if self._busy or self._scheduled:  # adds of another loop are under way
                 return _outcome((await self._submit(functools.partial(_commit, batch=[add])))[0])
@@ -238,15 +240,20 @@ def _insert(db: sqlite3.Connection, add: _Add) -> object:
             db.execute(_INSERT, add.rows[0])
         except sqlite3.IntegrityError as exc:
             return _why(db, add, exc)
-        return True
-    db.execute("SAVEPOINT tickerq_add")
-    try:
-        db.executemany(_INSERT, add.rows)
-    except sqlite3.IntegrityError as exc:
-        db.execute("ROLLBACK TO tickerq_add")
+    else:
+        db.execute("SAVEPOINT tickerq_add")
+        try:
+            db.executemany(_INSERT, add.rows)
+        except sqlite3.IntegrityError as exc:
+            db.execute("ROLLBACK TO tickerq_add")
+            db.execute("RELEASE tickerq_add")
+            return _why(db, add, exc)
         db.execute("RELEASE tickerq_add")
-        return _why(db, add, exc)
-    db.execute("RELEASE tickerq_add")
+    if add.outside:  # their runs' ends must resolve the new children
+        marks = ", ".join("?" * len(add.outside))
+        db.execute(
+            f"UPDATE tickerq_tickers SET has_children = 1 WHERE id IN ({marks})", add.outside
+        )
     return True
 
 

@@ -6,7 +6,9 @@ sent on a connection of its own (no pool checkout, no BEGIN/COMMIT: a single
 statement is its own transaction), prepared once by asyncpg:
 
 * ``fin`` unnests the batch of results sent as arrays;
-* ``done`` ends (or re-schedules) the rows this node still holds;
+* ``done`` ends (or re-schedules) the rows this node still holds, except the
+  final results of rows with chain children (``left_over``: the store writes
+  them through its general path, which resolves the children);
 * ``att`` records one attempt per row ``done`` changed, so a row taken over
   after its lease ran out gets no second record of the same run;
 * ``slot_picked`` locks the best due rows with ``FOR UPDATE SKIP LOCKED`` up
@@ -27,6 +29,7 @@ import logging
 from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
+from uuid import UUID
 
 from tickerq.enums import Priority, RunCondition, Status, TickerKind
 from tickerq.stores.base import Job, Outcome, attempt_status
@@ -81,8 +84,11 @@ WITH fin AS (
         updated_at = f.finished_at
     FROM fin f
     WHERE t.id = ANY($1::uuid[]) AND t.id = f.id AND t.lock_holder = $15
-      AND t.claims = f.claim
+      AND t.claims = f.claim AND NOT (t.has_children AND f.final_at IS NOT NULL)
     RETURNING t.id, t.kind
+), left_over AS (
+    SELECT coalesce(array_agg(f.id), '{{}}') AS ids FROM fin f
+    WHERE f.final_at IS NOT NULL AND NOT EXISTS (SELECT 1 FROM done d WHERE d.id = f.id)
 ), att AS (
     INSERT INTO tickerq_attempts (ticker_id, kind, number, node, status, started_at,
         finished_at, elapsed_ms, error_type, error_message, traceback)
@@ -101,9 +107,7 @@ WITH fin AS (
     WHERE t.id = ANY(ARRAY(SELECT id FROM long_picked UNION ALL SELECT id FROM slot_picked))
     RETURNING t.id, t.kind, t.function, t.priority, t.request, t.execution_time,
         t.retries, t.retry_intervals, t.retry_count, t.timeout, t.cron_ticker_id,
-        t.parent_id, t.claims, t.stale_restarts,
-        coalesce((SELECT true FROM tickerq_tickers c WHERE c.parent_id = t.id LIMIT 1), false)
-            AS has_children
+        t.parent_id, t.claims, t.stale_restarts, t.has_children
 ), kids AS (
     UPDATE tickerq_tickers c SET
         awaiting_parent = false,
@@ -114,7 +118,8 @@ WITH fin AS (
       AND c.awaiting_parent AND c.status = '{Status.IDLE.value}'
       AND c.run_condition = '{RunCondition.IN_PROGRESS.value}'
 )
-SELECT * FROM claimed ORDER BY priority DESC, execution_time
+SELECT l.ids AS left_over, c.* FROM left_over l LEFT JOIN claimed c ON true
+ORDER BY c.priority DESC, c.execution_time
 """
 
 
@@ -142,9 +147,16 @@ class HotPath:
         long_limit: int,
         functions: Collection[str],
         finished: Sequence[Outcome],
-    ) -> list[Job]:
+    ) -> tuple[list[Job], set[UUID]]:
         """Write ``finished`` and claim up to ``slots`` due rows, plus up to
-        ``long_limit`` LONG_RUNNING ones; returns the claimed jobs."""
+        ``long_limit`` LONG_RUNNING ones.
+
+        Returns the claimed jobs and the ids of the final results left over: not
+        written because their row has chain children (added while it ran, after
+        the claim, so the caller did not know) or is no longer this node's. The
+        caller writes those through the general path, which resolves the
+        children in the same transaction (or changes nothing).
+        """
         done = sorted(finished, key=lambda o: o.job.id)
         args = (
             [o.job.id for o in done],
@@ -177,7 +189,8 @@ class HotPath:
             except BaseException:
                 await self._drop()
                 raise
-        return [hot_job(r) for r in records]
+        left_over = set(records[0]["left_over"])
+        return [hot_job(r) for r in records if r["id"] is not None], left_over
 
     async def _connect(self) -> Any:
         import asyncpg

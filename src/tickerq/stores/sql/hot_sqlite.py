@@ -66,9 +66,7 @@ WHERE id IN (
     LIMIT ?
 )
 RETURNING id, kind, function, priority, request, execution_time, retries,
-    retry_intervals, retry_count, timeout, cron_ticker_id, parent_id,
-    EXISTS (SELECT 1 FROM tickerq_tickers AS child
-            WHERE child.parent_id = tickerq_tickers.id) AS has_children, claims,
+    retry_intervals, retry_count, timeout, cron_ticker_id, parent_id, has_children, claims,
     stale_restarts
 """
 
@@ -123,9 +121,14 @@ class SqliteHotPath:
         long_limit: int,
         functions: Collection[str],
         finished: Sequence[Outcome],
-    ) -> list[Job]:
+    ) -> tuple[list[Job], set[UUID]]:
         """Write ``finished`` and claim up to ``slots`` due rows (plus up to
-        ``long_limit`` LONG_RUNNING ones) in one transaction; returns the jobs."""
+        ``long_limit`` LONG_RUNNING ones) in one transaction.
+
+        Returns the jobs and the ids of the final results left over: not written
+        because their row has chain children (added after the claim); the caller
+        writes them through the general path, which resolves the children.
+        """
         done = sorted(finished, key=lambda o: o.job.id)
         at = _text(now)
         attempts = [
@@ -147,6 +150,7 @@ class SqliteHotPath:
             )
             for o in done
         ]  # fmt: skip
+        finals = [o.job.id.hex for o in done if o.status.is_final]
         names = sorted(functions)
         claim = (node, at, _text(lease_until), at, at)
         loop = asyncio.get_running_loop()
@@ -154,30 +158,40 @@ class SqliteHotPath:
             self._transaction,
             attempts=attempts,
             updates=updates,
+            finals=finals,
             names=names,
             claim=claim,
             slots=max(slots, 0),
             long_limit=max(long_limit, 0),
             at=at,
         )
-        rows = await loop.run_in_executor(self._thread, transaction)
-        return [_job(r) for r in rows]
+        rows, left_over = await loop.run_in_executor(self._thread, transaction)
+        return [_job(r) for r in rows], {UUID(hex=i) for i in left_over}
 
     def _transaction(
         self,
         *,
         attempts: list[tuple[Any, ...]],
         updates: list[tuple[Any, ...]],
+        finals: list[str],
         names: list[str],
         claim: tuple[Any, ...],
         slots: int,
         long_limit: int,
         at: str | None,
-    ) -> list[Any]:
+    ) -> tuple[list[Any], set[str]]:
         db = self._connect()
         rows: list[Any] = []
+        left_over: set[str] = set()
         db.execute("BEGIN IMMEDIATE")
         try:
+            if finals:  # rows that got chain children: the general path ends them
+                marks = ", ".join("?" * len(finals))
+                sql = f"SELECT id FROM tickerq_tickers WHERE id IN ({marks}) AND has_children"
+                left_over = {r[0] for r in db.execute(sql, finals)}
+                if left_over:  # the id is the 10th value of both
+                    attempts = [a for a in attempts if a[9] not in left_over]
+                    updates = [u for u in updates if u[9] not in left_over]
             if attempts:
                 db.executemany(_INSERT_ATTEMPT, attempts)
                 db.executemany(_FINISH, updates)
@@ -199,7 +213,7 @@ class SqliteHotPath:
                 db.execute("ROLLBACK")
             raise
         rows.sort(key=lambda r: (-r[3], r[5]))
-        return rows
+        return rows, left_over
 
     def _claim_sql(self, count: int) -> str:
         sql = self._claims.get(count)

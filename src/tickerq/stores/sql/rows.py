@@ -32,7 +32,9 @@ def _intervals(value: Any) -> tuple[float, ...] | None:
     return tuple(float(v) for v in value) if value is not None else None
 
 
-def ticker_values(t: TimeTicker, awaiting_parent: bool) -> dict[str, Any]:
+def ticker_values(
+    t: TimeTicker, awaiting_parent: bool, has_children: bool = False
+) -> dict[str, Any]:
     """Column values of a new time ticker row."""
     return {
         "id": t.id,
@@ -50,6 +52,7 @@ def ticker_values(t: TimeTicker, awaiting_parent: bool) -> dict[str, Any]:
         "parent_id": t.parent_id,
         "run_condition": t.run_condition.value if t.run_condition else None,
         "awaiting_parent": awaiting_parent,
+        "has_children": has_children,
         "cancel_requested": False,
         "created_at": t.created_at,
         "updated_at": t.updated_at,
@@ -104,7 +107,7 @@ def job_from_row(r: Any) -> Job:
         timeout=r.timeout,
         cron_ticker_id=r.cron_ticker_id,
         parent_id=r.parent_id,
-        has_children=bool(getattr(r, "has_children", True)),
+        has_children=bool(r.has_children),
         claim=r.claims,
         stale_restarts=r.stale_restarts,
     )

@@ -30,6 +30,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     Uuid,
+    false,
     text,
 )
 from sqlalchemy.ext.compiler import compiles
@@ -49,7 +50,7 @@ __all__ = [
     "waiting",
 ]
 
-SCHEMA_VERSION = "0004"
+SCHEMA_VERSION = "0005"
 """The Alembic revision the code expects."""
 
 
@@ -155,6 +156,9 @@ tickers = Table(
     Column("claims", Integer, nullable=False, default=0, server_default="0"),
     # How many runs of the row were lost (their node stopped heartbeating).
     Column("stale_restarts", Integer, nullable=False, default=0, server_default="0"),
+    # Set on a parent in the transaction that adds a child to it; ending a run
+    # reads it from the row, so a child added while its parent ran is resolved.
+    Column("has_children", Boolean, nullable=False, default=False, server_default=false()),
     UniqueConstraint("cron_ticker_id", "fire_time", name="uq_tickerq_occurrence_fire"),
     # Rows by status: running rows whose lease lapsed (reclaim), counts by status.
     Index("ix_tickerq_tickers_status", "status", "lease_until"),

@@ -119,12 +119,24 @@ class SqlStore(CronSeeding, CronMaterializing, EngineWork):
         def tx(conn: Connection) -> None:
             parent_status: dict[UUID, str] = {}
             if outside:
-                rows = conn.execute(select(T.id, T.status).where(T.id.in_(outside)))
+                # Marking the parents locks their rows: a parent's run ends either
+                # before (its status here is final: resolved below) or after this
+                # commits (its end sees has_children and resolves the child).
+                rows = conn.execute(
+                    update(tickers)
+                    .where(T.id.in_(outside))
+                    .values(has_children=True)
+                    .returning(T.id, T.status)
+                )
                 parent_status = {r.id: r.status for r in rows}
                 missing = outside - parent_status.keys()
                 if missing:
                     raise TickerNotFoundError("time ticker", next(iter(missing)))
-            conn.execute(insert(tickers), [ticker_values(t, t.parent_id is not None) for t in new])
+            parents = {t.parent_id for t in new}
+            conn.execute(
+                insert(tickers),
+                [ticker_values(t, t.parent_id is not None, t.id in parents) for t in new],
+            )
             now = new[0].updated_at
             due = [t.execution_time for t in new if t.execution_time and t.parent_id is None]
             if due:

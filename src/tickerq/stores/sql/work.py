@@ -10,7 +10,6 @@ from typing import Any
 from uuid import UUID
 
 from sqlalchemy import (
-    Boolean,
     Connection,
     Float,
     Integer,
@@ -20,7 +19,6 @@ from sqlalchemy import (
     delete,
     func,
     insert,
-    literal_column,
     select,
     union_all,
     update,
@@ -122,7 +120,7 @@ class EngineWork(SqlBase):
         limited = bool(limits) and any(f in functions for f in limits or ())
         chains = any(_has_chain_work(o) for o in finished)
         if self.hot is not None and not (limited or capacity or chains):
-            jobs = await self.hot.finish_and_claim(
+            jobs, left_over = await self.hot.finish_and_claim(
                 now,
                 node=node,
                 lease_until=lease_until,
@@ -131,6 +129,7 @@ class EngineWork(SqlBase):
                 functions=functions,
                 finished=finished,
             )
+            await self._write_left_over(finished, left_over)
         else:
 
             def tx(conn: Connection) -> list[Any]:
@@ -275,7 +274,7 @@ class EngineWork(SqlBase):
                 updated_at=now,
                 claims=T.claims + 1,
             )
-            .returning(*JOB_COLUMNS, _HAS_CHILDREN)
+            .returning(*JOB_COLUMNS)
         )
         return list(result)
 
@@ -289,7 +288,7 @@ class EngineWork(SqlBase):
             return
         one_node = len({o.node for o in outcomes}) == 1
         if self.hot is not None and one_node and not any(_has_chain_work(o) for o in outcomes):
-            await self.hot.finish_and_claim(
+            _, left_over = await self.hot.finish_and_claim(
                 outcomes[0].finished_at,
                 node=outcomes[0].node,
                 lease_until=outcomes[0].finished_at,
@@ -298,9 +297,17 @@ class EngineWork(SqlBase):
                 functions=(),
                 finished=outcomes,
             )
+            await self._write_left_over(outcomes, left_over)
         else:
             await self.write(lambda conn: self._write_outcomes(conn, outcomes))
         self._announce_outcomes(outcomes)
+
+    async def _write_left_over(self, outcomes: Sequence[Outcome], left_over: set[UUID]) -> None:
+        """Write through the general path the final results the hot path left over
+        (rows that got chain children after their claim, or are no longer ours)."""
+        if left_over:
+            rest = [o for o in outcomes if o.job.id in left_over]
+            await self.write(lambda conn: self._write_outcomes(conn, rest))
 
     def _write_outcomes(self, conn: Connection, outcomes: Sequence[Outcome]) -> None:
         # In id order: rows are locked in one order everywhere (no deadlocks).
@@ -308,11 +315,15 @@ class EngineWork(SqlBase):
         # The attempt first: it is recorded only while the row is still ours.
         conn.execute(_INSERT_ATTEMPT, params)
         conn.execute(_FINISH_TICKER, params)
-        ended = [o.job.id for o in outcomes if _has_chain_work(o)]
+        # Chains: read from the rows, not from the claim (a child may have been
+        # added while the parent ran). Adding a child marks its parent's row in
+        # its own transaction, so it either committed before this statement
+        # (seen here) or waited for this transaction and saw the parent ended.
+        ended = [o.job.id for o in outcomes if o.status.is_final and o.job.kind is TickerKind.TIME]
         if ended:
             rows = conn.execute(
                 select(T.id, T.status, T.finished_at).where(
-                    T.id.in_(ended), T.lock_holder.is_(None)
+                    T.id.in_(ended), T.lock_holder.is_(None), T.has_children.is_(True)
                 )
             )
             for row in list(rows):
@@ -551,14 +562,6 @@ _INSERT_ATTEMPT = insert(attempts).from_select(
         T.claims == bindparam("b_claim"),
     ),
 )  # fmt: skip
-
-# Written out: SQLAlchemy renders RETURNING columns unqualified, which would make
-# the correlation ambiguous inside the subquery.
-_HAS_CHILDREN = literal_column(
-    "EXISTS (SELECT 1 FROM tickerq_tickers AS child WHERE child.parent_id = tickerq_tickers.id)",
-    Boolean,
-).label("has_children")
-"""Whether any chain child hangs on the row (returned by the claim)."""
 
 
 def _lost_attempt(r: Any, now: datetime) -> dict[str, Any]:
