@@ -161,13 +161,20 @@ def pg_template() -> Iterator[str]:
         _in_thread(_drop_template(name))
 
 
-@pytest.fixture(params=["memory", "sqlite", "postgresql"])
-async def store_url(request: pytest.FixtureRequest, tmp_path: Any) -> AsyncIterator[str]:
-    """The URL of an empty store of each kind."""
+@pytest.fixture(params=["memory", "sqlite", "sqlite-general", "postgresql", "postgresql-general"])
+async def store_url(
+    request: pytest.FixtureRequest, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[str]:
+    """The URL of an empty store of each kind; ``-general``: the SQL store with its
+    hot paths off (every claim and result through the general path)."""
+    if request.param.endswith("-general"):
+        from tickerq.stores.sql import SqlStore
+
+        monkeypatch.setattr(SqlStore, "use_hot_path", False)
     if request.param == "memory":
         yield "memory://"
         return
-    if request.param == "sqlite":
+    if request.param.startswith("sqlite"):
         path = f"{tmp_path}/t.db"
         yield f"sqlite:///{path}"
         left = _files_open_under(path)

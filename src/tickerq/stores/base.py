@@ -37,7 +37,6 @@ __all__ = [
     "SeedResult",
     "Store",
     "TickerQuery",
-    "attempt_status",
     "lost_run_end",
     "resolve_child",
 ]
@@ -99,10 +98,10 @@ class Job:
         """False only when the store knows no chain child hangs on this job (its
         results then skip the chain bookkeeping)."""
         self.claim = claim
-        self.stale_restarts = stale_restarts
-        """Runs of the row lost so far (its node died or froze while running it)."""
         """Which claim of the row this is (the store counts them): a result is
         written only while the row is still under this claim."""
+        self.stale_restarts = stale_restarts
+        """Runs of the row lost so far (its node died or froze while running it)."""
 
 
 @dataclass(slots=True, kw_only=True)
@@ -129,6 +128,40 @@ class Outcome:
     def __post_init__(self) -> None:
         if self.claim is None:
             self.claim = self.job.claim
+
+    # What the outcome writes, the same on every store and path (the SQL paths
+    # differ only in how they pass these values).
+
+    @property
+    def waits_again(self) -> bool:
+        """The row goes back to IDLE (a retry, or a run interrupted by a stop)."""
+        return self.status is Status.IDLE
+
+    @property
+    def attempt_status(self) -> Status:
+        """The status recorded on the attempt: a run that goes back to wait (for a
+        retry, or because it was interrupted) failed as an attempt."""
+        return Status.FAILED if self.status is Status.IDLE else self.status
+
+    @property
+    def final_at(self) -> datetime | None:
+        """The row's end time: None when it waits again."""
+        return None if self.waits_again else self.finished_at
+
+    @property
+    def next_run_at(self) -> datetime | None:
+        """The row's next execution time when it waits again (else None: unchanged)."""
+        return (self.retry_at or self.finished_at) if self.waits_again else None
+
+    @property
+    def retry_increment(self) -> int:
+        """What the row's retry count grows by: 1 for a retry that uses one up."""
+        return 1 if self.waits_again and self.counts_as_retry else 0
+
+    @property
+    def elapsed_ms(self) -> float:
+        """How long the attempt ran, in milliseconds."""
+        return (self.finished_at - self.started_at).total_seconds() * 1000.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -515,12 +548,6 @@ def lost_run_end(policy: LostRunPolicy, stale_restarts: int) -> tuple[Status, st
             "kills or freezes its node must not go round forever"
         )
     return None
-
-
-def attempt_status(outcome: Outcome) -> Status:
-    """The status recorded on the attempt: a run that goes back to wait (for a retry,
-    or because it was interrupted) failed as an attempt."""
-    return Status.FAILED if outcome.status is Status.IDLE else outcome.status
 
 
 def resolve_child(condition: RunCondition | None, parent_status: Status) -> bool:

@@ -41,7 +41,6 @@ from tickerq.stores.base import (
     SeedResult,
     Store,
     TickerQuery,
-    attempt_status,
     lost_run_end,
     resolve_child,
 )
@@ -682,7 +681,7 @@ class MemoryStore(Store):
             row = self._rows.get(outcome.job.id)
             if row is None or row.lock_holder != outcome.node or row.claim != outcome.claim:
                 continue  # gone, or its claim was lost (lease ran out) and maybe renewed
-            elapsed = (outcome.finished_at - outcome.started_at).total_seconds() * 1000.0
+            elapsed = outcome.elapsed_ms
             if row.open_attempt is not None:
                 row.attempts.append(
                     Attempt(
@@ -692,7 +691,7 @@ class MemoryStore(Store):
                         node=outcome.node,
                         started_at=row.open_attempt[1],
                         finished_at=outcome.finished_at,
-                        status=attempt_status(outcome),
+                        status=outcome.attempt_status,
                         elapsed_ms=elapsed,
                         error_type=outcome.error_type,
                         error_message=outcome.error_message,
@@ -705,12 +704,11 @@ class MemoryStore(Store):
             row.error_message = outcome.error_message
             row.lock_holder = row.locked_at = row.lease_until = None
             row.cancel_requested = False
-            if outcome.status is Status.IDLE:
-                if outcome.counts_as_retry:
-                    row.retry_count += 1
+            if outcome.next_run_at is not None:
+                row.retry_count += outcome.retry_increment
                 row.status = Status.IDLE
                 row.finished_at = None
-                row.execution_time = outcome.retry_at or outcome.finished_at
+                row.execution_time = outcome.next_run_at
                 row.updated_at = outcome.finished_at
                 self._schedule(row)
                 self._announce(row, outcome.finished_at)

@@ -32,6 +32,7 @@ from tickerq.stores.sql.enqueue_pg import PgEnqueue
 from tickerq.stores.sql.hot import HotPath
 from tickerq.stores.sql.hot_sqlite import SqliteHotPath
 from tickerq.stores.sql.notify import CHANNEL, Listener
+from tickerq.stores.sql.rows import JOB_COLUMN_NAMES
 from tickerq.stores.sql.schema import tickers
 from tickerq.urls import mask_secrets, mask_url
 
@@ -55,11 +56,7 @@ R = TypeVar("R")
 T = tickers.c
 IDLE, QUEUED, RUNNING = Status.IDLE.value, Status.QUEUED.value, Status.IN_PROGRESS.value
 TIME, OCCURRENCE = TickerKind.TIME.value, TickerKind.CRON_OCCURRENCE.value
-JOB_COLUMNS = (
-    T.id, T.kind, T.function, T.priority, T.request, T.execution_time, T.fire_time,
-    T.retries, T.retry_intervals, T.retry_count, T.timeout, T.cron_ticker_id, T.parent_id,
-    T.claims, T.stale_restarts, T.has_children,
-)  # fmt: skip
+JOB_COLUMNS = tuple(T[name] for name in JOB_COLUMN_NAMES)
 
 
 NO_LISTEN_POLL_INTERVAL = 1.0
@@ -80,6 +77,10 @@ class SqlBase(Store):
     """Connection handling and helpers shared by the SQL store's parts."""
 
     shared = True
+
+    use_hot_path = True
+    """False: every claim and result goes through the general path (SQLAlchemy, one
+    transaction). The contract suite runs once each way, so both paths answer alike."""
 
     def __init__(
         self,
@@ -150,9 +151,9 @@ class SqlBase(Store):
             self._writer_thread = ThreadPoolExecutor(1, thread_name_prefix="tickerq-sqlite-writer")
         if self.dialect.name == "postgresql":
             self._pg_enqueue = PgEnqueue(self._engine)
-            if self.hot is None and self.budget.hot_path:
+            if self.hot is None and self.budget.hot_path and self.use_hot_path:
                 self.hot = HotPath(self.dialect.plain_url, pgbouncer=self.dialect.pgbouncer)
-        elif self.hot is None:
+        elif self.hot is None and self.use_hot_path:
             self.hot = SqliteHotPath(self.dialect.where.removeprefix("file "))
 
     async def close(self) -> None:

@@ -31,11 +31,12 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from tickerq.enums import Priority, RunCondition, Status, TickerKind
-from tickerq.stores.base import Job, Outcome, attempt_status
+from tickerq.enums import Priority, RunCondition, Status
+from tickerq.stores.base import Job, Outcome
+from tickerq.stores.sql.rows import JOB_COLUMN_NAMES, Decode, job_from_row
 from tickerq.stores.sql.schema import WAITING_SQL
 
-__all__ = ["HotPath", "hot_job"]
+__all__ = ["HotPath"]
 
 logger = logging.getLogger(__name__)
 
@@ -105,9 +106,7 @@ WITH fin AS (
         status = '{Status.IN_PROGRESS.value}', lock_holder = $15, locked_at = $16,
         lease_until = $20, executed_at = $16, updated_at = $16, claims = t.claims + 1
     WHERE t.id = ANY(ARRAY(SELECT id FROM long_picked UNION ALL SELECT id FROM slot_picked))
-    RETURNING t.id, t.kind, t.function, t.priority, t.request, t.execution_time,
-        t.retries, t.retry_intervals, t.retry_count, t.timeout, t.cron_ticker_id,
-        t.parent_id, t.claims, t.stale_restarts, t.has_children
+    RETURNING {", ".join(f"t.{name}" for name in JOB_COLUMN_NAMES)}
 ), kids AS (
     UPDATE tickerq_tickers c SET
         awaiting_parent = false,
@@ -161,15 +160,15 @@ class HotPath:
         args = (
             [o.job.id for o in done],
             [o.status.value for o in done],
-            [attempt_status(o).value for o in done],
+            [o.attempt_status.value for o in done],
             [o.started_at for o in done],
             [o.finished_at for o in done],
-            [None if o.status is Status.IDLE else o.finished_at for o in done],
-            [_retry_at(o) for o in done],
-            [1 if o.status is Status.IDLE and o.counts_as_retry else 0 for o in done],
+            [o.final_at for o in done],
+            [o.next_run_at for o in done],
+            [o.retry_increment for o in done],
             [o.job.retry_count for o in done],
             [o.skipped_reason for o in done],
-            [(o.finished_at - o.started_at).total_seconds() * 1000.0 for o in done],
+            [o.elapsed_ms for o in done],
             [o.error_type for o in done],
             [o.error_message for o in done],
             [o.traceback for o in done],
@@ -190,7 +189,7 @@ class HotPath:
                 await self._drop()
                 raise
         left_over = set(records[0]["left_over"])
-        return [hot_job(r) for r in records if r["id"] is not None], left_over
+        return [job_from_row(r, _DECODE) for r in records if r["id"] is not None], left_over
 
     async def _connect(self) -> Any:
         import asyncpg
@@ -235,31 +234,9 @@ class HotPath:
                 conn.terminate()
 
 
-def _retry_at(o: Outcome) -> datetime | None:
-    return (o.retry_at or o.finished_at) if o.status is Status.IDLE else None
-
-
-def _json(value: Any) -> Any:
+def _json_text(value: Any) -> Any:
+    """asyncpg hands JSON columns over as text (no codec is set on the connection)."""
     return json.loads(value) if isinstance(value, str) else value
 
 
-def hot_job(r: Any) -> Job:
-    """The engine's view of a row claimed by the hot path."""
-    intervals = _json(r["retry_intervals"])
-    return Job(
-        kind=TickerKind(r["kind"]),
-        id=r["id"],
-        function=r["function"],
-        priority=Priority(r["priority"]),
-        request=_json(r["request"]),
-        execution_time=r["execution_time"],
-        retries=r["retries"],
-        retry_intervals=tuple(float(v) for v in intervals) if intervals is not None else None,
-        retry_count=r["retry_count"],
-        timeout=r["timeout"],
-        cron_ticker_id=r["cron_ticker_id"],
-        parent_id=r["parent_id"],
-        has_children=r["has_children"],
-        claim=r["claims"],
-        stale_restarts=r["stale_restarts"],
-    )
+_DECODE = Decode(json=_json_text)

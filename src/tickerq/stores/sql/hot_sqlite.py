@@ -25,8 +25,9 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-from tickerq.enums import Priority, RunCondition, Status, TickerKind
-from tickerq.stores.base import Job, Outcome, attempt_status
+from tickerq.enums import Priority, RunCondition, Status
+from tickerq.stores.base import Job, Outcome
+from tickerq.stores.sql.rows import JOB_COLUMN_NAMES, Decode, job_from_row
 from tickerq.stores.sql.schema import WAITING_SQL, decode_sqlite_json
 from tickerq.stores.sql.watch import SqliteWatcher
 
@@ -65,9 +66,7 @@ WHERE id IN (
     ORDER BY execution_time
     LIMIT ?
 )
-RETURNING id, kind, function, priority, request, execution_time, retries,
-    retry_intervals, retry_count, timeout, cron_ticker_id, parent_id, has_children, claims,
-    stale_restarts
+RETURNING {columns}
 """
 
 _START_CHILDREN = f"""
@@ -133,19 +132,16 @@ class SqliteHotPath:
         at = _text(now)
         attempts = [
             (
-                o.job.retry_count, o.node, attempt_status(o).value, _text(o.started_at),
-                _text(o.finished_at), _elapsed(o), o.error_type, o.error_message,
+                o.job.retry_count, o.node, o.attempt_status.value, _text(o.started_at),
+                _text(o.finished_at), o.elapsed_ms, o.error_type, o.error_message,
                 o.traceback, o.job.id.hex, o.node, o.claim,
             )
             for o in done
         ]  # fmt: skip
         updates = [
             (
-                o.status.value,
-                _text((o.retry_at or o.finished_at) if o.status is Status.IDLE else None),
-                1 if o.status is Status.IDLE and o.counts_as_retry else 0,
-                None if o.status is Status.IDLE else _text(o.finished_at),
-                o.skipped_reason, _elapsed(o), o.error_type, o.error_message,
+                o.status.value, _text(o.next_run_at), o.retry_increment, _text(o.final_at),
+                o.skipped_reason, o.elapsed_ms, o.error_type, o.error_message,
                 _text(o.finished_at), o.job.id.hex, o.node, o.claim,
             )
             for o in done
@@ -166,7 +162,7 @@ class SqliteHotPath:
             at=at,
         )
         rows, left_over = await loop.run_in_executor(self._thread, transaction)
-        return [_job(r) for r in rows], {UUID(hex=i) for i in left_over}
+        return [job_from_row(r, _DECODE) for r in rows], {UUID(hex=i) for i in left_over}
 
     def _transaction(
         self,
@@ -200,25 +196,26 @@ class SqliteHotPath:
                 if long_limit > 0:
                     rows.extend(db.execute(sql, (*claim, _LONG, at, *names, long_limit)))
                 for priority in _SLOT_PRIORITIES:
-                    free = slots - (len(rows) - sum(1 for r in rows if r[3] == _LONG))
+                    free = slots - (len(rows) - sum(1 for r in rows if r["priority"] == _LONG))
                     if free <= 0:
                         break
                     rows.extend(db.execute(sql, (*claim, priority, at, *names, free)))
                 for row in rows:
-                    if row[12]:  # has children: its IN_PROGRESS children start with it
-                        db.execute(_START_CHILDREN, (at, row[0]))
+                    if row["has_children"]:  # its IN_PROGRESS children start with it
+                        db.execute(_START_CHILDREN, (at, row["id"]))
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise
-        rows.sort(key=lambda r: (-r[3], r[5]))
+        rows.sort(key=lambda r: (-r["priority"], r["execution_time"]))
         return rows, left_over
 
     def _claim_sql(self, count: int) -> str:
         sql = self._claims.get(count)
         if sql is None:
             sql = _CLAIM.format(
+                columns=", ".join(JOB_COLUMN_NAMES),
                 running=_RUNNING,
                 waiting=WAITING_SQL["sqlite"],
                 functions=", ".join("?" * count),
@@ -236,6 +233,7 @@ class SqliteHotPath:
                 "PRAGMA mmap_size=268435456",
             ):
                 db.execute(pragma)
+            db.row_factory = sqlite3.Row  # columns by name, as the Job mapping reads them
             self._db = db
         return self._db
 
@@ -252,26 +250,5 @@ class SqliteHotPath:
             db.close()
 
 
-def _elapsed(o: Outcome) -> float:
-    return (o.finished_at - o.started_at).total_seconds() * 1000.0
-
-
-def _job(r: Any) -> Job:
-    intervals = decode_sqlite_json(r[7])
-    return Job(
-        kind=TickerKind(r[1]),
-        id=UUID(hex=r[0]),
-        function=r[2],
-        priority=Priority(r[3]),
-        request=decode_sqlite_json(r[4]),
-        execution_time=_moment(r[5]),
-        retries=r[6],
-        retry_intervals=tuple(float(v) for v in intervals) if intervals is not None else None,
-        retry_count=r[8],
-        timeout=r[9],
-        cron_ticker_id=_uuid(r[10]),
-        parent_id=_uuid(r[11]),
-        has_children=bool(r[12]),
-        claim=r[13],
-        stale_restarts=r[14],
-    )
+_DECODE = Decode(json=decode_sqlite_json, moment=_moment, uuid=_uuid)
+"""Columns as sqlite3 hands them over (see :mod:`tickerq.stores.sql.schema`)."""

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, cast
+from uuid import UUID
 
 from tickerq.enums import MisfirePolicy, Priority, RunCondition, Status, TickerKind
 from tickerq.models import (
@@ -16,6 +20,9 @@ from tickerq.models import (
 from tickerq.stores.base import Job
 
 __all__ = [
+    "DECODED",
+    "JOB_COLUMN_NAMES",
+    "Decode",
     "attempt_from_row",
     "cron_from_row",
     "cron_values",
@@ -92,24 +99,51 @@ def occurrence_from_row(r: Any) -> CronOccurrence:
     )
 
 
-def job_from_row(r: Any) -> Job:
-    """The engine's view of a claimed row."""
+JOB_COLUMN_NAMES = (
+    "id", "kind", "function", "priority", "request", "execution_time", "retries",
+    "retry_intervals", "retry_count", "timeout", "cron_ticker_id", "parent_id", "claims",
+    "stale_restarts", "has_children",
+)  # fmt: skip
+"""The columns of a claimed row the engine needs: every claim path returns these."""
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Decode:
+    """How a driver hands over column values that SQLAlchemy's column types would
+    have decoded: JSON, timestamps and UUIDs (identity where the driver did it)."""
+
+    json: Callable[[Any], Any] = _same
+    moment: Callable[[Any], datetime | None] = _same
+    uuid: Callable[[Any], UUID | None] = _same
+
+
+DECODED = Decode()
+"""Values already decoded (SQLAlchemy rows)."""
+
+
+def job_from_row(r: Mapping[str, Any], decode: Decode = DECODED) -> Job:
+    """The engine's view of a claimed row, from its :data:`JOB_COLUMN_NAMES`: the one
+    mapping of every claim path (SQLAlchemy, PostgreSQL's and SQLite's hot paths)."""
     return Job(
-        kind=TickerKind(r.kind),
-        id=r.id,
-        function=r.function,
-        priority=Priority(r.priority),
-        request=r.request,
-        execution_time=r.execution_time,
-        retries=r.retries,
-        retry_intervals=_intervals(r.retry_intervals),
-        retry_count=r.retry_count,
-        timeout=r.timeout,
-        cron_ticker_id=r.cron_ticker_id,
-        parent_id=r.parent_id,
-        has_children=bool(r.has_children),
-        claim=r.claims,
-        stale_restarts=r.stale_restarts,
+        kind=TickerKind(r["kind"]),
+        id=cast(UUID, decode.uuid(r["id"])),
+        function=r["function"],
+        priority=Priority(r["priority"]),
+        request=decode.json(r["request"]),
+        execution_time=decode.moment(r["execution_time"]),
+        retries=r["retries"],
+        retry_intervals=_intervals(decode.json(r["retry_intervals"])),
+        retry_count=r["retry_count"],
+        timeout=r["timeout"],
+        cron_ticker_id=decode.uuid(r["cron_ticker_id"]),
+        parent_id=decode.uuid(r["parent_id"]),
+        has_children=bool(r["has_children"]),
+        claim=r["claims"],
+        stale_restarts=r["stale_restarts"],
     )
 
 

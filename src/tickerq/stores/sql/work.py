@@ -32,7 +32,6 @@ from tickerq.stores.base import (
     Job,
     LostRunPolicy,
     Outcome,
-    attempt_status,
     lost_run_end,
 )
 from tickerq.stores.sql import dialects
@@ -150,7 +149,7 @@ class EngineWork(SqlBase):
                     self._start_in_progress_children(conn, parents, now)
                 return rows
 
-            jobs = [job_from_row(r) for r in await self.write(tx)]
+            jobs = [job_from_row(r._mapping) for r in await self.write(tx)]
         self._announce_outcomes(finished)
         for job in jobs:
             self._announce(job.kind.value, job.id, job.function, RUNNING, now)
@@ -610,21 +609,20 @@ _FINISH_TICKER = (
 
 
 def _outcome_params(o: Outcome) -> dict[str, Any]:
-    retry = o.status is Status.IDLE
     return {
         "b_id": o.job.id,
         "b_number": o.job.retry_count,
         "b_node": o.node,
         "b_claim": o.claim,
-        "b_attempt_status": attempt_status(o).value,
+        "b_attempt_status": o.attempt_status.value,
         "b_status": o.status.value,
         "b_started_at": o.started_at,
         "b_finished_at": o.finished_at,
-        "b_final_at": None if retry else o.finished_at,
-        "b_retry_at": (o.retry_at or o.finished_at) if retry else None,
-        "b_increment": 1 if retry and o.counts_as_retry else 0,
+        "b_final_at": o.final_at,
+        "b_retry_at": o.next_run_at,
+        "b_increment": o.retry_increment,
         "b_skipped_reason": o.skipped_reason,
-        "b_elapsed": (o.finished_at - o.started_at).total_seconds() * 1000.0,
+        "b_elapsed": o.elapsed_ms,
         "b_error_type": o.error_type,
         "b_error_message": o.error_message,
         "b_traceback": o.traceback,
