@@ -395,13 +395,10 @@ def db_current(store_url: str | None) -> None:
     from tickerq.stores.sql import migrate
 
     dialect = _sql_dialect(store_url)
-    if dialect.name == "sqlite":
-        from sqlalchemy.engine import make_url
-
-        path = make_url(dialect.driver_url).database or ""
-        if not os.path.exists(path):
-            click.echo(f"{dialect.safe_url}: none (the file does not exist)")
-            sys.exit(1)
+    path = dialect.file
+    if path is not None and not os.path.exists(path):
+        click.echo(f"{dialect.safe_url}: none (the file does not exist)")
+        sys.exit(1)
 
     async def work() -> migrate.SchemaStatus:
         engine = dialect.create_engine(1)

@@ -7,7 +7,6 @@ import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
-from pathlib import Path
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -39,7 +38,6 @@ from tickerq.urls import mask_secrets, mask_url
 __all__ = [
     "IDLE",
     "JOB_COLUMNS",
-    "NO_LISTEN_POLL_INTERVAL",
     "OCCURRENCE",
     "QUEUED",
     "RUNNING",
@@ -57,10 +55,6 @@ T = tickers.c
 IDLE, QUEUED, RUNNING = Status.IDLE.value, Status.QUEUED.value, Status.IN_PROGRESS.value
 TIME, OCCURRENCE = TickerKind.TIME.value, TickerKind.CRON_OCCURRENCE.value
 JOB_COLUMNS = tuple(T[name] for name in JOB_COLUMN_NAMES)
-
-
-NO_LISTEN_POLL_INTERVAL = 1.0
-"""Seconds between a PostgreSQL node's polls for work when it does not LISTEN."""
 
 
 def kind_name(kind: TickerKind) -> str:
@@ -101,9 +95,7 @@ class SqlBase(Store):
         self.budget = self.dialect.budget(pool_size)
         """How this node's connections are shared out (pool, hot path, LISTEN)."""
         self.pool_size = self.budget.total
-        self.poll_interval = self.dialect.poll_interval
-        if self.dialect.name == "postgresql" and not self.budget.listen:
-            self.poll_interval = NO_LISTEN_POLL_INTERVAL
+        self.poll_interval = self.dialect.poll_interval_for(self.budget.listen)
         self._engine: AsyncEngine | None = None
         self._writer: Engine | None = None
         self._writer_thread: ThreadPoolExecutor | None = None
@@ -127,12 +119,7 @@ class SqlBase(Store):
         A schema from an older tickerq is upgraded if the store was made with
         ``auto_upgrade=True``; otherwise TickerStateError says how to upgrade it.
         """
-        if self.dialect.name == "sqlite":
-            folder = Path(self.dialect.where.removeprefix("file ")).parent
-            if not folder.is_dir():
-                raise StoreConnectionError(
-                    f"cannot open sqlite at {self.dialect.where}: folder {folder} does not exist"
-                )
+        self.dialect.check_location()
         if self._engine is None:
             self._engine = self.dialect.create_engine(self.budget.pool)
         try:
@@ -146,15 +133,18 @@ class SqlBase(Store):
                     f"{type(exc).__name__}: {mask_secret(str(exc).splitlines()[0], self.url)}"
                 ) from None
             raise
-        if self.dialect.name == "sqlite" and self._writer is None:
+        file = self.dialect.file
+        if file is not None and self._writer is None:
             self._writer = self.dialect.create_writer_engine()
             self._writer_thread = ThreadPoolExecutor(1, thread_name_prefix="tickerq-sqlite-writer")
-        if self.dialect.name == "postgresql":
+        if file is None:
             self._pg_enqueue = PgEnqueue(self._engine)
-            if self.hot is None and self.budget.hot_path and self.use_hot_path:
-                self.hot = HotPath(self.dialect.plain_url, pgbouncer=self.dialect.pgbouncer)
-        elif self.hot is None and self.use_hot_path:
-            self.hot = SqliteHotPath(self.dialect.where.removeprefix("file "))
+        if self.hot is None and self.budget.hot_path and self.use_hot_path:
+            self.hot = (
+                SqliteHotPath(file)
+                if file is not None
+                else HotPath(self.dialect.plain_url, pgbouncer=self.dialect.pgbouncer)
+            )
 
     async def close(self) -> None:
         """Close every pooled connection (and the LISTEN and hot-path connections)."""
@@ -214,7 +204,7 @@ class SqlBase(Store):
 
         Not when the connection budget has no room for it, nor in PgBouncer mode
         without a ``listen_url``: the node then polls every
-        ``NO_LISTEN_POLL_INTERVAL`` seconds (unless the engine sets its own).
+        ``dialects.NO_LISTEN_POLL_INTERVAL`` seconds (unless the engine sets its own).
         """
         if not self.budget.listen or self._listener is not None:
             return
@@ -224,9 +214,8 @@ class SqlBase(Store):
 
     def _notify(self, conn: Connection, kind: str, value: object = "") -> None:
         """Tell other nodes, when this transaction commits (PostgreSQL only)."""
-        if self.dialect.name == "postgresql":
-            payload = f"{kind} {value.isoformat() if isinstance(value, datetime) else value}"
-            conn.execute(select(func.pg_notify(CHANNEL, payload)))
+        payload = f"{kind} {value.isoformat() if isinstance(value, datetime) else value}"
+        self.dialect.notify(conn, CHANNEL, payload)
 
     def _announce(
         self, kind: str, ticker_id: UUID, function: str, status: str, at: datetime

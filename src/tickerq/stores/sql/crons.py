@@ -110,7 +110,7 @@ class CronMaterializing(SqlBase):
         (occurrence id, cron id, function) of each occurrence created."""
         if not planned:
             return []
-        if self.dialect.name == "postgresql":
+        if self.dialect.row_locks:
             return _write_batch_postgresql(conn, planned, now)
         return _write_batch_sqlite(conn, planned, now)
 

@@ -6,22 +6,36 @@ import random
 import time
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
 
-from sqlalchemy import Case, ColumnElement, Engine, Select, Table, case, create_engine, event
+from sqlalchemy import (
+    Case,
+    ColumnElement,
+    Connection,
+    Engine,
+    Select,
+    Table,
+    case,
+    create_engine,
+    event,
+    func,
+    select,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.sql.dml import Insert
 
-from tickerq.errors import InvalidArgumentError
+from tickerq.errors import InvalidArgumentError, StoreConnectionError
 from tickerq.stores import mask_password
 from tickerq.urls import mask_url
 
 __all__ = [
     "DEFAULT_PG_POOL_SIZE",
     "DEFAULT_SQLITE_POOL_SIZE",
+    "NO_LISTEN_POLL_INTERVAL",
     "ConnectionBudget",
     "Dialect",
     "as_utc",
@@ -38,6 +52,9 @@ connections a default server (max_connections 100, 3 reserved) lets users open."
 
 DEFAULT_SQLITE_POOL_SIZE = 10
 """SQLite's pool of reader connections (a file has no connection limit)."""
+
+NO_LISTEN_POLL_INTERVAL = 1.0
+"""Seconds between a PostgreSQL node's polls for work when it does not LISTEN."""
 
 _OPTIONS = ("pool_size", "pgbouncer", "listen_url")
 """Query parameters of a store URL that tickerq reads and the driver never sees."""
@@ -100,6 +117,47 @@ class Dialect:
     listen_url: str = ""
     """The ``listen_url`` URL option: a direct URL for the LISTEN connection (raw
     driver form, with its password); "" = the store's URL, or none in PgBouncer mode."""
+
+    @property
+    def file(self) -> str | None:
+        """SQLite: the database file's path (None on PostgreSQL)."""
+        return self.where.removeprefix("file ") if self.name == "sqlite" else None
+
+    @property
+    def row_locks(self) -> bool:
+        """Whether transactions write side by side, so rows and keys are locked
+        (PostgreSQL); False: write transactions run one at a time (SQLite)."""
+        return self.name == "postgresql"
+
+    def poll_interval_for(self, listening: bool) -> float:
+        """Seconds between a node's polls for work: PostgreSQL polls often when it
+        cannot LISTEN (no room in the connection budget, or PgBouncer)."""
+        if self.name == "postgresql" and not listening:
+            return NO_LISTEN_POLL_INTERVAL
+        return self.poll_interval
+
+    def check_location(self) -> None:
+        """Raise StoreConnectionError when an SQLite file's folder does not exist (the
+        driver would say only "unable to open database file")."""
+        if self.file is not None:
+            folder = Path(self.file).parent
+            if not folder.is_dir():
+                raise StoreConnectionError(
+                    f"cannot open sqlite at {self.where}: folder {folder} does not exist"
+                )
+
+    def lock(self, conn: Connection, key: int) -> None:
+        """Hold ``key`` until the transaction ends, so transactions that take it run
+        one after another (PostgreSQL advisory lock; SQLite's write transactions run
+        one at a time anyway)."""
+        if self.row_locks:
+            conn.execute(select(func.pg_advisory_xact_lock(key)))
+
+    def notify(self, conn: Connection, channel: str, payload: str) -> None:
+        """Send ``payload`` to the listeners of ``channel`` when the transaction
+        commits (PostgreSQL NOTIFY; SQLite nodes poll instead)."""
+        if self.name == "postgresql":
+            conn.execute(select(func.pg_notify(channel, payload)))
 
     def with_options(
         self, *, pgbouncer: bool | None = None, listen_url: str | None = None
@@ -194,7 +252,7 @@ class Dialect:
 
     def skip_locked(self, stmt: Select[Any]) -> Select[Any]:
         """Lock the selected rows, skipping rows other transactions hold (PostgreSQL)."""
-        if self.name == "postgresql":
+        if self.row_locks:
             return stmt.with_for_update(skip_locked=True)
         return stmt  # SQLite: the write transaction already runs alone
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from uuid import UUID
 
-from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy import Connection, delete, insert, select, update
 
 from tickerq.events import CronTickerChanged
 from tickerq.models import CronTicker
@@ -44,8 +44,7 @@ class CronSeeding(SqlBase):
         updated: list[CronTicker] = []
 
         def tx(conn: Connection) -> SeedPlan:
-            if self.dialect.name == "postgresql":
-                conn.execute(select(func.pg_advisory_xact_lock(SEED_LOCK_KEY)))
+            self.dialect.lock(conn, SEED_LOCK_KEY)
             rows = list(
                 conn.execute(
                     select(cron_tickers).where(C.seed_key.is_not(None)).order_by(C.created_at, C.id)

@@ -108,10 +108,10 @@ class SqlStore(CronSeeding, CronMaterializing, EngineWork):
 
     async def _fast_add(self, new: Sequence[TimeTicker], outside: set[UUID]) -> bool:
         """Add through the dialect's fast path; False: none applies, or it handed the add back."""
-        if self.dialect.name == "sqlite":
+        file = self.dialect.file
+        if file is not None:
             if self._sqlite_enqueue is None:
-                path = self.dialect.where.removeprefix("file ")
-                self._sqlite_enqueue = SqliteEnqueue(path, self.write_sqlite)
+                self._sqlite_enqueue = SqliteEnqueue(file, self.write_sqlite)
             return await self._sqlite_enqueue.add(new, outside)
         return False
 

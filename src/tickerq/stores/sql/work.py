@@ -215,9 +215,8 @@ class EngineWork(SqlBase):
         limited = sorted(f for f in limits if f in functions)
         if not limited:
             return {}
-        if self.dialect.name == "postgresql":
-            for name in limited:
-                conn.execute(select(func.pg_advisory_xact_lock(_lock_key(name))))
+        for name in limited:
+            self.dialect.lock(conn, _lock_key(name))
         rows = conn.execute(
             select(T.function, func.count())
             .where(T.function.in_(limited), T.status.in_([QUEUED, RUNNING]))
