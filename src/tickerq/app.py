@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import signal
@@ -19,14 +18,13 @@ from tickerq.engine import Engine, EngineOptions
 from tickerq.errors import (
     FunctionNotFoundError,
     InvalidArgumentError,
-    InvalidRequestError,
     RegistrationError,
 )
 from tickerq.events import EventBus
 from tickerq.functions import TickerFunction, TickerRouter, _Registrar
 from tickerq.managers import CronTickerManager, TimeTickerManager
 from tickerq.stores import Store, mask_password, open_store
-from tickerq.validation import check_name
+from tickerq.validation import check_name, check_payload_size
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
@@ -127,14 +125,7 @@ class TickerQ(_Registrar):
     def encode_request(self, function: str, request: Any) -> Any:
         """Validate ``request`` for ``function`` and check its size; the stored form."""
         payload = self.get_function(function).encode_request(request)
-        if payload is not None and self.max_payload_bytes:
-            size = len(json.dumps(payload, separators=(",", ":")).encode())
-            if size > self.max_payload_bytes:
-                raise InvalidRequestError(
-                    function,
-                    f"the request is {size:,} bytes as JSON, over the limit of "
-                    f"{self.max_payload_bytes:,} (TickerQ(max_payload_bytes=...))",
-                )
+        check_payload_size(payload, function, self.max_payload_bytes)
         return payload
 
     def on_exception(self, handler: ExceptionHandler) -> ExceptionHandler:

@@ -59,6 +59,7 @@ __all__ = [
     "TickerFunction",
     "TickerRouter",
     "collect_registration_errors",
+    "encode_json_request",
 ]
 
 JobCallable = Callable[..., Any]
@@ -172,6 +173,19 @@ class _Codec:
         if adapter is None:
             return payload
         return adapter.validate_python(payload)
+
+
+_PLAIN_JSON = _Codec("", Any)
+
+
+def encode_json_request(function: str, request: Any) -> Any:
+    """``request`` stored as plain JSON for ``function`` (a copy: tuples become lists),
+    as for a function whose request type is ``Any``.
+
+    For functions not registered in this process, whose request type is unknown
+    here; raises InvalidRequestError naming a value JSON cannot hold.
+    """
+    return _PLAIN_JSON.encode(function, request)
 
 
 class TickerFunction(Generic[Req]):

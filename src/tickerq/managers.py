@@ -2,6 +2,12 @@
 
 Every input is checked before anything is stored; a bad value raises an error
 that names it.
+
+A function must be registered in this process, unless the caller passes
+``allow_unregistered=True`` (the dashboard does: it may serve a cluster whose job
+code runs elsewhere). Then a function the cluster knows (see
+:mod:`tickerq.known_functions`) is accepted too: its request is stored as plain
+JSON, with the same bounds and size limit, and the node that runs it validates it.
 """
 
 from __future__ import annotations
@@ -16,6 +22,8 @@ from tickerq.cron import parse_timezone
 from tickerq.enums import MisfirePolicy, RunCondition, Status, TickerKind
 from tickerq.errors import CronError, InvalidArgumentError, TickerNotFoundError, TickerStateError
 from tickerq.firing import first_fire_after, parse_cached
+from tickerq.functions import FunctionOptions, encode_json_request
+from tickerq.known_functions import check_known
 from tickerq.models import CronOccurrence, CronTicker, TimeTicker
 from tickerq.stores.base import TickerQuery
 from tickerq.validation import (
@@ -27,6 +35,7 @@ from tickerq.validation import (
     check_cron_text,
     check_enum,
     check_payload,
+    check_payload_size,
     check_retries,
     check_text,
     check_time,
@@ -42,6 +51,9 @@ if TYPE_CHECKING:
 __all__ = ["CronTickerManager", "TimeTickerManager", "TimeTickerSpec"]
 
 _UNSET: Any = object()
+
+_UNREGISTERED = FunctionOptions()
+"""The options of a function not registered here: NORMAL priority, no retries."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -76,11 +88,13 @@ class TimeTickerManager:
         now: datetime,
         parent_id: UUID | None,
         after: timedelta | float | None = None,
+        *,
+        allow_unregistered: bool = False,
     ) -> TimeTicker:
         if not isinstance(spec, TimeTickerSpec):
             raise InvalidArgumentError(f"expected a TimeTickerSpec, got {short_repr(spec)}")
-        fn = self._app.get_function(_function_name(spec.function))
-        payload = _encode(self._app, fn.name, spec.request)
+        name, options = _function(self._app, spec.function, allow_unregistered)
+        payload = _encode(self._app, name, spec.request, allow_unregistered)
         when = check_time(spec.execution_time, "execution_time")
         if after is not None:
             if when is not None:
@@ -91,16 +105,16 @@ class TimeTickerManager:
             when = check_after(after, now)
         if when is None and parent_id is None:
             when = now
-        retries = fn.options.retries if spec.retries is None else spec.retries
+        retries = options.retries if spec.retries is None else spec.retries
         intervals = spec.retry_intervals
         if intervals is None:
-            intervals = fn.options.retry_intervals
+            intervals = options.retry_intervals
         return TimeTicker(
             id=uuid4(),
-            function=fn.name,
+            function=name,
             execution_time=when,
             request=payload,
-            priority=fn.options.priority,
+            priority=options.priority,
             retries=retries,
             retry_intervals=check_retries(retries, intervals),
             timeout=check_timeout(spec.timeout),
@@ -126,8 +140,17 @@ class TimeTickerManager:
         timeout: float | None = None,
         parent_id: UUID | None = None,
         run_condition: RunCondition | None = None,
+        allow_unregistered: bool = False,
     ) -> TimeTicker:
-        """Add one time ticker (due now when no time is given) and return it."""
+        """Add one time ticker (due now when no time is given) and return it.
+
+        ``allow_unregistered=True`` also accepts a function not registered in this
+        process that the cluster knows (see :mod:`tickerq.known_functions`): its
+        request is stored as plain JSON, checked against the same bounds and size
+        limit, and it runs with NORMAL priority and no retries unless given. An
+        unknown name raises FunctionNotFoundError either way."""
+        if allow_unregistered:
+            await check_known(self._app, _function_name(function))
         now = self._app.clock.now()
         spec = TimeTickerSpec(
             function=function,
@@ -139,7 +162,8 @@ class TimeTickerManager:
             timeout=timeout,
             run_condition=run_condition,
         )
-        ticker = self._build(spec, now, None if parent_id is None else _uuid(parent_id), after)
+        parent = None if parent_id is None else _uuid(parent_id)
+        ticker = self._build(spec, now, parent, after, allow_unregistered=allow_unregistered)
         await self._app.store.add_time_tickers((ticker,))
         self._app.wake_engine(ticker.execution_time)
         return ticker
@@ -189,15 +213,19 @@ class TimeTickerManager:
         retries: int = _UNSET,
         retry_intervals: Sequence[float] | None = _UNSET,
         timeout: float | None = _UNSET,
+        allow_unregistered: bool = False,
     ) -> TimeTicker:
-        """Change a waiting (IDLE) ticker. Only the given fields change."""
+        """Change a waiting (IDLE) ticker. Only the given fields change.
+
+        ``allow_unregistered=True`` stores a new request of a function not
+        registered in this process as plain JSON."""
         current = await self.get(ticker_id)
         changes: dict[str, Any] = {"updated_at": self._app.clock.now()}
         if execution_time is not _UNSET:
             when = check_time(execution_time, "execution_time")
             changes["execution_time"] = when or changes["updated_at"]  # None: now
         if request is not _UNSET:
-            changes["request"] = _encode(self._app, current.function, request)
+            changes["request"] = _encode(self._app, current.function, request, allow_unregistered)
         if description is not _UNSET:
             changes["description"] = _description(description)
         if retries is not _UNSET or retry_intervals is not _UNSET:
@@ -301,8 +329,16 @@ class CronTickerManager:
         misfire: MisfirePolicy = MisfirePolicy.RUN_ONCE,
         description: str = "",
         enabled: bool = True,
+        allow_unregistered: bool = False,
     ) -> CronTicker:
-        """Add a cron ticker; the expression is checked in its timezone first."""
+        """Add a cron ticker; the expression is checked in its timezone first.
+
+        ``allow_unregistered=True`` also accepts a function not registered in this
+        process that the cluster knows (see :mod:`tickerq.known_functions`), its
+        request stored as plain JSON. An unknown name raises FunctionNotFoundError
+        either way."""
+        if allow_unregistered:
+            await check_known(self._app, _function_name(function))
         cron = self.build(
             function,
             expression,
@@ -313,6 +349,7 @@ class CronTickerManager:
             misfire=misfire,
             description=description,
             enabled=enabled,
+            allow_unregistered=allow_unregistered,
         )
         cron = await self._app.store.add_cron_ticker(cron)
         self._app.wake_engine(cron.next_fire_at)
@@ -331,18 +368,23 @@ class CronTickerManager:
         description: str = "",
         enabled: bool = True,
         seeded: bool = False,
+        allow_unregistered: bool = False,
     ) -> CronTicker:
-        """A checked cron ticker, not stored yet."""
-        fn = self._app.get_function(_function_name(function))
+        """A checked cron ticker, not stored yet.
+
+        ``allow_unregistered=True`` builds one for a function not registered in
+        this process too, its request as plain JSON; :meth:`add` first checks that
+        the cluster knows the function, this method does not."""
+        name, _ = _function(self._app, function, allow_unregistered)
         tz = _timezone_name(self._app.timezone if timezone is None else timezone)
         expr = parse_cached(check_cron_text(expression), tz)
         now = self._app.clock.now()
         return CronTicker(
             id=uuid4(),
-            function=fn.name,
+            function=name,
             expression=expr.expression,
             timezone=tz,
-            request=_encode(self._app, fn.name, request),
+            request=_encode(self._app, name, request, allow_unregistered),
             retries=retries,
             retry_intervals=check_retries(retries, retry_intervals),
             enabled=check_bool(enabled, "enabled"),
@@ -372,8 +414,12 @@ class CronTickerManager:
         retry_intervals: Sequence[float] | None = _UNSET,
         misfire: MisfirePolicy = _UNSET,
         description: str = _UNSET,
+        allow_unregistered: bool = False,
     ) -> CronTicker:
-        """Change a cron ticker; a new expression or timezone reschedules its next fire."""
+        """Change a cron ticker; a new expression or timezone reschedules its next fire.
+
+        ``allow_unregistered=True`` stores a new request of a function not
+        registered in this process as plain JSON."""
         current = await self.get(cron_id)
         now = self._app.clock.now()
         changes: dict[str, Any] = {"updated_at": now}
@@ -384,7 +430,7 @@ class CronTickerManager:
             changes.update(expression=expr.expression, timezone=tz)
             changes["next_fire_at"] = _next_fire(expr.expression, tz, now)
         if request is not _UNSET:
-            changes["request"] = _encode(self._app, current.function, request)
+            changes["request"] = _encode(self._app, current.function, request, allow_unregistered)
         if retries is not _UNSET or retry_intervals is not _UNSET:
             r = current.retries if retries is _UNSET else retries
             ri = current.retry_intervals if retry_intervals is _UNSET else retry_intervals
@@ -422,18 +468,21 @@ class CronTickerManager:
             current.id, {"enabled": False, "updated_at": self._app.clock.now()}
         )
 
-    async def run_now(self, cron_id: UUID) -> CronOccurrence:
-        """Make an extra occurrence due now (the schedule itself is unchanged)."""
+    async def run_now(self, cron_id: UUID, *, allow_unregistered: bool = False) -> CronOccurrence:
+        """Make an extra occurrence due now (the schedule itself is unchanged).
+
+        ``allow_unregistered=True`` runs a cron ticker of a function not registered
+        in this process too (its occurrence has NORMAL priority)."""
         cron = await self.get(cron_id)
         now = self._app.clock.now()
-        fn = self._app.get_function(cron.function)
+        _, options = _function(self._app, cron.function, allow_unregistered)
         store = self._app.store
         await store.advance_cron_ticker(
             cron.id,
             expected_next=cron.next_fire_at,
             new_next=cron.next_fire_at,
             fires=[now],
-            priority=fn.options.priority,
+            priority=options.priority,
             now=now,
         )
         self._app.wake_engine(now)
@@ -458,6 +507,13 @@ class CronTickerManager:
     async def cancel_occurrence(self, occurrence_id: UUID) -> CronOccurrence:
         """Cancel a waiting occurrence, or ask its node to cancel the running one."""
         await _cancel(self._app, TickerKind.CRON_OCCURRENCE, _uuid(occurrence_id))
+        return await self.get_occurrence(occurrence_id)
+
+    async def retry_occurrence(self, occurrence_id: UUID) -> CronOccurrence:
+        """Run an ended (or waiting) occurrence again now."""
+        now = self._app.clock.now()
+        await self._app.store.retry_now(TickerKind.CRON_OCCURRENCE, _uuid(occurrence_id), now)
+        self._app.wake_engine(now)
         return await self.get_occurrence(occurrence_id)
 
     async def query(self, *, function: str | None = None) -> list[CronTicker]:
@@ -515,9 +571,25 @@ def _function_name(name: Any) -> str:
     return name
 
 
-def _encode(app: TickerQ, function: str, request: Any) -> Any:
-    """The request validated for ``function`` and checked to be storable on every store."""
-    return check_payload(app.encode_request(function, request), function)
+def _function(app: TickerQ, function: Any, allow_unregistered: bool) -> tuple[str, FunctionOptions]:
+    """The name and options of ``function``: those it was registered with, or the
+    defaults for a name not registered here when ``allow_unregistered``."""
+    name = _function_name(function)
+    if allow_unregistered and name not in app.functions:
+        return name, _UNREGISTERED
+    fn = app.get_function(name)
+    return fn.name, fn.options
+
+
+def _encode(app: TickerQ, function: str, request: Any, allow_unregistered: bool = False) -> Any:
+    """The request validated for ``function`` (plain JSON for a function not
+    registered here, when allowed), within the size limit and storable on every store."""
+    if allow_unregistered and function not in app.functions:
+        payload = encode_json_request(function, request)
+        check_payload_size(payload, function, app.max_payload_bytes)
+    else:
+        payload = app.encode_request(function, request)
+    return check_payload(payload, function)
 
 
 def _description(value: Any) -> str:

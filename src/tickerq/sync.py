@@ -398,6 +398,7 @@ class SyncCronTickers(_SyncTwin[CronTickerManager]):
     occurrences = _Blocking(CronTickerManager.occurrences)
     get_occurrence = _Blocking(CronTickerManager.get_occurrence)
     cancel_occurrence = _Blocking(CronTickerManager.cancel_occurrence)
+    retry_occurrence = _Blocking(CronTickerManager.retry_occurrence)
     query = _Blocking(CronTickerManager.query)
     attempts = _Blocking(CronTickerManager.attempts)
 

@@ -51,6 +51,7 @@ __all__ = [
     "check_enum",
     "check_name",
     "check_payload",
+    "check_payload_size",
     "check_retries",
     "check_text",
     "check_time",
@@ -382,6 +383,20 @@ def check_payload(payload: Any, function: str) -> Any:
         return payload
     where, problem = _payload_problem(payload)
     raise InvalidRequestError(function, f"{where} {problem}")
+
+
+def check_payload_size(payload: Any, function: str, limit: int) -> None:
+    """Refuse ``payload`` with InvalidRequestError when its compact JSON is over
+    ``limit`` bytes (``TickerQ(max_payload_bytes=...)``; 0: no limit)."""
+    if payload is None or not limit:
+        return
+    size = len(json.dumps(payload, separators=(",", ":")).encode())
+    if size > limit:
+        raise InvalidRequestError(
+            function,
+            f"the request is {size:,} bytes as JSON, over the limit of "
+            f"{limit:,} (TickerQ(max_payload_bytes=...))",
+        )
 
 
 def _payload_problem(payload: Any) -> tuple[str, str]:

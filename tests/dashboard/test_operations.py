@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
-from tickerq import Status, TickerQ
+from tickerq import Priority, Status, TickerQ
 
 
 async def test_api_time_ticker_lifecycle(app: TickerQ, client: httpx.AsyncClient) -> None:
@@ -268,5 +268,59 @@ async def test_standalone_dashboard_adds_for_functions_it_does_not_have(
             assert r.status_code == 422 and "unknown_fn" in r.json()["error"]
             r = await client.post("/api/engine/pause")
             assert r.status_code == 409
+    finally:
+        await viewer.stop()
+
+
+async def test_standalone_dashboard_edits_runs_and_copies_what_it_does_not_have(
+    tmp_path, make_app, client_for
+) -> None:
+    url = f"sqlite:///{tmp_path}/standalone.db"
+    worker = make_app(url)
+    await worker.open()
+    await worker.time_tickers.add("send_email", request={"to": "seen"})
+    await worker.stop()
+    viewer = TickerQ(url, seed_crons=False)  # no functions registered
+    try:
+        async with client_for(viewer.dashboard()) as client:
+            r = await client.post(
+                "/api/time-tickers", json={"function": "send_email", "request": {"to": "a"}}
+            )
+            assert r.status_code == 201, r.text
+            tid = r.json()["id"]
+            r = await client.put(
+                f"/api/time-tickers/{tid}", json={"request": {"to": "b"}, "description": "d"}
+            )
+            assert r.status_code == 200, r.text
+            assert r.json()["request"] == {"to": "b"} and r.json()["description"] == "d"
+            r = await client.put(f"/api/time-tickers/{tid}", json={"request": {"k\u0000": 1}})
+            assert r.status_code == 422 and "send_email" in r.json()["error"], r.text
+            assert (await viewer.time_tickers.get(tid)).request == {"to": "b"}
+            r = await client.post(f"/api/time-tickers/{tid}/duplicate")
+            assert r.status_code == 201, r.text
+            assert r.json()["function"] == "send_email" and r.json()["request"] == {"to": "b"}
+            assert r.json()["priority"] == Priority.NORMAL and r.json()["id"] != tid
+
+            r = await client.post(
+                "/api/cron-tickers",
+                json={"function": "send_email", "expression": "*/5 * * * *", "request": [1]},
+            )
+            assert r.status_code == 201, r.text
+            cid = r.json()["id"]
+            r = await client.put(f"/api/cron-tickers/{cid}", json={"request": {"to": "c"}})
+            assert r.status_code == 200 and r.json()["request"] == {"to": "c"}, r.text
+            r = await client.post(f"/api/cron-tickers/{cid}/run")
+            assert r.status_code == 201, r.text
+            oid = r.json()["id"]
+            r = await client.post(f"/api/occurrences/{oid}/cancel")
+            assert r.status_code == 200 and r.json()["status"] == "CANCELLED", r.text
+            r = await client.post(f"/api/occurrences/{oid}/retry")
+            assert r.status_code == 200 and r.json()["status"] == "IDLE", r.text
+            r = await client.post(
+                "/api/cron-tickers", json={"function": "unknown_fn", "expression": "* * * * *"}
+            )
+            assert r.status_code == 422 and "unknown_fn" in r.json()["error"], r.text
+        assert len(await viewer.cron_tickers.query()) == 1
+        assert await viewer.time_tickers.count() == 3
     finally:
         await viewer.stop()

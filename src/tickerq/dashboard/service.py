@@ -5,19 +5,19 @@ hook); operations check their input, change the store through the app's
 managers and log who did what on the ``tickerq.dashboard`` logger.
 
 A standalone dashboard (``tickerq dashboard --store URL``) has no functions
-registered: it can still add tickers for functions a node reported or a cron
-ticker uses, storing their request as plain JSON (the node that runs them
-validates it).
+registered: it can still add tickers for functions the cluster knows (a node
+reported them, a cron ticker or time tickers use them); the managers store
+their request as plain JSON (``allow_unregistered=True``) and the node that
+runs them validates it.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
-from uuid import UUID, uuid4
+from uuid import UUID
 
 from tickerq.cron import parse_timezone
 from tickerq.dashboard.auth import DashboardUser
@@ -39,26 +39,12 @@ from tickerq.dashboard.schemas import (
     TimeTickerOut,
     TimeTickerUpdate,
 )
-from tickerq.enums import Priority, Status, TickerKind
-from tickerq.errors import (
-    FunctionNotFoundError,
-    InvalidArgumentError,
-    InvalidRequestError,
-    TickerStateError,
-)
+from tickerq.enums import Status, TickerKind
+from tickerq.errors import InvalidArgumentError, TickerStateError
 from tickerq.firing import parse_cached
+from tickerq.known_functions import names_in_use
 from tickerq.models import Attempt, CronOccurrence, CronTicker, TimeTicker
-from tickerq.stores.base import TickerQuery
-from tickerq.validation import (
-    MAX_DESCRIPTION_LENGTH,
-    check_cron_text,
-    check_payload,
-    check_retries,
-    check_text,
-    check_time,
-    check_timeout,
-    json_copy,
-)
+from tickerq.validation import json_copy
 
 if TYPE_CHECKING:
     from tickerq.app import TickerQ
@@ -183,8 +169,7 @@ class Service:
             )
         if nodes is None:
             nodes = await self.nodes()
-        others = {f for n in nodes for f in n.functions}
-        others |= {c.function for c in await self.app.cron_tickers.query()}
+        others = await names_in_use(self.app.store, [f for n in nodes for f in n.functions])
         for name in sorted(others - out.keys()):
             out[name] = FunctionOut(
                 name=name,
@@ -319,71 +304,18 @@ class Service:
             extra={"user": user.name, "action": action, "target": str(target), **extra},
         )
 
-    def _registered(self, function: str) -> bool:
-        return function in self.app.functions
-
-    async def _known(self, function: str) -> None:
-        """Raise unless some node or cron knows ``function`` (standalone dashboards)."""
-        if self._registered(function):
-            return
-        names = {f.name for f in await self.functions()}
-        if function in names:
-            return
-        if await self.app.store.count_time_tickers(TickerQuery(function=function, limit=1)):
-            return  # tickers of it exist: some node runs (or ran) it
-        raise FunctionNotFoundError(function, sorted(names))
-
-    def _encode(self, function: str, request: Any) -> Any:
-        if self._registered(function):
-            return self.app.encode_request(function, request)
-        try:
-            payload = check_payload(json_copy(request), function)
-        except (TypeError, ValueError) as exc:
-            raise InvalidRequestError(function, f"the payload is not JSON: {exc}") from None
-        size = len(json.dumps(payload, separators=(",", ":")).encode())
-        if self.app.max_payload_bytes and size > self.app.max_payload_bytes:
-            raise InvalidRequestError(
-                function, f"the request is {size:,} bytes as JSON, over the limit"
-            )
-        return payload
-
-    def _priority(self, function: str) -> Priority:
-        fn = self.app.functions.get(function)
-        return fn.options.priority if fn is not None else Priority.NORMAL
-
     async def add_time_ticker(self, user: DashboardUser, data: TimeTickerIn) -> TimeTicker:
-        """Add a time ticker."""
-        await self._known(data.function)
-        if self._registered(data.function):
-            ticker = await self.app.time_tickers.add(
-                data.function,
-                request=data.request,
-                execution_time=data.execution_time,
-                description=data.description,
-                retries=data.retries,
-                retry_intervals=data.retry_intervals,
-                timeout=data.timeout,
-            )
-        else:
-            now = self.now()
-            retries = data.retries or 0
-            ticker = TimeTicker(
-                id=uuid4(),
-                function=data.function,
-                execution_time=check_time(data.execution_time, "execution_time") or now,
-                request=self._encode(data.function, data.request),
-                priority=self._priority(data.function),
-                retries=retries,
-                retry_intervals=check_retries(retries, data.retry_intervals),
-                timeout=check_timeout(data.timeout),
-                description=check_text(
-                    data.description, "description", max_length=MAX_DESCRIPTION_LENGTH
-                ),
-                created_at=now,
-                updated_at=now,
-            )
-            await self.app.store.add_time_tickers((ticker,))
-            self.app.wake_engine(ticker.execution_time)
+        """Add a time ticker (of a function this process has or the cluster knows)."""
+        ticker = await self.app.time_tickers.add(
+            data.function,
+            request=data.request,
+            execution_time=data.execution_time,
+            description=data.description,
+            retries=data.retries,
+            retry_intervals=data.retry_intervals,
+            timeout=data.timeout,
+            allow_unregistered=True,
+        )
         self._log(user, "added time ticker", ticker.id, function=ticker.function)
         return ticker
 
@@ -392,7 +324,6 @@ class Service:
     ) -> TimeTicker:
         """Change a waiting time ticker (only the fields that were given)."""
         given = data.model_fields_set
-        current = await self.app.time_tickers.get(ticker_id)
         kwargs: dict[str, Any] = {}
         for name in ("execution_time", "description", "retries", "retry_intervals", "timeout"):
             if name in given:
@@ -402,15 +333,9 @@ class Service:
                         kwargs[name] = self.now()
                     continue
                 kwargs[name] = value
-        if "request" in given and self._registered(current.function):
+        if "request" in given:
             kwargs["request"] = data.request
-        ticker = await self.app.time_tickers.update(ticker_id, **kwargs)
-        if "request" in given and not self._registered(current.function):
-            ticker = await self.app.store.update_time_ticker(
-                ticker_id,
-                {"request": self._encode(current.function, data.request), "updated_at": self.now()},
-                frozenset({Status.IDLE}),
-            )
+        ticker = await self.app.time_tickers.update(ticker_id, allow_unregistered=True, **kwargs)
         self._log(user, "changed time ticker", ticker_id, fields=sorted(given))
         return ticker
 
@@ -441,10 +366,11 @@ class Service:
 
     async def retry(self, user: DashboardUser, kind: TickerKind, ticker_id: UUID) -> None:
         """Run an ended (or waiting) ticker again now."""
-        now = self.now()
-        await self.app.store.retry_now(kind, ticker_id, now)
+        if kind is TickerKind.TIME:
+            await self.app.time_tickers.retry(ticker_id)
+        else:
+            await self.app.cron_tickers.retry_occurrence(ticker_id)
         self.queries.forget()
-        self.app.wake_engine(now)
         self._log(user, f"retried {kind.value.lower()}", ticker_id)
 
     async def delete(self, user: DashboardUser, ticker_id: UUID) -> None:
@@ -461,43 +387,19 @@ class Service:
         return count
 
     async def add_cron(self, user: DashboardUser, data: CronTickerIn) -> CronTicker:
-        """Add a cron ticker."""
-        await self._known(data.function)
-        if self._registered(data.function):
-            cron = await self.app.cron_tickers.add(
-                data.function,
-                data.expression,
-                timezone=data.timezone,
-                request=data.request,
-                retries=data.retries,
-                retry_intervals=data.retry_intervals,
-                misfire=data.misfire,
-                description=data.description,
-                enabled=data.enabled,
-            )
-        else:
-            tz = str(parse_timezone(data.timezone or self.app.timezone))
-            expr = parse_cached(" ".join(check_cron_text(data.expression).split()), tz)
-            now = self.now()
-            cron = CronTicker(
-                id=uuid4(),
-                function=data.function,
-                expression=expr.expression,
-                timezone=tz,
-                request=self._encode(data.function, data.request),
-                retries=data.retries,
-                retry_intervals=check_retries(data.retries, data.retry_intervals),
-                enabled=data.enabled,
-                misfire=data.misfire,
-                description=check_text(
-                    data.description, "description", max_length=MAX_DESCRIPTION_LENGTH
-                ),
-                next_fire_at=expr.next_after(now),
-                created_at=now,
-                updated_at=now,
-            )
-            cron = await self.app.store.add_cron_ticker(cron)
-            self.app.wake_engine(cron.next_fire_at)
+        """Add a cron ticker (of a function this process has or the cluster knows)."""
+        cron = await self.app.cron_tickers.add(
+            data.function,
+            data.expression,
+            timezone=data.timezone,
+            request=data.request,
+            retries=data.retries,
+            retry_intervals=data.retry_intervals,
+            misfire=data.misfire,
+            description=data.description,
+            enabled=data.enabled,
+            allow_unregistered=True,
+        )
         self._log(user, "added cron ticker", cron.id, function=cron.function)
         return cron
 
@@ -506,21 +408,15 @@ class Service:
     ) -> CronTicker:
         """Change a cron ticker (only the fields that were given)."""
         given = data.model_fields_set
-        current = await self.app.cron_tickers.get(cron_id)
         kwargs: dict[str, Any] = {}
         for name in ("expression", "timezone", "retries", "retry_intervals", "misfire"):
             if name in given and (getattr(data, name) is not None or name == "retry_intervals"):
                 kwargs[name] = getattr(data, name)
         if "description" in given:
             kwargs["description"] = data.description or ""
-        if "request" in given and self._registered(current.function):
+        if "request" in given:
             kwargs["request"] = data.request
-        cron = await self.app.cron_tickers.update(cron_id, **kwargs)
-        if "request" in given and not self._registered(current.function):
-            cron = await self.app.store.update_cron_ticker(
-                cron_id,
-                {"request": self._encode(current.function, data.request), "updated_at": self.now()},
-            )
+        cron = await self.app.cron_tickers.update(cron_id, allow_unregistered=True, **kwargs)
         self._log(user, "changed cron ticker", cron_id, fields=sorted(given))
         return cron
 
@@ -541,25 +437,7 @@ class Service:
 
     async def run_cron_now(self, user: DashboardUser, cron_id: UUID) -> CronOccurrence:
         """Make an extra occurrence of a cron ticker due now."""
-        cron = await self.app.cron_tickers.get(cron_id)
-        if self._registered(cron.function):
-            occurrence = await self.app.cron_tickers.run_now(cron_id)
-        else:
-            now = self.now()
-            await self.app.store.advance_cron_ticker(
-                cron.id,
-                expected_next=cron.next_fire_at,
-                new_next=cron.next_fire_at,
-                fires=[now],
-                priority=Priority.NORMAL,
-                now=now,
-            )
-            found = [
-                o for o in await self.app.store.occurrences(cron.id, 5) if o.execution_time == now
-            ]
-            if not found:
-                raise TickerStateError(f"cron ticker {cron.id} changed meanwhile; try again")
-            occurrence = found[0]
+        occurrence = await self.app.cron_tickers.run_now(cron_id, allow_unregistered=True)
         self._log(user, "ran cron ticker now", cron_id, occurrence=str(occurrence.id))
         return occurrence
 

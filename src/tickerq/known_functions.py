@@ -1,0 +1,54 @@
+"""Functions this process has not registered but the cluster knows.
+
+A dashboard may serve a cluster whose job code runs on other nodes. The
+managers accept such a function when their caller opts in
+(``allow_unregistered=True``) and the cluster knows it: a node reported it in its
+heartbeat, a cron ticker runs it or time tickers of it exist. Any other name is
+refused as an unknown function.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from tickerq.errors import FunctionNotFoundError
+from tickerq.stores.base import TickerQuery
+
+if TYPE_CHECKING:
+    from tickerq.app import TickerQ
+    from tickerq.stores.base import Store
+
+__all__ = ["check_known", "names_in_use"]
+
+
+async def names_in_use(store: Store, reported: Iterable[str] | None = None) -> set[str]:
+    """Function names the cluster uses: those the nodes reported in their heartbeats
+    and those cron tickers run.
+
+    ``reported``: the nodes' function names, when the caller has read the nodes
+    already (else they are read here).
+    """
+    if reported is None:
+        reported = [name for node in await store.nodes() for name in node.functions]
+    names = set(reported)
+    names.update(cron.function for cron in await store.query_cron_tickers(None))
+    return names
+
+
+async def check_known(app: TickerQ, function: str) -> None:
+    """Return when ``function`` is registered in ``app`` or the cluster knows it;
+    else raise FunctionNotFoundError listing the names it knows.
+
+    Known: in :func:`names_in_use`, or time tickers of it exist (some node runs or
+    ran it).
+    """
+    registered = app.functions
+    if function in registered:
+        return
+    names = registered.keys() | await names_in_use(app.store)
+    if function in names:
+        return
+    if await app.store.count_time_tickers(TickerQuery(function=function, limit=1)):
+        return
+    raise FunctionNotFoundError(function, sorted(names))
