@@ -127,7 +127,6 @@ class Engine:
         self._deadline: datetime | None = None
         self._stopping = False
         self._maintaining = False
-        self._cancel_before_start: set[UUID] = set()
         self._idle = asyncio.Event()
         self._pool: DaemonPool | None = None
         self._hurry = asyncio.Event()
@@ -337,16 +336,10 @@ class Engine:
                 return True
         return False
 
-    def cancel_local(self, ticker_id: UUID, claimed: bool = False) -> bool:
-        """Cancel a job running on this node; True if it was here.
-
-        With ``claimed``, a job claimed but not started yet is cancelled when it
-        would start.
-        """
+    def cancel_local(self, ticker_id: UUID) -> bool:
+        """Cancel a job running on this node; True if it was here."""
         run = self._running.get(ticker_id)
         if run is None:
-            if claimed:
-                self._cancel_before_start.add(ticker_id)
             return False
         run.ctx._request_cancel()
         if (
@@ -604,10 +597,6 @@ class Engine:
                     job.function,
                     job.id,
                 )
-                continue
-            if self._cancel_before_start and job.id in self._cancel_before_start:
-                self._cancel_before_start.discard(job.id)
-                self._record(job, now, Status.CANCELLED, reason="cancelled before it started")
                 continue
             if fn is None:
                 self._record(

@@ -20,7 +20,6 @@ __all__ = [
     "EngineStateChanged",
     "Event",
     "EventBus",
-    "NodeHeartbeat",
     "TickerChanged",
     "TickerDeleted",
 ]
@@ -59,14 +58,6 @@ class CronTickerChanged(Event):
 
     id: UUID
     deleted: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class NodeHeartbeat(Event):
-    """A node reported it is alive."""
-
-    node: str
-    active: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -529,8 +529,8 @@ class CronTickerManager:
 
 async def _cancel(app: TickerQ, kind: TickerKind, ticker_id: UUID) -> None:
     before = await app.store.cancel(kind, ticker_id, app.clock.now())
-    if before in (Status.IN_PROGRESS, Status.QUEUED) and app.engine.running:
-        app.engine.cancel_local(ticker_id, claimed=before is Status.QUEUED)
+    if before is Status.IN_PROGRESS and app.engine.running:
+        app.engine.cancel_local(ticker_id)
 
 
 def _uuid(value: UUID | str) -> UUID:

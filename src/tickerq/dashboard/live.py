@@ -22,7 +22,6 @@ from tickerq.events import (
     CronTickerChanged,
     EngineStateChanged,
     Event,
-    NodeHeartbeat,
     TickerChanged,
     TickerDeleted,
 )
@@ -46,8 +45,6 @@ def topics_of(event: Event) -> set[str]:
         return {"tickers"}
     if isinstance(event, CronTickerChanged):
         return {"crons"}
-    if isinstance(event, NodeHeartbeat):
-        return {"nodes"}
     if isinstance(event, EngineStateChanged):
         return {"engine", "nodes"}
     return set()

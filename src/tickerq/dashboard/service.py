@@ -40,7 +40,7 @@ from tickerq.dashboard.schemas import (
     TimeTickerUpdate,
 )
 from tickerq.enums import Status, TickerKind
-from tickerq.errors import InvalidArgumentError, TickerStateError
+from tickerq.errors import TickerStateError
 from tickerq.firing import parse_cached
 from tickerq.known_functions import names_in_use
 from tickerq.models import Attempt, CronOccurrence, CronTicker, TimeTicker
@@ -454,11 +454,3 @@ class Service:
             self.app.resume()
         self._log(user, "paused engine" if paused else "resumed engine", self.app.node_id)
         return self.engine_out()
-
-
-def parse_uuid(value: str, what: str = "id") -> UUID:
-    """A UUID from text, or InvalidArgumentError naming the value."""
-    try:
-        return UUID(value)
-    except (ValueError, TypeError):
-        raise InvalidArgumentError(f"{what} {value!r} is not a UUID") from None

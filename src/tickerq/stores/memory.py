@@ -302,7 +302,7 @@ class MemoryStore(Store):
             raise TickerStateError(
                 f"{kind_name(kind)} {ticker_id} has already ended ({before.name})"
             )
-        if before in (Status.IN_PROGRESS, Status.QUEUED):
+        if before is Status.IN_PROGRESS:
             row.cancel_requested = True  # its node cancels it
             return before
         self._finish(row, Status.CANCELLED, now, skipped_reason=None)
@@ -313,7 +313,7 @@ class MemoryStore(Store):
     async def retry_now(self, kind: TickerKind, ticker_id: UUID, now: datetime) -> None:
         """Make a ticker due now again."""
         row = self._row(kind, ticker_id)
-        if row.status in (Status.IN_PROGRESS, Status.QUEUED):
+        if row.status is Status.IN_PROGRESS:
             raise TickerStateError(f"{kind_name(kind)} {ticker_id} is {row.status.name}")
         if row.status.is_final:
             self._ended_count -= 1
@@ -761,7 +761,7 @@ class MemoryStore(Store):
         """Give back claims that did not run (their open attempt is dropped)."""
         for job in jobs:
             row = self._rows.get(job.id)
-            if row is not None and row.status in (Status.QUEUED, Status.IN_PROGRESS):
+            if row is not None and row.status is Status.IN_PROGRESS:
                 row.status = Status.IDLE
                 row.lock_holder = row.locked_at = row.lease_until = None
                 row.open_attempt = None
@@ -796,7 +796,7 @@ class MemoryStore(Store):
         lapsed = [
             row
             for row in self._rows.values()
-            if row.status in (Status.QUEUED, Status.IN_PROGRESS)
+            if row.status is Status.IN_PROGRESS
             and (
                 (node is not None and row.lock_holder == node)
                 or (node is None and row.lease_until is not None and row.lease_until < now)

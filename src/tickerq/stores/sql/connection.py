@@ -39,7 +39,6 @@ __all__ = [
     "IDLE",
     "JOB_COLUMNS",
     "OCCURRENCE",
-    "QUEUED",
     "RUNNING",
     "TIME",
     "SqlBase",
@@ -52,7 +51,7 @@ logger = logging.getLogger(__name__)
 R = TypeVar("R")
 
 T = tickers.c
-IDLE, QUEUED, RUNNING = Status.IDLE.value, Status.QUEUED.value, Status.IN_PROGRESS.value
+IDLE, RUNNING = Status.IDLE.value, Status.IN_PROGRESS.value
 TIME, OCCURRENCE = TickerKind.TIME.value, TickerKind.CRON_OCCURRENCE.value
 JOB_COLUMNS = tuple(T[name] for name in JOB_COLUMN_NAMES)
 

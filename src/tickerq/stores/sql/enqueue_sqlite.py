@@ -44,7 +44,7 @@ GENERAL_PATH: Final = "general path"
 """An add's outcome when a parent outside it has started or ended (see the module doc)."""
 
 _TIME = TickerKind.TIME.value
-_WAITING_PARENTS = frozenset({Status.IDLE.value, Status.QUEUED.value})
+_WAITING_PARENTS = frozenset({Status.IDLE.value})
 _CHUNK = 500
 
 _COLUMNS = (

@@ -19,7 +19,7 @@ from tickerq.models import CronTicker
 from tickerq.stores.base import SeedResult
 from tickerq.stores.seeding import SeedPlan, plan_seeding
 from tickerq.stores.sql import dialects
-from tickerq.stores.sql.connection import IDLE, QUEUED, RUNNING, SqlBase, T
+from tickerq.stores.sql.connection import IDLE, RUNNING, SqlBase, T
 from tickerq.stores.sql.rows import cron_from_row, cron_values
 from tickerq.stores.sql.schema import attempts, cron_tickers, tickers
 
@@ -97,7 +97,7 @@ class CronSeeding(SqlBase):
         if not cron_ids:
             return 0
         of_crons = T.cron_ticker_id.in_(cron_ids)
-        doomed = T.status.in_([IDLE, QUEUED]) if keep_ended else T.status != RUNNING
+        doomed = T.status == IDLE if keep_ended else T.status != RUNNING
         waiting = select(T.id).where(of_crons, doomed)
         conn.execute(delete(attempts).where(attempts.c.ticker_id.in_(waiting)))
         conn.execute(delete(tickers).where(of_crons, doomed))

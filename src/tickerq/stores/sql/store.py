@@ -38,7 +38,6 @@ from tickerq.stores.sql import dialects
 from tickerq.stores.sql.connection import (
     IDLE,
     OCCURRENCE,
-    QUEUED,
     RUNNING,
     TIME,
     T,
@@ -287,7 +286,7 @@ class SqlStore(CronSeeding, CronMaterializing, EngineWork):
                 raise TickerStateError(
                     f"{kind_name(kind)} {ticker_id} has already ended ({before.name})"
                 )
-            if before in (Status.IN_PROGRESS, Status.QUEUED):
+            if before is Status.IN_PROGRESS:
                 conn.execute(update(tickers).where(T.id == ticker_id).values(cancel_requested=True))
                 self._notify(conn, "cancel", ticker_id)
                 return before, row.function, False
@@ -307,7 +306,7 @@ class SqlStore(CronSeeding, CronMaterializing, EngineWork):
         def tx(conn: Connection) -> str:
             result = conn.execute(
                 update(tickers)
-                .where(T.id == ticker_id, T.kind == kind.value, T.status.not_in([RUNNING, QUEUED]))
+                .where(T.id == ticker_id, T.kind == kind.value, T.status != RUNNING)
                 .values(
                     status=IDLE,
                     execution_time=now,

@@ -38,7 +38,6 @@ from tickerq.stores.sql import dialects
 from tickerq.stores.sql.connection import (
     IDLE,
     JOB_COLUMNS,
-    QUEUED,
     RUNNING,
     SqlBase,
     T,
@@ -219,7 +218,7 @@ class EngineWork(SqlBase):
             self.dialect.lock(conn, _lock_key(name))
         rows = conn.execute(
             select(T.function, func.count())
-            .where(T.function.in_(limited), T.status.in_([QUEUED, RUNNING]))
+            .where(T.function.in_(limited), T.status == RUNNING)
             .group_by(T.function)
         )
         busy = {r[0]: int(r[1]) for r in rows}
@@ -341,7 +340,7 @@ class EngineWork(SqlBase):
         await self.write(
             lambda conn: conn.execute(
                 update(tickers)
-                .where(T.id.in_([j.id for j in jobs]), T.status.in_([QUEUED, RUNNING]))
+                .where(T.id.in_([j.id for j in jobs]), T.status == RUNNING)
                 .values(**_UNCLAIMED)
             )
         )
@@ -406,7 +405,7 @@ class EngineWork(SqlBase):
                             T.id, T.kind, T.function, T.status, T.lock_holder,
                             T.executed_at, T.retry_count, T.stale_restarts,
                         )
-                        .where(T.status.in_([QUEUED, RUNNING]), lapsed)
+                        .where(T.status == RUNNING, lapsed)
                         .order_by(T.id)
                         .limit(1000)
                     )
@@ -475,17 +474,8 @@ class EngineWork(SqlBase):
             ]
 
     async def remove_node(self, node_id: str) -> None:
-        """Delete a node row and release the claims it still holds."""
-
-        def tx(conn: Connection) -> None:
-            conn.execute(
-                update(tickers)
-                .where(T.lock_holder == node_id, T.status == QUEUED)
-                .values(status=IDLE, lock_holder=None, locked_at=None, lease_until=None)
-            )
-            conn.execute(delete(nodes).where(nodes.c.id == node_id))
-
-        await self.write(tx)
+        """Delete a node row (rows it still runs are reclaimed when their leases lapse)."""
+        await self.write(lambda conn: conn.execute(delete(nodes).where(nodes.c.id == node_id)))
 
     async def purge(self, finished_before: datetime, limit: int) -> int:
         """Delete a batch of old ended rows, leaves of chains first.
