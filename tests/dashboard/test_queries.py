@@ -9,11 +9,12 @@ import httpx
 import pytest
 
 from tickerq import TickerQ, TimeTickerSpec
-from tickerq.dashboard import queries as q
 from tickerq.dashboard.auth import DashboardUser
 from tickerq.dashboard.service import Service
 from tickerq.enums import Status
 from tickerq.models import TimeTicker
+from tickerq.stores import reads
+from tickerq.stores.sql import SqlStore
 
 LATER = datetime(2100, 1, 1, tzinfo=UTC)
 
@@ -64,9 +65,7 @@ async def test_text_search_by_id_prefix_and_words(app: TickerQ) -> None:
 async def test_text_search_looks_at_the_latest_rows_and_says_so(
     app: TickerQ, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if app.store_url.startswith("memory"):
-        pytest.skip("the memory store searches every row")
-    monkeypatch.setattr(q, "TEXT_WINDOW", 3)
+    monkeypatch.setattr(reads, "TEXT_WINDOW", 3)
     await _add(app, 5, "needle")
     body = (await client.get("/api/time-tickers", params={"q": "needle"})).json()
     assert (body["total"], body["searched"]) == (3, 3)
@@ -135,8 +134,8 @@ async def test_kept_throughput_counts_follow_the_dashboards_deletes(app: TickerQ
 async def test_throughput_groups_by_bucket_in_the_database(app: TickerQ) -> None:
     """One row per (bucket, status) comes back, not one per distinct second (a true
     division in SQL made every second its own group: 6 s instead of 0.1 s on 1M rows)."""
-    sql = q._sql_store(app.store)
-    if sql is None:
+    sql = app.store
+    if not isinstance(sql, SqlStore):
         pytest.skip("SQL stores only")
     hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=2)
     for second in (1, 2, 3):
@@ -146,5 +145,5 @@ async def test_throughput_groups_by_bucket_in_the_database(app: TickerQ) -> None
             ticker.id, {"status": "DONE", "finished_at": when}, frozenset(Status)
         )
     start = int(hour.timestamp())
-    rows = await q.Queries(app.store)._sql_counts(sql, hour, start, start + 3600, 3600)
+    rows = await sql._bucket_counts(hour, start, start + 3600, 3600)
     assert rows == [(start, Status.DONE, 3)]

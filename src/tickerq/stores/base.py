@@ -19,8 +19,18 @@ from uuid import UUID
 from tickerq.enums import Priority, RunCondition, Status, TickerKind
 
 if TYPE_CHECKING:
+    from datetime import timedelta
+
     from tickerq.events import EventBus
     from tickerq.models import Attempt, CronOccurrence, CronTicker, Node, TimeTicker
+    from tickerq.stores.reads import (
+        Census,
+        ChangeMarker,
+        DueItem,
+        NodeLocks,
+        ThroughputBucket,
+        TickerPage,
+    )
 
 __all__ = [
     "CRON_BATCH_FIRES",
@@ -185,7 +195,8 @@ class TickerQuery:
     statuses: Sequence[Status] | None = None
     function: str | None = None
     text: str | None = None
-    """Matched, case-insensitively, against function, description and id."""
+    """Matched, case-insensitively, against function, description and id, as
+    :mod:`tickerq.stores.reads` says (words among the latest tickers only)."""
     parent_id: UUID | None = None
     roots_only: bool = False
     """Only tickers without a parent (the tops of chains)."""
@@ -528,6 +539,66 @@ class Store(ABC):
     @abstractmethod
     async def cancel_requested(self, ids: Sequence[UUID]) -> list[UUID]:
         """Which of these running ids were asked to cancel (from any node)."""
+
+    # -- read side for dashboards -----------------------------------------------------
+    # What a dashboard shows, as the named values of tickerq.stores.reads. Each store
+    # answers from its own data (SQL stores with a few statements, each backed by an
+    # index: see tickerq.stores.sql.reads), so a dashboard needs only this contract.
+
+    @abstractmethod
+    async def census(self) -> Census:
+        """Rows of both kinds by kind, function, status and root-ness.
+
+        Exact, except on a big SQL table, where a census is kept and refreshed now
+        and then (it may lag by up to a couple of minutes).
+        """
+
+    @abstractmethod
+    async def search_time_tickers(self, query: TickerQuery) -> TickerPage:
+        """A page of time tickers matching ``query``, in the list order, with the total.
+
+        The search semantics of :mod:`tickerq.stores.reads` (the same as
+        :meth:`query_time_tickers`, which returns this page's items). The total
+        of a query without text may come from the census (see :meth:`census`).
+        """
+
+    @abstractmethod
+    async def children_of(
+        self, parents: Sequence[UUID], limit: int = 200
+    ) -> dict[UUID, list[TimeTicker]]:
+        """The chain children of each of ``parents`` (at most ``limit`` each), oldest
+        first (by ``created_at``, then id); unknown parents get an empty list."""
+
+    @abstractmethod
+    async def throughput(
+        self, now: datetime, span: timedelta, bucket: timedelta
+    ) -> list[ThroughputBucket]:
+        """Rows (both kinds) whose ``finished_at`` falls in each bucket of the last
+        ``span`` (:class:`~tickerq.stores.reads.BucketSpan`), by their status.
+
+        SQL stores keep the counts of buckets that ended a while ago, so a deleted
+        or retried row may stay counted until :meth:`forget_kept_reads`.
+        """
+
+    @abstractmethod
+    async def locks_by_node(self) -> list[NodeLocks]:
+        """How many rows each node holds locked (claimed or running), by node id."""
+
+    @abstractmethod
+    async def next_due(self, limit: int = 5) -> list[DueItem]:
+        """The waiting rows (both kinds, with a time, not waiting for a chain parent)
+        due soonest, soonest first."""
+
+    async def change_marker(self) -> ChangeMarker | None:
+        """A cheap value that changes whenever the stored data changes, to see
+        changes made by other processes; None (the default) for a store that no
+        other process changes (this process's changes come through the event bus)."""
+        return None
+
+    def forget_kept_reads(self, *, census: bool = False) -> None:  # noqa: B027
+        """Drop the counts kept between reads (after an operation that deleted or re-ran
+        rows); with ``census``, a kept census too (the next read counts again).
+        Stores that keep nothing do nothing."""
 
 
 LEASE_EXPIRED = "its node stopped heartbeating; it runs again elsewhere"

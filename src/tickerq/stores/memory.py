@@ -40,10 +40,10 @@ from tickerq.stores.base import (
     Outcome,
     SeedResult,
     Store,
-    TickerQuery,
     lost_run_end,
     resolve_child,
 )
+from tickerq.stores.memory_reads import MemoryReads
 from tickerq.stores.memory_rows import (
     CronSchedule,
     EndedRows,
@@ -51,7 +51,6 @@ from tickerq.stores.memory_rows import (
     descendants,
     kind_name,
     occurrence,
-    sort_key,
     time_ticker,
     utc,
 )
@@ -65,7 +64,7 @@ DEFAULT_HISTORY_LIMIT = 100_000
 """Ended rows a memory store keeps by default (about 1 KB each: ~100 MB at most)."""
 
 
-class MemoryStore(Store):
+class MemoryStore(MemoryReads, Store):
     """Keeps everything in this process's memory.
 
     ``history_limit`` bounds the ended rows kept (time tickers and cron
@@ -257,40 +256,6 @@ class MemoryStore(Store):
                 if bus is not None and bus.active:
                     bus.publish(TickerDeleted(row.updated_at, row.kind, row.id))
         return deleted
-
-    def _matching(self, query: TickerQuery) -> list[Row]:
-        statuses = set(query.statuses) if query.statuses else None
-        text = query.text.lower() if query.text else None
-        out = []
-        for row in self._rows.values():
-            if row.kind is not TickerKind.TIME:
-                continue
-            if statuses is not None and row.status not in statuses:
-                continue
-            if query.function is not None and row.function != query.function:
-                continue
-            if query.parent_id is not None and row.parent_id != query.parent_id:
-                continue
-            if query.roots_only and row.parent_id is not None:
-                continue
-            if text is not None and not (
-                text in row.function.lower()
-                or text in row.description.lower()
-                or text in str(row.id)
-            ):
-                continue
-            out.append(row)
-        return out
-
-    async def query_time_tickers(self, query: TickerQuery) -> list[TimeTicker]:
-        """Matching tickers, newest execution time first, paged."""
-        rows = self._matching(query)
-        rows.sort(key=sort_key, reverse=True)
-        return [time_ticker(r) for r in rows[query.offset : query.offset + query.limit]]
-
-    async def count_time_tickers(self, query: TickerQuery) -> int:
-        """How many tickers match."""
-        return len(self._matching(query))
 
     # -- both kinds -----------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ import itertools
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
+from uuid import UUID
 
 from tickerq.enums import RunCondition, Status, TickerKind
 from tickerq.models import Attempt, CronOccurrence, CronTicker, TimeTicker, run_state
@@ -102,8 +103,10 @@ def descendants(row: Row) -> list[Row]:
 _EPOCH = datetime.min.replace(tzinfo=UTC)
 
 
-def sort_key(row: Row) -> tuple[datetime, datetime]:
-    return (row.execution_time or _EPOCH, row.created_at)
+def sort_key(row: Row) -> tuple[datetime, datetime, UUID]:
+    """The list order, reversed: sorted with ``reverse=True`` it puts the latest
+    execution time first (none last), then the latest created, then the highest id."""
+    return (row.execution_time or _EPOCH, row.created_at, row.id)
 
 
 def kind_name(kind: TickerKind) -> str:

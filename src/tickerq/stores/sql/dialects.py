@@ -15,17 +15,23 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     Engine,
+    Integer,
     Select,
     Table,
+    UnaryExpression,
     case,
     create_engine,
     event,
+    extract,
     func,
     select,
+    text,
 )
+from sqlalchemy import cast as sql_cast
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.sql.base import Executable
 from sqlalchemy.sql.dml import Insert
 
 from tickerq.errors import InvalidArgumentError, StoreConnectionError
@@ -249,6 +255,26 @@ class Dialect:
         updates = {k: stmt.excluded[k] for k in values if k != key}
         result: Insert = stmt.on_conflict_do_update(index_elements=[key], set_=updates)
         return result
+
+    def nulls_last(self, order: UnaryExpression[Any]) -> UnaryExpression[Any]:
+        """A DESC order with NULLs last (SQLite's DESC puts them last by itself, and
+        its indexes take no NULLS LAST)."""
+        return order.nulls_last() if self.name == "postgresql" else order
+
+    def epoch_seconds(self, column: ColumnElement[Any]) -> ColumnElement[int]:
+        """A timestamp column as whole seconds since the epoch."""
+        if self.name == "sqlite":
+            return sql_cast(func.strftime("%s", column), Integer)
+        return sql_cast(func.floor(extract("epoch", column)), Integer)
+
+    def deletions_marker(self, table: Table) -> Executable:
+        """A query of one value that changes when rows of ``table`` are deleted:
+        PostgreSQL's count of deleted tuples (from its statistics: it may lag a
+        moment), SQLite's row count."""
+        if self.name == "postgresql":
+            query = "SELECT n_tup_del FROM pg_stat_user_tables WHERE relname = :name"
+            return text(query).bindparams(name=table.name)
+        return select(func.count()).select_from(table)
 
     def skip_locked(self, stmt: Select[Any]) -> Select[Any]:
         """Lock the selected rows, skipping rows other transactions hold (PostgreSQL)."""

@@ -15,15 +15,9 @@ from typing import Any
 from uuid import UUID
 
 from sqlalchemy import (
-    ColumnElement,
     Connection,
-    Select,
-    String,
-    cast,
     delete,
-    func,
     insert,
-    or_,
     select,
     update,
 )
@@ -33,7 +27,6 @@ from tickerq.enums import Priority, Status, TickerKind
 from tickerq.errors import DuplicateTickerError, TickerNotFoundError, TickerStateError
 from tickerq.events import TickerDeleted
 from tickerq.models import Attempt, CronOccurrence, CronTicker, TimeTicker
-from tickerq.stores.base import TickerQuery
 from tickerq.stores.sql import dialects
 from tickerq.stores.sql.connection import (
     IDLE,
@@ -45,6 +38,7 @@ from tickerq.stores.sql.connection import (
 )
 from tickerq.stores.sql.crons import CronMaterializing
 from tickerq.stores.sql.enqueue_sqlite import SqliteEnqueue
+from tickerq.stores.sql.reads import SqlReads
 from tickerq.stores.sql.rows import (
     attempt_from_row,
     cron_from_row,
@@ -62,7 +56,7 @@ __all__ = ["SqlStore"]
 logger = logging.getLogger(__name__)
 
 
-class SqlStore(CronSeeding, CronMaterializing, EngineWork):
+class SqlStore(CronSeeding, CronMaterializing, EngineWork, SqlReads):
     """Tickers in SQLite or PostgreSQL, shared by every node that uses the same database."""
 
     _sqlite_enqueue: SqliteEnqueue | None = None
@@ -223,48 +217,6 @@ class SqlStore(CronSeeding, CronMaterializing, EngineWork):
             for ticker_id in doomed:
                 bus.publish(TickerDeleted(dialects.utcnow(), TickerKind.TIME, ticker_id))
         return len(doomed)
-
-    def _filtered(self, stmt: Select[Any], query: TickerQuery) -> Select[Any]:
-        stmt = stmt.where(T.kind == TIME)
-        if query.statuses:
-            stmt = stmt.where(T.status.in_([s.value for s in query.statuses]))
-        if query.function is not None:
-            stmt = stmt.where(T.function == query.function)
-        if query.parent_id is not None:
-            stmt = stmt.where(T.parent_id == query.parent_id)
-        if query.roots_only:
-            stmt = stmt.where(T.parent_id.is_(None))
-        if query.text:
-            text = query.text.lower()
-            escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            pattern = f"%{escaped}%"
-            conditions: list[ColumnElement[bool]] = [
-                func.lower(T.function).like(pattern, escape="\\"),
-                func.lower(T.description).like(pattern, escape="\\"),
-            ]
-            hex_part = text.replace("-", "")
-            if hex_part and all(c in "0123456789abcdef" for c in hex_part):
-                as_text = func.replace(func.lower(cast(T.id, String)), "-", "")
-                conditions.append(as_text.like(f"%{hex_part}%"))
-            stmt = stmt.where(or_(*conditions))
-        return stmt
-
-    async def query_time_tickers(self, query: TickerQuery) -> list[TimeTicker]:
-        """Matching tickers, latest execution time first."""
-        stmt = (
-            self._filtered(select(tickers), query)
-            .order_by(T.execution_time.desc().nulls_last(), T.created_at.desc())
-            .limit(query.limit)
-            .offset(query.offset)
-        )
-        async with self.engine.connect() as conn:
-            return [ticker_from_row(r) for r in await conn.execute(stmt)]
-
-    async def count_time_tickers(self, query: TickerQuery) -> int:
-        """How many tickers match."""
-        async with self.engine.connect() as conn:
-            count = (await conn.execute(self._filtered(select(func.count()), query))).scalar()
-        return int(count or 0)
 
     # -- both kinds ---------------------------------------------------------------------
 
