@@ -17,8 +17,8 @@ from starlette.requests import HTTPConnection
 
 from tickerq import TickerQ
 from tickerq.dashboard import BasicAuth, Permission
-from tickerq.dashboard.app import MAX_BODY
 from tickerq.dashboard.auth import FORWARDING_HEADERS, is_loopback_host, local_refusal, same_origin
+from tickerq.dashboard.context import MAX_BODY
 
 # -- without auth: loopback names only, no proxies (DNS rebinding) -----------------------
 

@@ -14,7 +14,7 @@ Without ``auth`` only loopback clients get in::
 
 from __future__ import annotations
 
-from tickerq.dashboard.app import CSP, Dashboard, DashboardError, create_dashboard
+from tickerq.dashboard.app import CSP, create_dashboard
 from tickerq.dashboard.auth import (
     ALL_PERMISSIONS,
     BasicAuth,
@@ -22,6 +22,7 @@ from tickerq.dashboard.auth import (
     DashboardUser,
     Permission,
 )
+from tickerq.dashboard.context import Dashboard, DashboardError
 from tickerq.dashboard.service import Redactor
 
 __all__ = [

@@ -17,8 +17,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tickerq.dashboard.app import MAX_BODY, DashboardError, dashboard_of, require
 from tickerq.dashboard.auth import Permission
+from tickerq.dashboard.context import MAX_BODY, DashboardError, dashboard_of, require
 from tickerq.dashboard.schemas import (
     BatchDeleteIn,
     CronTickerIn,

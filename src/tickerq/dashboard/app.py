@@ -1,15 +1,16 @@
-"""The dashboard's ASGI app: security around every request, routes, errors."""
+"""The dashboard's ASGI app: security around every request, routes, errors.
+
+The top of the dashboard: it assembles the pages, forms and JSON API, which share
+``context.py`` and ``rendering.py``; nothing in the dashboard imports this module.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote
 
-from jinja2 import Environment, FileSystemLoader, select_autoescape
 from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -19,6 +20,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from tickerq.dashboard import api, forms, pages
 from tickerq.dashboard.auth import (
     AuthCallable,
     BasicAuth,
@@ -26,29 +28,29 @@ from tickerq.dashboard.auth import (
     Permission,
     PermissionsSpec,
     authenticate,
-    check_permissions_spec,
     local_refusal,
     permissions_for,
     same_origin,
     user_name,
 )
-from tickerq.dashboard.live import LiveFeed
-from tickerq.dashboard.service import Redactor, Service
-from tickerq.errors import (
-    CronError,
-    FunctionNotFoundError,
-    InvalidArgumentError,
-    InvalidRequestError,
-    StoreConnectionError,
-    TickerNotFoundError,
-    TickerQError,
-    TickerStateError,
+from tickerq.dashboard.context import (
+    MAX_BODY,
+    Dashboard,
+    DashboardError,
+    error_message,
+    error_status,
+    log_refusal,
+    mount_prefix,
 )
+from tickerq.dashboard.live import LiveFeed
+from tickerq.dashboard.rendering import error_page
+from tickerq.dashboard.service import Redactor, Service
+from tickerq.errors import TickerQError
 
 if TYPE_CHECKING:
     from tickerq.app import TickerQ
 
-__all__ = ["CSP", "Dashboard", "DashboardError", "create_dashboard"]
+__all__ = ["CSP", "create_dashboard"]
 
 logger = logging.getLogger("tickerq.dashboard")
 
@@ -62,110 +64,12 @@ CSP = (
 """The Content-Security-Policy of every response: no inline script or style."""
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-MAX_BODY = 2_000_000
-
-
-class DashboardError(Exception):
-    """An error answered with ``status`` and a message naming the bad value."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-@dataclass(eq=False)
-class Dashboard:
-    """One dashboard over one app: its settings, service and live feed."""
-
-    app: TickerQ
-    auth: AuthCallable | None = None
-    permissions: PermissionsSpec = None
-    base_path: str = ""
-    title: str = "tickerq"
-    allowed_origins: Collection[str] = ()
-    service: Service = field(init=False)
-    live: LiveFeed = field(init=False)
-    templates: Environment = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.base_path = self.base_path.rstrip("/")
-        if self.base_path and not self.base_path.startswith("/"):
-            raise ValueError(f"base_path must start with '/', got {self.base_path!r}")
-        check_permissions_spec(self.permissions)
-        self.templates = Environment(
-            loader=FileSystemLoader(HERE / "templates"),
-            autoescape=select_autoescape(default=True, default_for_string=True),
-            trim_blocks=True,
-            lstrip_blocks=True,
-        )
-
-    def prefix(self, scope: Scope) -> str:
-        """Where the dashboard is mounted: ``base_path`` or the ASGI root_path."""
-        if self.base_path:
-            return self.base_path
-        if "tickerq.prefix" in scope:  # fixed where the request entered the dashboard
-            return str(scope["tickerq.prefix"])
-        return _mount_prefix(scope)[0]
-
-    async def ensure_open(self) -> None:
-        """Open the app's store if nobody did yet (a mounted dashboard gets no lifespan)."""
-        if not self.app._opened:
-            await self.app.open()
-
-
-def dashboard_of(conn: HTTPConnection) -> Dashboard:
-    """The dashboard serving this request."""
-    dash = conn.scope["tickerq.dashboard"]
-    assert isinstance(dash, Dashboard)
-    return dash
-
-
-def user_of(conn: HTTPConnection) -> DashboardUser:
-    """The user making this request (set by the security layer)."""
-    user = conn.scope["tickerq.user"]
-    assert isinstance(user, DashboardUser)
-    return user
-
-
-def require(conn: HTTPConnection, permission: Permission) -> DashboardUser:
-    """The user, if they hold ``permission``; else a 403."""
-    user = user_of(conn)
-    if not user.can(permission):
-        message = f"user {user.name!r} lacks the {permission.value!r} permission for this"
-        log_refusal(conn, 403, message)
-        raise DashboardError(403, message)
-    return user
 
 
 def wants_json(conn: HTTPConnection) -> bool:
     """True for API paths (answer errors as JSON)."""
     path = conn.scope.get("tickerq.route_path", "")
     return str(path).startswith("/api")
-
-
-def _mount_prefix(scope: Scope) -> tuple[str, str | None]:
-    """Where the dashboard is mounted, and a corrected ``path`` (or None).
-
-    Starlette and FastAPI set ``root_path``. Litestar's ``is_mount`` strips the
-    mount path from ``path`` without setting ``root_path`` (and adds a trailing
-    slash): the prefix is then what ``raw_path`` has before it.
-    """
-    root = str(scope.get("root_path", "")).rstrip("/")
-    if root:
-        return root, None
-    raw, path = scope.get("raw_path"), str(scope.get("path", ""))
-    if not isinstance(raw, bytes) or not path:
-        return "", None
-    full = unquote(raw.decode("latin-1"))
-    if full == path:
-        return "", None
-    if full.endswith(path):
-        return full[: len(full) - len(path)].rstrip("/"), None
-    bare = path.rstrip("/")
-    if path.endswith("/") and full.endswith(bare) and not full.endswith("/"):
-        return full[: len(full) - len(bare)].rstrip("/"), bare or "/"
-    return "", None
 
 
 def _route_path(scope: Scope) -> str:
@@ -189,7 +93,7 @@ class SecurityLayer:
             return
         dash = self.dashboard
         scope["tickerq.dashboard"] = dash
-        prefix, fixed_path = _mount_prefix(scope)
+        prefix, fixed_path = mount_prefix(scope)
         if fixed_path is not None:
             scope["path"] = fixed_path
         scope["tickerq.prefix"] = dash.base_path or prefix
@@ -261,25 +165,6 @@ _LOCAL_ONLY = (
 )
 
 
-def log_refusal(conn: HTTPConnection, status: int, reason: str, *, quiet: bool = False) -> None:
-    """Log a refused request: who (client address), what (method and path), why.
-
-    Never headers or the query string, where credentials live.
-    """
-    client = conn.scope.get("client")
-    via = conn.headers.get("x-forwarded-for") or conn.headers.get("forwarded")
-    logger.log(
-        logging.DEBUG if quiet else logging.WARNING,
-        "dashboard: refused (%d) %s %r from %s%s: %s",
-        status,
-        conn.scope.get("method", "?"),
-        str(conn.scope.get("path", ""))[:300],
-        client[0] if client else "unknown client",
-        f" (forwarded for {via[:200]!r})" if via else "",
-        reason,
-    )
-
-
 class _BodyTooLarge(Exception):
     """Raised from ``receive`` once a request body passes MAX_BODY."""
 
@@ -348,44 +233,6 @@ def _error(is_api: bool, status: int, message: str) -> Response:
     return PlainTextResponse(message, status_code=status)
 
 
-def error_status(exc: BaseException) -> int:
-    """The HTTP status for a tickerq error."""
-    if isinstance(exc, DashboardError):
-        return exc.status
-    if isinstance(exc, FunctionNotFoundError):
-        return 422
-    if isinstance(exc, TickerNotFoundError):
-        return 404
-    if isinstance(exc, TickerStateError):
-        return 409
-    if isinstance(
-        exc, InvalidArgumentError | InvalidRequestError | CronError | ValidationError | ValueError
-    ):
-        return 422
-    if isinstance(exc, StoreConnectionError):
-        return 503
-    return 500
-
-
-def error_message(exc: BaseException) -> tuple[str, list[dict[str, Any]] | None]:
-    """A message naming the bad value, and pydantic's details if any."""
-    if isinstance(exc, ValidationError):
-        details = []
-        parts = []
-        for err in exc.errors(include_url=False, include_context=False):
-            where = ".".join(str(x) for x in err["loc"]) or "body"
-            given = err.get("input")
-            shown = repr(given)
-            if len(shown) > 80:
-                shown = shown[:77] + "..."
-            parts.append(f"{where}: {err['msg']} (got {shown})")
-            details.append({"loc": list(err["loc"]), "msg": err["msg"], "input": shown})
-        return "invalid input: " + "; ".join(parts), details
-    if isinstance(exc, DashboardError):
-        return exc.message, None
-    return str(exc), None
-
-
 REFRESH_HEADER = "X-Tickerq-Refresh"
 """Sent by the page's live refreshes (static/app.js)."""
 GONE_HEADER = "X-Tickerq-Gone"
@@ -393,8 +240,6 @@ GONE_HEADER = "X-Tickerq-Gone"
 
 
 async def _handle_error(request: Request, exc: Exception) -> Response:
-    from tickerq.dashboard.views import error_page
-
     headers: dict[str, str] = {}
     if isinstance(exc, HTTPException):
         status, message, details = exc.status_code, str(exc.detail), None
@@ -420,6 +265,35 @@ async def _handle_error(request: Request, exc: Exception) -> Response:
     return response
 
 
+def _html_routes() -> list[Route]:
+    """The pages (GET) and the actions of their forms (POST), in one table: a path
+    may have both, and a fixed segment (``new``, ``delete``) comes before ``{id}``."""
+    return [
+        Route("/", pages.overview, methods=["GET"]),
+        Route("/events", pages.events, methods=["GET"]),
+        Route("/nodes", pages.nodes, methods=["GET"]),
+        Route("/time-tickers", pages.time_tickers, methods=["GET"]),
+        Route("/time-tickers", forms.add_time_ticker, methods=["POST"]),
+        Route("/time-tickers/new", pages.time_ticker_form, methods=["GET"]),
+        Route("/time-tickers/delete", forms.batch_delete, methods=["POST"]),
+        Route("/time-tickers/{id}", pages.time_ticker, methods=["GET"]),
+        Route("/time-tickers/{id}", forms.edit_time_ticker, methods=["POST"]),
+        Route("/time-tickers/{id}/edit", pages.time_ticker_form, methods=["GET"]),
+        Route("/time-tickers/{id}/{action}", forms.time_action, methods=["POST"]),
+        Route("/cron-tickers", pages.cron_tickers, methods=["GET"]),
+        Route("/cron-tickers", forms.add_cron, methods=["POST"]),
+        Route("/cron-tickers/new", pages.cron_form, methods=["GET"]),
+        Route("/cron-tickers/{id}", pages.cron_ticker, methods=["GET"]),
+        Route("/cron-tickers/{id}", forms.edit_cron, methods=["POST"]),
+        Route("/cron-tickers/{id}/edit", pages.cron_form, methods=["GET"]),
+        Route("/cron-tickers/{id}/{action}", forms.cron_action, methods=["POST"]),
+        Route("/cron-preview", pages.cron_preview_fragment, methods=["GET"]),
+        Route("/occurrences/{id}", pages.occurrence, methods=["GET"]),
+        Route("/occurrences/{id}/{action}", forms.occurrence_action, methods=["POST"]),
+        Route("/engine/{action}", forms.engine_action, methods=["POST"]),
+    ]
+
+
 def create_dashboard(
     app: TickerQ,
     *,
@@ -442,8 +316,6 @@ def create_dashboard(
     payload) -> payload`` hides parts of payloads. ``allowed_origins``: extra
     origins allowed to POST (a proxy that rewrites Host).
     """
-    from tickerq.dashboard import api, views
-
     dash = Dashboard(
         app,
         auth=auth,
@@ -455,7 +327,7 @@ def create_dashboard(
     dash.service = Service(app, redact)
     dash.live = LiveFeed(app, dash.service.queries)
     routes: list[Route | Mount] = [
-        *views.routes(),
+        *_html_routes(),
         Mount("/api", routes=api.routes()),
         Mount("/static", app=StaticFiles(directory=HERE / "static"), name="static"),
     ]
