@@ -153,12 +153,12 @@ async def child(url: str, crons: int, tickers: int, spread: float) -> Record:
         async with app:
             deadline = time.monotonic() + LEAD + ENGINE_TIMEOUT
             while time.monotonic() < deadline:
-                async with app.store.engine.connect() as conn:  # type: ignore[attr-defined]
+                async with app.store.sa_engine.connect() as conn:  # type: ignore[attr-defined]
                     done = (await conn.execute(finished)).scalar() or 0
                 if done >= total:
                     break
                 await asyncio.sleep(0.1)
-            async with app.store.engine.connect() as conn:  # type: ignore[attr-defined]
+            async with app.store.sa_engine.connect() as conn:  # type: ignore[attr-defined]
                 rows = (
                     await conn.execute(
                         select(T.kind, T.execution_time, T.executed_at, T.status).where(

@@ -465,7 +465,7 @@ def render(data: Record) -> str:
         "pg_stat_statements is not loaded on this server "
         f"(shared_preload_libraries = {m['shared_preload_libraries']!r}), so the worker "
         "counts in two places, between start and stop of its engine: a SQLAlchemy "
-        "`before_cursor_execute` listener on `app.store.engine.sync_engine` (what the "
+        "`before_cursor_execute` listener on `app.store.sa_engine.sync_engine` (what the "
         "store sends through SQLAlchemy; an executemany counts one statement per row) "
         "and asyncpg's query logger on every connection the process opens (BEGIN/"
         "COMMIT/ROLLBACK, pool pre-pings, and the store's hot-path statement, which "

@@ -188,11 +188,11 @@ async def single_enqueue(server: str, n: int, rounds: int) -> Record:
         await new.open()
         await old.open()
         old_engine: Any = old.store
-        await old_engine.engine.dispose()
+        await old_engine.sa_engine.dispose()
         as_before(old)
         for app in (new, old):
             store: Any = app.store
-            event.listen(store.engine.sync_engine, "before_cursor_execute", wire.cursor)
+            event.listen(store.sa_engine.sync_engine, "before_cursor_execute", wire.cursor)
         proc = procrastinate.App(
             connector=procrastinate.PsycopgConnector(conninfo=f"{server}/{db_p}")
         )

@@ -145,7 +145,7 @@ async def tickerq_worker(args: argparse.Namespace) -> Result:
     await app.open()
     counter = SqlCounter()
     if args.count_sql:
-        event.listen(app.store.engine.sync_engine, "before_cursor_execute", counter)  # type: ignore[attr-defined]
+        event.listen(app.store.sa_engine.sync_engine, "before_cursor_execute", counter)  # type: ignore[attr-defined]
     say("ready")
     await wait_for("go")
     counter.active = wire.active = True

@@ -173,10 +173,10 @@ async def _prepare(url: str, dialect: str, background: str, rows: int, n: int) -
     try:
         statements = [] if background == "empty" else _fill_sql(dialect, rows, background)
         statements += _fill_sql(dialect, n, "due")
-        async with store.engine.begin() as conn:
+        async with store.sa_engine.begin() as conn:
             for sql in statements:
                 await conn.execute(text(sql))
-        async with store.engine.connect() as conn:
+        async with store.sa_engine.connect() as conn:
             if dialect == "postgresql":
                 await conn.execute(text("COMMIT"))
                 await conn.execute(text("VACUUM ANALYZE tickerq_tickers"))
@@ -209,12 +209,12 @@ async def _refill(url: str, dialect: str, n: int) -> None:
     store = SqlStore(url)
     await store.open()
     try:
-        async with store.engine.begin() as conn:
+        async with store.sa_engine.begin() as conn:
             await conn.execute(text("DELETE FROM tickerq_tickers WHERE function = 'noop'"))
             for sql in _fill_sql(dialect, n, "due"):
                 await conn.execute(text(sql))
         if dialect == "postgresql":
-            async with store.engine.connect() as conn:
+            async with store.sa_engine.connect() as conn:
                 await conn.execute(text("COMMIT"))
                 await conn.execute(text("VACUUM ANALYZE tickerq_tickers"))
     finally:

@@ -228,7 +228,7 @@ async def make_app(store_url: str, clock: ManualClock) -> AsyncIterator[Callable
         if hasattr(store, "_engine"):  # the SQL store: its engine must be disposed
             assert store._engine is None, f"{store_url}: the SQLAlchemy engine was not disposed"
             with pytest.raises(TickerStateError):
-                _ = store.engine
+                _ = store.sa_engine
 
 
 FUNCTIONS = {

@@ -59,7 +59,7 @@ async def _fill(
     params = {"count": count, "status": status, "priority": priority, "offset": offset}
     await store.write(lambda conn: conn.execute(text(sql), params))
     if store.dialect.name == "postgresql" and analyze:
-        async with store.engine.connect() as conn:
+        async with store.sa_engine.connect() as conn:
             await conn.execute(text("COMMIT"))
             await conn.execute(text("ANALYZE tickerq_tickers"))
 
@@ -181,7 +181,7 @@ async def _cost(url: str, count: int, measure: Callable[[SqlStore], Any]) -> int
     store = SqlStore(url, auto_upgrade=True)
     await store.open()
     try:
-        async with store.engine.begin() as conn:
+        async with store.sa_engine.begin() as conn:
             await conn.execute(text("DELETE FROM tickerq_tickers"))
         await _background(store, count)
         await store.claim(  # opens the hot path

@@ -262,7 +262,7 @@ async def test_a_round_costs_a_bounded_number_of_statements(
     crons = [await app.cron_tickers.add("alpha", "* * * * *") for _ in range(count)]
     clock.tick(MINUTE)
     store: Any = app.store
-    engines = [store.engine.sync_engine] + ([store._writer] if store._writer is not None else [])
+    engines = [store.sa_engine.sync_engine] + ([store._writer] if store._writer is not None else [])
     statements: list[str] = []
     transactions: list[object] = []
 

@@ -213,7 +213,7 @@ async def test_seed_keys_of_older_versions_fold_into_one_cron_per_function(
         cron = app.cron_tickers.build(function, expression, seeded=True)
         older.append(cron)
         await store.add_cron_ticker(cron)
-        async with store.engine.begin() as conn:
+        async with store.sa_engine.begin() as conn:
             await conn.execute(
                 update(cron_tickers)
                 .where(cron_tickers.c.id == cron.id)
@@ -232,7 +232,7 @@ async def test_seed_keys_of_older_versions_fold_into_one_cron_per_function(
     await app.stop()
 
     async with app:
-        async with store.engine.connect() as conn:
+        async with store.sa_engine.connect() as conn:
             rows = await conn.execute(
                 select(cron_tickers.c.seed_key, cron_tickers.c.id, cron_tickers.c.expression)
             )

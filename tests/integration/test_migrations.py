@@ -171,11 +171,11 @@ async def test_fresh_database_gets_exactly_the_schema(url: str) -> None:
     store = SqlStore(url)
     await store.open()
     try:
-        layout = await _sync(store.engine, _layout)
+        layout = await _sync(store.sa_engine, _layout)
         assert layout == _expected_layout()
-        assert await _sync(store.engine, _diff) == []
-        assert await migrate.current_revision(store.engine) == SCHEMA_VERSION
-        await migrate.check(store.engine)
+        assert await _sync(store.sa_engine, _diff) == []
+        assert await migrate.current_revision(store.sa_engine) == SCHEMA_VERSION
+        await migrate.check(store.sa_engine)
     finally:
         await store.close()
 
@@ -223,7 +223,7 @@ async def test_a_database_behind_is_refused_without_auto_upgrade(
     assert "tickerq db upgrade --store URL" in message
     assert "auto_upgrade=True" in message
     with pytest.raises(TickerStateError, match="not open"):
-        _ = store.engine  # a failed open leaves nothing behind
+        _ = store.sa_engine  # a failed open leaves nothing behind
     with pytest.raises(TickerStateError, match="has no tickerq tables"):
         await migrate.check(engine)
     assert not await _sync(engine, _has_table, "tickerq_tickers")
@@ -231,8 +231,8 @@ async def test_a_database_behind_is_refused_without_auto_upgrade(
     upgrading = SqlStore(url, auto_upgrade=True)
     await upgrading.open()
     try:
-        assert await migrate.current_revision(upgrading.engine) == SCHEMA_VERSION
-        assert await _sync(upgrading.engine, _layout) == _expected_layout()
+        assert await migrate.current_revision(upgrading.sa_engine) == SCHEMA_VERSION
+        assert await _sync(upgrading.sa_engine, _layout) == _expected_layout()
     finally:
         await upgrading.close()
     store = SqlStore(url)  # now current: opens without auto_upgrade
@@ -322,7 +322,7 @@ async def test_concurrent_opens_create_once(url: str) -> None:
     stores = [SqlStore(url, pool_size=1) for _ in range(5)]
     try:
         await asyncio.gather(*(s.open() for s in stores))
-        assert await _sync(stores[0].engine, _version_rows) == [SCHEMA_VERSION]
+        assert await _sync(stores[0].sa_engine, _version_rows) == [SCHEMA_VERSION]
     finally:
         for s in stores:
             await s.close()

@@ -204,7 +204,7 @@ class _Wire:
 
 async def _log_pool(app: TickerQ, wire: _Wire) -> None:
     store: Any = app.store
-    raw = await store.engine.raw_connection()
+    raw = await store.sa_engine.raw_connection()
     try:
         raw.driver_connection.add_query_logger(wire)
     finally:
@@ -363,7 +363,7 @@ async def test_pgbouncer_mode_keeps_no_session_state(db: str) -> None:
             await _wait_done(app, [t.id for t in tickers])
             await app.time_tickers.query(limit=5)
             store: Any = app.store
-            raw = await store.engine.raw_connection()
+            raw = await store.sa_engine.raw_connection()
             try:
                 pooled = raw.driver_connection
                 pooled_statements = await pooled.fetchval(

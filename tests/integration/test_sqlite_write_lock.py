@@ -76,7 +76,7 @@ async def test_a_blocked_loop_does_not_hold_up_other_nodes_writes(
         time.sleep(0.2)  # the loop is surely blocked before the transaction goes on
         inserted.set()
 
-    engines = [node_a.engine.sync_engine, getattr(node_a, "_writer", None)]
+    engines = [node_a.sa_engine.sync_engine, getattr(node_a, "_writer", None)]
     for engine in engines:
         if engine is not None:
             event.listen(engine, "after_cursor_execute", block_a_loop_mid_transaction)

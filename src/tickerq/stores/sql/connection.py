@@ -106,8 +106,8 @@ class SqlBase(Store):
         connection budget has no room for it."""
 
     @property
-    def engine(self) -> AsyncEngine:
-        """The SQLAlchemy engine (after open)."""
+    def sa_engine(self) -> AsyncEngine:
+        """The SQLAlchemy engine (after open); not tickerq's job engine, which is ``app.engine``."""
         if self._engine is None:
             raise TickerStateError(f"the store {self.dialect.safe_url} is not open")
         return self._engine
@@ -179,7 +179,7 @@ class SqlBase(Store):
                     return transaction(conn)
 
             return await asyncio.get_running_loop().run_in_executor(self._writer_thread, run)
-        async with self.engine.begin() as conn:
+        async with self.sa_engine.begin() as conn:
             return await conn.run_sync(transaction)
 
     def write_sqlite(self, transaction: Callable[[Any], R]) -> asyncio.Future[R]:

@@ -209,13 +209,13 @@ class SqlReads(SqlBase):
     async def query_time_tickers(self, query: TickerQuery) -> list[TimeTicker]:
         """Matching tickers in the list order, paged (see :mod:`tickerq.stores.reads`)."""
         matches, _ = self._matches(query, reads.TEXT_WINDOW)
-        async with self.engine.connect() as conn:
+        async with self.sa_engine.connect() as conn:
             return [ticker_from_row(r) for r in await conn.execute(self._page(query, matches))]
 
     async def count_time_tickers(self, query: TickerQuery) -> int:
         """How many tickers match (counted now; the page ignored)."""
         matches, _ = self._matches(query, reads.TEXT_WINDOW)
-        async with self.engine.connect() as conn:
+        async with self.sa_engine.connect() as conn:
             count = await conn.execute(select(func.count()).select_from(matches.subquery()))
             return int(count.scalar_one())
 
@@ -226,7 +226,7 @@ class SqlReads(SqlBase):
         """
         window = reads.TEXT_WINDOW
         matches, passing = self._matches(query, window)
-        async with self.engine.connect() as conn:
+        async with self.sa_engine.connect() as conn:
             items = [ticker_from_row(r) for r in await conn.execute(self._page(query, matches))]
             if query.text or query.parent_id is not None:
                 found = select(func.count()).select_from(matches.subquery())
@@ -252,7 +252,7 @@ class SqlReads(SqlBase):
         out: dict[UUID, list[TimeTicker]] = {p: [] for p in parents}
         if not parents:
             return out
-        async with self.engine.connect() as conn:
+        async with self.sa_engine.connect() as conn:
             for i in range(0, len(parents), 500):
                 chunk = list(parents[i : i + 500])
                 stmt = (
@@ -295,7 +295,7 @@ class SqlReads(SqlBase):
             T.kind, T.function, T.status, root
         )
         started = time.monotonic()
-        async with self.engine.connect() as conn:
+        async with self.sa_engine.connect() as conn:
             rows = (await conn.execute(stmt)).all()
         done = time.monotonic()
         counts = {
@@ -370,7 +370,7 @@ class SqlReads(SqlBase):
             )
             .group_by(slot, T.status)
         )
-        async with self.engine.connect() as conn:
+        async with self.sa_engine.connect() as conn:
             rows = await conn.execute(stmt)
             return [(int(s) * size, Status(st), int(n)) for s, st, n in rows if s is not None]
 
@@ -386,7 +386,7 @@ class SqlReads(SqlBase):
             .group_by(T.lock_holder)
             .order_by(T.lock_holder)
         )
-        async with self.engine.connect() as conn:
+        async with self.sa_engine.connect() as conn:
             return [NodeLocks(str(h), int(n)) for h, n in await conn.execute(stmt)]
 
     async def next_due(self, limit: int = 5) -> list[DueItem]:
@@ -409,7 +409,7 @@ class SqlReads(SqlBase):
             )
         ).subquery("soonest")
         stmt = select(soonest).order_by(soonest.c.execution_time).limit(limit)
-        async with self.engine.connect() as conn:
+        async with self.sa_engine.connect() as conn:
             return [DueItem(TickerKind(k), i, f, e) for k, i, f, e in await conn.execute(stmt)]
 
     async def change_marker(self) -> ChangeMarker:
@@ -417,7 +417,7 @@ class SqlReads(SqlBase):
         statistics collector counts them on PostgreSQL (flushed within ~1 s), the
         number of rows on SQLite."""
         latest = select(func.max(T.updated_at))
-        async with self.engine.connect() as conn:
+        async with self.sa_engine.connect() as conn:
             time_tickers = (await conn.execute(latest.where(T.kind == TIME))).scalar()
             occurrences = (await conn.execute(latest.where(T.kind == OCCURRENCE))).scalar()
             crons = (

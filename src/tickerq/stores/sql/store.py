@@ -83,7 +83,7 @@ class SqlStore(CronSeeding, CronMaterializing, EngineWork, SqlReads):
             if not await self._fast_add(new, outside):
                 await self._insert_time_tickers(new, outside)
         except IntegrityError:
-            async with self.engine.connect() as conn:  # which id was taken?
+            async with self.sa_engine.connect() as conn:  # which id was taken?
                 for chunk in _chunks(list(batch_ids), 500):
                     taken = (await conn.execute(select(T.id).where(T.id.in_(chunk)))).scalar()
                     if taken is not None:
@@ -144,7 +144,7 @@ class SqlStore(CronSeeding, CronMaterializing, EngineWork, SqlReads):
 
     async def get_time_ticker(self, ticker_id: UUID) -> TimeTicker | None:
         """One time ticker."""
-        async with self.engine.connect() as conn:
+        async with self.sa_engine.connect() as conn:
             row = (
                 await conn.execute(select(tickers).where(T.id == ticker_id, T.kind == TIME))
             ).first()
@@ -286,7 +286,7 @@ class SqlStore(CronSeeding, CronMaterializing, EngineWork, SqlReads):
 
     async def attempts(self, kind: TickerKind, ticker_id: UUID) -> list[Attempt]:
         """Attempts of one ticker, oldest first."""
-        async with self.engine.connect() as conn:
+        async with self.sa_engine.connect() as conn:
             row = (
                 await conn.execute(
                     select(T.status, T.lock_holder, T.executed_at, T.retry_count).where(
@@ -332,7 +332,7 @@ class SqlStore(CronSeeding, CronMaterializing, EngineWork, SqlReads):
 
     async def get_cron_ticker(self, cron_id: UUID) -> CronTicker | None:
         """One cron ticker."""
-        async with self.engine.connect() as conn:
+        async with self.sa_engine.connect() as conn:
             row = (
                 await conn.execute(select(cron_tickers).where(cron_tickers.c.id == cron_id))
             ).first()
@@ -369,7 +369,7 @@ class SqlStore(CronSeeding, CronMaterializing, EngineWork, SqlReads):
         stmt = select(cron_tickers).order_by(cron_tickers.c.created_at, cron_tickers.c.id)
         if function is not None:
             stmt = stmt.where(cron_tickers.c.function == function)
-        async with self.engine.connect() as conn:
+        async with self.sa_engine.connect() as conn:
             return [cron_from_row(r) for r in await conn.execute(stmt)]
 
     async def due_cron_tickers(self, now: datetime) -> list[CronTicker]:
@@ -377,7 +377,7 @@ class SqlStore(CronSeeding, CronMaterializing, EngineWork, SqlReads):
         stmt = select(cron_tickers).where(
             cron_tickers.c.enabled.is_(True), cron_tickers.c.next_fire_at <= now
         )
-        async with self.engine.connect() as conn:
+        async with self.sa_engine.connect() as conn:
             return [cron_from_row(r) for r in await conn.execute(stmt)]
 
     async def advance_cron_ticker(
@@ -447,7 +447,7 @@ class SqlStore(CronSeeding, CronMaterializing, EngineWork, SqlReads):
         self, cron_id: UUID, limit: int = 100, offset: int = 0
     ) -> list[CronOccurrence]:
         """A cron's occurrences, newest fire first."""
-        async with self.engine.connect() as conn:
+        async with self.sa_engine.connect() as conn:
             exists = (
                 await conn.execute(select(cron_tickers.c.id).where(cron_tickers.c.id == cron_id))
             ).first()
@@ -464,7 +464,7 @@ class SqlStore(CronSeeding, CronMaterializing, EngineWork, SqlReads):
 
     async def get_occurrence(self, occurrence_id: UUID) -> CronOccurrence | None:
         """One occurrence."""
-        async with self.engine.connect() as conn:
+        async with self.sa_engine.connect() as conn:
             row = (
                 await conn.execute(
                     select(tickers).where(T.id == occurrence_id, T.kind == OCCURRENCE)

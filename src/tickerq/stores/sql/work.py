@@ -92,7 +92,7 @@ class EngineWork(SqlBase):
         if after is not None:
             crons = crons.where(cron_tickers.c.next_fire_at > after)
         probes.append(crons.scalar_subquery())
-        async with self.engine.connect() as conn:
+        async with self.sa_engine.connect() as conn:
             found = (await conn.execute(select(*probes))).one()
         due = [t for t in found if t is not None]
         return dialects.as_utc(min(due)) if due else None
@@ -468,7 +468,7 @@ class EngineWork(SqlBase):
 
     async def nodes(self) -> list[Node]:
         """Every node row."""
-        async with self.engine.connect() as conn:
+        async with self.sa_engine.connect() as conn:
             return [
                 node_from_row(r) for r in await conn.execute(select(nodes).order_by(nodes.c.id))
             ]
@@ -511,7 +511,7 @@ class EngineWork(SqlBase):
         """Which running ids were flagged for cancellation."""
         if not ids:
             return []
-        async with self.engine.connect() as conn:
+        async with self.sa_engine.connect() as conn:
             rows = await conn.execute(
                 select(T.id).where(T.id.in_(ids), T.cancel_requested.is_(True))
             )
