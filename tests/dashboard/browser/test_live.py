@@ -10,6 +10,7 @@ import sys
 import textwrap
 import time
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from uuid import UUID
 
 from playwright.sync_api import expect
@@ -117,3 +118,48 @@ def test_an_operation_in_one_page_shows_in_another(browse: Browse) -> None:
     # nothing shows up as a failed request or a console error
     browse.watch.assert_clean()
     other_watch.assert_clean()
+
+
+def test_a_change_during_a_refresh_is_not_lost(browse: Browse) -> None:
+    """A change that arrives while the page is re-reading a part of itself is read
+    again after that refresh, even though the refresh replaced the part (CI once saw a
+    row stay IN_PROGRESS when the page had read it just before it ended)."""
+    page, shop = browse.page, browse.shop
+    tag = f"refresh race {time.monotonic_ns()}"
+    later = datetime.now(UTC) + timedelta(days=30)
+    first = shop.run(
+        shop.app.time_tickers.add(
+            "charge_card",
+            request={"order_id": 1, "amount": 1.0},
+            execution_time=later,
+            description=tag,
+        )
+    )
+    browse.goto(f"/time-tickers?q={tag.replace(' ', '+')}")
+    row = page.locator(f"[data-testid=ticker-row][data-id='{first.id}']")
+    expect(row).to_have_attribute("data-status", "IDLE")
+    held: list[str] = []
+
+    def slow_refresh(route: Any) -> None:
+        if held or route.request.headers.get("x-tickerq-refresh") != "1":
+            route.continue_()
+            return
+        held.append(route.request.url)
+        stale = route.fetch()  # the page as it is now: the first ticker waits
+        shop.run(shop.app.time_tickers.cancel(first.id))  # its change event comes now
+        time.sleep(1.5)  # the event reaches the page while this refresh is out
+        route.fulfill(response=stale)
+
+    page.route("**/time-tickers?*", slow_refresh)
+    shop.run(  # a change that starts the refresh held above
+        shop.app.time_tickers.add(
+            "charge_card",
+            request={"order_id": 2, "amount": 2.0},
+            execution_time=later,
+            description=tag,
+        )
+    )
+    expect(page.get_by_test_id("ticker-row")).to_have_count(2, timeout=5000)
+    assert held, "no live refresh went out"
+    expect(row).to_have_attribute("data-status", "CANCELLED", timeout=2500)
+    browse.watch.assert_clean()

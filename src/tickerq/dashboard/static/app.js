@@ -55,10 +55,13 @@
       source: el, target: "#" + el.id, select: "#" + el.id, swap: "outerHTML",
       headers: { "X-Tickerq-Refresh": "1" }
     }).finally(function () {
-      var fresh = document.getElementById(el.id);
-      if (fresh && fresh !== el) return;
+      // A change that came while this refresh was out may not be in what it read:
+      // read again, into the part that is on the page now (the swap replaced el).
+      var again = el.dataset.again;
       delete el.dataset.refreshing;
-      if (el.dataset.again) { delete el.dataset.again; refresh(el); }
+      delete el.dataset.again;
+      var fresh = document.getElementById(el.id);
+      if (again && fresh) refresh(fresh);
     });
   }
 
