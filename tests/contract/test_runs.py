@@ -6,7 +6,7 @@ import asyncio
 import random
 from collections.abc import Callable
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from uuid import UUID, uuid4
 
 import pytest
@@ -280,6 +280,45 @@ async def test_a_child_added_as_its_parent_ends_is_never_stranded(
         children.append(child.id)
     released = await ops.claim(ops.at(10), slots=1000, functions=["beta"])
     assert sorted(j.id for j in released) == sorted(children)
+
+
+async def test_a_left_over_result_whose_write_fails_goes_with_the_next_claim(
+    app: TickerQ, ops: Ops, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hot path leaves a chain parent's result to the general path after it has
+    claimed new jobs: if that write fails, the jobs still come back and the result
+    is written with the next claim (nothing lost, nothing run twice)."""
+    store: Any = app.store
+    if getattr(store, "hot", None) is None:
+        pytest.skip("only the SQL stores' hot paths leave results over")
+    parent = await ops.add("alpha")
+    job = await ops.claim_one(parent.id)
+    child = await ops.add("beta", parent_id=parent.id, run_condition=RunCondition.ON_SUCCESS)
+    other = await ops.add("gamma")
+    real = store._write_outcomes
+    failures = [RuntimeError("the database went away")]
+
+    def flaky(conn: Any, outcomes: Any) -> None:
+        if failures:
+            raise failures.pop()
+        real(conn, outcomes)
+
+    monkeypatch.setattr(store, "_write_outcomes", flaky)
+    claimed = await ops.store.claim(
+        ops.at(1),
+        node="node-a",
+        lease_until=ops.at(60),
+        slots=1,
+        capacity={},
+        functions=["gamma"],
+        finished=[ops.outcome(job, Status.DONE, finished_at=ops.at(1))],
+    )
+    assert [j.id for j in claimed] == [other.id]
+    assert (await ops.get(parent.id)).status is Status.IN_PROGRESS
+    await ops.claim(ops.at(2), functions=[])  # carries the result over
+    assert (await ops.get(parent.id)).status is Status.DONE
+    assert [j.id for j in await ops.claim(ops.at(3), functions=["beta"])] == [child.id]
+    assert [a.status for a in await app.time_tickers.attempts(parent.id)] == [Status.DONE]
 
 
 # -- a node that lost its lock ---------------------------------------------------------

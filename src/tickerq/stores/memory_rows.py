@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-from tickerq.enums import RunCondition, Status, TickerKind
+from tickerq.enums import Priority, RunCondition, Status, TickerKind
 from tickerq.models import Attempt, CronOccurrence, CronTicker, TimeTicker, run_state
 from tickerq.stores.base import Job
 
@@ -59,19 +59,54 @@ class Row(Job):
         "version",
     )
 
-    def __init__(self, **kwargs: Any) -> None:
-        extra = {k: kwargs.pop(k) for k in list(kwargs) if k not in Job.__slots__}
-        super().__init__(**kwargs)
-        self.status: Status = extra.get("status", Status.IDLE)
-        self.description: str = extra.get("description", "")
-        self.run_condition: RunCondition | None = extra.get("run_condition")
-        self.awaiting_parent: bool = extra.get("awaiting_parent", False)
-        self.created_at: datetime = extra["created_at"]
-        self.updated_at: datetime = extra["updated_at"]
+    def __init__(
+        self,
+        *,
+        kind: TickerKind,
+        id: UUID,
+        function: str,
+        priority: Priority,
+        request: Any,
+        execution_time: datetime | None,
+        retries: int,
+        retry_intervals: tuple[float, ...] | None,
+        retry_count: int,
+        timeout: float | None,
+        created_at: datetime,
+        updated_at: datetime,
+        cron_ticker_id: UUID | None = None,
+        parent_id: UUID | None = None,
+        fire_time: datetime | None = None,
+        status: Status = Status.IDLE,
+        description: str = "",
+        run_condition: RunCondition | None = None,
+        awaiting_parent: bool = False,
+    ) -> None:
+        # Explicit arguments (no **kwargs sorting): a row is made for every enqueue.
+        super().__init__(
+            kind=kind,
+            id=id,
+            function=function,
+            priority=priority,
+            request=request,
+            execution_time=execution_time,
+            retries=retries,
+            retry_intervals=retry_intervals,
+            retry_count=retry_count,
+            timeout=timeout,
+            cron_ticker_id=cron_ticker_id,
+            parent_id=parent_id,
+        )
+        self.status = status
+        self.description = description
+        self.run_condition = run_condition
+        self.awaiting_parent = awaiting_parent
+        self.created_at = created_at
+        self.updated_at = updated_at
         self.children: list[Row] = []
         self.attempts: list[Attempt] = []
         self.open_attempt: tuple[str, datetime] | None = None
-        self.fire_time: datetime | None = extra.get("fire_time")
+        self.fire_time = fire_time
         self.version = 0
         self.due_ts = 0.0
         self.cancel_requested = False

@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from tickerq.enums import RunCondition, Status, TickerKind
 from tickerq.errors import StoreConnectionError, TickerNotFoundError, TickerStateError
 from tickerq.events import CronTickerChanged, TickerChanged
-from tickerq.stores.base import Store
+from tickerq.stores.base import Outcome, Store
 from tickerq.stores.sql import dialects
 from tickerq.stores.sql.enqueue_pg import PgEnqueue
 from tickerq.stores.sql.hot import HotPath
@@ -100,6 +100,9 @@ class SqlBase(Store):
         self._writer_thread: ThreadPoolExecutor | None = None
         self._listener: Listener | None = None
         self._pg_enqueue: PgEnqueue | None = None
+        self._unwritten: list[Outcome] = []
+        """Results the hot path left over whose general-path write failed after the
+        claim that carried them (written with the next claim)."""
         self.hot: HotPath | SqliteHotPath | None = None
         """The engine's finish-and-claim path (one statement on PostgreSQL, one
         thread hop on SQLite); None until open, and on PostgreSQL when the

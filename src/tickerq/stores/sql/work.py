@@ -115,6 +115,8 @@ class EngineWork(SqlBase):
         single statement on PostgreSQL (:mod:`tickerq.stores.sql.hot`) and one
         trip to a thread of its own on SQLite (:mod:`tickerq.stores.sql.hot_sqlite`).
         """
+        if self._unwritten:  # left over by an earlier claim whose follow-up failed
+            finished, self._unwritten = [*self._unwritten, *finished], []
         limited = bool(limits) and any(f in functions for f in limits or ())
         chains = any(_has_chain_work(o) for o in finished)
         if self.hot is not None and not (limited or capacity or chains):
@@ -127,7 +129,17 @@ class EngineWork(SqlBase):
                 functions=functions,
                 finished=finished,
             )
-            await self._write_left_over(finished, left_over)
+            try:
+                await self._write_left_over(finished, left_over)
+            except Exception as exc:  # the jobs are claimed: hand them over all the same
+                rest = [o for o in finished if o.job.id in left_over]
+                logger.warning(
+                    "could not write %d result(s) of chain parents (%s); "
+                    "they go with the next claim",
+                    len(rest),
+                    exc,
+                )
+                self._unwritten.extend(rest)
         else:
 
             def tx(conn: Connection) -> list[Any]:
