@@ -103,7 +103,7 @@ class MemoryStore(MemoryReads, Store):
         """Rows in the ready FIFOs were all due by this time (the last claim's now)."""
         self._seq = itertools.count()
         self._nodes: dict[str, Node] = {}
-        self._ended = EndedRows()
+        self._ended = EndedRows(self._rows)
         self._ended_count = 0
         """Ended rows stored (what ``history_limit`` bounds)."""
         self._held: dict[UUID, Row] = {}

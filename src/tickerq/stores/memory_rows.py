@@ -184,14 +184,18 @@ class EndedRows:
     """Ended rows in the order they ended (``finished_at``): what bounded history and
     retention drop, oldest first, at O(log n) a row and never by walking every row.
 
-    An entry is current while its row keeps the version it had when it ended
-    (a retry, a delete or a drop bumps the version and so retires the entry).
+    An entry is current while its row is still stored and keeps the version it had
+    when it ended (a retry or a drop bumps the version and so retires the entry).
+    Entries hold numbers only (the row's id as an int), not the row: the garbage
+    collector then leaves them alone, which it would not do for 100,000s of tuples
+    pointing at rows, and a deleted row is not kept alive by its entry.
     """
 
-    __slots__ = ("_heap", "_seq")
+    __slots__ = ("_heap", "_rows", "_seq")
 
-    def __init__(self) -> None:
-        self._heap: list[tuple[float, int, Row, int]] = []
+    def __init__(self, rows: dict[UUID, Row]) -> None:
+        self._heap: list[tuple[float, int, int, int]] = []
+        self._rows = rows
         self._seq = itertools.count()
 
     def __len__(self) -> int:
@@ -200,18 +204,20 @@ class EndedRows:
     def push(self, row: Row) -> None:
         """Note that ``row`` has just ended (its ``finished_at`` is set)."""
         assert row.finished_at is not None
-        heapq.heappush(self._heap, (row.finished_at.timestamp(), next(self._seq), row, row.version))
+        entry = (row.finished_at.timestamp(), next(self._seq), row.id.int, row.version)
+        heapq.heappush(self._heap, entry)
 
     def pop_oldest(self, before: float | None = None) -> Row | None:
         """The row that ended first (and before ``before``, a timestamp), taken out of
         the order; None when there is none. Stale entries met on the way are dropped."""
         heap = self._heap
         while heap:
-            finished, _, row, version = heap[0]
+            finished, _, key, version = heap[0]
             if before is not None and finished >= before:
                 return None
             heapq.heappop(heap)
-            if row.version == version and row.status.is_final:
+            row = self._rows.get(UUID(int=key))
+            if row is not None and row.version == version and row.status.is_final:
                 return row
         return None
 
