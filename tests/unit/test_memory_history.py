@@ -550,3 +550,49 @@ async def test_the_engine_purges_in_small_steps_until_done() -> None:
     await app.engine._purge(now + timedelta(seconds=retention + 1))
     assert set(steps) == {store.purge_step} and len(steps) == 4
     assert not any(i in store._rows for i in h_ids)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    ends=st.lists(st.integers(min_value=0, max_value=10**12), min_size=1, max_size=40),
+    cut=st.integers(min_value=0, max_value=10**12),
+    stale=st.sets(st.integers(min_value=0, max_value=39)),
+)
+def test_ended_rows_come_out_oldest_first_to_the_microsecond(
+    ends: list[int], cut: int, stale: set[int]
+) -> None:
+    """The end order (kept as plain ints) gives rows back in finished_at order, stops
+    at ``before`` to the microsecond, and skips rows retried (new version) or gone."""
+    from tickerq.stores.memory_rows import EndedRows
+
+    rows: dict[UUID, Row] = {}
+    order = EndedRows(rows)
+    made: list[Row] = []
+    for i, micros in enumerate(ends):
+        row = Row(
+            kind=TickerKind.TIME, id=UUID(int=i + 1), function="f", priority=Priority.NORMAL,
+            request=None, execution_time=START, retries=0, retry_intervals=None,
+            retry_count=0, timeout=None, created_at=START, updated_at=START,
+            status=Status.DONE,
+        )  # fmt: skip
+        row.finished_at = START + timedelta(microseconds=micros)
+        rows[row.id] = row
+        order.push(row)
+        made.append(row)
+    for i in stale:
+        if i < len(made):
+            if i % 2:
+                made[i].version += 1  # retried since: its entry is stale
+            else:
+                del rows[made[i].id]  # deleted
+    before = (START + timedelta(microseconds=cut)).timestamp()
+    live = [r for r in made if r.id in rows and r.version == 0]
+    expected = sorted(
+        (r for r in live if r.finished_at is not None and r.finished_at.timestamp() < before),
+        key=lambda r: (r.finished_at, r.id.int),
+    )
+    got = []
+    while (row := order.pop_oldest(before)) is not None:
+        got.append(row)
+    assert [r.finished_at for r in got] == [r.finished_at for r in expected]
+    assert {r.id for r in got} == {r.id for r in expected}
