@@ -224,8 +224,11 @@ class EndedRows:
             heapq.heappop(heap)
             entry = self._entries.pop(top & _SEQ_MASK)
             row = self._rows.get(UUID(int=entry >> 32))
-            current = row is not None and row.version & _VERSION_MASK == entry & _VERSION_MASK
-            if current and row is not None and row.status.is_final:
+            if (
+                row is not None
+                and row.status.is_final
+                and (row.version ^ entry) & _VERSION_MASK == 0
+            ):
                 return row
         return None
 

@@ -129,10 +129,10 @@ class EngineWork(SqlBase):
                 functions=functions,
                 finished=finished,
             )
+            rest = [o for o in finished if o.job.id in left_over]
             try:
-                await self._write_left_over(finished, left_over)
+                await self._write_left_over(rest)
             except Exception as exc:  # the jobs are claimed: hand them over all the same
-                rest = [o for o in finished if o.job.id in left_over]
                 logger.warning(
                     "could not write %d result(s) of chain parents (%s); "
                     "they go with the next claim",
@@ -306,16 +306,15 @@ class EngineWork(SqlBase):
                 functions=(),
                 finished=outcomes,
             )
-            await self._write_left_over(outcomes, left_over)
+            await self._write_left_over([o for o in outcomes if o.job.id in left_over])
         else:
             await self.write(lambda conn: self._write_outcomes(conn, outcomes))
         self._announce_outcomes(outcomes)
 
-    async def _write_left_over(self, outcomes: Sequence[Outcome], left_over: set[UUID]) -> None:
+    async def _write_left_over(self, rest: Sequence[Outcome]) -> None:
         """Write through the general path the final results the hot path left over
         (rows that got chain children after their claim, or are no longer ours)."""
-        if left_over:
-            rest = [o for o in outcomes if o.job.id in left_over]
+        if rest:
             await self.write(lambda conn: self._write_outcomes(conn, rest))
 
     def _write_outcomes(self, conn: Connection, outcomes: Sequence[Outcome]) -> None:
