@@ -243,6 +243,43 @@ async def test_single_enqueue_is_one_round_trip_with_its_notice(db: str) -> None
         await app.stop()
 
 
+async def test_a_loop_of_enqueues_lets_the_nodes_other_work_have_the_connection(
+    db: str,
+) -> None:
+    """The enqueue keeps the pool's one connection while calls keep coming (no checkout
+    per call), but hands it back within milliseconds to whoever else waits for it."""
+    app = _app(_url(db))
+    await app.open()
+    work = app.get_function("work")
+    stop = asyncio.Event()
+    made = 0
+
+    async def producer() -> None:
+        nonlocal made
+        while not stop.is_set():
+            await work.enqueue(made)
+            made += 1
+
+    try:
+        await work.enqueue(-1)
+        task = asyncio.create_task(producer())
+        await asyncio.sleep(0.2)
+        waits = []
+        for _ in range(10):
+            began = time.monotonic()
+            await app.time_tickers.count()  # needs the same pooled connection
+            waits.append(time.monotonic() - began)
+            await asyncio.sleep(0.02)
+        stop.set()
+        await task
+        assert made > 50, made
+        assert max(waits) < 0.5, waits
+        assert await app.time_tickers.count() == made + 1
+    finally:
+        stop.set()
+        await app.stop()
+
+
 async def test_a_taken_id_is_refused_and_announces_nothing(db: str) -> None:
     import asyncpg
 

@@ -16,6 +16,11 @@ Each call returns once its own row is committed; a taken id fails its own
 call only (``ON CONFLICT (id) DO NOTHING``: the rows that went in are named by
 the statement's result).
 
+A loop of enqueues (a script or a handler adding jobs one by one) keeps the
+pool's connection from one statement to the next instead of checking it out
+for each, for at most :data:`HOLD` seconds at a time: then it hands the
+connection back, so the node's claims and reads that wait for it go first.
+
 A connection that died (server restart, idle timeout) is retried once on a
 fresh connection. Ticker ids are made by the client, so the retry is safe even
 when the first attempt's outcome is unknown: a row missing from the retry's
@@ -68,8 +73,27 @@ WITH ins AS (
 SELECT id, (SELECT count(*) FROM notice) AS notified FROM ins
 """
 
+_INSERT_ONE_AND_NOTIFY = f"""
+WITH ins AS (
+    INSERT INTO tickerq_tickers ({_COLUMNS})
+    VALUES ($1::uuid, '{TickerKind.TIME.value}', $2::text, $3::text, $4::int, $5::timestamptz,
+        $6::json, $7::int, $8::json, $9::int, $10::float8, $11::text, $12::text,
+        false, false, $13::timestamptz, $14::timestamptz)
+    ON CONFLICT (id) DO NOTHING
+    RETURNING id
+), notice AS (
+    SELECT pg_notify('{CHANNEL}', $15::text) FROM ins WHERE $15::text IS NOT NULL
+)
+SELECT id, (SELECT count(*) FROM notice) AS notified FROM ins
+"""
+"""The same for one ticker: scalar parameters cost less to encode than arrays of one."""
+
 BATCH = 500
 """Most enqueues sent in one statement."""
+
+HOLD = 0.002
+"""Seconds the sender keeps the pool's connection across statements before it hands
+it back for a turn (others of the node, claims and reads, may be waiting for it)."""
 
 
 def _connection_errors() -> tuple[type[BaseException], ...]:
@@ -86,6 +110,29 @@ def _connection_errors() -> tuple[type[BaseException], ...]:
 _CONNECTION_ERRORS = _connection_errors()
 
 _STORED = "SELECT created_at, function FROM tickerq_tickers WHERE id = $1::uuid"
+
+
+def _arguments_one(t: TimeTicker) -> list[Any]:
+    """:data:`_INSERT_ONE_AND_NOTIFY`'s parameters."""
+    due = t.execution_time
+    intervals = t.retry_intervals
+    return [
+        t.id,
+        t.function,
+        t.status.value,
+        int(t.priority),
+        due,
+        json.dumps(t.request),
+        t.retries,
+        json.dumps(list(intervals) if intervals is not None else None),
+        t.retry_count,
+        t.timeout,
+        t.description,
+        t.run_condition.value if t.run_condition else None,
+        t.created_at,
+        t.updated_at,
+        None if due is None else f"due {due.isoformat()}",
+    ]
 
 
 def _arguments(batch: Sequence[TimeTicker]) -> list[Any]:
@@ -121,6 +168,9 @@ class PgEnqueue:
         self._engine = engine
         self._pending: list[tuple[TimeTicker, asyncio.Future[None]]] = []
         self._sender: asyncio.Task[None] | None = None
+        self._raw: Any = None
+        """The pool's connection the sender holds while enqueues keep coming."""
+        self._held_since = 0.0
 
     async def add(self, t: TimeTicker) -> None:
         """Insert ``t`` (returns once it is committed); DuplicateTickerError if its
@@ -132,19 +182,38 @@ class PgEnqueue:
         await done
 
     async def _send_pending(self) -> None:
-        while self._pending:
-            batch, self._pending = self._pending[:BATCH], self._pending[BATCH:]
-            try:
-                await self._send_or_split(batch)
-            except BaseException as exc:
-                for _, done in batch:
-                    if not done.done():
-                        done.set_exception(exc)
-                if not isinstance(exc, Exception):
-                    for _, done in self._pending:
-                        done.cancel()
-                    self._pending = []
-                    raise
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                if not self._pending:
+                    # A caller the last statement resumed may enqueue again as soon as
+                    # it runs: let it, and keep the connection for it (a loop of
+                    # enqueues then costs no pool checkout or task per call).
+                    await asyncio.sleep(0)
+                    if not self._pending:
+                        return
+                if self._raw is not None and loop.time() - self._held_since > HOLD:
+                    await self._release()
+                    await asyncio.sleep(0)  # whoever waits for the connection takes it now
+                batch, self._pending = self._pending[:BATCH], self._pending[BATCH:]
+                try:
+                    await self._send_or_split(batch)
+                except BaseException as exc:
+                    for _, done in batch:
+                        if not done.done():
+                            done.set_exception(exc)
+                    if not isinstance(exc, Exception):
+                        for _, done in self._pending:
+                            done.cancel()
+                        self._pending = []
+                        raise
+        finally:
+            await self._release()
+
+    async def _release(self) -> None:
+        raw, self._raw = self._raw, None
+        if raw is not None:
+            await greenlet_spawn(raw.close)
 
     async def _send_or_split(self, batch: list[tuple[TimeTicker, asyncio.Future[None]]]) -> None:
         """Send ``batch``; if the database refuses a row (not a taken id), halve the
@@ -163,14 +232,19 @@ class PgEnqueue:
             await self._send_or_split(batch[half:])
 
     async def _send(self, batch: list[tuple[TimeTicker, asyncio.Future[None]]]) -> None:
-        tickers = [t for t, _ in batch]
-        args = _arguments(tickers)
+        if len(batch) == 1:
+            statement, args = _INSERT_ONE_AND_NOTIFY, _arguments_one(batch[0][0])
+        else:
+            statement, args = _INSERT_AND_NOTIFY, _arguments([t for t, _ in batch])
         retried = False
         while True:
-            raw = await self._engine.raw_connection()
+            raw = self._raw
+            if raw is None:
+                raw = self._raw = await self._engine.raw_connection()
+                self._held_since = asyncio.get_running_loop().time()
             try:
                 conn: Any = raw.driver_connection
-                stored = {r["id"] for r in await conn.fetch(_INSERT_AND_NOTIFY, *args)}
+                stored = {r["id"] for r in await conn.fetch(statement, *args)}
                 for t, done in batch:
                     if done.done():
                         continue
@@ -183,7 +257,11 @@ class PgEnqueue:
                         done.set_exception(DuplicateTickerError("time ticker", t.id))
                 return
             except _CONNECTION_ERRORS as exc:
-                await greenlet_spawn(raw.invalidate, exc)
+                self._raw = None
+                try:
+                    await greenlet_spawn(raw.invalidate, exc)
+                finally:
+                    await greenlet_spawn(raw.close)
                 if retried:
                     raise
                 logger.info(
@@ -193,8 +271,6 @@ class PgEnqueue:
                     extra={"action": "enqueue_retry"},
                 )
                 retried = True
-            finally:
-                await greenlet_spawn(raw.close)
 
     @staticmethod
     async def _landed(conn: Any, t: TimeTicker) -> bool:
