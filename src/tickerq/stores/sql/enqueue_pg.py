@@ -107,8 +107,6 @@ def _connection_errors() -> tuple[type[BaseException], ...]:
     )
 
 
-_CONNECTION_ERRORS = _connection_errors()
-
 _STORED = "SELECT created_at, function FROM tickerq_tickers WHERE id = $1::uuid"
 
 
@@ -166,6 +164,7 @@ class PgEnqueue:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
+        self._connection_errors = _connection_errors()  # asyncpg is imported on PostgreSQL only
         self._pending: list[tuple[TimeTicker, asyncio.Future[None]]] = []
         self._sender: asyncio.Task[None] | None = None
         self._raw: Any = None
@@ -220,7 +219,7 @@ class PgEnqueue:
         batch until the refused row fails its own enqueue alone."""
         try:
             await self._send(batch)
-        except _CONNECTION_ERRORS:
+        except self._connection_errors:
             raise
         except Exception as exc:
             if len(batch) == 1:
@@ -256,7 +255,7 @@ class PgEnqueue:
                     else:
                         done.set_exception(DuplicateTickerError("time ticker", t.id))
                 return
-            except _CONNECTION_ERRORS as exc:
+            except self._connection_errors as exc:
                 self._raw = None
                 try:
                     await greenlet_spawn(raw.invalidate, exc)
