@@ -198,14 +198,14 @@ async def _serve(
     """Run the engine and/or serve the dashboard until SIGINT or SIGTERM, then stop
     gracefully: the dashboard server first, then the engine (running jobs get
     the app's grace period)."""
-    from tickerq.dashboard.server import start_server
-
     with stop_signals() as stop, database_errors(app.store_url):
         try:
             await (app.start() if engine else app.open())
             if dashboard is None:
                 await stop.wait()
                 return
+            from tickerq.dashboard.server import start_server  # a worker alone never loads it
+
             host, port = dashboard
             try:
                 server = await start_server(app.dashboard(title=title), host, port)

@@ -1,0 +1,63 @@
+"""A worker (`tickerq run`) loads only what running jobs needs: no dashboard stack,
+no PostgreSQL driver on SQLite, no migration tool on a current database."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tickerq.stores.sql import SqlStore
+
+PROBE_APP = """
+import json, os, sys
+from pathlib import Path
+from tickerq import TickerQ
+
+app = TickerQ(os.environ["PROBE_STORE"])
+HEAVY = ("starlette", "uvicorn", "jinja2", "pydantic", "asyncpg", "alembic")
+
+
+@app.function(cron="* * * * * *")
+def probe() -> None:
+    loaded = {name: name in sys.modules for name in HEAVY}
+    Path(os.environ["PROBE_OUT"]).write_text(json.dumps(loaded))
+"""
+
+
+def test_a_sqlite_worker_loads_no_dashboard_driver_or_migration_modules(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+
+    async def create() -> None:  # a current schema: the worker only checks it
+        store = SqlStore(url, auto_upgrade=True)
+        await store.open()
+        await store.close()
+
+    asyncio.run(create())
+    (tmp_path / "probe_app.py").write_text(PROBE_APP)
+    out = tmp_path / "loaded.json"
+    env = {**os.environ, "PROBE_STORE": url, "PROBE_OUT": str(out)}
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "tickerq.cli", "run", "probe_app:app"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not out.exists():
+            assert worker.poll() is None, worker.communicate()[1]
+            assert time.monotonic() < deadline, "the probe job did not run"
+            time.sleep(0.1)
+        time.sleep(0.1)  # the file is written in one call; let it land
+        loaded = json.loads(out.read_text())
+    finally:
+        worker.terminate()
+        worker.communicate(timeout=30)
+    assert not any(loaded.values()), loaded
