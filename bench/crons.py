@@ -4,7 +4,8 @@
 each store (PostgreSQL at ``--server``, in a fresh ``crons_bench_<random>``
 database dropped afterwards; SQLite in a temporary file) and each code version
 (``before``: the tree at ``--baseline`` extracted with ``git archive``, the
-per-cron path; ``after``: this checkout's ``src``), a child process:
+per-cron path; ``after``: this checkout's ``src``; ``lead``: the same with
+``EngineOptions(cron_lead=CRON_LEAD)``, occurrences made ahead), a child process:
 
 1. materialize: ``--crons`` (10,000) ``* * * * *`` cron tickers all due at one
    instant; the seconds one ``fire_due_crons`` round takes (engine not running);
@@ -16,7 +17,7 @@ per-cron path; ``after``: this checkout's ``src``), a child process:
    tickers; claimed before the crons' runs, they show whether claims wait for
    the crons to be materialized.
 
-The two versions run in the same invocation, one after the other, on the same
+The versions run in the same invocation, one after the other, on the same
 machine. ``--quick`` is a smoke test with small numbers.
 """
 
@@ -49,6 +50,8 @@ LEAD = 3.0
 ENGINE_TIMEOUT = 120.0
 """The engine phase stops here (the per-cron path on PostgreSQL takes far longer)."""
 CONCURRENCY = 64
+CRON_LEAD = 2.0
+"""``EngineOptions.cron_lead`` of the ``lead`` version: occurrences made 2 s ahead."""
 
 Record = dict[str, Any]
 
@@ -102,7 +105,13 @@ async def _reset(app: Any) -> None:
     await app.store.write(tx)
 
 
-async def child(url: str, crons: int, tickers: int, spread: float) -> Record:
+def _sa_engine(app: Any) -> Any:
+    """The store's SQLAlchemy engine (``engine`` in the baseline, ``sa_engine`` since)."""
+    store = app.store
+    return getattr(store, "sa_engine", None) or store.engine
+
+
+async def child(url: str, crons: int, tickers: int, spread: float, lead: float) -> Record:
     from sqlalchemy import func, select
 
     from tickerq import EngineOptions, Priority, TickerQ
@@ -113,7 +122,10 @@ async def child(url: str, crons: int, tickers: int, spread: float) -> Record:
         url,
         node_id="bench",
         max_concurrency=CONCURRENCY,
-        options=EngineOptions(heartbeat_interval=30, lease=300),
+        # (the baseline has no cron_lead: pass it only when set)
+        options=EngineOptions(
+            heartbeat_interval=30, lease=300, **({"cron_lead": lead} if lead else {})
+        ),
     )
 
     @app.function()
@@ -153,12 +165,12 @@ async def child(url: str, crons: int, tickers: int, spread: float) -> Record:
         async with app:
             deadline = time.monotonic() + LEAD + ENGINE_TIMEOUT
             while time.monotonic() < deadline:
-                async with app.store.sa_engine.connect() as conn:  # type: ignore[attr-defined]
+                async with _sa_engine(app).connect() as conn:
                     done = (await conn.execute(finished)).scalar() or 0
                 if done >= total:
                     break
                 await asyncio.sleep(0.1)
-            async with app.store.sa_engine.connect() as conn:  # type: ignore[attr-defined]
+            async with _sa_engine(app).connect() as conn:
                 rows = (
                     await conn.execute(
                         select(T.kind, T.execution_time, T.executed_at, T.status).where(
@@ -202,12 +214,13 @@ def extract_baseline(rev: str, into: Path) -> Path:
     return into / "src"
 
 
-def run_child(src: Path, url: str, args: argparse.Namespace) -> Record:
+def run_child(src: Path, url: str, args: argparse.Namespace, lead: float) -> Record:
     env = dict(os.environ, PYTHONPATH=str(src))
     proc = subprocess.run(
         [
             *(sys.executable, __file__, "--child", url, "--crons", str(args.crons)),
             *("--tickers", str(args.tickers), "--spread", str(args.spread)),
+            *("--lead", str(lead)),
         ],
         env=env,
         capture_output=True,
@@ -230,14 +243,14 @@ async def _admin(server: str, sql: str) -> None:
         await conn.close()
 
 
-def measure(store: str, src: Path, args: argparse.Namespace) -> Record:
+def measure(store: str, src: Path, args: argparse.Namespace, lead: float) -> Record:
     if store == "sqlite":
         with tempfile.TemporaryDirectory() as tmp:
-            return run_child(src, f"sqlite:///{tmp}/bench.db", args)
+            return run_child(src, f"sqlite:///{tmp}/bench.db", args, lead)
     name = f"crons_bench_{secrets.token_hex(6)}"
     asyncio.run(_admin(args.server, f'CREATE DATABASE "{name}"'))
     try:
-        return run_child(src, f"{args.server}/{name}", args)
+        return run_child(src, f"{args.server}/{name}", args, lead)
     finally:
         asyncio.run(_admin(args.server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
@@ -256,7 +269,9 @@ def report(results: dict[str, dict[str, Record]], args: argparse.Namespace, comm
         f"{args.spread} s after "
         f"the fire; engine max_concurrency {CONCURRENCY}, no-op jobs, real clock.  ",
         f"Before: the tree at `{args.baseline}` (one transaction per cron, the round "
-        "inline in the claim loop); after: this checkout. Same run, same machine.",
+        "inline in the claim loop); after: this checkout; after, cron_lead: this checkout "
+        f"with `EngineOptions(cron_lead={CRON_LEAD})` (occurrences made {CRON_LEAD:g} s ahead "
+        "of their fire). Same run, same machine.",
         "",
         "| store | version | materialize one minute (s) | engine: runs finished "
         "| cron runs late p50 / p99 / max (s) | cron runs > 1 s late | HIGH time tickers late "
@@ -310,24 +325,32 @@ def main() -> None:
     parser.add_argument("--spread", type=float, default=2.0)
     parser.add_argument("--server", default="postgresql://postgres@127.0.0.1:5432")
     parser.add_argument("--stores", default="postgresql,sqlite")
-    parser.add_argument("--versions", default="before,after")
+    parser.add_argument("--versions", default="before,after,lead")
+    parser.add_argument("--lead", type=float, default=0.0, help=argparse.SUPPRESS)
     parser.add_argument("--baseline", default=BASELINE)
     parser.add_argument("--quick", action="store_true", help="small numbers, no results file")
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(asyncio.run(child(args.child, args.crons, args.tickers, args.spread))))
+        record = asyncio.run(child(args.child, args.crons, args.tickers, args.spread, args.lead))
+        print(json.dumps(record))
         return
     if args.quick:
         args.crons, args.tickers = 1_000, 50
     sys.path.insert(0, str(HERE))
     results: dict[str, dict[str, Record]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        sources = {"before": extract_baseline(args.baseline, Path(tmp)), "after": ROOT / "src"}
+        here = ROOT / "src"
+        versions = {
+            "before": ("before", extract_baseline(args.baseline, Path(tmp)), 0.0),
+            "after": ("after", here, 0.0),
+            "lead": (f"after, cron_lead {CRON_LEAD:g} s", here, CRON_LEAD),
+        }
         for store in args.stores.split(","):
             for version in args.versions.split(","):
-                print(f"{store} {version} ...", file=sys.stderr, flush=True)
-                results.setdefault(store, {})[version] = measure(store, sources[version], args)
-                print(json.dumps(results[store][version]), file=sys.stderr, flush=True)
+                name, src, lead = versions[version]
+                print(f"{store} {name} ...", file=sys.stderr, flush=True)
+                results.setdefault(store, {})[name] = measure(store, src, args, lead)
+                print(json.dumps(results[store][name]), file=sys.stderr, flush=True)
     command = "python bench/crons.py " + " ".join(sys.argv[1:])
     text = report(results, args, command.strip())
     print(text)

@@ -59,19 +59,28 @@ def _latest_at_or_before(expr: CronExpression, now: datetime, floor: datetime) -
 
 
 def plan_fires(
-    expr: CronExpression, cursor: datetime, now: datetime, policy: MisfirePolicy, grace: float
+    expr: CronExpression,
+    cursor: datetime,
+    now: datetime,
+    policy: MisfirePolicy,
+    grace: float,
+    *,
+    until: datetime | None = None,
 ) -> tuple[list[datetime], datetime]:
-    """Which fires in [cursor, now] to materialize, and the new cursor (> now, or the
-    next unprocessed fire when RUN_ALL hit its per-round cap).
+    """Which fires in [cursor, until] to materialize (``until`` defaults to ``now``;
+    later, the fires are made ahead of their time), and the new cursor (> until,
+    or the next unprocessed fire when RUN_ALL hit its per-round cap).
 
-    Fires within ``grace`` seconds of now are on time and all run. Older ones were
-    missed (the cron's nodes were down): RUN_ALL runs each, RUN_ONCE runs the
-    latest of them once, SKIP runs none.
+    Fires within ``grace`` seconds of now (or after it) are on time and all run.
+    Older ones were missed (the cron's nodes were down): RUN_ALL runs each,
+    RUN_ONCE runs the latest of them once, SKIP runs none.
     """
+    if until is None or until < now:
+        until = now
     if policy is MisfirePolicy.RUN_ALL:
         fires: list[datetime] = []
         fire = cursor
-        while fire <= now and len(fires) < MAX_FIRES_PER_ROUND:
+        while fire <= until and len(fires) < MAX_FIRES_PER_ROUND:
             fires.append(fire)
             fire = expr.next_after(fire)
         return fires, fire
@@ -80,7 +89,7 @@ def plan_fires(
     if cursor <= missed_until and policy is MisfirePolicy.RUN_ONCE:
         planned.append(_latest_at_or_before(expr, missed_until, cursor))
     fire = cursor if cursor > missed_until else expr.next_after(missed_until)
-    while fire <= now:
+    while fire <= until:
         planned.append(fire)
         fire = expr.next_after(fire)
     return planned, fire
@@ -93,7 +102,7 @@ class CronRound:
     created: int
     """Occurrences created."""
     behind: bool
-    """A cron still has fires at or before ``now`` left to materialize (a RUN_ALL
+    """A cron still has fires at or before ``now`` (+ the lead) left to materialize (a RUN_ALL
     backlog over :data:`MAX_FIRES_PER_ROUND`): run another round soon, without
     waiting for a deadline (``next_due_time`` is already past)."""
 
@@ -106,16 +115,22 @@ async def fire_due_crons(
     *,
     on_batch: Callable[[int], bool] | None = None,
     batch_size: int = CRON_BATCH_SIZE,
+    lead: float = 0.0,
 ) -> CronRound:
     """Materialize the occurrences of every due cron ticker, at most
     :data:`MAX_FIRES_PER_ROUND` per cron: a long RUN_ALL backlog takes several
     rounds, so the caller can claim and run other work between them.
+
+    With a ``lead`` (seconds), fires up to ``now + lead`` are made too: their
+    occurrences wait, IDLE, for their time, so they start on time even when
+    making them takes a while (many crons firing at once).
 
     The crons go in batches of ``batch_size`` (one store call, one transaction
     each), in id order, each cron at most once per round. After each batch
     ``on_batch(created)`` is called with the occurrences it made; when it returns
     False the round ends there (and says it is behind if crons were left).
     """
+    until = now + timedelta(seconds=lead)
     created = 0
     behind = False
     cursors: dict[UUID, datetime] = {}
@@ -138,15 +153,18 @@ async def fire_due_crons(
         key = (cron.expression, cron.timezone, cursor, cron.misfire)
         planned = plans.get(key)
         if planned is None:
-            made, following = plan_fires(expr, cursor, now, cron.misfire, misfire_grace)
+            made, following = plan_fires(
+                expr, cursor, now, cron.misfire, misfire_grace, until=until
+            )
             planned = plans[key] = (tuple(made), following)
         fires, new_cursor = planned
-        if len(fires) > 1 or (fires and now - fires[0] > timedelta(seconds=misfire_grace)):
+        due = sum(1 for fire in fires if fire <= now)  # not those made ahead
+        if due > 1 or (due and now - fires[0] > timedelta(seconds=misfire_grace)):
             logger.info(
                 "cron ticker %s (%s): %d fire(s) due since %s, policy %s",
                 cron.id,
                 cron.function,
-                len(fires),
+                due,
                 cursor.isoformat(),
                 cron.misfire.name,
                 extra={"action": "cron_misfire", "cron_ticker_id": str(cron.id)},
@@ -156,13 +174,13 @@ async def fire_due_crons(
 
     after: UUID | None = None
     while True:
-        batch = await store.materialize_crons(now, plan, after=after, limit=batch_size)
+        batch = await store.materialize_crons(now, plan, after=after, limit=batch_size, until=until)
         made = sum(batch.created.values())
         created += made
         # A cron whose cursor is still at or before now had more fires than a round
         # takes (RUN_ALL). (Made nothing: another node moved it first and goes on.)
         behind = behind or any(
-            n and cursors[cron_id] <= now for cron_id, n in batch.created.items()
+            n and cursors[cron_id] <= until for cron_id, n in batch.created.items()
         )
         cursors.clear()
         for cron_id in invalid:

@@ -440,7 +440,8 @@ class CronTickerManager:
             changes["misfire"] = check_enum(MisfirePolicy, misfire, "misfire policy")
         if description is not _UNSET:
             changes["description"] = _description(description)
-        cron = await self._app.store.update_cron_ticker(current.id, changes)
+        # Occurrences made ahead (EngineOptions.cron_lead) are made again from the change.
+        cron = await self._app.store.update_cron_ticker(current.id, changes, take_back_after=now)
         self._app.wake_engine(cron.next_fire_at)
         return cron
 
@@ -464,8 +465,9 @@ class CronTickerManager:
     async def disable(self, cron_id: UUID) -> CronTicker:
         """Stop firing until enabled again."""
         current = await self.get(cron_id)
+        now = self._app.clock.now()
         return await self._app.store.update_cron_ticker(
-            current.id, {"enabled": False, "updated_at": self._app.clock.now()}
+            current.id, {"enabled": False, "updated_at": now}, take_back_after=now
         )
 
     async def run_now(self, cron_id: UUID, *, allow_unregistered: bool = False) -> CronOccurrence:

@@ -207,6 +207,20 @@ def check_retries(retries: Any, intervals: Sequence[float] | None) -> tuple[floa
     return tuple(_seconds(i, "retry_intervals: each retry interval", zero=True) for i in intervals)
 
 
+MAX_CRON_LEAD = 3600.0
+"""The most seconds ahead of their fire that cron occurrences may be made."""
+
+
+def check_cron_lead(value: Any) -> float:
+    """A number of seconds in [0, MAX_CRON_LEAD] (``EngineOptions.cron_lead``)."""
+    if _is_number(value) and 0 <= float(value) <= MAX_CRON_LEAD:
+        return float(value)
+    raise InvalidArgumentError(
+        f"cron_lead must be a number of seconds >= 0 and at most {MAX_CRON_LEAD:,.0f}, "
+        f"got {short_repr(value)}"
+    )
+
+
 def check_timeout(timeout: Any) -> float | None:
     """None, or a number of seconds > 0 and at most MAX_DELAY."""
     if timeout is None:

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,9 +24,9 @@ def _count_due_time_lookups(app: TickerQ) -> list[int]:
     calls = [0]
     original = app.store.next_due_time
 
-    async def counted() -> datetime | None:
+    async def counted(*args: Any, **kwargs: Any) -> datetime | None:
         calls[0] += 1
-        return await original()
+        return await original(*args, **kwargs)
 
     app.store.next_due_time = counted  # type: ignore[method-assign]
     return calls
@@ -119,5 +120,6 @@ async def test_a_day_of_an_every_minute_cron(tmp_path: Path, kind: str) -> None:
     assert len(occurrences) == 24 * 60
     assert {o.status for o in occurrences} == {Status.DONE}  # each at its own time
     assert clock.now() == start + timedelta(days=1)
-    # A few loop turns per fire (claim, finish, look ahead), whatever the poll interval.
-    assert lookups[0] <= 4 * 24 * 60, f"{lookups[0]} loop turns, {elapsed:.1f} s"
+    # A few lookups per fire (advance's and the engine's: claim, finish, look ahead),
+    # whatever the poll interval (polls alone would be 172,800 on SQLite).
+    assert lookups[0] <= 5 * 24 * 60, f"{lookups[0]} lookups, {elapsed:.1f} s"

@@ -64,14 +64,16 @@ async def _fires_of(app: TickerQ, crons: list[CronTicker]) -> Counter[tuple[Any,
     return found
 
 
-def _expected(cron: CronTicker, now: datetime) -> tuple[set[datetime], datetime]:
-    """Every fire a cron gets by ``now`` (rounds until none is behind) and its cursor."""
+def _expected(cron: CronTicker, now: datetime, lead: float = 0.0) -> tuple[set[datetime], datetime]:
+    """Every fire a cron gets by ``now`` (+ ``lead``: made ahead), rounds going on
+    until none is behind, and its cursor."""
     expr = parse_cached(cron.expression, cron.timezone)
     cursor = cron.next_fire_at
     assert cursor is not None
+    until = now + timedelta(seconds=lead)
     fires: set[datetime] = set()
-    while cursor <= now:
-        made, cursor = plan_fires(expr, cursor, now, cron.misfire, GRACE)
+    while cursor <= until:
+        made, cursor = plan_fires(expr, cursor, now, cron.misfire, GRACE, until=until)
         fires.update(made)
     return fires, cursor
 
@@ -203,33 +205,38 @@ cron_specs = st.lists(
 async def test_concurrent_nodes_fire_what_one_node_would(
     nodes: tuple[TickerQ, TickerQ], clock: ManualClock
 ) -> None:
-    """Property: whatever the schedules, misfire policies, outage and batch sizes, two
-    nodes materializing at once make exactly the fires one node would, each once."""
+    """Property: whatever the schedules, misfire policies, outage, lead and batch
+    sizes, two nodes materializing at once make exactly the fires one node would,
+    each once."""
     first, second = nodes
     loop = asyncio.get_running_loop()
 
-    async def until_caught_up(store: Store, batch_size: int, now: datetime) -> int:
+    async def until_caught_up(store: Store, batch_size: int, now: datetime, lead: float) -> int:
         created = 0
         while True:
-            fired = await fire_due_crons(store, now, normal, GRACE, batch_size=batch_size)
+            fired = await fire_due_crons(
+                store, now, normal, GRACE, batch_size=batch_size, lead=lead
+            )
             created += fired.created
             if not fired.behind:
                 return created
 
-    async def check(specs: list[tuple[str, MisfirePolicy]], outage: int, sizes: list[int]) -> None:
+    async def check(
+        specs: list[tuple[str, MisfirePolicy]], outage: int, sizes: list[int], lead: float
+    ) -> None:
         crons = [await first.cron_tickers.add("alpha", e, misfire=p) for e, p in specs]
         clock.tick(outage)
         now = clock.now()
         try:
             created = await asyncio.gather(
-                until_caught_up(first.store, sizes[0], now),
-                until_caught_up(second.store, sizes[1], now),
+                until_caught_up(first.store, sizes[0], now, lead),
+                until_caught_up(second.store, sizes[1], now, lead),
             )
             fires = await _fires_of(first, crons)
             assert set(fires.values()) <= {1}
             assert sum(created) == sum(fires.values())
             for cron in crons:
-                expected, cursor = _expected(cron, now)
+                expected, cursor = _expected(cron, now, lead)
                 assert {fire for cron_id, fire in fires if cron_id == cron.id} == expected
                 assert (await first.cron_tickers.get(cron.id)).next_fire_at == cursor
         finally:
@@ -243,9 +250,16 @@ async def test_concurrent_nodes_fire_what_one_node_would(
         deadline=None,
         suppress_health_check=list(HealthCheck),
     )
-    @given(cron_specs, st.integers(0, 2400), st.lists(st.integers(1, 6), min_size=2, max_size=2))
-    def drive(specs: list[tuple[str, MisfirePolicy]], outage: int, sizes: list[int]) -> None:
-        asyncio.run_coroutine_threadsafe(check(specs, outage, sizes), loop).result(timeout=60)
+    @given(
+        cron_specs,
+        st.integers(0, 2400),
+        st.lists(st.integers(1, 6), min_size=2, max_size=2),
+        st.sampled_from([0.0, 0.0, 1.5, 30.0, 90.0]),
+    )
+    def drive(
+        specs: list[tuple[str, MisfirePolicy]], outage: int, sizes: list[int], lead: float
+    ) -> None:
+        asyncio.run_coroutine_threadsafe(check(specs, outage, sizes, lead), loop).result(timeout=60)
 
     await asyncio.to_thread(drive)
 

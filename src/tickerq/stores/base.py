@@ -12,7 +12,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
@@ -221,6 +221,8 @@ class SeedResult:
     """The seeded cron tickers of the declared functions, as stored now."""
 
 
+_NO_LEAD = timedelta(0)
+
 CRON_BATCH_SIZE = 500
 """Due cron tickers one :meth:`Store.materialize_crons` call takes at most."""
 
@@ -363,8 +365,21 @@ class Store(ABC):
         """One cron ticker, or None."""
 
     @abstractmethod
-    async def update_cron_ticker(self, cron_id: UUID, changes: Mapping[str, Any]) -> CronTicker:
-        """Change fields of a cron ticker. Raises TickerNotFoundError."""
+    async def update_cron_ticker(
+        self,
+        cron_id: UUID,
+        changes: Mapping[str, Any],
+        *,
+        take_back_after: datetime | None = None,
+    ) -> CronTicker:
+        """Change fields of a cron ticker. Raises TickerNotFoundError.
+
+        With ``take_back_after``, in the same transaction: the occurrences made
+        ahead of their fire (never claimed, IDLE, due later than that time; see
+        ``EngineOptions.cron_lead``) are deleted, and unless ``changes`` set
+        ``next_fire_at`` the cron's cursor goes back to the earliest of them, so
+        they are made again from the changed cron.
+        """
 
     @abstractmethod
     async def delete_cron_ticker(self, cron_id: UUID) -> None:
@@ -402,10 +417,12 @@ class Store(ABC):
         after: UUID | None = None,
         limit: int = CRON_BATCH_SIZE,
         max_fires: int = CRON_BATCH_FIRES,
+        until: datetime | None = None,
     ) -> CronBatch:
         """Materialize a batch of due cron tickers in one transaction.
 
-        Takes the enabled crons whose ``next_fire_at`` is at or before ``now`` and
+        Takes the enabled crons whose ``next_fire_at`` is at or before ``until``
+        (default ``now``; later, fires are made ahead of their time) and
         whose id is greater than ``after``, in id order, at most ``limit`` of them,
         and hands each to ``planner``; it stops after the cron whose plan brings
         the planned fires to ``max_fires``. For every planned cron it creates the
@@ -440,11 +457,14 @@ class Store(ABC):
         return True
 
     @abstractmethod
-    async def next_due_time(self, after: datetime | None = None) -> datetime | None:
+    async def next_due_time(
+        self, after: datetime | None = None, *, cron_lead: timedelta = _NO_LEAD
+    ) -> datetime | None:
         """The earliest time at which something becomes due (claimable or a cron fire).
 
         With ``after``: the earliest such time later than ``after`` (the engine asks
-        this when what is due already could not be claimed on its node).
+        this when what is due already could not be claimed on its node). A cron
+        counts as due ``cron_lead`` before its next fire (its fires are made ahead).
         """
 
     @abstractmethod

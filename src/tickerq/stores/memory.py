@@ -14,7 +14,7 @@ import heapq
 import itertools
 from collections import deque
 from collections.abc import Collection, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl
 from uuid import UUID, uuid4
@@ -255,6 +255,8 @@ class MemoryStore(MemoryReads, Store):
                 bus = self.events
                 if bus is not None and bus.active:
                     bus.publish(TickerDeleted(row.updated_at, row.kind, row.id))
+        if deleted:
+            self._trim()  # an ended chain whose last waiting row went may go now
         return deleted
 
     # -- both kinds -----------------------------------------------------------------------
@@ -359,17 +361,45 @@ class MemoryStore(MemoryReads, Store):
         """One cron ticker."""
         return self._crons.get(cron_id)
 
-    async def update_cron_ticker(self, cron_id: UUID, changes: Mapping[str, Any]) -> CronTicker:
-        """Change a cron ticker."""
+    async def update_cron_ticker(
+        self,
+        cron_id: UUID,
+        changes: Mapping[str, Any],
+        *,
+        take_back_after: datetime | None = None,
+    ) -> CronTicker:
+        """Change a cron ticker (and take back the occurrences made ahead: see Store)."""
         cron = self._crons.get(cron_id)
         if cron is None:
             raise TickerNotFoundError("cron ticker", cron_id)
-        cron = cron.evolve(
-            **{k: utc(v) if isinstance(v, datetime) else v for k, v in changes.items()}
-        )
+        values = {k: utc(v) if isinstance(v, datetime) else v for k, v in changes.items()}
+        if take_back_after is not None:
+            fires = self._take_back(cron_id, utc(take_back_after))
+            if fires and "next_fire_at" not in values:
+                values["next_fire_at"] = min(fires)
+        cron = cron.evolve(**values)
         self._store_cron(cron)
         self._announce_cron(cron_id, cron.updated_at)
         return cron
+
+    def _take_back(self, cron_id: UUID, after: datetime) -> list[datetime]:
+        """Delete the cron's occurrences made ahead of their fire (due after ``after``,
+        never claimed); their fire times."""
+        ahead = [
+            row
+            for row in self._cron_occurrences.get(cron_id, {}).values()
+            if row.status is Status.IDLE
+            and row.claim == 0
+            and row.fire_time is not None
+            and row.execution_time is not None
+            and row.execution_time > after
+        ]
+        bus = self.events
+        for row in ahead:
+            self._forget(row)
+            if bus is not None and bus.active:
+                bus.publish(TickerDeleted(after, row.kind, row.id))
+        return [row.fire_time for row in ahead if row.fire_time is not None]
 
     async def delete_cron_ticker(self, cron_id: UUID) -> None:
         """Delete a cron ticker and its occurrences that have not started."""
@@ -451,12 +481,14 @@ class MemoryStore(MemoryReads, Store):
         after: UUID | None = None,
         limit: int = CRON_BATCH_SIZE,
         max_fires: int = CRON_BATCH_FIRES,
+        until: datetime | None = None,
     ) -> CronBatch:
         """Plan and advance a batch of due crons in id order (see Store); atomic: nothing
         inside suspends."""
+        horizon = now if until is None else max(now, until)
         due = heapq.nsmallest(
             limit + 1,
-            (c for c in await self.due_cron_tickers(now) if after is None or c.id > after),
+            (c for c in await self.due_cron_tickers(horizon) if after is None or c.id > after),
             key=lambda c: c.id,
         )
         created: dict[UUID, int] = {}
@@ -511,10 +543,13 @@ class MemoryStore(MemoryReads, Store):
             and row.id in self._rows
         )
 
-    async def next_due_time(self, after: datetime | None = None) -> datetime | None:
-        """Earliest due time among waiting rows and enabled crons (later than ``after``)."""
+    async def next_due_time(
+        self, after: datetime | None = None, *, cron_lead: timedelta = timedelta(0)
+    ) -> datetime | None:
+        """Earliest due time among waiting rows and enabled crons (later than ``after``;
+        a cron is due ``cron_lead`` before its next fire)."""
         if after is not None:
-            return self._next_due_after(after)
+            return self._next_due_after(after, cron_lead)
         best: datetime | None = None
         for queue in self._ready.values():
             while queue and not self._valid(*queue[0]):
@@ -531,11 +566,11 @@ class MemoryStore(MemoryReads, Store):
             if t is not None and (best is None or t < best):
                 best = t
         t = self._cron_schedule.first_after(self._crons, None)
-        if t is not None and (best is None or t < best):
-            best = t
+        if t is not None and (best is None or t - cron_lead < best):
+            best = t - cron_lead
         return best
 
-    def _next_due_after(self, after: datetime) -> datetime | None:
+    def _next_due_after(self, after: datetime, cron_lead: timedelta) -> datetime | None:
         """What is due first after ``after``. Rows due by then could not be claimed; the
         ready FIFOs hold only rows due by the last claim, so they count only when
         ``after`` is earlier than that claim (never, from the engine)."""
@@ -558,7 +593,8 @@ class MemoryStore(MemoryReads, Store):
             times.append(heap[0][2].execution_time)
         for entry in passed:
             heapq.heappush(heap, entry)
-        times.append(self._cron_schedule.first_after(self._crons, after))
+        fire = self._cron_schedule.first_after(self._crons, after + cron_lead)
+        times.append(None if fire is None else fire - cron_lead)
         later = [t for t in times if t is not None and t > after]
         return min(later, default=None)
 

@@ -64,10 +64,12 @@ class CronMaterializing(SqlBase):
         after: UUID | None = None,
         limit: int = CRON_BATCH_SIZE,
         max_fires: int = CRON_BATCH_FIRES,
+        until: datetime | None = None,
     ) -> CronBatch:
         """Plan and advance up to ``limit`` due crons (id order, after ``after``) in one
         transaction; see :meth:`Store.materialize_crons`."""
-        due = select(cron_tickers).where(C.enabled.is_(True), C.next_fire_at <= now)
+        horizon = now if until is None else max(now, until)
+        due = select(cron_tickers).where(C.enabled.is_(True), C.next_fire_at <= horizon)
         if after is not None:
             due = due.where(C.id > after)
         # PostgreSQL: lock the batch, passing over crons another node is materializing

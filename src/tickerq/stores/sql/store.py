@@ -338,23 +338,53 @@ class SqlStore(CronSeeding, CronMaterializing, EngineWork, SqlReads):
             ).first()
         return cron_from_row(row) if row is not None else None
 
-    async def update_cron_ticker(self, cron_id: UUID, changes: Mapping[str, Any]) -> CronTicker:
-        """Change a cron ticker."""
+    async def update_cron_ticker(
+        self,
+        cron_id: UUID,
+        changes: Mapping[str, Any],
+        *,
+        take_back_after: datetime | None = None,
+    ) -> CronTicker:
+        """Change a cron ticker (and take back the occurrences made ahead: see Store)."""
         values = dict(changes)
         if values.get("retry_intervals") is not None:
             values["retry_intervals"] = list(values["retry_intervals"])
         if "misfire" in values:
             values["misfire"] = values["misfire"].value
-        row = await self.write(
-            lambda conn: conn.execute(
+
+        def tx(conn: Connection) -> tuple[Any, list[UUID]]:
+            taken: list[UUID] = []
+            if take_back_after is not None:
+                ahead = conn.execute(
+                    delete(tickers)
+                    .where(
+                        T.cron_ticker_id == cron_id,
+                        T.kind == OCCURRENCE,
+                        T.status == IDLE,
+                        T.claims == 0,
+                        T.fire_time.is_not(None),
+                        T.execution_time > take_back_after,
+                    )
+                    .returning(T.id, T.fire_time)
+                ).all()
+                taken = [r.id for r in ahead]
+                if ahead and "next_fire_at" not in values:
+                    values["next_fire_at"] = min(dialects.as_utc(r.fire_time) for r in ahead)
+            row = conn.execute(
                 update(cron_tickers)
                 .where(cron_tickers.c.id == cron_id)
                 .values(**values)
                 .returning(cron_tickers)
             ).first()
-        )
+            return row, taken
+
+        row, taken = await self.write(tx)
         if row is None:
             raise TickerNotFoundError("cron ticker", cron_id)
+        bus = self.events
+        if taken and bus is not None and bus.active:
+            for ticker_id in taken:
+                bus.publish(TickerDeleted(dialects.utcnow(), TickerKind.CRON_OCCURRENCE, ticker_id))
         self._announce_cron(cron_id, row.updated_at)
         return cron_from_row(row)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Collection, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -75,9 +75,12 @@ class EngineWork(SqlBase):
             return self.hot.changed()
         return True
 
-    async def next_due_time(self, after: datetime | None = None) -> datetime | None:
-        """Earliest waiting row or cron fire (later than ``after``), in one statement:
-        one probe of the waiting index per priority, one of the crons' index."""
+    async def next_due_time(
+        self, after: datetime | None = None, *, cron_lead: timedelta = timedelta(0)
+    ) -> datetime | None:
+        """Earliest waiting row or cron fire (later than ``after``; a cron is due
+        ``cron_lead`` before its fire), in one statement: one probe of the waiting
+        index per priority, one of the crons' index."""
         probes: list[Any] = []
         for priority in WAITING_PRIORITIES:
             rows = select(func.min(T.execution_time)).where(
@@ -90,11 +93,13 @@ class EngineWork(SqlBase):
             cron_tickers.c.enabled.is_(True)
         )
         if after is not None:
-            crons = crons.where(cron_tickers.c.next_fire_at > after)
+            crons = crons.where(cron_tickers.c.next_fire_at > after + cron_lead)
         probes.append(crons.scalar_subquery())
         async with self.sa_engine.connect() as conn:
-            found = (await conn.execute(select(*probes))).one()
+            *found, fire = (await conn.execute(select(*probes))).one()
         due = [t for t in found if t is not None]
+        if fire is not None:
+            due.append(fire - cron_lead)
         return dialects.as_utc(min(due)) if due else None
 
     async def claim(
