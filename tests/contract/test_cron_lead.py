@@ -97,6 +97,30 @@ async def test_a_cron_disabled_within_the_lead_does_not_fire(
     assert runs == [(FIRE + timedelta(minutes=1), 1)]
 
 
+async def test_a_redeploy_within_the_lead_runs_the_new_schedule_only(
+    make_app: MakeApp, clock: ManualClock
+) -> None:
+    app = make_app(options=LEAD)
+    runs: list[datetime] = []
+
+    @app.function(cron="* * * * *")
+    async def seeded(ctx: TickerContext) -> None:
+        runs.append(ctx.app.clock.now())
+
+    async with app:
+        await advance(app, FIRE - timedelta(seconds=2) - clock.now())
+        (cron,) = await app.cron_tickers.query()
+        assert [o.execution_time for o in await app.cron_tickers.occurrences(cron.id)] == [FIRE]
+        # another node starts with new code: the same function every 5 minutes
+        redeployed = app.cron_tickers.build("seeded", "*/5 * * * *", seeded=True)
+        result = await app.store.reconcile_seeded_crons([redeployed])
+        assert result.updated == ("seeded",)
+        await advance(app, timedelta(minutes=5))
+        made = await app.cron_tickers.occurrences(cron.id)
+    assert runs == [START + timedelta(minutes=5)]
+    assert [o.execution_time for o in made] == [START + timedelta(minutes=5)]
+
+
 async def test_a_change_keeps_an_occurrence_waiting_for_its_retry(
     make_app: MakeApp, clock: ManualClock
 ) -> None:

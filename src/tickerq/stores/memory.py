@@ -345,7 +345,9 @@ class MemoryStore(MemoryReads, Store):
         updated, crons = [], []
         for kept, changes in plan.keep:
             if changes:
-                kept = await self.update_cron_ticker(kept.id, changes)  # noqa: PLW2901
+                kept = await self.update_cron_ticker(  # noqa: PLW2901
+                    kept.id, changes, take_back_after=changes.get("updated_at")
+                )
                 updated.append(kept.function)
             crons.append(kept)
         for cron in plan.create:

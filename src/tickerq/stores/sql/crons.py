@@ -22,6 +22,7 @@ from sqlalchemy import (
     Uuid,
     bindparam,
     column,
+    delete,
     false,
     func,
     literal,
@@ -250,6 +251,27 @@ _INSERT_OCCURRENCES = (
     .on_conflict_do_nothing()
     .returning(T.id, T.cron_ticker_id, T.function)
 )
+
+
+def take_back_ahead(
+    conn: Connection, cron_id: UUID, after: datetime
+) -> list[tuple[UUID, datetime]]:
+    """Delete the occurrences of ``cron_id`` made ahead of their fire (IDLE, never
+    claimed, due later than ``after``: see ``EngineOptions.cron_lead``); their
+    (id, fire time)."""
+    rows = conn.execute(
+        delete(tickers)
+        .where(
+            T.cron_ticker_id == cron_id,
+            T.kind == OCCURRENCE,
+            T.status == IDLE,
+            T.claims == 0,
+            T.fire_time.is_not(None),
+            T.execution_time > after,
+        )
+        .returning(T.id, T.fire_time)
+    ).all()
+    return [(r.id, dialects.as_utc(r.fire_time)) for r in rows]
 
 
 def _occurrence_values(

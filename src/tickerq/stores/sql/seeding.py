@@ -14,12 +14,14 @@ from uuid import UUID
 
 from sqlalchemy import Connection, delete, insert, select, update
 
-from tickerq.events import CronTickerChanged
+from tickerq.enums import TickerKind
+from tickerq.events import CronTickerChanged, TickerDeleted
 from tickerq.models import CronTicker
 from tickerq.stores.base import SeedResult
 from tickerq.stores.seeding import SeedPlan, plan_seeding
 from tickerq.stores.sql import dialects
 from tickerq.stores.sql.connection import IDLE, RUNNING, SqlBase, T
+from tickerq.stores.sql.crons import take_back_ahead
 from tickerq.stores.sql.rows import cron_from_row, cron_values
 from tickerq.stores.sql.schema import attempts, cron_tickers, tickers
 
@@ -42,6 +44,7 @@ class CronSeeding(SqlBase):
         """
         unchanged: list[CronTicker] = []
         updated: list[CronTicker] = []
+        taken: list[UUID] = []
 
         def tx(conn: Connection) -> SeedPlan:
             self.dialect.lock(conn, SEED_LOCK_KEY)
@@ -62,6 +65,11 @@ class CronSeeding(SqlBase):
                 if not values:
                     unchanged.append(kept)
                     continue
+                if "updated_at" in changes:  # made again from the new settings
+                    ahead = take_back_ahead(conn, kept.id, changes["updated_at"])
+                    taken.extend(ticker_id for ticker_id, _ in ahead)
+                    if ahead and "next_fire_at" not in values:
+                        values["next_fire_at"] = min(fire for _, fire in ahead)
                 row = (
                     conn.execute(
                         update(cron_tickers)
@@ -83,6 +91,7 @@ class CronSeeding(SqlBase):
         for cron in changed:
             self._announce_cron(cron.id, cron.updated_at)
         self._announce_deleted([c.id for c in plan.delete])
+        self._announce_taken_back(taken)
         return SeedResult(
             created=tuple(c.function for c in plan.create),
             updated=tuple(c.function for c in updated),
@@ -105,6 +114,14 @@ class CronSeeding(SqlBase):
         conn.execute(update(tickers).where(of_crons).values(cron_ticker_id=None))
         result = conn.execute(delete(cron_tickers).where(C.id.in_(cron_ids)))
         return int(result.rowcount)
+
+    def _announce_taken_back(self, occurrence_ids: Sequence[UUID]) -> None:
+        """Occurrences made ahead were deleted (their cron changed)."""
+        bus = self.events
+        if occurrence_ids and bus is not None and bus.active:
+            at: datetime = dialects.utcnow()
+            for occurrence_id in occurrence_ids:
+                bus.publish(TickerDeleted(at, TickerKind.CRON_OCCURRENCE, occurrence_id))
 
     def _announce_deleted(self, cron_ids: Sequence[UUID]) -> None:
         bus = self.events

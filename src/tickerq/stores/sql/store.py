@@ -36,7 +36,7 @@ from tickerq.stores.sql.connection import (
     T,
     kind_name,
 )
-from tickerq.stores.sql.crons import CronMaterializing
+from tickerq.stores.sql.crons import CronMaterializing, take_back_ahead
 from tickerq.stores.sql.enqueue_sqlite import SqliteEnqueue
 from tickerq.stores.sql.reads import SqlReads
 from tickerq.stores.sql.rows import (
@@ -355,21 +355,10 @@ class SqlStore(CronSeeding, CronMaterializing, EngineWork, SqlReads):
         def tx(conn: Connection) -> tuple[Any, list[UUID]]:
             taken: list[UUID] = []
             if take_back_after is not None:
-                ahead = conn.execute(
-                    delete(tickers)
-                    .where(
-                        T.cron_ticker_id == cron_id,
-                        T.kind == OCCURRENCE,
-                        T.status == IDLE,
-                        T.claims == 0,
-                        T.fire_time.is_not(None),
-                        T.execution_time > take_back_after,
-                    )
-                    .returning(T.id, T.fire_time)
-                ).all()
-                taken = [r.id for r in ahead]
+                ahead = take_back_ahead(conn, cron_id, take_back_after)
+                taken = [ticker_id for ticker_id, _ in ahead]
                 if ahead and "next_fire_at" not in values:
-                    values["next_fire_at"] = min(dialects.as_utc(r.fire_time) for r in ahead)
+                    values["next_fire_at"] = min(fire for _, fire in ahead)
             row = conn.execute(
                 update(cron_tickers)
                 .where(cron_tickers.c.id == cron_id)
@@ -381,10 +370,7 @@ class SqlStore(CronSeeding, CronMaterializing, EngineWork, SqlReads):
         row, taken = await self.write(tx)
         if row is None:
             raise TickerNotFoundError("cron ticker", cron_id)
-        bus = self.events
-        if taken and bus is not None and bus.active:
-            for ticker_id in taken:
-                bus.publish(TickerDeleted(dialects.utcnow(), TickerKind.CRON_OCCURRENCE, ticker_id))
+        self._announce_taken_back(taken)
         self._announce_cron(cron_id, row.updated_at)
         return cron_from_row(row)
 
