@@ -537,13 +537,11 @@ class MemoryStore(MemoryReads, Store):
 
     # -- engine work ---------------------------------------------------------------------
 
-    def _valid(self, row: Row, version: int) -> bool:
-        return (
-            row.version == version
-            and row.status is Status.IDLE
-            and not row.awaiting_parent
-            and row.id in self._rows
-        )
+    @staticmethod
+    def _valid(row: Row, version: int) -> bool:
+        """Whether a queue entry still stands for a waiting row (every change of a row,
+        its removal included, bumps its version)."""
+        return row.version == version and row.status is Status.IDLE and not row.awaiting_parent
 
     async def next_due_time(
         self, after: datetime | None = None, *, cron_lead: timedelta = timedelta(0)
