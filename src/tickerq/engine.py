@@ -10,11 +10,10 @@ call.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import traceback as tb
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -26,6 +25,7 @@ from tickerq.errors import TerminateExecution
 from tickerq.events import EngineStateChanged
 from tickerq.firing import fire_due_crons
 from tickerq.models import Node
+from tickerq.notices import CancelRequested, Notice, Wake, WorkDue
 from tickerq.retry import RetryPolicy
 from tickerq.stores.base import Job, LostRunPolicy, Outcome
 from tickerq.threads import DaemonPool, run_in_thread
@@ -146,6 +146,7 @@ class Engine:
         self._store_error_at = datetime.min.replace(tzinfo=UTC)
         self._long_running = False
         self._functions: dict[str, TickerFunction[Any]] = {}
+        self._unsubscribe: Callable[[], None] | None = None
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -178,7 +179,9 @@ class Engine:
         ):
             logger.warning("node %s took back the jobs a dead run of it held", self.node_id)
         await self.store.heartbeat(self._node(), [], self._lease_until(self.started_at))
-        await self.store.listen(self._on_notice)
+        if self._unsubscribe is None:
+            self._unsubscribe = self.app.events.subscribe_notices(self._on_notice)
+        await self.store.listen()
         self._loop_task = asyncio.create_task(self._main(), name="tickerq-engine")
         if self.store.shared or self.options.retention is not None:
             self._heartbeat_task = asyncio.create_task(self._heartbeats(), name="tickerq-heartbeat")
@@ -228,6 +231,9 @@ class Engine:
             self._pool.shutdown()
             self._pool = None
         await self.store.remove_node(self.node_id)
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
         self._publish_state("stopped")
 
     def hurry(self) -> None:
@@ -313,17 +319,13 @@ class Engine:
             if self._idle.is_set():
                 return
 
-    def _on_notice(self, kind: str, value: str) -> None:
-        """A notice from another node (PostgreSQL NOTIFY)."""
-        if kind == "cancel":
-            with contextlib.suppress(ValueError):
-                self.cancel_local(UUID(value))
-        elif kind == "due":
-            try:
-                self.wake(datetime.fromisoformat(value))
-            except ValueError:
-                self.wake()
-        else:
+    def _on_notice(self, notice: Notice) -> None:
+        """A notice from another node (see :mod:`tickerq.notices`)."""
+        if isinstance(notice, WorkDue):
+            self.wake(notice.at)
+        elif isinstance(notice, CancelRequested):
+            self.cancel_local(notice.ticker_id)
+        elif isinstance(notice, Wake):
             self.wake()
 
     def is_running_elsewhere(self, ctx: TickerContext[Any]) -> bool:
