@@ -221,7 +221,8 @@ async def test_claim_cost_does_not_grow_with_the_table(
 _EXECUTE = (
     "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) EXECUTE hot("
     + ", ".join(["'{}'"] * 14)
-    + ", 'n1', now(), '{f}', 1000, 10, now() + interval '1 minute', '{}')"
+    + ", 'n1', now(), '{f}', 1000, 10, now() + interval '1 minute', '{}',"
+    + " 'changed crons tickers')"  # with the paced notice (rolled back: never sent)
 )
 
 
