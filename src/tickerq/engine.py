@@ -13,7 +13,7 @@ import asyncio
 import logging
 import random
 import traceback as tb
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -31,8 +31,11 @@ from tickerq.stores.base import Job, LostRunPolicy, Outcome
 from tickerq.threads import DaemonPool, run_in_thread
 
 if TYPE_CHECKING:
-    from tickerq.app import TickerQ
+    from tickerq.app import ExceptionHandler, TickerQ
+    from tickerq.clock import Clock
+    from tickerq.events import EventBus
     from tickerq.functions import TickerFunction
+    from tickerq.stores.base import Store
 
 __all__ = ["Engine", "EngineOptions"]
 
@@ -105,15 +108,38 @@ class _Run:
 
 
 class Engine:
-    """Runs an app's due work on this node. Created and driven by :class:`TickerQ`."""
+    """Runs an app's due work on this node. Created and driven by :class:`TickerQ`.
 
-    def __init__(self, app: TickerQ, options: EngineOptions) -> None:
-        self.app = app
+    Built from its collaborators: the ``store``, the ``clock``, the registered
+    ``functions`` (a live mapping: functions registered later count too) and the
+    app's ``bus`` (it publishes its state there and hears other nodes' notices).
+    ``app`` is only handed to each job's context (``ctx.app``, to schedule
+    follow-up work); the engine itself reads nothing from it. To the managers and
+    the contexts it is a :class:`tickerq.local.LocalEngine`.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        functions: Mapping[str, TickerFunction[Any]],
+        bus: EventBus,
+        options: EngineOptions,
+        *,
+        node_id: str,
+        max_concurrency: int,
+        exception_handler: ExceptionHandler | None = None,
+        app: TickerQ,
+    ) -> None:
         self.options = options
-        self.store = app.store
-        self.clock = app.clock
-        self.node_id = app.node_id
-        self.max_concurrency = app.max_concurrency
+        self.store = store
+        self.clock = clock
+        self.bus = bus
+        self.node_id = node_id
+        self.max_concurrency = max_concurrency
+        self.exception_handler = exception_handler
+        """Called with the context and the error of every failed attempt."""
+        self._app = app
         self.paused = False
         self.started_at: datetime | None = None
         self._running: dict[UUID, _Run] = {}
@@ -145,7 +171,7 @@ class Engine:
         self._crons_failed_at: datetime | None = None
         self._store_error_at = datetime.min.replace(tzinfo=UTC)
         self._long_running = False
-        self._functions: dict[str, TickerFunction[Any]] = {}
+        self._functions = functions
         self._unsubscribe: Callable[[], None] | None = None
 
     # -- lifecycle --------------------------------------------------------------------
@@ -168,7 +194,6 @@ class Engine:
 
     async def start(self) -> None:
         """Start the loop (and heartbeats on a shared store)."""
-        self._functions = self.app._functions  # live: functions registered later count too
         self._pool = DaemonPool(self.max_concurrency, "tickerq")
         self._stopping = False
         self._hurry = asyncio.Event()
@@ -180,7 +205,7 @@ class Engine:
             logger.warning("node %s took back the jobs a dead run of it held", self.node_id)
         await self.store.heartbeat(self._node(), [], self._lease_until(self.started_at))
         if self._unsubscribe is None:
-            self._unsubscribe = self.app.events.subscribe_notices(self._on_notice)
+            self._unsubscribe = self.bus.subscribe_notices(self._on_notice)
         await self.store.listen()
         self._loop_task = asyncio.create_task(self._main(), name="tickerq-engine")
         if self.store.shared or self.options.retention is not None:
@@ -612,7 +637,8 @@ class Engine:
                 continue
             due = job.execution_time
             ctx: TickerContext[Any] = TickerContext(
-                app=self.app,
+                app=self._app,
+                engine=self,
                 id=job.id,
                 function=job.function,
                 kind=job.kind,
@@ -759,7 +785,7 @@ class Engine:
             run.task.cancel()
 
     async def _on_error(self, ctx: TickerContext[Any], error: BaseException) -> None:
-        handler = self.app.exception_handler
+        handler = self.exception_handler
         if handler is None:
             logger.error(
                 "job %s (%s) failed: %s: %s",
@@ -940,7 +966,7 @@ class Engine:
         )
 
     def _publish_state(self, state: str) -> None:
-        bus = self.app.events
+        bus = self.bus
         if bus.active:
             bus.publish(EngineStateChanged(self.clock.now(), self.node_id, state))
 
