@@ -245,3 +245,31 @@ async def test_another_nodes_notices_reach_the_engine(
     await asyncio.wait_for(cancelled.wait(), 5)
     await asyncio.wait_for(runner.engine.wait_idle(), 5)
     assert (await other.time_tickers.get(ticker.id)).status is Status.CANCELLED
+
+
+async def test_the_live_feed_goes_on_across_a_restart_of_the_store(
+    make_app: MakeApp, store_kind: str, clock: ManualClock
+) -> None:
+    """A page that listens while its app stops and starts again (the store closes
+    and opens) still sees the other node's changes afterwards."""
+    if store_kind == "memory":
+        pytest.skip("the memory store is not shared")
+    viewer = make_app(node_id="viewer")
+    other = make_app(node_id="other")
+    other.function("work")(_noop)
+    await viewer.open()
+    await other.open()
+    async with _viewer(viewer, store_kind, clock) as watch:
+        await viewer.stop()
+        await viewer.open()
+        if store_kind == "postgresql":
+            deadline = time.monotonic() + 10
+            while not viewer.store.listening:
+                assert time.monotonic() < deadline, "LISTEN did not connect again"
+                await asyncio.sleep(0.01)
+        took = await watch.after(lambda: other.time_tickers.add("work", request=0), "tickers")
+    assert took < LATENCY[store_kind]
+
+
+async def _noop(ctx: TickerContext[int]) -> None:
+    return None

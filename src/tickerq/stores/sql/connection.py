@@ -172,12 +172,13 @@ class SqlBase(Store):
                 if file is not None
                 else HotPath(self.dialect.plain_url, pgbouncer=self.dialect.pgbouncer)
             )
+        if self._watches and self._watch_task is None:
+            self._start_watch()
 
     async def close(self) -> None:
         """Close every pooled connection (and the LISTEN and hot-path connections)."""
         watch, self._watch_task = self._watch_task, None
-        self._watches.clear()
-        if watch is not None:
+        if watch is not None:  # open() starts it again for the watches still asked for
             watch.cancel()
             await asyncio.gather(watch, return_exceptions=True)
         if self._pacer is not None:
@@ -301,15 +302,14 @@ class SqlBase(Store):
         On PostgreSQL this LISTENs (the other nodes' notices say what changed); the
         change marker is read every ``interval`` seconds only while LISTEN is down
         (or impossible), else every ``SAFETY_POLL`` seconds (or ``interval`` if
-        longer). On SQLite the marker is
-        read when the file's ``PRAGMA data_version`` moved, looked at every
-        ``interval`` seconds (a few microseconds when nothing changed).
+        longer). On SQLite the marker is read when the file's ``PRAGMA
+        data_version`` moved, looked at every ``interval`` seconds (a few
+        microseconds when nothing changed). Only while the store is open: a watch
+        asked for before it opens, or kept across a close, starts when it opens.
         """
         self._watches.append(interval)
-        if self._watch_task is None or self._watch_task.done():
-            self._watch_task = asyncio.get_running_loop().create_task(
-                self._watch(), name="tickerq-watch"
-            )
+        if self._engine is not None and (self._watch_task is None or self._watch_task.done()):
+            self._start_watch()
 
         def stop() -> None:
             if interval in self._watches:
@@ -319,6 +319,11 @@ class SqlBase(Store):
                 self._watch_task = None
 
         return stop
+
+    def _start_watch(self) -> None:
+        self._watch_task = asyncio.get_running_loop().create_task(
+            self._watch(), name="tickerq-watch"
+        )
 
     async def _watch(self) -> None:
         file = self.dialect.file
