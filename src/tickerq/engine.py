@@ -204,9 +204,9 @@ class Engine:
         ):
             logger.warning("node %s took back the jobs a dead run of it held", self.node_id)
         await self.store.heartbeat(self._node(), [], self._lease_until(self.started_at))
+        await self.store.listen()
         if self._unsubscribe is None:
             self._unsubscribe = self.bus.subscribe_notices(self._on_notice)
-        await self.store.listen()
         self._loop_task = asyncio.create_task(self._main(), name="tickerq-engine")
         if self.store.shared or self.options.retention is not None:
             self._heartbeat_task = asyncio.create_task(self._heartbeats(), name="tickerq-heartbeat")

@@ -10,6 +10,7 @@ change marker) every 50 ms. The memory store is never shared.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -18,9 +19,9 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from sqlalchemy import event
 
-from tickerq import Status, TickerContext, TickerQ
+from tickerq import Status, TickerContext, TickerQ, TimeTickerSpec
 from tickerq.dashboard.live import LiveFeed
-from tickerq.notices import CRONS, TICKERS, Changed, decode
+from tickerq.notices import CRONS, TICKERS, Changed, decode, encode
 from tickerq.stores.sql.connection import PACE
 from tickerq.testing import ManualClock
 
@@ -273,3 +274,61 @@ async def test_the_live_feed_goes_on_across_a_restart_of_the_store(
 
 async def _noop(ctx: TickerContext[int]) -> None:
     return None
+
+
+async def test_a_busy_node_announces_its_work_inside_its_claims(
+    make_app: MakeApp, store_kind: str
+) -> None:
+    """PostgreSQL hot path: while jobs flow, the paced notices ride in the claims'
+    statement; a notice of its own (a round trip on the pool) is sent only once
+    the flow stops, for what its last claims changed."""
+    if store_kind != "postgresql":
+        pytest.skip("only PostgreSQL sends notices")
+    import asyncpg
+
+    async def quick(ctx: TickerContext[int]) -> None:
+        await asyncio.sleep(0.002)
+
+    app = make_app(node_id="busy")
+    app.function("quick")(quick)
+    await app.open()
+    store: Any = app.store
+    if store.hot is None:
+        pytest.skip("the general path sends its notice inside its own transaction")
+    heard: list[float] = []
+    work = encode(Changed(frozenset({TICKERS, CRONS})))
+
+    def on_notice(*args: Any) -> None:
+        if args[-1] == work:  # not the node's heartbeats, start and stop
+            heard.append(time.monotonic())
+
+    listener = await asyncpg.connect(store.dialect.plain_url)
+    await listener.add_listener("tickerq", on_notice)
+    own: list[str] = []
+
+    def on_execute(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if "pg_notify" in statement:
+            own.append(statement)
+
+    try:
+        added = await app.time_tickers.add_many(
+            [TimeTickerSpec(function="quick", request=i) for i in range(600)]
+        )
+        await asyncio.sleep(0.2)
+        heard.clear()
+        event.listen(store.sa_engine.sync_engine, "before_cursor_execute", on_execute)
+        started = time.monotonic()
+        await app.start()
+        while not all(t.status.is_final for t in await app.time_tickers.query(limit=1000)):
+            assert time.monotonic() - started < 30, "the jobs did not run"
+            await asyncio.sleep(0.05)
+        took = time.monotonic() - started
+        await asyncio.sleep(3 * PACE)
+        event.remove(store.sa_engine.sync_engine, "before_cursor_execute", on_execute)
+        assert len(added) == 600
+        changed = [at for at in heard if at >= started]
+        assert len(changed) >= max(2, int(took / PACE) // 2), (len(changed), took)
+        assert all(b - a >= PACE * 0.9 for a, b in itertools.pairwise(changed)), changed
+        assert len(own) <= 2, f"{len(own)} notices of their own in {took:.2f} s"
+    finally:
+        await listener.close()

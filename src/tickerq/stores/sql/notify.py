@@ -123,10 +123,12 @@ class Pacer:
 
     Before a write, :meth:`may_send` says whether it may carry the notice (and
     :meth:`mark` is noted); after it, :meth:`sent` if it did, or :meth:`owe` if it
-    changed something without one: the change is then announced by a notice of
-    its own, ``send()``, when the interval ends (one for all the changes owed).
-    A notice covers the changes owed when its write began: those committed before
-    it; what was owed meanwhile stays owed.
+    changed something without one. A change owed is announced by the next write
+    that may carry the notice (a busy node's next claim, at no cost), or else by a
+    notice of its own, ``send()``, half an interval after the interval ends (one
+    for all the changes owed: the end of a burst). A notice covers the changes
+    owed when its write began, those committed before it; what was owed
+    meanwhile stays owed.
     """
 
     def __init__(self, interval: float, send: Callable[[], Awaitable[None]]) -> None:
@@ -158,16 +160,23 @@ class Pacer:
         """A write changed something without sending the notice."""
         self._owes += 1
         self._owed = True
+        self._schedule()
+
+    def _schedule(self) -> None:
         if self._timer is None and self._task is None:
-            delay = max(0.0, self._next - time.monotonic())
+            delay = max(0.0, self._next - time.monotonic()) + self.interval / 2
             self._timer = asyncio.get_running_loop().call_later(delay, self._due)
 
     def _due(self) -> None:
         self._timer = None
-        if self._owed and self._task is None:
-            self._task = asyncio.get_running_loop().create_task(
-                self._send_owed(), name="tickerq-notice"
-            )
+        if not self._owed or self._task is not None:
+            return
+        if time.monotonic() < self._next:  # a write sent one meanwhile (not covering all)
+            self._schedule()
+            return
+        self._task = asyncio.get_running_loop().create_task(
+            self._send_owed(), name="tickerq-notice"
+        )
 
     async def _send_owed(self) -> None:
         mark = self._owes
@@ -180,7 +189,7 @@ class Pacer:
         finally:
             self._task = None
         if self._owed:  # owed while it was being sent
-            self._timer = asyncio.get_running_loop().call_later(self.interval, self._due)
+            self._schedule()
 
     async def close(self) -> None:
         """Drop what is owed (the store closes)."""
