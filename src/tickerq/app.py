@@ -16,15 +16,14 @@ from tickerq.clock import Clock, SystemClock
 from tickerq.cron import parse_timezone
 from tickerq.engine import Engine, EngineOptions
 from tickerq.errors import (
-    FunctionNotFoundError,
     InvalidArgumentError,
     RegistrationError,
 )
 from tickerq.events import EventBus
-from tickerq.functions import TickerFunction, TickerRouter, _Registrar
+from tickerq.functions import FunctionRegistry, TickerFunction, TickerRouter, _Registrar
 from tickerq.managers import CronTickerManager, TimeTickerManager
 from tickerq.stores import Store, mask_password, open_store
-from tickerq.validation import check_name, check_payload_size
+from tickerq.validation import check_name
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
@@ -82,17 +81,28 @@ class TickerQ(_Registrar):
         self.max_concurrency = max_concurrency
         self.timezone = str(parse_timezone(timezone))
         self.clock: Clock = clock or SystemClock()
-        self.exception_handler = exception_handler
         self.seed_crons = seed_crons
-        self.max_payload_bytes = max_payload_bytes
-        """Requests larger than this (as JSON) are refused when scheduled."""
         self.events = EventBus()
+        """This process's events and the notices of every node (see tickerq.events)."""
         self.store.bind_events(self.events)
-        self.time_tickers = TimeTickerManager(self)
+        self._registry = FunctionRegistry(self._functions, max_payload_bytes=max_payload_bytes)
+        self.engine = Engine(
+            self.store,
+            self.clock,
+            self._functions,
+            self.events,
+            options or EngineOptions(),
+            node_id=self.node_id,
+            max_concurrency=max_concurrency,
+            exception_handler=exception_handler,
+            app=self,
+        )
+        self.time_tickers = TimeTickerManager(self.store, self.clock, self._registry, self.engine)
         """Add, change and inspect time tickers."""
-        self.cron_tickers = CronTickerManager(self)
+        self.cron_tickers = CronTickerManager(
+            self.store, self.clock, self._registry, self.engine, timezone=self.timezone
+        )
         """Add, change and inspect cron tickers."""
-        self.engine = Engine(self, options or EngineOptions())
         self._opened = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sync: SyncTickerQ | None = None
@@ -117,16 +127,29 @@ class TickerQ(_Registrar):
 
     def get_function(self, name: str) -> TickerFunction[Any]:
         """The function registered as ``name``; raises FunctionNotFoundError."""
-        fn = self._functions.get(name)
-        if fn is None:
-            raise FunctionNotFoundError(name, list(self._functions))
-        return fn
+        return self._registry.get(name)
 
     def encode_request(self, function: str, request: Any) -> Any:
         """Validate ``request`` for ``function`` and check its size; the stored form."""
-        payload = self.get_function(function).encode_request(request)
-        check_payload_size(payload, function, self.max_payload_bytes)
-        return payload
+        return self._registry.encode_request(function, request)
+
+    @property
+    def max_payload_bytes(self) -> int:
+        """Requests larger than this (as JSON) are refused when scheduled (0: no limit)."""
+        return self._registry.max_payload_bytes
+
+    @max_payload_bytes.setter
+    def max_payload_bytes(self, value: int) -> None:
+        self._registry.max_payload_bytes = value
+
+    @property
+    def exception_handler(self) -> ExceptionHandler | None:
+        """Called with the context and the error of every failed attempt."""
+        return self.engine.exception_handler
+
+    @exception_handler.setter
+    def exception_handler(self, handler: ExceptionHandler | None) -> None:
+        self.engine.exception_handler = handler
 
     def on_exception(self, handler: ExceptionHandler) -> ExceptionHandler:
         """Decorator: call ``handler(ctx, error)`` for every failed attempt."""

@@ -14,6 +14,7 @@ from tickerq.errors import TerminateExecution
 
 if TYPE_CHECKING:
     from tickerq.app import TickerQ
+    from tickerq.local import LocalEngine
 
 __all__ = ["Req", "TickerContext"]
 
@@ -34,6 +35,7 @@ class TickerContext(Generic[Req]):
         "_app",
         "_cancel_requested",
         "_cancel_waiter",
+        "_engine",
         "_loop",
         "_request",
         "cron_ticker_id",
@@ -60,8 +62,11 @@ class TickerContext(Generic[Req]):
         cron_ticker_id: UUID | None = None,
         parent_id: UUID | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
+        engine: LocalEngine | None = None,
     ) -> None:
         self._app = app
+        self._engine = engine
+        """The engine running this job (None: a context made outside an engine)."""
         self.id = id
         """The time ticker's or cron occurrence's id."""
         self.function = function
@@ -115,7 +120,7 @@ class TickerContext(Generic[Req]):
         "The same work" is the same cron ticker for a cron occurrence, the same
         function for a time ticker.
         """
-        if self._app.engine.is_running_elsewhere(self):
+        if self._engine is not None and self._engine.is_running_elsewhere(self):
             raise TerminateExecution(Status.SKIPPED, "another run is already in progress")
 
     def _request_cancel(self) -> None:

@@ -10,11 +10,10 @@ call.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import traceback as tb
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -26,14 +25,18 @@ from tickerq.errors import TerminateExecution
 from tickerq.events import EngineStateChanged
 from tickerq.firing import fire_due_crons
 from tickerq.models import Node
+from tickerq.notices import CancelRequested, Notice, Wake, WorkDue
 from tickerq.retry import RetryPolicy
 from tickerq.stores.base import Job, LostRunPolicy, Outcome
 from tickerq.threads import DaemonPool, run_in_thread
 from tickerq.validation import check_cron_lead
 
 if TYPE_CHECKING:
-    from tickerq.app import TickerQ
+    from tickerq.app import ExceptionHandler, TickerQ
+    from tickerq.clock import Clock
+    from tickerq.events import EventBus
     from tickerq.functions import TickerFunction
+    from tickerq.stores.base import Store
 
 __all__ = ["Engine", "EngineOptions"]
 
@@ -116,16 +119,39 @@ class _Run:
 
 
 class Engine:
-    """Runs an app's due work on this node. Created and driven by :class:`TickerQ`."""
+    """Runs an app's due work on this node. Created and driven by :class:`TickerQ`.
 
-    def __init__(self, app: TickerQ, options: EngineOptions) -> None:
-        self.app = app
+    Built from its collaborators: the ``store``, the ``clock``, the registered
+    ``functions`` (a live mapping: functions registered later count too) and the
+    app's ``bus`` (it publishes its state there and hears other nodes' notices).
+    ``app`` is only handed to each job's context (``ctx.app``, to schedule
+    follow-up work); the engine itself reads nothing from it. To the managers and
+    the contexts it is a :class:`tickerq.local.LocalEngine`.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        functions: Mapping[str, TickerFunction[Any]],
+        bus: EventBus,
+        options: EngineOptions,
+        *,
+        node_id: str,
+        max_concurrency: int,
+        exception_handler: ExceptionHandler | None = None,
+        app: TickerQ,
+    ) -> None:
         self.options = options
         self._cron_lead = timedelta(seconds=options.cron_lead)
-        self.store = app.store
-        self.clock = app.clock
-        self.node_id = app.node_id
-        self.max_concurrency = app.max_concurrency
+        self.store = store
+        self.clock = clock
+        self.bus = bus
+        self.node_id = node_id
+        self.max_concurrency = max_concurrency
+        self.exception_handler = exception_handler
+        """Called with the context and the error of every failed attempt."""
+        self._app = app
         self.paused = False
         self.started_at: datetime | None = None
         self._running: dict[UUID, _Run] = {}
@@ -157,7 +183,8 @@ class Engine:
         self._crons_failed_at: datetime | None = None
         self._store_error_at = datetime.min.replace(tzinfo=UTC)
         self._long_running = False
-        self._functions: dict[str, TickerFunction[Any]] = {}
+        self._functions = functions
+        self._unsubscribe: Callable[[], None] | None = None
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -179,7 +206,6 @@ class Engine:
 
     async def start(self) -> None:
         """Start the loop (and heartbeats on a shared store)."""
-        self._functions = self.app._functions  # live: functions registered later count too
         self._pool = DaemonPool(self.max_concurrency, "tickerq")
         self._stopping = False
         self._hurry = asyncio.Event()
@@ -190,7 +216,9 @@ class Engine:
         ):
             logger.warning("node %s took back the jobs a dead run of it held", self.node_id)
         await self.store.heartbeat(self._node(), [], self._lease_until(self.started_at))
-        await self.store.listen(self._on_notice)
+        await self.store.listen()
+        if self._unsubscribe is None:
+            self._unsubscribe = self.bus.subscribe_notices(self._on_notice)
         self._loop_task = asyncio.create_task(self._main(), name="tickerq-engine")
         if self.store.shared or self.options.retention is not None:
             self._heartbeat_task = asyncio.create_task(self._heartbeats(), name="tickerq-heartbeat")
@@ -240,6 +268,9 @@ class Engine:
             self._pool.shutdown()
             self._pool = None
         await self.store.remove_node(self.node_id)
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
         self._publish_state("stopped")
 
     def hurry(self) -> None:
@@ -307,9 +338,10 @@ class Engine:
         self.wake()
 
     def wake(self, due: datetime | None = None) -> None:
-        """Look for work now; with ``due``, only if that is earlier than the planned wake-up."""
+        """Look for work now; with ``due``, only if that is earlier than the planned wake-up
+        (a cron fire at ``due`` is made ``cron_lead`` earlier)."""
         if due is not None:
-            if self._deadline is not None and due >= self._deadline:
+            if self._deadline is not None and due >= self._deadline + self._cron_lead:
                 return
             self._check_crons = True
         wakeup = self._wakeup
@@ -325,17 +357,13 @@ class Engine:
             if self._idle.is_set():
                 return
 
-    def _on_notice(self, kind: str, value: str) -> None:
-        """A notice from another node (PostgreSQL NOTIFY)."""
-        if kind == "cancel":
-            with contextlib.suppress(ValueError):
-                self.cancel_local(UUID(value))
-        elif kind == "due":
-            try:
-                self.wake(datetime.fromisoformat(value))
-            except ValueError:
-                self.wake()
-        else:
+    def _on_notice(self, notice: Notice) -> None:
+        """A notice from another node (see :mod:`tickerq.notices`)."""
+        if isinstance(notice, WorkDue):
+            self.wake(notice.at)
+        elif isinstance(notice, CancelRequested):
+            self.cancel_local(notice.ticker_id)
+        elif isinstance(notice, Wake):
             self.wake()
 
     def is_running_elsewhere(self, ctx: TickerContext[Any]) -> bool:
@@ -627,7 +655,8 @@ class Engine:
                 continue
             due = job.execution_time
             ctx: TickerContext[Any] = TickerContext(
-                app=self.app,
+                app=self._app,
+                engine=self,
                 id=job.id,
                 function=job.function,
                 kind=job.kind,
@@ -774,7 +803,7 @@ class Engine:
             run.task.cancel()
 
     async def _on_error(self, ctx: TickerContext[Any], error: BaseException) -> None:
-        handler = self.app.exception_handler
+        handler = self.exception_handler
         if handler is None:
             logger.error(
                 "job %s (%s) failed: %s: %s",
@@ -955,7 +984,7 @@ class Engine:
         )
 
     def _publish_state(self, state: str) -> None:
-        bus = self.app.events
+        bus = self.bus
         if bus.active:
             bus.publish(EngineStateChanged(self.clock.now(), self.node_id, state))
 

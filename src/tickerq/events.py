@@ -1,8 +1,17 @@
-"""Typed events: every state change the engine or a manager makes is announced.
+"""The app's bus: typed events of this process, and notices between nodes.
 
-Subscribers (the dashboard, metrics, tests) get events synchronously on the
-event loop's thread; they must return quickly. Events are only built when
-someone listens, so an app with no subscribers pays nothing for them.
+One :class:`EventBus` per app carries two layers of messages:
+
+* **events** (:class:`Event`): every state change this process's engine, managers
+  and store make, in detail (which ticker, which status). Built only when
+  someone subscribes to them, so an app without subscribers pays nothing for them.
+* **notices** (:class:`tickerq.notices.Notice`): the few things nodes tell each
+  other (work due, a cancel, what changed), as the store receives them from other
+  processes (PostgreSQL LISTEN; SQLite and a lost LISTEN: a poll, see
+  :meth:`tickerq.stores.base.Store.watch`). Only notices cross processes.
+
+The engine subscribes to notices; the dashboard's live feed to both. Subscribers
+are called synchronously on the event loop's thread and must return quickly.
 """
 
 from __future__ import annotations
@@ -14,6 +23,7 @@ from datetime import datetime
 from uuid import UUID
 
 from tickerq.enums import Status, TickerKind
+from tickerq.notices import Notice
 
 __all__ = [
     "CronTickerChanged",
@@ -69,17 +79,19 @@ class EngineStateChanged(Event):
 
 
 Subscriber = Callable[[Event], None]
+NoticeSubscriber = Callable[[Notice], None]
 
 
 class EventBus:
-    """Fan-out of events to subscribers, in-process."""
+    """Fan-out of events and notices to their subscribers, in-process."""
 
-    __slots__ = ("_subscribers", "active")
+    __slots__ = ("_notice_subscribers", "_subscribers", "active")
 
     def __init__(self) -> None:
         self._subscribers: list[Subscriber] = []
+        self._notice_subscribers: list[NoticeSubscriber] = []
         self.active = False
-        """True when someone listens; publishers check it before building an event."""
+        """True when someone subscribes to events; publishers check it before building one."""
 
     def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:
         """Call ``subscriber`` for every event; returns a function that unsubscribes."""
@@ -100,3 +112,21 @@ class EventBus:
                 subscriber(event)
             except Exception:
                 logger.exception("event subscriber %r failed on %r", subscriber, event)
+
+    def subscribe_notices(self, subscriber: NoticeSubscriber) -> Callable[[], None]:
+        """Call ``subscriber`` for every notice; returns a function that unsubscribes."""
+        self._notice_subscribers.append(subscriber)
+
+        def unsubscribe() -> None:
+            if subscriber in self._notice_subscribers:
+                self._notice_subscribers.remove(subscriber)
+
+        return unsubscribe
+
+    def publish_notice(self, notice: Notice) -> None:
+        """Deliver ``notice``; a failing subscriber is logged, not propagated."""
+        for subscriber in tuple(self._notice_subscribers):
+            try:
+                subscriber(notice)
+            except Exception:
+                logger.exception("notice subscriber %r failed on %r", subscriber, notice)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import inspect
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, KeysView, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import (
@@ -28,6 +28,7 @@ from tickerq.context import Req, TickerContext
 from tickerq.enums import MisfirePolicy, Priority
 from tickerq.errors import (
     CronError,
+    FunctionNotFoundError,
     InvalidArgumentError,
     InvalidRequestError,
     RegistrationError,
@@ -40,6 +41,8 @@ from tickerq.validation import (
     check_cron_text,
     check_enum,
     check_name,
+    check_payload,
+    check_payload_size,
     check_retries,
     check_timeout,
     check_timezone,
@@ -56,6 +59,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FunctionOptions",
+    "FunctionRegistry",
     "TickerFunction",
     "TickerRouter",
     "collect_registration_errors",
@@ -495,6 +499,64 @@ class TickerRouter(_Registrar):
     def prefix(self) -> str:
         """Prepended to the name of every function registered here."""
         return self._prefix
+
+
+_UNREGISTERED = FunctionOptions()
+"""The options of a function not registered here: NORMAL priority, no retries."""
+
+
+class FunctionRegistry:
+    """The functions an app runs, by name, and the checks scheduling one of them
+    makes: what the managers are given instead of the app.
+
+    A live view of the app's registrations: functions registered later are in it.
+    """
+
+    __slots__ = ("_by_name", "max_payload_bytes")
+
+    def __init__(self, by_name: dict[str, TickerFunction[Any]], *, max_payload_bytes: int) -> None:
+        self._by_name = by_name
+        self.max_payload_bytes = max_payload_bytes
+        """Requests larger than this (as JSON) are refused when scheduled (0: no limit)."""
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._by_name
+
+    def names(self) -> KeysView[str]:
+        """The registered names."""
+        return self._by_name.keys()
+
+    def get(self, name: str) -> TickerFunction[Any]:
+        """The function registered as ``name``; raises FunctionNotFoundError."""
+        fn = self._by_name.get(name)
+        if fn is None:
+            raise FunctionNotFoundError(name, list(self._by_name))
+        return fn
+
+    def encode_request(self, function: str, request: Any) -> Any:
+        """Validate ``request`` for ``function`` and check its size; the stored form."""
+        payload = self.get(function).encode_request(request)
+        check_payload_size(payload, function, self.max_payload_bytes)
+        return payload
+
+    def options(self, function: str, allow_unregistered: bool) -> tuple[str, FunctionOptions]:
+        """The name and options of ``function``: those it was registered with, or
+        the defaults for a name not registered here when ``allow_unregistered``."""
+        if allow_unregistered and function not in self._by_name:
+            return function, _UNREGISTERED
+        fn = self.get(function)
+        return fn.name, fn.options
+
+    def payload(self, function: str, request: Any, allow_unregistered: bool) -> Any:
+        """The request validated for ``function`` (plain JSON for a function not
+        registered here, when allowed), within the size limit and storable on
+        every store."""
+        if allow_unregistered and function not in self._by_name:
+            payload = encode_json_request(function, request)
+            check_payload_size(payload, function, self.max_payload_bytes)
+        else:
+            payload = self.encode_request(function, request)
+        return check_payload(payload, function)
 
 
 def _type_name(tp: Any) -> str:

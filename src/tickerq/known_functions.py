@@ -16,7 +16,7 @@ from tickerq.errors import FunctionNotFoundError
 from tickerq.stores.base import TickerQuery
 
 if TYPE_CHECKING:
-    from tickerq.app import TickerQ
+    from tickerq.functions import FunctionRegistry
     from tickerq.stores.base import Store
 
 __all__ = ["check_known", "names_in_use"]
@@ -36,19 +36,18 @@ async def names_in_use(store: Store, reported: Iterable[str] | None = None) -> s
     return names
 
 
-async def check_known(app: TickerQ, function: str) -> None:
-    """Return when ``function`` is registered in ``app`` or the cluster knows it;
-    else raise FunctionNotFoundError listing the names it knows.
+async def check_known(functions: FunctionRegistry, store: Store, function: str) -> None:
+    """Return when ``function`` is registered in ``functions`` or the cluster (using
+    ``store``) knows it; else raise FunctionNotFoundError listing the names it knows.
 
     Known: in :func:`names_in_use`, or time tickers of it exist (some node runs or
     ran it).
     """
-    registered = app.functions
-    if function in registered:
+    if function in functions:
         return
-    names = registered.keys() | await names_in_use(app.store)
+    names = functions.names() | await names_in_use(store)
     if function in names:
         return
-    if await app.store.count_time_tickers(TickerQuery(function=function, limit=1)):
+    if await store.count_time_tickers(TickerQuery(function=function, limit=1)):
         return
     raise FunctionNotFoundError(function, sorted(names))

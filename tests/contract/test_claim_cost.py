@@ -85,7 +85,9 @@ async def _hot_cost(store: SqlStore) -> int:
         )
         try:
             empty: list[Any] = []
-            args = (*[empty] * 14, "n1", now, ["f"], 1000, 10, now + timedelta(minutes=1), empty)
+            args = (
+                *[empty] * 14, "n1", now, ["f"], 1000, 10, now + timedelta(minutes=1), empty, None
+            )  # fmt: skip
             async with conn.transaction():
                 explain = "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + _FINISH_AND_CLAIM
                 plan = await conn.fetchval(explain, *args)
@@ -101,7 +103,7 @@ async def _hot_cost(store: SqlStore) -> int:
     db = hot._connect()  # type: ignore[union-attr]
     db.set_progress_handler(steps, 10)
     try:
-        jobs, _ = await hot.finish_and_claim(
+        jobs, _, _ = await hot.finish_and_claim(
             now,
             node="n1",
             lease_until=now + timedelta(minutes=1),
@@ -219,7 +221,8 @@ async def test_claim_cost_does_not_grow_with_the_table(
 _EXECUTE = (
     "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) EXECUTE hot("
     + ", ".join(["'{}'"] * 14)
-    + ", 'n1', now(), '{f}', 1000, 10, now() + interval '1 minute', '{}')"
+    + ", 'n1', now(), '{f}', 1000, 10, now() + interval '1 minute', '{}',"
+    + " 'changed crons tickers')"  # with the paced notice (rolled back: never sent)
 )
 
 

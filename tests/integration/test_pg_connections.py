@@ -408,9 +408,10 @@ async def test_pgbouncer_mode_keeps_no_session_state(db: str) -> None:
                 )
             finally:
                 raw.close()
-            hot = store.hot._conn
-            hot_statements = await hot.fetchval("SELECT count(*) FROM pg_prepared_statements")
-            plan_mode = await hot.fetchval("SHOW plan_cache_mode")
+            async with store.hot._lock:  # the engine's claims use it too (polls: each second)
+                hot = store.hot._conn
+                hot_statements = await hot.fetchval("SELECT count(*) FROM pg_prepared_statements")
+                plan_mode = await hot.fetchval("SHOW plan_cache_mode")
         assert (pooled_statements > 0) is expect_state, (mode, pooled_statements)
         assert (hot_statements > 0) is expect_state, (mode, hot_statements)
         assert (plan_mode != "auto") is expect_state, (mode, plan_mode)

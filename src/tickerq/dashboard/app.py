@@ -325,7 +325,7 @@ def create_dashboard(
         allowed_origins=tuple(allowed_origins),
     )
     dash.service = Service(app, redact)
-    dash.live = LiveFeed(app, dash.service.queries)
+    dash.live = LiveFeed(app.events, app.store)
     routes: list[Route | Mount] = [
         *_html_routes(),
         Mount("/api", routes=api.routes()),

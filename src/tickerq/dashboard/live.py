@@ -1,11 +1,13 @@
 """Live updates: a Server-Sent Events feed of what changed, coalesced per client.
 
-Changes made in this process arrive on the app's event bus. Changes made by
-other processes (other nodes, another dashboard) are seen by polling a cheap
-change marker of SQL stores every ``poll_interval`` seconds while at least one
-browser listens. Each client gets at most one event per ``min_interval``
-naming the topics that changed (``tickers``, ``crons``, ``nodes``, ``engine``);
-the page then re-fetches the parts that show them.
+Everything arrives on the app's bus (:class:`tickerq.events.EventBus`) while at
+least one browser listens: changes made in this process as events, changes made
+by other processes (other nodes, another dashboard) as notices. On PostgreSQL
+those are the other nodes' NOTIFYs, at once; where notices do not say it (SQLite,
+a PostgreSQL node that cannot LISTEN) the store looks every ``poll_interval``
+seconds (see :meth:`tickerq.stores.base.Store.watch`). Each client gets at most
+one event per ``min_interval`` naming the topics that changed (``tickers``,
+``crons``, ``nodes``, ``engine``); the page then re-fetches the parts that show them.
 """
 
 from __future__ import annotations
@@ -25,28 +27,46 @@ from tickerq.events import (
     TickerChanged,
     TickerDeleted,
 )
+from tickerq.notices import (
+    CRONS,
+    NODES,
+    TICKERS,
+    CancelRequested,
+    Changed,
+    Notice,
+    Wake,
+    WorkDue,
+)
 
 if TYPE_CHECKING:
-    from tickerq.app import TickerQ
-    from tickerq.dashboard.queries import Queries
+    from tickerq.events import EventBus
+    from tickerq.stores.base import Store
 
 __all__ = ["LiveFeed", "topics_of"]
 
 logger = logging.getLogger(__name__)
 
-TOPICS = ("tickers", "crons", "nodes", "engine")
+ENGINE = "engine"
+"""This process's engine started, paused, resumed or stopped (events only)."""
+TOPICS = (TICKERS, CRONS, NODES, ENGINE)
 
 
-def topics_of(event: Event) -> set[str]:
-    """Which parts of the pages an event changes."""
-    if isinstance(event, TickerChanged | TickerDeleted):
-        if event.kind is TickerKind.CRON_OCCURRENCE:
-            return {"tickers", "crons"}
-        return {"tickers"}
-    if isinstance(event, CronTickerChanged):
-        return {"crons"}
-    if isinstance(event, EngineStateChanged):
-        return {"engine", "nodes"}
+def topics_of(message: Event | Notice) -> set[str]:
+    """Which parts of the pages an event or a notice changes."""
+    if isinstance(message, TickerChanged | TickerDeleted):
+        if message.kind is TickerKind.CRON_OCCURRENCE:
+            return {TICKERS, CRONS}
+        return {TICKERS}
+    if isinstance(message, CronTickerChanged):
+        return {CRONS}
+    if isinstance(message, EngineStateChanged):
+        return {ENGINE, NODES}
+    if isinstance(message, Changed):
+        return set(message.topics)
+    if isinstance(message, WorkDue | CancelRequested):
+        return {TICKERS, CRONS}
+    if isinstance(message, Wake):  # notices were lost: anything may have changed
+        return {TICKERS, CRONS, NODES}
     return set()
 
 
@@ -67,21 +87,21 @@ class LiveFeed:
 
     def __init__(
         self,
-        app: TickerQ,
-        queries: Queries,
+        bus: EventBus,
+        store: Store,
         *,
         poll_interval: float = 0.5,
         min_interval: float = 0.35,
         keepalive: float = 15.0,
     ) -> None:
-        self.app = app
-        self.queries = queries
+        self.bus = bus
+        self.store = store
         self.poll_interval = poll_interval
+        """Where notices do not say what other processes changed, look this often."""
         self.min_interval = min_interval
         self.keepalive = keepalive
         self._clients: set[_Client] = set()
-        self._unsubscribe: Callable[[], None] | None = None
-        self._poller: asyncio.Task[None] | None = None
+        self._unsubscribe: list[Callable[[], None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = asyncio.Event()
 
@@ -95,8 +115,8 @@ class LiveFeed:
         for client in tuple(self._clients):
             client.push(topics)
 
-    def _on_event(self, event: Event) -> None:
-        topics = topics_of(event)
+    def _on_event(self, message: Event | Notice) -> None:
+        topics = topics_of(message)
         if not topics:
             return
         loop = self._loop
@@ -114,38 +134,19 @@ class LiveFeed:
 
     def _start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        if self._unsubscribe is None:
-            self._unsubscribe = self.app.events.subscribe(self._on_event)
-        if self._poller is None or self._poller.done():
-            self._poller = asyncio.create_task(self._poll(), name="tickerq-dashboard-poll")
+        if not self._unsubscribe:
+            self._unsubscribe = [
+                self.bus.subscribe(self._on_event),
+                self.bus.subscribe_notices(self._on_event),
+                self.store.watch(self.poll_interval),
+            ]
 
     def _stop_if_idle(self) -> None:
         if self._clients:
             return
-        if self._unsubscribe is not None:
-            self._unsubscribe()
-            self._unsubscribe = None
-        if self._poller is not None:
-            self._poller.cancel()
-            self._poller = None
-
-    async def _poll(self) -> None:
-        if not self.queries.store.shared:
-            return  # the memory store: the event bus sees every change
-        previous: tuple[Any, ...] | None = None
-        while True:
-            try:
-                marker = await self.queries.change_marker()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                logger.debug("dashboard change poll failed: %s", exc)
-                marker = None
-            if marker is not None:
-                if previous is not None and marker != previous:
-                    self.publish(_changed_topics(previous, marker))
-                previous = marker
-            await asyncio.sleep(self.poll_interval)
+        unsubscribe, self._unsubscribe = self._unsubscribe, []
+        for stop in unsubscribe:
+            stop()
 
     def close(self) -> None:
         """End every stream (on shutdown)."""
@@ -177,18 +178,6 @@ class LiveFeed:
         finally:
             self._clients.discard(client)
             self._stop_if_idle()
-
-
-def _changed_topics(before: tuple[Any, ...], after: tuple[Any, ...]) -> set[str]:
-    """Topics whose part of the change marker moved (see Queries.change_marker)."""
-    topics: set[str] = set()
-    if before[:2] != after[:2] or before[6:] != after[6:]:
-        topics |= {"tickers", "crons"}
-    if before[2:4] != after[2:4]:
-        topics.add("crons")
-    if before[4:6] != after[4:6]:
-        topics.add("nodes")
-    return topics
 
 
 def _message(event: str, data: dict[str, Any]) -> str:

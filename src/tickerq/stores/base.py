@@ -274,7 +274,8 @@ class Store(ABC):
     """How often an idle engine looks for work others added (None: only when woken)."""
 
     def bind_events(self, bus: EventBus) -> None:
-        """Announce every change on ``bus``."""
+        """Announce every change on ``bus`` (events), and publish there the notices
+        other processes send (see :meth:`listen` and :meth:`watch`)."""
         self.events = bus
 
     async def open(self) -> None:  # noqa: B027 - optional hook
@@ -283,9 +284,22 @@ class Store(ABC):
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release every connection."""
 
-    async def listen(self, handler: Callable[[str, str], None]) -> None:  # noqa: B027
-        """Hand notices from other nodes to ``handler(kind, value)``: ("due", iso time),
-        ("cancel", ticker id) or ("wake", ""). Stores without cross-node notices do nothing."""
+    async def listen(self) -> None:  # noqa: B027 - optional hook
+        """From now until :meth:`close`, publish the notices other nodes send
+        (:mod:`tickerq.notices`) on the bound bus. Several calls listen once.
+        Stores without cross-node notices do nothing."""
+
+    @property
+    def listening(self) -> bool:
+        """True while other nodes' notices arrive (see :meth:`listen`)."""
+        return False
+
+    def watch(self, interval: float) -> Callable[[], None]:
+        """Publish :class:`tickerq.notices.Changed` on the bound bus for what other
+        processes change, looking at least every ``interval`` seconds where notices
+        do not say it, until the returned function is called. A store no other
+        process changes (the default) does nothing: events say everything."""
+        return _nothing
 
     # -- time tickers ------------------------------------------------------------------
 
@@ -619,6 +633,10 @@ class Store(ABC):
         """Drop the counts kept between reads (after an operation that deleted or re-ran
         rows); with ``census``, a kept census too (the next read counts again).
         Stores that keep nothing do nothing."""
+
+
+def _nothing() -> None:
+    return None
 
 
 LEASE_EXPIRED = "its node stopped heartbeating; it runs again elsewhere"

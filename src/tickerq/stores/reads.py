@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING
 from uuid import UUID
 
 from tickerq.enums import Status, TickerKind
+from tickerq.notices import CRONS, NODES, TICKERS
 
 if TYPE_CHECKING:
     from tickerq.models import TimeTicker
@@ -272,3 +273,16 @@ class ChangeMarker:
         """The marker as a flat tuple: time tickers, occurrences, cron change, cron
         count, heartbeat, node count, deletions."""
         return (self.time_tickers, self.occurrences, *self.crons, *self.nodes, self.deletions)
+
+    def changed_since(self, before: ChangeMarker) -> frozenset[str]:
+        """The topics (of :data:`tickerq.notices.TOPICS`) whose part moved since ``before``."""
+        topics: set[str] = set()
+        if self.time_tickers != before.time_tickers:
+            topics.add(TICKERS)
+        if self.occurrences != before.occurrences or self.deletions != before.deletions:
+            topics |= {TICKERS, CRONS}
+        if self.crons != before.crons:
+            topics.add(CRONS)
+        if self.nodes != before.nodes:
+            topics.add(NODES)
+        return frozenset(topics)

@@ -25,17 +25,22 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from tickerq.enums import RunCondition, Status, TickerKind
 from tickerq.errors import StoreConnectionError, TickerNotFoundError, TickerStateError
 from tickerq.events import CronTickerChanged, TickerChanged
+from tickerq.notices import CRONS, NODES, TICKERS, Changed, Notice, encode
 from tickerq.stores.base import Outcome, Store
+from tickerq.stores.reads import ChangeMarker
 from tickerq.stores.sql import dialects
 from tickerq.stores.sql.enqueue_pg import PgEnqueue
 from tickerq.stores.sql.hot import HotPath
 from tickerq.stores.sql.hot_sqlite import SqliteHotPath
-from tickerq.stores.sql.notify import CHANNEL, Listener
+from tickerq.stores.sql.notify import CHANNEL, Listener, Pacer
 from tickerq.stores.sql.rows import JOB_COLUMN_NAMES
 from tickerq.stores.sql.schema import tickers
+from tickerq.stores.sql.watch import SqliteWatcher
 from tickerq.urls import mask_secrets, mask_url
 
 __all__ = [
+    "CHANGED_NODES",
+    "CHANGED_WORK",
     "IDLE",
     "JOB_COLUMNS",
     "OCCURRENCE",
@@ -54,6 +59,21 @@ T = tickers.c
 IDLE, RUNNING = Status.IDLE.value, Status.IN_PROGRESS.value
 TIME, OCCURRENCE = TickerKind.TIME.value, TickerKind.CRON_OCCURRENCE.value
 JOB_COLUMNS = tuple(T[name] for name in JOB_COLUMN_NAMES)
+
+CHANGED_WORK = Changed(frozenset({TICKERS, CRONS}))
+"""The notice of a node's own work (jobs claimed and ended, crons fired, leases
+reclaimed, retention): rows of either kind changed. Paced (see ``Pacer``)."""
+
+CHANGED_NODES = Changed(frozenset({NODES}))
+"""A node started, reported (heartbeat) or stopped."""
+
+PACE = 0.1
+"""Seconds between two notices of a node's own work, at most (see ``Pacer``)."""
+
+SAFETY_POLL = 5.0
+"""While LISTEN is up, :meth:`SqlBase.watch` still reads the change marker this
+often: a notice can be lost (a sender's paced notice that failed, a node of an
+older version that sends fewer)."""
 
 
 def kind_name(kind: TickerKind) -> str:
@@ -99,6 +119,9 @@ class SqlBase(Store):
         self._writer: Engine | None = None
         self._writer_thread: ThreadPoolExecutor | None = None
         self._listener: Listener | None = None
+        self._pacer: Pacer | None = None
+        self._watches: list[float] = []
+        self._watch_task: asyncio.Task[None] | None = None
         self._pg_enqueue: PgEnqueue | None = None
         self._unwritten: list[Outcome] = []
         """Results the hot path left over whose general-path write failed after the
@@ -141,15 +164,26 @@ class SqlBase(Store):
             self._writer_thread = ThreadPoolExecutor(1, thread_name_prefix="tickerq-sqlite-writer")
         if file is None:
             self._pg_enqueue = PgEnqueue(self._engine)
+            if self._pacer is None:
+                self._pacer = Pacer(PACE, self._send_changed_work)
         if self.hot is None and self.budget.hot_path and self.use_hot_path:
             self.hot = (
                 SqliteHotPath(file)
                 if file is not None
                 else HotPath(self.dialect.plain_url, pgbouncer=self.dialect.pgbouncer)
             )
+        if self._watches and self._watch_task is None:
+            self._start_watch()
 
     async def close(self) -> None:
         """Close every pooled connection (and the LISTEN and hot-path connections)."""
+        watch, self._watch_task = self._watch_task, None
+        if watch is not None:  # open() starts it again for the watches still asked for
+            watch.cancel()
+            await asyncio.gather(watch, return_exceptions=True)
+        if self._pacer is not None:
+            await self._pacer.close()
+            self._pacer = None
         if self.hot is not None:
             await self.hot.close()
             self.hot = None
@@ -201,8 +235,9 @@ class SqlBase(Store):
 
         return asyncio.get_running_loop().run_in_executor(thread, run)
 
-    async def listen(self, handler: Callable[[str, str], None]) -> None:
-        """On PostgreSQL, LISTEN for other nodes' notices (on ``listen_url`` if given).
+    async def listen(self) -> None:
+        """On PostgreSQL, LISTEN for other nodes' notices (on ``listen_url`` if given)
+        and publish them on the bound bus, until the store closes.
 
         Not when the connection budget has no room for it, nor in PgBouncer mode
         without a ``listen_url``: the node then polls every
@@ -211,13 +246,127 @@ class SqlBase(Store):
         if not self.budget.listen or self._listener is not None:
             return
         dsn = self.dialect.listen_url or self.dialect.plain_url
-        self._listener = Listener(dsn, mask_url(dsn), handler)
+        self._listener = Listener(dsn, mask_url(dsn), self._publish_notice)
         await self._listener.start()
 
-    def _notify(self, conn: Connection, kind: str, value: object = "") -> None:
-        """Tell other nodes, when this transaction commits (PostgreSQL only)."""
-        payload = f"{kind} {value.isoformat() if isinstance(value, datetime) else value}"
+    @property
+    def listening(self) -> bool:
+        """True while other nodes' notices arrive (PostgreSQL, LISTEN connected)."""
+        return self._listener is not None and self._listener.up
+
+    def _publish_notice(self, notice: Notice) -> None:
+        bus = self.events
+        if bus is not None:
+            bus.publish_notice(notice)
+
+    def _notify(self, conn: Connection, notice: Notice) -> None:
+        """Tell other nodes, when this transaction commits (PostgreSQL only). At most
+        once per transaction: PostgreSQL serializes the commits that notify."""
+        self.dialect.notify(conn, CHANNEL, encode(notice))
+
+    def _pace(self) -> tuple[str | None, int]:
+        """Before a write of the node's own work: the notice payload it may carry
+        (None: it may not, or no other node listens: SQLite) and the pacer's mark."""
+        pacer = self._pacer
+        if pacer is None:
+            return None, 0
+        return (encode(CHANGED_WORK) if pacer.may_send() else None), pacer.mark()
+
+    def _paced(self, mark: int, *, sent: bool, changed: bool) -> None:
+        """After a write of the node's own work: whether it sent the notice, and
+        whether it changed anything (a change without a notice is owed)."""
+        pacer = self._pacer
+        if pacer is None:
+            return
+        if sent:
+            pacer.sent(mark)
+        elif changed:
+            pacer.owe()
+
+    def _notify_work(self, conn: Connection) -> tuple[bool, int]:
+        """In a write transaction of the node's own work that changes rows: send its
+        paced notice if it may. Returns (sent, mark) for :meth:`_paced`."""
+        payload, mark = self._pace()
+        if payload is None:
+            return False, mark
         self.dialect.notify(conn, CHANNEL, payload)
+        return True, mark
+
+    async def _send_changed_work(self) -> None:
+        await self.write(lambda conn: self._notify(conn, CHANGED_WORK))
+
+    def watch(self, interval: float) -> Callable[[], None]:
+        """Publish :class:`~tickerq.notices.Changed` on the bound bus for what other
+        processes change, until the returned function is called.
+
+        On PostgreSQL this LISTENs (the other nodes' notices say what changed); the
+        change marker is read every ``interval`` seconds only while LISTEN is down
+        (or impossible), else every ``SAFETY_POLL`` seconds (or ``interval`` if
+        longer). On SQLite the marker is read when the file's ``PRAGMA
+        data_version`` moved, looked at every ``interval`` seconds (a few
+        microseconds when nothing changed). Only while the store is open: a watch
+        asked for before it opens, or kept across a close, starts when it opens.
+        """
+        self._watches.append(interval)
+        if self._engine is not None and (self._watch_task is None or self._watch_task.done()):
+            self._start_watch()
+
+        def stop() -> None:
+            if interval in self._watches:
+                self._watches.remove(interval)
+            if not self._watches and self._watch_task is not None:
+                self._watch_task.cancel()
+                self._watch_task = None
+
+        return stop
+
+    def _start_watch(self) -> None:
+        self._watch_task = asyncio.get_running_loop().create_task(
+            self._watch(), name="tickerq-watch"
+        )
+
+    async def _watch(self) -> None:
+        file = self.dialect.file
+        gate = SqliteWatcher(file) if file is not None else None
+        previous: ChangeMarker | None = None
+        read_at = float("-inf")
+        try:
+            if gate is None:
+                try:
+                    await self.listen()
+                except Exception as exc:
+                    logger.warning("LISTEN failed (%s); polling for changes instead", exc)
+            while self._watches:
+                interval = min(self._watches)
+                now = asyncio.get_running_loop().time()
+                if gate is not None:
+                    look = gate.changed()
+                else:
+                    look = not self.listening or now - read_at >= max(interval, SAFETY_POLL)
+                if look:
+                    read_at = now
+                    previous = await self._look(previous, gate)
+                await asyncio.sleep(interval)
+        finally:
+            if gate is not None:
+                gate.close()
+
+    async def _look(
+        self, previous: ChangeMarker | None, gate: SqliteWatcher | None
+    ) -> ChangeMarker | None:
+        """Read the change marker; publish what moved since ``previous``."""
+        try:
+            marker = await self.change_marker()
+        except Exception as exc:
+            logger.debug("reading the change marker failed: %s", exc)
+            if gate is not None:
+                gate.close()  # look again next time
+            return previous
+        if marker is not None and previous is not None and marker != previous:
+            topics = marker.changed_since(previous)
+            if topics:
+                self._publish_notice(Changed(topics))
+        return marker
 
     def _announce(
         self, kind: str, ticker_id: UUID, function: str, status: str, at: datetime

@@ -78,7 +78,7 @@ class CronMaterializing(SqlBase):
         # SQLite: the write transaction (BEGIN IMMEDIATE) runs alone.
         due = self.dialect.skip_locked(due.order_by(C.id).limit(limit))
 
-        def tx(conn: Connection) -> tuple[CronBatch, list[tuple[UUID, str]]]:
+        def tx(conn: Connection) -> tuple[CronBatch, list[tuple[UUID, str]], tuple[bool, int]]:
             rows = conn.execute(due).all()
             planned: list[tuple[CronTicker, CronPlan]] = []
             fires = 0
@@ -95,11 +95,13 @@ class CronMaterializing(SqlBase):
                     break
             exhausted = len(rows) < limit and (not rows or last == rows[-1].id)
             made = self._write_batch(conn, planned, now)
+            paced = self._notify_work(conn) if planned else (False, 0)
             created = Counter(cron_id for _, cron_id, _ in made)
             result = CronBatch({cron.id: created[cron.id] for cron, _ in planned}, last, exhausted)
-            return result, [(occurrence_id, function) for occurrence_id, _, function in made]
+            return result, [(oid, function) for oid, _, function in made], paced
 
-        batch, made = await self.write(tx)
+        batch, made, (sent, mark) = await self.write(tx)
+        self._paced(mark, sent=sent, changed=bool(batch.created))
         bus = self.events
         if made and bus is not None and bus.active:
             for occurrence_id, function in made:

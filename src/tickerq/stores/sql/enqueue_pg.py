@@ -41,6 +41,7 @@ from sqlalchemy.util import greenlet_spawn
 from tickerq.enums import TickerKind
 from tickerq.errors import DuplicateTickerError
 from tickerq.models import TimeTicker
+from tickerq.notices import WorkDue, encode
 from tickerq.stores.sql.notify import CHANNEL
 
 __all__ = ["PgEnqueue"]
@@ -129,7 +130,7 @@ def _arguments_one(t: TimeTicker) -> list[Any]:
         t.run_condition.value if t.run_condition else None,
         t.created_at,
         t.updated_at,
-        None if due is None else f"due {due.isoformat()}",
+        None if due is None else encode(WorkDue(due)),
     ]
 
 
@@ -154,7 +155,7 @@ def _arguments(batch: Sequence[TimeTicker]) -> list[Any]:
         [t.run_condition.value if t.run_condition else None for t in batch],
         [t.created_at for t in batch],
         [t.updated_at for t in batch],
-        f"due {min(due).isoformat()}" if due else None,
+        encode(WorkDue(min(due))) if due else None,
     ]
 
 

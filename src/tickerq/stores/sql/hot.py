@@ -14,7 +14,10 @@ statement is its own transaction), prepared once by asyncpg:
 * ``slot_picked`` locks the best due rows with ``FOR UPDATE SKIP LOCKED`` up
   to the free slots, ``long_picked`` the due LONG_RUNNING ones (they run
   outside the slots); ``claimed`` starts them, and ``kids`` starts their
-  IN_PROGRESS chain children.
+  IN_PROGRESS chain children;
+* ``notice`` sends the node's paced notice that rows changed (``pg_notify``,
+  when the store passes one and something was ended or claimed): no round
+  trip of its own.
 
 The store falls back to its general path (SQLAlchemy, one transaction, several
 statements) for cluster-wide concurrency limits and for results of chain
@@ -33,6 +36,7 @@ from uuid import UUID
 
 from tickerq.enums import Priority, RunCondition, Status
 from tickerq.stores.base import Job, Outcome
+from tickerq.stores.sql.notify import CHANNEL
 from tickerq.stores.sql.rows import JOB_COLUMN_NAMES, Decode, job_from_row
 from tickerq.stores.sql.schema import WAITING_SQL
 
@@ -116,8 +120,13 @@ WITH fin AS (
       AND c.parent_id = ANY(ARRAY(SELECT id FROM claimed WHERE has_children))
       AND c.awaiting_parent AND c.status = '{Status.IDLE.value}'
       AND c.run_condition = '{RunCondition.IN_PROGRESS.value}'
+), notice AS (
+    SELECT pg_notify('{CHANNEL}', $22::text)
+    WHERE $22::text IS NOT NULL
+      AND (EXISTS (SELECT 1 FROM done) OR EXISTS (SELECT 1 FROM claimed))
 )
-SELECT l.ids AS left_over, c.* FROM left_over l LEFT JOIN claimed c ON true
+SELECT l.ids AS left_over, (SELECT count(*) FROM notice) AS notified, c.*
+FROM left_over l LEFT JOIN claimed c ON true
 ORDER BY c.priority DESC, c.execution_time
 """
 
@@ -146,15 +155,18 @@ class HotPath:
         long_limit: int,
         functions: Collection[str],
         finished: Sequence[Outcome],
-    ) -> tuple[list[Job], set[UUID]]:
+        notice: str | None = None,
+    ) -> tuple[list[Job], set[UUID], bool]:
         """Write ``finished`` and claim up to ``slots`` due rows, plus up to
-        ``long_limit`` LONG_RUNNING ones.
+        ``long_limit`` LONG_RUNNING ones; send the ``notice`` payload if a row
+        was ended or claimed.
 
-        Returns the claimed jobs and the ids of the final results left over: not
+        Returns the claimed jobs, the ids of the final results left over: not
         written because their row has chain children (added while it ran, after
-        the claim, so the caller did not know) or is no longer this node's. The
+        the claim, so the caller did not know) or is no longer this node's (the
         caller writes those through the general path, which resolves the
-        children in the same transaction (or changes nothing).
+        children in the same transaction, or changes nothing), and whether the
+        notice was sent.
         """
         done = sorted(finished, key=lambda o: o.job.id)
         args = (
@@ -179,6 +191,7 @@ class HotPath:
             max(slots, 0),
             lease_until,
             [o.claim for o in done],
+            notice,
         )
         async with self._lock:
             try:
@@ -188,8 +201,9 @@ class HotPath:
             except BaseException:
                 await self._drop()
                 raise
-        left_over = set(records[0]["left_over"])
-        return [job_from_row(r, _DECODE) for r in records if r["id"] is not None], left_over
+        first = records[0]
+        jobs = [job_from_row(r, _DECODE) for r in records if r["id"] is not None]
+        return jobs, set(first["left_over"]), bool(first["notified"])
 
     async def _connect(self) -> Any:
         import asyncpg

@@ -120,13 +120,15 @@ class SqliteHotPath:
         long_limit: int,
         functions: Collection[str],
         finished: Sequence[Outcome],
-    ) -> tuple[list[Job], set[UUID]]:
+        notice: str | None = None,
+    ) -> tuple[list[Job], set[UUID], bool]:
         """Write ``finished`` and claim up to ``slots`` due rows (plus up to
         ``long_limit`` LONG_RUNNING ones) in one transaction.
 
-        Returns the jobs and the ids of the final results left over: not written
-        because their row has chain children (added after the claim); the caller
-        writes them through the general path, which resolves the children.
+        Returns the jobs, the ids of the final results left over (not written
+        because their row has chain children, added after the claim; the caller
+        writes them through the general path, which resolves the children) and
+        False: SQLite sends no ``notice`` (other processes see the file change).
         """
         done = sorted(finished, key=lambda o: o.job.id)
         at = _text(now)
@@ -162,7 +164,8 @@ class SqliteHotPath:
             at=at,
         )
         rows, left_over = await loop.run_in_executor(self._thread, transaction)
-        return [job_from_row(r, _DECODE) for r in rows], {UUID(hex=i) for i in left_over}
+        jobs = [job_from_row(r, _DECODE) for r in rows]
+        return jobs, {UUID(hex=i) for i in left_over}, False
 
     def _transaction(
         self,

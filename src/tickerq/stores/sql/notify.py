@@ -1,46 +1,47 @@
-"""PostgreSQL LISTEN/NOTIFY: wake other nodes at once when work changes.
+"""PostgreSQL LISTEN/NOTIFY: tell other nodes at once what changed.
 
-Nodes announce what others need to know at once — work added or moved earlier
-("due <iso time>"), a cancellation for whoever runs a job ("cancel <id>"), or
-"wake" — with ``pg_notify`` inside the transaction that made the change, so the
-notice is sent only if it commits. A dedicated connection listens; when it is
-lost it reconnects with backoff and then wakes the engine, since notices sent
-meanwhile are gone (the engine's poll is the last safety net).
+Nodes send the notices of :mod:`tickerq.notices` (work due, a cancel for
+whoever runs a job, what changed) with ``pg_notify`` inside the transaction
+that made the change, so a notice is sent only if it commits, at most one per
+transaction. A dedicated connection listens and publishes what it hears on the
+app's bus; when it is lost it reconnects with backoff and then publishes
+:class:`~tickerq.notices.Wake`, since notices sent meanwhile are gone (the
+engine's poll and the dashboard's slow poll are the last safety nets).
+
+The notices of a node's own work (jobs ending and claimed, crons fired) are
+paced by :class:`Pacer`: NOTIFY serializes the commits of the transactions that
+send one, so a busy node sends at most one such notice per interval.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-__all__ = ["CHANNEL", "Listener", "NoticeHandler"]
+from tickerq.notices import Notice, Wake, decode
+
+__all__ = ["CHANNEL", "Listener", "Pacer"]
 
 logger = logging.getLogger(__name__)
 
 CHANNEL = "tickerq"
 
-NoticeHandler = Callable[[str, str], None]
-"""Called with (kind, value): ("due", iso time), ("cancel", id) or ("wake", "")."""
-
-
-def parse_notice(payload: str) -> tuple[str, str]:
-    """Split a notice payload into (kind, value)."""
-    kind, _, value = payload.partition(" ")
-    return kind, value
-
 
 class Listener:
-    """Keeps one LISTEN connection open and hands notices to a handler."""
+    """Keeps one LISTEN connection open and hands the notices it hears to ``publish``."""
 
-    def __init__(self, dsn: str, safe_dsn: str, handler: NoticeHandler) -> None:
+    def __init__(self, dsn: str, safe_dsn: str, publish: Callable[[Notice], None]) -> None:
         self._dsn = dsn
         self._safe_dsn = safe_dsn
-        self._handler = handler
+        self._publish = publish
         self._task: asyncio.Task[None] | None = None
         self._lost: asyncio.Event | None = None
         self.connected = asyncio.Event()
+        self.up = False
+        """True while the LISTEN connection is open (notices arrive)."""
 
     async def start(self) -> None:
         """Connect (waiting for the first connection) and keep listening in the background."""
@@ -72,13 +73,15 @@ class Listener:
                 self._lost.clear()
                 conn.add_termination_listener(self._on_lost)
                 await conn.add_listener(CHANNEL, self._on_notice)
+                self.up = True
                 if not self.connected.is_set():
                     self.connected.set()
                 else:
                     logger.info("LISTEN on %s restored", self._safe_dsn)
-                    self._handler("wake", "")  # notices sent while we were away are lost
+                    self._deliver(Wake())  # notices sent while we were away are lost
                 delay = 0.2
                 await self._lost.wait()
+                self.up = False
                 logger.warning("LISTEN connection to %s lost; reconnecting", self._safe_dsn)
             except asyncio.CancelledError:
                 if conn is not None and not conn.is_closed():
@@ -95,6 +98,7 @@ class Listener:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
             finally:
+                self.up = False
                 if conn is not None and not conn.is_closed():
                     conn.terminate()
 
@@ -103,8 +107,97 @@ class Listener:
             self._lost.set()
 
     def _on_notice(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
-        kind, value = parse_notice(payload)
+        notice = decode(payload)
+        if notice is not None:
+            self._deliver(notice)
+
+    def _deliver(self, notice: Notice) -> None:
         try:
-            self._handler(kind, value)
+            self._publish(notice)
         except Exception:
-            logger.exception("handling notice %r failed", payload)
+            logger.exception("handling notice %r failed", notice)
+
+
+class Pacer:
+    """At most one notice of a node's own work per ``interval`` seconds.
+
+    Before a write, :meth:`may_send` says whether it may carry the notice (and
+    :meth:`mark` is noted); after it, :meth:`sent` if it did, or :meth:`owe` if it
+    changed something without one. A change owed is announced by the next write
+    that may carry the notice (a busy node's next claim, at no cost), or else by a
+    notice of its own, ``send()``, half an interval after the interval ends (one
+    for all the changes owed: the end of a burst). A notice covers the changes
+    owed when its write began, those committed before it; what was owed
+    meanwhile stays owed.
+    """
+
+    def __init__(self, interval: float, send: Callable[[], Awaitable[None]]) -> None:
+        self.interval = interval
+        self._send = send
+        self._next = 0.0
+        """Monotonic time from which a write may carry the notice."""
+        self._owes = 0
+        """How many times a change was owed (a write's mark is this count)."""
+        self._owed = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def may_send(self) -> bool:
+        """Whether the next write may carry the notice."""
+        return time.monotonic() >= self._next
+
+    def mark(self) -> int:
+        """Noted before a write, for :meth:`sent`."""
+        return self._owes
+
+    def sent(self, mark: int) -> None:
+        """A write that began at ``mark`` sent the notice."""
+        self._next = time.monotonic() + self.interval
+        if self._owes == mark:
+            self._owed = False
+
+    def owe(self) -> None:
+        """A write changed something without sending the notice."""
+        self._owes += 1
+        self._owed = True
+        self._schedule()
+
+    def _schedule(self) -> None:
+        if self._timer is None and self._task is None:
+            delay = max(0.0, self._next - time.monotonic()) + self.interval / 2
+            self._timer = asyncio.get_running_loop().call_later(delay, self._due)
+
+    def _due(self) -> None:
+        self._timer = None
+        if not self._owed or self._task is not None:
+            return
+        if time.monotonic() < self._next:  # a write sent one meanwhile (not covering all)
+            self._schedule()
+            return
+        self._task = asyncio.get_running_loop().create_task(
+            self._send_owed(), name="tickerq-notice"
+        )
+
+    async def _send_owed(self) -> None:
+        mark = self._owes
+        try:
+            await self._send()
+            self.sent(mark)
+        except Exception as exc:  # the dashboards' slow poll sees the change all the same
+            logger.debug("sending a notice failed: %s: %s", type(exc).__name__, exc)
+            self._owed = False
+        finally:
+            self._task = None
+        if self._owed:  # owed while it was being sent
+            self._schedule()
+
+    async def close(self) -> None:
+        """Drop what is owed (the store closes)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        self._owed = False

@@ -17,6 +17,7 @@ from sqlalchemy import Connection, delete, insert, select, update
 from tickerq.enums import TickerKind
 from tickerq.events import CronTickerChanged, TickerDeleted
 from tickerq.models import CronTicker
+from tickerq.notices import CRONS, TICKERS, Changed, WorkDue
 from tickerq.stores.base import SeedResult
 from tickerq.stores.seeding import SeedPlan, plan_seeding
 from tickerq.stores.sql import dialects
@@ -83,7 +84,9 @@ class CronSeeding(SqlBase):
                 conn.execute(insert(cron_tickers), [cron_values(c) for c in plan.create])
             due = [c.next_fire_at for c in [*updated, *plan.create] if c.next_fire_at is not None]
             if due:
-                self._notify(conn, "due", min(due))
+                self._notify(conn, WorkDue(min(due)))
+            elif plan.delete or updated:
+                self._notify(conn, Changed(frozenset({CRONS, TICKERS})))
             return plan
 
         plan = await self.write(tx)

@@ -27,6 +27,7 @@ from tickerq.enums import Priority, Status, TickerKind
 from tickerq.errors import DuplicateTickerError, TickerNotFoundError, TickerStateError
 from tickerq.events import TickerDeleted
 from tickerq.models import Attempt, CronOccurrence, CronTicker, TimeTicker
+from tickerq.notices import CRONS, TICKERS, CancelRequested, Changed, Notice, WorkDue
 from tickerq.stores.sql import dialects
 from tickerq.stores.sql.connection import (
     IDLE,
@@ -132,8 +133,7 @@ class SqlStore(CronSeeding, CronMaterializing, EngineWork, SqlReads):
             )
             now = new[0].updated_at
             due = [t.execution_time for t in new if t.execution_time and t.parent_id is None]
-            if due:
-                self._notify(conn, "due", min(due))
+            self._notify(conn, WorkDue(min(due)) if due else CHANGED_TIME)
             for parent_id, status in parent_status.items():
                 if Status(status).is_final:
                     self._resolve_children(conn, parent_id, Status(status), now)
@@ -175,6 +175,8 @@ class SqlStore(CronSeeding, CronMaterializing, EngineWork, SqlReads):
                     f"time ticker {ticker_id} is {current}; it can be changed only when "
                     + " or ".join(sorted(s.name for s in allowed))
                 )
+            due = row.execution_time if row.status == IDLE and not row.awaiting_parent else None
+            self._notify(conn, CHANGED_TIME if due is None else WorkDue(dialects.as_utc(due)))
             return row
 
         row = await self.write(tx)
@@ -207,6 +209,7 @@ class SqlStore(CronSeeding, CronMaterializing, EngineWork, SqlReads):
             conn.execute(delete(attempts).where(attempts.c.ticker_id.in_(doomed)))
             for chunk in _chunks(list(reversed(doomed)), 500):
                 conn.execute(delete(tickers).where(T.id.in_(chunk)))
+            self._notify(conn, CHANGED_TIME)
             return doomed
 
         doomed = await self.write(tx)
@@ -240,11 +243,12 @@ class SqlStore(CronSeeding, CronMaterializing, EngineWork, SqlReads):
                 )
             if before is Status.IN_PROGRESS:
                 conn.execute(update(tickers).where(T.id == ticker_id).values(cancel_requested=True))
-                self._notify(conn, "cancel", ticker_id)
+                self._notify(conn, CancelRequested(ticker_id))
                 return before, row.function, False
             self._finish(
                 conn, ticker_id, Status.CANCELLED, now, error_message="cancelled before it started"
             )
+            self._notify(conn, CHANGED_TIME if kind is TickerKind.TIME else CHANGED_OCCURRENCES)
             return before, row.function, True
 
         before, function, ended = await self.write(tx)
@@ -278,7 +282,7 @@ class SqlStore(CronSeeding, CronMaterializing, EngineWork, SqlReads):
             if function is None:
                 status = self._status_of(conn, kind, ticker_id)
                 raise TickerStateError(f"{kind_name(kind)} {ticker_id} is {status}")
-            self._notify(conn, "due", now)
+            self._notify(conn, WorkDue(now))
             return function
 
         function = await self.write(tx)
@@ -319,10 +323,13 @@ class SqlStore(CronSeeding, CronMaterializing, EngineWork, SqlReads):
 
     async def add_cron_ticker(self, cron: CronTicker) -> CronTicker:
         """Insert a cron ticker (DuplicateTickerError if its id is taken)."""
+
+        def tx(conn: Connection) -> None:
+            conn.execute(insert(cron_tickers).values(**cron_values(cron)))
+            self._notify(conn, _cron_notice(cron.enabled, cron.next_fire_at))
+
         try:
-            await self.write(
-                lambda conn: conn.execute(insert(cron_tickers).values(**cron_values(cron)))
-            )
+            await self.write(tx)
         except IntegrityError:
             if await self.get_cron_ticker(cron.id) is not None:
                 raise DuplicateTickerError("cron ticker", cron.id) from None
@@ -365,6 +372,8 @@ class SqlStore(CronSeeding, CronMaterializing, EngineWork, SqlReads):
                 .values(**values)
                 .returning(cron_tickers)
             ).first()
+            if row is not None:
+                self._notify(conn, _cron_notice(row.enabled, row.next_fire_at))
             return row, taken
 
         row, taken = await self.write(tx)
@@ -376,7 +385,14 @@ class SqlStore(CronSeeding, CronMaterializing, EngineWork, SqlReads):
 
     async def delete_cron_ticker(self, cron_id: UUID) -> None:
         """Delete a cron ticker and its occurrences that are not running."""
-        if await self.write(lambda conn: self._drop_crons(conn, [cron_id], keep_ended=False)) == 0:
+
+        def tx(conn: Connection) -> int:
+            dropped = self._drop_crons(conn, [cron_id], keep_ended=False)
+            if dropped:
+                self._notify(conn, CHANGED_OCCURRENCES)
+            return dropped
+
+        if await self.write(tx) == 0:
             raise TickerNotFoundError("cron ticker", cron_id)
         self._announce_deleted([cron_id])
 
@@ -423,7 +439,10 @@ class SqlStore(CronSeeding, CronMaterializing, EngineWork, SqlReads):
                     .returning(c.function, c.request, c.retries, c.retry_intervals)
                 )
             ).first()
-            if cron is None or not fires:
+            if cron is None:
+                return 0, []
+            if not fires:
+                self._notify(conn, CHANGED_CRONS)
                 return 0, []
             rows = [
                 {
@@ -451,6 +470,7 @@ class SqlStore(CronSeeding, CronMaterializing, EngineWork, SqlReads):
             for row in rows:
                 result = conn.execute(self.dialect.insert_ignore(tickers, row))
                 created += max(result.rowcount, 0)
+            self._notify(conn, WorkDue(min(fires)) if created else CHANGED_CRONS)
             return created, rows
 
         created, rows = await self.write(tx)
@@ -487,6 +507,18 @@ class SqlStore(CronSeeding, CronMaterializing, EngineWork, SqlReads):
                 )
             ).first()
         return occurrence_from_row(row) if row is not None else None
+
+
+CHANGED_TIME = Changed(frozenset({TICKERS}))
+CHANGED_OCCURRENCES = Changed(frozenset({TICKERS, CRONS}))
+CHANGED_CRONS = Changed(frozenset({CRONS}))
+
+
+def _cron_notice(enabled: bool, next_fire_at: datetime | None) -> Notice:
+    """What a cron ticker's change tells other nodes: when it fires next, if it does."""
+    if enabled and next_fire_at is not None:
+        return WorkDue(dialects.as_utc(next_fire_at))
+    return CHANGED_CRONS
 
 
 def _chunks(items: list[UUID], size: int) -> list[list[UUID]]:

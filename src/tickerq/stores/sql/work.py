@@ -36,6 +36,8 @@ from tickerq.stores.base import (
 )
 from tickerq.stores.sql import dialects
 from tickerq.stores.sql.connection import (
+    CHANGED_NODES,
+    CHANGED_WORK,
     IDLE,
     JOB_COLUMNS,
     RUNNING,
@@ -125,7 +127,8 @@ class EngineWork(SqlBase):
         limited = bool(limits) and any(f in functions for f in limits or ())
         chains = any(_has_chain_work(o) for o in finished)
         if self.hot is not None and not (limited or capacity or chains):
-            jobs, left_over = await self.hot.finish_and_claim(
+            notice, mark = self._pace()
+            jobs, left_over, sent = await self.hot.finish_and_claim(
                 now,
                 node=node,
                 lease_until=lease_until,
@@ -133,7 +136,9 @@ class EngineWork(SqlBase):
                 long_limit=1000,
                 functions=functions,
                 finished=finished,
+                notice=notice,
             )
+            self._paced(mark, sent=sent, changed=bool(finished or jobs))
             rest = [o for o in finished if o.job.id in left_over]
             try:
                 await self._write_left_over(rest)
@@ -147,7 +152,7 @@ class EngineWork(SqlBase):
                 self._unwritten.extend(rest)
         else:
 
-            def tx(conn: Connection) -> list[Any]:
+            def tx(conn: Connection) -> tuple[list[Any], bool, int]:
                 if finished:
                     self._write_outcomes(conn, finished)
                 rows = self._claim_rows(
@@ -163,9 +168,12 @@ class EngineWork(SqlBase):
                 parents = [r.id for r in rows if r.has_children]
                 if parents:
                     self._start_in_progress_children(conn, parents, now)
-                return rows
+                sent, mark = self._notify_work(conn) if finished or rows else (False, 0)
+                return rows, sent, mark
 
-            jobs = [job_from_row(r._mapping) for r in await self.write(tx)]
+            rows, sent, mark = await self.write(tx)
+            self._paced(mark, sent=sent, changed=bool(finished or rows))
+            jobs = [job_from_row(r._mapping) for r in rows]
         self._announce_outcomes(finished)
         for job in jobs:
             self._announce(job.kind.value, job.id, job.function, RUNNING, now)
@@ -302,7 +310,8 @@ class EngineWork(SqlBase):
             return
         one_node = len({o.node for o in outcomes}) == 1
         if self.hot is not None and one_node and not any(_has_chain_work(o) for o in outcomes):
-            _, left_over = await self.hot.finish_and_claim(
+            notice, mark = self._pace()
+            _, left_over, sent = await self.hot.finish_and_claim(
                 outcomes[0].finished_at,
                 node=outcomes[0].node,
                 lease_until=outcomes[0].finished_at,
@@ -310,17 +319,27 @@ class EngineWork(SqlBase):
                 long_limit=0,
                 functions=(),
                 finished=outcomes,
+                notice=notice,
             )
+            self._paced(mark, sent=sent, changed=True)
             await self._write_left_over([o for o in outcomes if o.job.id in left_over])
         else:
-            await self.write(lambda conn: self._write_outcomes(conn, outcomes))
+            await self._write_left_over(outcomes)
         self._announce_outcomes(outcomes)
 
     async def _write_left_over(self, rest: Sequence[Outcome]) -> None:
         """Write through the general path the final results the hot path left over
-        (rows that got chain children after their claim, or are no longer ours)."""
-        if rest:
-            await self.write(lambda conn: self._write_outcomes(conn, rest))
+        (rows that got chain children after their claim, or are no longer ours),
+        or any results (with the paced notice)."""
+        if not rest:
+            return
+
+        def tx(conn: Connection) -> tuple[bool, int]:
+            self._write_outcomes(conn, rest)
+            return self._notify_work(conn)
+
+        sent, mark = await self.write(tx)
+        self._paced(mark, sent=sent, changed=True)
 
     def _write_outcomes(self, conn: Connection, outcomes: Sequence[Outcome]) -> None:
         # In id order: rows are locked in one order everywhere (no deadlocks).
@@ -353,13 +372,17 @@ class EngineWork(SqlBase):
         """Give back claims that did not run."""
         if not jobs:
             return
-        await self.write(
-            lambda conn: conn.execute(
+
+        def tx(conn: Connection) -> tuple[bool, int]:
+            conn.execute(
                 update(tickers)
                 .where(T.id.in_([j.id for j in jobs]), T.status == RUNNING)
                 .values(**_UNCLAIMED)
             )
-        )
+            return self._notify_work(conn)
+
+        sent, mark = await self.write(tx)
+        self._paced(mark, sent=sent, changed=True)
 
     # -- nodes and leases -------------------------------------------------------------
 
@@ -377,6 +400,7 @@ class EngineWork(SqlBase):
 
         def tx(conn: Connection) -> set[UUID]:
             conn.execute(self.dialect.upsert(nodes, node_values(node), key="id"))
+            self._notify(conn, CHANGED_NODES)
             if not running:
                 return set()
             held = set(
@@ -429,6 +453,7 @@ class EngineWork(SqlBase):
             )  # fmt: skip
             if not rows:
                 return [], {}
+            self._notify(conn, CHANGED_WORK)  # rare: not paced
             lost = [r for r in rows if r.status == RUNNING and r.executed_at is not None]
             if lost:
                 conn.execute(insert(attempts), [_lost_attempt(r, now) for r in lost])
@@ -491,7 +516,12 @@ class EngineWork(SqlBase):
 
     async def remove_node(self, node_id: str) -> None:
         """Delete a node row (rows it still runs are reclaimed when their leases lapse)."""
-        await self.write(lambda conn: conn.execute(delete(nodes).where(nodes.c.id == node_id)))
+
+        def tx(conn: Connection) -> None:
+            if conn.execute(delete(nodes).where(nodes.c.id == node_id)).rowcount:
+                self._notify(conn, CHANGED_NODES)
+
+        await self.write(tx)
 
     async def purge(self, finished_before: datetime, limit: int) -> int:
         """Delete a batch of old ended rows, leaves of chains first.
@@ -504,7 +534,7 @@ class EngineWork(SqlBase):
         child = tickers.alias("child")
         has_child = select(child.c.id).where(child.c.parent_id == T.id).exists()
 
-        def tx(conn: Connection) -> int:
+        def tx(conn: Connection) -> tuple[int, bool, int]:
             ids = list(
                 (
                     conn.execute(
@@ -516,12 +546,14 @@ class EngineWork(SqlBase):
                 ).scalars()
             )
             if not ids:
-                return 0
+                return 0, False, 0
             conn.execute(delete(attempts).where(attempts.c.ticker_id.in_(ids)))
             result = conn.execute(delete(tickers).where(T.id.in_(ids)))
-            return max(int(result.rowcount), len(ids))
+            return (max(int(result.rowcount), len(ids)), *self._notify_work(conn))
 
-        return await self.write(tx)
+        count, sent, mark = await self.write(tx)
+        self._paced(mark, sent=sent, changed=count > 0)
+        return count
 
     async def cancel_requested(self, ids: Sequence[UUID]) -> list[UUID]:
         """Which running ids were flagged for cancellation."""

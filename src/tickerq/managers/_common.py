@@ -1,0 +1,101 @@
+"""What both managers share: checks of ids, names, queries and descriptions, and cancel."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+from tickerq.enums import Status, TickerKind
+from tickerq.errors import InvalidArgumentError
+from tickerq.stores.base import TickerQuery
+from tickerq.validation import (
+    MAX_DESCRIPTION_LENGTH,
+    check_bool,
+    check_count,
+    check_enum,
+    check_text,
+    short_repr,
+)
+
+if TYPE_CHECKING:
+    from tickerq.clock import Clock
+    from tickerq.functions import FunctionOptions, FunctionRegistry
+    from tickerq.local import LocalEngine
+    from tickerq.stores.base import Store
+
+__all__ = [
+    "UNSET",
+    "cancel_ticker",
+    "description_of",
+    "function_name",
+    "function_options",
+    "query_of",
+    "uuid_of",
+]
+
+UNSET: Any = object()
+"""An argument not given (None may be a value)."""
+
+
+async def cancel_ticker(
+    store: Store, engine: LocalEngine, clock: Clock, kind: TickerKind, ticker_id: UUID
+) -> None:
+    """Cancel a waiting ticker; a running one is flagged for its node (another node
+    hears of it by a notice) and cancelled at once if it runs here."""
+    before = await store.cancel(kind, ticker_id, clock.now())
+    if before is Status.IN_PROGRESS:
+        engine.cancel_local(ticker_id)
+
+
+def uuid_of(value: UUID | str) -> UUID:
+    """A ticker id given as a UUID or its text; raises InvalidArgumentError."""
+    if isinstance(value, UUID):
+        return value
+    try:
+        return UUID(str(value))
+    except ValueError:
+        raise InvalidArgumentError(f"not a ticker id: {value!r}") from None
+
+
+def query_of(
+    *,
+    status: Status | str | Sequence[Status | str] | None,
+    function: str | None,
+    text: str | None,
+    parent_id: UUID | None,
+    roots_only: bool,
+    limit: int,
+    offset: int,
+) -> TickerQuery:
+    """A checked query of time tickers."""
+    statuses = [status] if isinstance(status, str) else status
+    return TickerQuery(
+        statuses=[check_enum(Status, s, "status") for s in statuses] if statuses else None,
+        function=None if function is None else check_text(function, "function"),
+        text=None if text is None else check_text(text, "text"),
+        parent_id=None if parent_id is None else uuid_of(parent_id),
+        roots_only=check_bool(roots_only, "roots_only"),
+        limit=check_count(limit, "limit"),
+        offset=check_count(offset, "offset"),
+    )
+
+
+def function_name(name: Any) -> str:
+    """A function name to look up (unknown names raise FunctionNotFoundError there)."""
+    if not isinstance(name, str):
+        raise InvalidArgumentError(f"a function name must be a string, got {short_repr(name)}")
+    return name
+
+
+def function_options(
+    functions: FunctionRegistry, function: Any, allow_unregistered: bool
+) -> tuple[str, FunctionOptions]:
+    """The name and options of ``function``: those it was registered with, or the
+    defaults for a name not registered here when ``allow_unregistered``."""
+    return functions.options(function_name(function), allow_unregistered)
+
+
+def description_of(value: Any) -> str:
+    """A checked description."""
+    return check_text(value, "description", max_length=MAX_DESCRIPTION_LENGTH)

@@ -1,0 +1,300 @@
+"""``app.time_tickers``: add, change, cancel, retry and inspect time tickers."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+from uuid import UUID, uuid4
+
+from tickerq.enums import RunCondition, Status, TickerKind
+from tickerq.errors import InvalidArgumentError, TickerNotFoundError
+from tickerq.known_functions import check_known
+from tickerq.managers._common import (
+    UNSET,
+    cancel_ticker,
+    description_of,
+    function_name,
+    function_options,
+    query_of,
+    uuid_of,
+)
+from tickerq.models import TimeTicker
+from tickerq.validation import (
+    check_after,
+    check_enum,
+    check_retries,
+    check_time,
+    check_timeout,
+    short_repr,
+)
+
+if TYPE_CHECKING:
+    from tickerq.clock import Clock
+    from tickerq.functions import FunctionRegistry
+    from tickerq.local import LocalEngine
+    from tickerq.models import Attempt
+    from tickerq.stores.base import Store
+
+__all__ = ["TimeTickerManager", "TimeTickerSpec"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TimeTickerSpec:
+    """A time ticker to add with :meth:`TimeTickerManager.add_many`, with its chain.
+
+    ``children`` run after this ticker ends, each when its ``run_condition``
+    matches (default: any completed status); a child with its own
+    ``execution_time`` also waits for that time.
+    """
+
+    function: str
+    request: Any = None
+    execution_time: datetime | None = None
+    description: str = ""
+    retries: int | None = None
+    retry_intervals: Sequence[float] | None = None
+    timeout: float | None = None
+    run_condition: RunCondition | None = None
+    children: Sequence[TimeTickerSpec] = field(default_factory=tuple)
+
+
+class TimeTickerManager:
+    """Adds, changes and inspects time tickers: ``app.time_tickers``."""
+
+    def __init__(
+        self, store: Store, clock: Clock, functions: FunctionRegistry, engine: LocalEngine
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._functions = functions
+        self._engine = engine
+
+    def _build(
+        self,
+        spec: TimeTickerSpec,
+        now: datetime,
+        parent_id: UUID | None,
+        after: timedelta | float | None = None,
+        *,
+        allow_unregistered: bool = False,
+    ) -> TimeTicker:
+        if not isinstance(spec, TimeTickerSpec):
+            raise InvalidArgumentError(f"expected a TimeTickerSpec, got {short_repr(spec)}")
+        name, options = function_options(self._functions, spec.function, allow_unregistered)
+        payload = self._functions.payload(name, spec.request, allow_unregistered)
+        when = check_time(spec.execution_time, "execution_time")
+        if after is not None:
+            if when is not None:
+                raise InvalidArgumentError(
+                    f"pass either at/execution_time ({when.isoformat()}) or after "
+                    f"({short_repr(after)}), not both"
+                )
+            when = check_after(after, now)
+        if when is None and parent_id is None:
+            when = now
+        retries = options.retries if spec.retries is None else spec.retries
+        intervals = spec.retry_intervals
+        if intervals is None:
+            intervals = options.retry_intervals
+        return TimeTicker(
+            id=uuid4(),
+            function=name,
+            execution_time=when,
+            request=payload,
+            priority=options.priority,
+            retries=retries,
+            retry_intervals=check_retries(retries, intervals),
+            timeout=check_timeout(spec.timeout),
+            description=description_of(spec.description),
+            parent_id=parent_id,
+            run_condition=check_enum(RunCondition, spec.run_condition, "run condition")
+            if spec.run_condition is not None
+            else None,
+            created_at=now,
+            updated_at=now,
+        )
+
+    async def add(
+        self,
+        function: str,
+        *,
+        request: Any = None,
+        execution_time: datetime | None = None,
+        after: timedelta | float | None = None,
+        description: str = "",
+        retries: int | None = None,
+        retry_intervals: Sequence[float] | None = None,
+        timeout: float | None = None,
+        parent_id: UUID | None = None,
+        run_condition: RunCondition | None = None,
+        allow_unregistered: bool = False,
+    ) -> TimeTicker:
+        """Add one time ticker (due now when no time is given) and return it.
+
+        ``allow_unregistered=True`` also accepts a function not registered in this
+        process that the cluster knows (see :mod:`tickerq.known_functions`): its
+        request is stored as plain JSON, checked against the same bounds and size
+        limit, and it runs with NORMAL priority and no retries unless given. An
+        unknown name raises FunctionNotFoundError either way."""
+        if allow_unregistered:
+            await check_known(self._functions, self._store, function_name(function))
+        now = self._clock.now()
+        spec = TimeTickerSpec(
+            function=function,
+            request=request,
+            execution_time=execution_time,
+            description=description,
+            retries=retries,
+            retry_intervals=retry_intervals,
+            timeout=timeout,
+            run_condition=run_condition,
+        )
+        parent = None if parent_id is None else uuid_of(parent_id)
+        ticker = self._build(spec, now, parent, after, allow_unregistered=allow_unregistered)
+        await self._store.add_time_tickers((ticker,))
+        self._engine.wake(ticker.execution_time)
+        return ticker
+
+    async def add_many(self, specs: Sequence[TimeTickerSpec]) -> list[TimeTicker]:
+        """Add many tickers (with their chains) atomically; returns them parents first."""
+        now = self._clock.now()
+        out: list[TimeTicker] = []
+
+        def walk(spec: TimeTickerSpec, parent: UUID | None) -> None:
+            ticker = self._build(spec, now, parent)
+            out.append(ticker)
+            if isinstance(spec.children, str | bytes) or not isinstance(spec.children, Sequence):
+                raise InvalidArgumentError(
+                    f"children must be a list of TimeTickerSpec, got {short_repr(spec.children)}"
+                )
+            for child in spec.children:
+                walk(child, ticker.id)
+
+        if isinstance(specs, str | bytes) or not isinstance(specs, Sequence):
+            raise InvalidArgumentError(
+                f"add_many takes a list of TimeTickerSpec, got {short_repr(specs)}"
+            )
+
+        for spec in specs:
+            walk(spec, None)
+        await self._store.add_time_tickers(out)
+        self._engine.wake(min((t.execution_time for t in out if t.execution_time), default=None))
+        return out
+
+    async def get(self, ticker_id: UUID) -> TimeTicker:
+        """One time ticker; raises TickerNotFoundError."""
+        ticker = await self._store.get_time_ticker(uuid_of(ticker_id))
+        if ticker is None:
+            raise TickerNotFoundError("time ticker", ticker_id)
+        return ticker
+
+    async def update(
+        self,
+        ticker_id: UUID,
+        *,
+        execution_time: datetime = UNSET,
+        request: Any = UNSET,
+        description: str = UNSET,
+        retries: int = UNSET,
+        retry_intervals: Sequence[float] | None = UNSET,
+        timeout: float | None = UNSET,
+        allow_unregistered: bool = False,
+    ) -> TimeTicker:
+        """Change a waiting (IDLE) ticker. Only the given fields change.
+
+        ``allow_unregistered=True`` stores a new request of a function not
+        registered in this process as plain JSON."""
+        current = await self.get(ticker_id)
+        changes: dict[str, Any] = {"updated_at": self._clock.now()}
+        if execution_time is not UNSET:
+            when = check_time(execution_time, "execution_time")
+            changes["execution_time"] = when or changes["updated_at"]  # None: now
+        if request is not UNSET:
+            changes["request"] = self._functions.payload(
+                current.function, request, allow_unregistered
+            )
+        if description is not UNSET:
+            changes["description"] = description_of(description)
+        if retries is not UNSET or retry_intervals is not UNSET:
+            r = current.retries if retries is UNSET else retries
+            ri = current.retry_intervals if retry_intervals is UNSET else retry_intervals
+            changes["retry_intervals"] = check_retries(r, ri)
+            changes["retries"] = r
+        if timeout is not UNSET:
+            changes["timeout"] = check_timeout(timeout)
+        ticker = await self._store.update_time_ticker(current.id, changes, frozenset({Status.IDLE}))
+        self._engine.wake(ticker.execution_time)
+        return ticker
+
+    async def delete(self, ticker_id: UUID) -> None:
+        """Delete a ticker and its chain children; raises if unknown or running."""
+        if await self._store.delete_time_tickers([uuid_of(ticker_id)]) == 0:
+            raise TickerNotFoundError("time ticker", ticker_id)
+
+    async def delete_many(self, ids: Sequence[UUID]) -> int:
+        """Delete several tickers; returns how many rows went (unknown ids are ignored)."""
+        return await self._store.delete_time_tickers([uuid_of(i) for i in ids])
+
+    async def cancel(self, ticker_id: UUID) -> TimeTicker:
+        """Cancel a waiting ticker, or ask the node running it to cancel it."""
+        await cancel_ticker(
+            self._store, self._engine, self._clock, TickerKind.TIME, uuid_of(ticker_id)
+        )
+        return await self.get(ticker_id)
+
+    async def retry(self, ticker_id: UUID) -> TimeTicker:
+        """Run an ended (or waiting) ticker again now."""
+        now = self._clock.now()
+        await self._store.retry_now(TickerKind.TIME, uuid_of(ticker_id), now)
+        self._engine.wake(now)
+        return await self.get(ticker_id)
+
+    async def query(
+        self,
+        *,
+        status: Status | str | Sequence[Status | str] | None = None,
+        function: str | None = None,
+        text: str | None = None,
+        parent_id: UUID | None = None,
+        roots_only: bool = False,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[TimeTicker]:
+        """Tickers matching the filters, latest execution time first."""
+        return await self._store.query_time_tickers(
+            query_of(
+                status=status,
+                function=function,
+                text=text,
+                parent_id=parent_id,
+                roots_only=roots_only,
+                limit=limit,
+                offset=offset,
+            )
+        )
+
+    async def count(
+        self,
+        *,
+        status: Status | str | Sequence[Status | str] | None = None,
+        function: str | None = None,
+        text: str | None = None,
+    ) -> int:
+        """How many tickers match the filters."""
+        return await self._store.count_time_tickers(
+            query_of(
+                status=status,
+                function=function,
+                text=text,
+                parent_id=None,
+                roots_only=False,
+                limit=1,
+                offset=0,
+            )
+        )
+
+    async def attempts(self, ticker_id: UUID) -> list[Attempt]:
+        """Every attempt of a ticker, oldest first."""
+        return await self._store.attempts(TickerKind.TIME, uuid_of(ticker_id))
