@@ -175,10 +175,12 @@ async def test_hostile_cron_adds(make_app: Callable[..., TickerQ], store_kind: s
 
 
 def test_strategies_reach_the_hostile_values() -> None:
-    # The generated input must really contain the values this suite is about.
+    # The generated input must really contain the values this suite is about. (Each
+    # value turns up in about 1% of the examples: 400 missed NaN for some seeds, and
+    # the seed moves with the checkout's path and the installed time zones.)
     seen: set[str] = set()
 
-    @settings(max_examples=400, derandomize=True, database=None)
+    @settings(max_examples=3000, derandomize=True, database=None)
     @given(time_ticker_kwargs)
     def look(kwargs: dict[str, Any]) -> None:
         text = repr(kwargs)
