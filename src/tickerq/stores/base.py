@@ -61,6 +61,7 @@ class Job:
         "execution_time",
         "function",
         "has_children",
+        "headers",
         "id",
         "kind",
         "parent_id",
@@ -91,6 +92,7 @@ class Job:
         has_children: bool = True,
         claim: int = 0,
         stale_restarts: int = 0,
+        headers: dict[str, str] | None = None,
     ) -> None:
         self.kind = kind
         self.id = id
@@ -112,6 +114,8 @@ class Job:
         written only while the row is still under this claim."""
         self.stale_restarts = stale_restarts
         """Runs of the row lost so far (its node died or froze while running it)."""
+        self.headers = {} if headers is None else headers
+        """The ticker's headers (``ctx.headers``); empty for cron occurrences."""
 
 
 @dataclass(slots=True, kw_only=True)
@@ -134,6 +138,9 @@ class Outcome:
     skipped_reason: str | None = None
     claim: int | None = None
     """The claim the run belongs to (default: the job's claim when the outcome is made)."""
+    result: Any = None
+    """What the job returned (already checked to be JSON within the size limit); stored
+    on the attempt and on the row. None for anything but a success."""
 
     def __post_init__(self) -> None:
         if self.claim is None:
