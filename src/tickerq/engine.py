@@ -24,6 +24,8 @@ from tickerq.enums import Priority, Status
 from tickerq.errors import TerminateExecution
 from tickerq.events import EngineStateChanged
 from tickerq.firing import fire_due_crons
+from tickerq.hooks import Cancellation, Failure, Hooks
+from tickerq.middleware import Pipeline, run_chain
 from tickerq.models import Node
 from tickerq.notices import CancelRequested, Notice, Wake, WorkDue
 from tickerq.retry import RetryPolicy
@@ -140,6 +142,9 @@ class Engine:
         node_id: str,
         max_concurrency: int,
         exception_handler: ExceptionHandler | None = None,
+        hooks: Hooks | None = None,
+        pipeline: Pipeline | None = None,
+        max_result_bytes: int = 0,
         app: TickerQ,
     ) -> None:
         self.options = options
@@ -149,8 +154,14 @@ class Engine:
         self.bus = bus
         self.node_id = node_id
         self.max_concurrency = max_concurrency
-        self.exception_handler = exception_handler
-        """Called with the context and the error of every failed attempt."""
+        self.hooks = hooks if hooks is not None else Hooks()
+        """Called when a job fails or a ticker is cancelled (see tickerq.hooks)."""
+        if exception_handler is not None:
+            self.hooks.exception = exception_handler
+        self.pipeline = pipeline if pipeline is not None else Pipeline()
+        """The middleware each run goes through."""
+        self.max_result_bytes = max_result_bytes
+        """A job's return value larger than this as JSON fails its attempt (0: no limit)."""
         self._app = app
         self.paused = False
         self.started_at: datetime | None = None
@@ -667,6 +678,8 @@ class Engine:
                 cron_ticker_id=job.cron_ticker_id,
                 parent_id=job.parent_id,
                 loop=loop,
+                headers=job.headers,
+                retries=job.retries,
             )
             run = _Run(job, fn, ctx, now)
             self._running[job.id] = run
@@ -683,8 +696,9 @@ class Engine:
         reason: str | None = None
         given_back = False
         timeout = job.timeout if job.timeout is not None else fn.options.timeout
+        result: Any = None
         try:
-            await self._call(run, timeout)
+            result = await self._run_job(run, timeout)
         except TerminateExecution as stop:
             status, reason = stop.status, stop.reason
             given_back = run.interrupted and status is Status.CANCELLED
@@ -705,7 +719,7 @@ class Engine:
         if run.abandoned:
             return  # stop() gave up on it; its row keeps the claim
         try:
-            await self._conclude(run, status, error, reason, given_back)
+            await self._conclude(run, status, error, reason, given_back=given_back, result=result)
             if run.thread is not None and not run.thread.done() and not run.interrupted:
                 # A thread cannot be killed: its slot stays taken until it returns.
                 await asyncio.wait([run.thread])
@@ -718,42 +732,58 @@ class Engine:
         status: Status,
         error: BaseException | None,
         reason: str | None,
+        *,
         given_back: bool,
+        result: Any = None,
     ) -> None:
-        ctx, started = run.ctx, run.started_at
+        ctx, started, job = run.ctx, run.started_at, run.job
         if given_back:
             self._record(run, started, Status.IDLE, counts_as_retry=False, error=_INTERRUPTED)
         elif (
             ctx.cancelled
             and not (run.timed_out or run.interrupted or error)
             and status is not Status.FAILED
-        ):
-            self._record(run, started, Status.CANCELLED)
+        ) or (status is Status.CANCELLED and error is None):
+            self._record(run, started, Status.CANCELLED, reason=reason)
+            await self.hooks.cancelled(Cancellation(job.id, job.kind, job.function, True))
         elif error is not None:
-            await self._on_error(ctx, error)
-            self._record(run, started, Status.FAILED, error=error)
+            left = max(job.retries - job.retry_count, 0)
+            failure = Failure(final=left == 0, attempt=job.retry_count + 1, retries_left=left)
+            await self._on_error(ctx, error, failure)
+            final = self._record(run, started, Status.FAILED, error=error)
+            if final:
+                await self.hooks.failed_finally(ctx, error)
         else:
-            self._record(run, started, status, reason=reason)
+            self._record(run, started, status, reason=reason, result=result)
 
-    async def _call(self, run: _Run, timeout: float | None) -> None:
+    async def _run_job(self, run: _Run, timeout: float | None) -> Any:
+        """Decode the request, run the job through its middleware; the result to store."""
         job, fn, ctx = run.job, run.fn, run.ctx
         if fn.wants_context and job.request is not None:
             ctx._request = fn.decode_request(job.request)
+        hooks = self.pipeline.execute_hooks(fn.name)
+        if hooks:
+            value = await run_chain(hooks, ctx, lambda _ctx: self._call(run, timeout))
+        else:
+            value = await self._call(run, timeout)
+        return None if value is None else fn.encode_result(value, self.max_result_bytes)
+
+    async def _call(self, run: _Run, timeout: float | None) -> Any:
+        """Run the job (within its timeout); what it returns."""
+        job, fn, ctx = run.job, run.fn, run.ctx
         if not fn.is_async or job.priority is Priority.LONG_RUNNING:
-            await self._in_thread(run, timeout)
-            return
+            return await self._in_thread(run, timeout)
         call = fn.func(ctx) if fn.wants_context else fn.func()
         if timeout is None:
-            await call
-            return
+            return await call
         limit = asyncio.timeout(timeout)
         try:
             async with limit:
-                await call
+                return await call
         finally:
             run.timed_out = limit.expired()
 
-    async def _in_thread(self, run: _Run, timeout: float | None) -> None:
+    async def _in_thread(self, run: _Run, timeout: float | None) -> Any:
         fn, ctx = run.fn, run.ctx
         func = fn.func
         if fn.is_async:
@@ -773,10 +803,9 @@ class Engine:
             future = self._pool.run(call)
         run.thread = future
         if timeout is None:
-            await asyncio.shield(future)
-            return
+            return await asyncio.shield(future)
         try:
-            await asyncio.wait_for(asyncio.shield(future), timeout)
+            return await asyncio.wait_for(asyncio.shield(future), timeout)
         except TimeoutError:
             run.timed_out = True
             ctx._request_cancel()  # ask the thread to stop; the run counts as failed
@@ -802,24 +831,28 @@ class Engine:
         if run.task is not None and run.thread is None:
             run.task.cancel()
 
-    async def _on_error(self, ctx: TickerContext[Any], error: BaseException) -> None:
-        handler = self.exception_handler
-        if handler is None:
-            logger.error(
-                "job %s (%s) failed: %s: %s",
-                ctx.function,
-                ctx.id,
-                type(error).__name__,
-                error,
-                extra={"action": "job_failed", "ticker_id": str(ctx.id)},
-            )
+    @property
+    def exception_handler(self) -> ExceptionHandler | None:
+        """Called with the context and the error of every failed attempt."""
+        return self.hooks.exception
+
+    @exception_handler.setter
+    def exception_handler(self, handler: ExceptionHandler | None) -> None:
+        self.hooks.exception = handler
+
+    async def _on_error(
+        self, ctx: TickerContext[Any], error: BaseException, failure: Failure
+    ) -> None:
+        if await self.hooks.failed(ctx, error, failure):
             return
-        try:
-            result = handler(ctx, error)
-            if asyncio.iscoroutine(result):
-                await result
-        except Exception:
-            logger.exception("the exception handler failed for job %s", ctx.id)
+        logger.error(
+            "job %s (%s) failed: %s: %s",
+            ctx.function,
+            ctx.id,
+            type(error).__name__,
+            error,
+            extra={"action": "job_failed", "ticker_id": str(ctx.id)},
+        )
 
     # -- results ----------------------------------------------------------------------
 
@@ -832,7 +865,9 @@ class Engine:
         error: BaseException | None = None,
         reason: str | None = None,
         counts_as_retry: bool = True,
-    ) -> None:
+        result: Any = None,
+    ) -> bool:
+        """Queue the outcome for the next write; True when it ends the ticker FAILED."""
         job, claim = (of.job, of.claim) if isinstance(of, _Run) else (of, of.claim)
         now = self.clock.now()
         outcome = Outcome(
@@ -844,6 +879,7 @@ class Engine:
             counts_as_retry=counts_as_retry,
             skipped_reason=reason if status is Status.SKIPPED else None,
             claim=claim,
+            result=result,
         )
         if reason and status is not Status.SKIPPED:
             outcome.error_message = reason
@@ -863,6 +899,7 @@ class Engine:
             self.wake()  # the loop writes it with its next claim
         elif self._flush_task is None:
             self._flush_task = asyncio.get_running_loop().create_task(self._flush_soon())
+        return outcome.status is Status.FAILED
 
     async def _flush_soon(self) -> None:
         try:

@@ -35,9 +35,9 @@ __all__ = [
     "EnqueueNext",
     "ExecuteNext",
     "Middleware",
+    "Pipeline",
     "check_middleware",
-    "enqueue_chain",
-    "execute_chain",
+    "run_chain",
 ]
 
 EnqueueNext = Callable[["TimeTicker"], Awaitable["TimeTicker"]]
@@ -89,31 +89,79 @@ def check_middleware(middleware: object) -> object:
     return middleware
 
 
-def _compose(
-    middleware: Sequence[object], name: str, terminal: Callable[[Any], Awaitable[Any]]
-) -> Callable[[Any], Awaitable[Any]]:
-    call_next = terminal
-    for m in reversed(middleware):
-        hook = _hook(m, name)
-        if hook is not None:
-            call_next = _link(hook, call_next)
-    return call_next
+Hook = Callable[[Any, Callable[[Any], Awaitable[Any]]], Awaitable[Any]]
+"""One middleware's bound ``on_enqueue`` or ``on_execute``."""
 
 
-def _link(
-    hook: Callable[..., Awaitable[Any]], call_next: Callable[[Any], Awaitable[Any]]
-) -> Callable[[Any], Awaitable[Any]]:
-    async def call(value: Any) -> Any:
-        return await hook(value, call_next)
+def run_chain(
+    hooks: Sequence[Hook], value: Any, terminal: Callable[[Any], Awaitable[Any]]
+) -> Awaitable[Any]:
+    """``terminal(value)`` called through ``hooks``, the first outermost."""
+    if not hooks:
+        return terminal(value)
 
-    return call
+    def step(i: int) -> Callable[[Any], Awaitable[Any]]:
+        if i == len(hooks):
+            return terminal
+        hook = hooks[i]
+
+        async def call(v: Any) -> Any:
+            return await hook(v, step(i + 1))
+
+        return call
+
+    return step(0)(value)
 
 
-def enqueue_chain(middleware: Sequence[object], terminal: EnqueueNext) -> EnqueueNext:
-    """``terminal`` wrapped in the ``on_enqueue`` hooks, the first outermost."""
-    return _compose(middleware, "on_enqueue", terminal)
+class Pipeline:
+    """The app's middleware and each function's: what the managers (enqueue) and
+    the engine (runs) go through. The hooks of a function are looked up once and
+    kept until the app's list changes; a function without any is called directly.
+    """
 
+    __slots__ = ("_enqueue", "_execute", "_middleware", "_of_function")
 
-def execute_chain(middleware: Sequence[object], terminal: ExecuteNext) -> ExecuteNext:
-    """``terminal`` wrapped in the ``on_execute`` hooks, the first outermost."""
-    return _compose(middleware, "on_execute", terminal)
+    def __init__(
+        self,
+        middleware: Sequence[object] = (),
+        of_function: Callable[[str], Sequence[object]] | None = None,
+    ) -> None:
+        self._middleware = [check_middleware(m) for m in middleware]
+        self._of_function = of_function
+        """The middleware given to ``@app.function(middleware=...)``, by name."""
+        self._enqueue: dict[str, tuple[Hook, ...]] = {}
+        self._execute: dict[str, tuple[Hook, ...]] = {}
+
+    @property
+    def middleware(self) -> tuple[object, ...]:
+        """The app-wide middleware, outermost first."""
+        return tuple(self._middleware)
+
+    def add(self, middleware: object) -> None:
+        """Add app-wide middleware, inside those added before."""
+        self._middleware.append(check_middleware(middleware))
+        self.forget()
+
+    def forget(self) -> None:
+        """Look the hooks up again (a function was registered or the list changed)."""
+        self._enqueue.clear()
+        self._execute.clear()
+
+    def _hooks(self, function: str, name: str) -> tuple[Hook, ...]:
+        own = self._of_function(function) if self._of_function is not None else ()
+        found = (_hook(m, name) for m in (*self._middleware, *own))
+        return tuple(h for h in found if h is not None)
+
+    def enqueue_hooks(self, function: str) -> tuple[Hook, ...]:
+        """The ``on_enqueue`` hooks an enqueue of ``function`` goes through."""
+        hooks = self._enqueue.get(function)
+        if hooks is None:
+            hooks = self._enqueue[function] = self._hooks(function, "on_enqueue")
+        return hooks
+
+    def execute_hooks(self, function: str) -> tuple[Hook, ...]:
+        """The ``on_execute`` hooks a run of ``function`` goes through."""
+        hooks = self._execute.get(function)
+        if hooks is None:
+            hooks = self._execute[function] = self._hooks(function, "on_execute")
+        return hooks

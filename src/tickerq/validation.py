@@ -476,3 +476,8 @@ def check_headers(headers: Any) -> dict[str, str]:
                 raise InvalidArgumentError(f"headers[{name!r}]: {problem}")
         out[name] = value
     return out
+
+
+def check_wait_timeout(timeout: Any) -> float:
+    """Seconds to wait (``wait(timeout=...)``): a number >= 0 and at most MAX_DELAY."""
+    return _seconds(timeout, "timeout", zero=True)
