@@ -211,7 +211,7 @@ async def get_time_ticker(request: Request) -> Response:
         TimeTickerDetailOut(
             ticker=service.ticker_out(ticker),
             children=[service.ticker_out(c) for c in children],
-            attempts=[service.attempt_out(a) for a in attempts],
+            attempts=[service.attempt_out(a, ticker.function) for a in attempts],
         )
     )
 
@@ -252,7 +252,7 @@ async def get_occurrence(request: Request) -> Response:
     return send(
         OccurrenceDetailOut(
             occurrence=service.occurrence_out(occurrence),
-            attempts=[service.attempt_out(a) for a in attempts],
+            attempts=[service.attempt_out(a, occurrence.function) for a in attempts],
         )
     )
 

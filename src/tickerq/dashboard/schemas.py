@@ -145,6 +145,12 @@ class TimeTickerOut(_Out):
     error_type: str | None
     error_message: str | None
     skipped_reason: str | None
+    headers: dict[str, str] = Field(
+        default_factory=dict,
+        description="Stored with the ticker (trace context, tenant...); values of names "
+        "that look secret (authorization, token, password, cookie, key) are masked.",
+    )
+    result: Any = Field(default=None, description="What the last attempt returned (redacted).")
     created_at: datetime
     updated_at: datetime
 
@@ -180,6 +186,7 @@ class AttemptOut(_Out):
     error_type: str | None
     error_message: str | None
     traceback: str | None
+    result: Any = Field(default=None, description="What this attempt returned (redacted).")
 
 
 class TimeTickerDetailOut(BaseModel):
@@ -227,6 +234,7 @@ class OccurrenceOut(_Out):
     error_type: str | None
     error_message: str | None
     skipped_reason: str | None
+    result: Any = Field(default=None, description="What the last attempt returned (redacted).")
     created_at: datetime
     updated_at: datetime
 
