@@ -11,12 +11,14 @@ skipped when ``pgbouncer`` is not installed, unless ``CI`` is ``true``
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import shutil
 import socket
 import subprocess
 import time
 import uuid
+import warnings
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -278,6 +280,23 @@ async def test_a_loop_of_enqueues_lets_the_nodes_other_work_have_the_connection(
     finally:
         stop.set()
         await app.stop()
+
+
+async def test_stopping_right_after_an_enqueue_leaves_no_connection_open(db: str) -> None:
+    """The enqueue keeps its connection for a moment after each statement (for the
+    caller's next enqueue): a stop at that moment must still close it."""
+    for _ in range(3):
+        app = _app(_url(db))
+        await app.open()
+        await app.get_function("work").enqueue(1)
+        await app.stop()  # while the enqueue's sender still holds the connection
+        await asyncio.sleep(0.05)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            gc.collect()
+        unclosed = [w for w in caught if "unclosed connection" in str(w.message)]
+        assert unclosed == [], unclosed
+    assert await _sessions(db) == 0
 
 
 async def test_a_taken_id_is_refused_and_announces_nothing(db: str) -> None:

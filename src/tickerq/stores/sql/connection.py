@@ -190,7 +190,9 @@ class SqlBase(Store):
         if self._listener is not None:
             await self._listener.stop()
             self._listener = None
-        self._pg_enqueue = None
+        enqueue, self._pg_enqueue = self._pg_enqueue, None
+        if enqueue is not None:
+            await enqueue.close()
         if self._engine is not None:
             await self._engine.dispose()
             self._engine = None

@@ -183,6 +183,13 @@ class PgEnqueue:
             self._sender = asyncio.create_task(self._send_pending())
         await done
 
+    async def close(self) -> None:
+        """Let the enqueues under way finish (their callers wait for them), so the
+        connection the sender holds goes back to the pool before it is disposed."""
+        sender = self._sender
+        if sender is not None and not sender.done():
+            await asyncio.gather(sender, return_exceptions=True)
+
     async def _send_pending(self) -> None:
         loop = asyncio.get_running_loop()
         try:
