@@ -227,7 +227,7 @@ class _ResultCodec:
                 raise InvalidResultError(
                     function,
                     f"{_short_repr(value)}, not its return type {_type_name(self.type)}: "
-                    f"{_validation_text(exc)}",
+                    f"{_validation_text(exc, 'result')}",
                 ) from None
         else:
             try:
@@ -691,10 +691,10 @@ def _short_repr(value: Any, limit: int = 80) -> str:
     return short_repr(value, limit)  # never fails (deep or huge values)
 
 
-def _validation_text(exc: ValidationError) -> str:
+def _validation_text(exc: ValidationError, what: str = "request") -> str:
     parts = []
     for err in exc.errors()[:3]:
-        loc = ".".join(str(p) for p in err["loc"]) or "request"
+        loc = ".".join(str(p) for p in err["loc"]) or what
         parts.append(f"{loc}: {err['msg']} (got {_short_repr(err.get('input'), 40)})")
     more = exc.error_count() - 3
     return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tickerq import TickerQ
+from tickerq import TickerContext, TickerQ
 from tickerq.dashboard import BasicAuth, BearerAuth, Permission
+from tickerq.testing import run_until_idle
 
 
 async def test_without_auth_only_loopback_clients(memory_app: TickerQ, client_for) -> None:
@@ -218,9 +219,6 @@ def test_basic_auth_needs_a_password() -> None:
 async def test_results_and_headers_are_shown_escaped_redacted_and_masked(
     memory_app: TickerQ, client_for
 ) -> None:
-    from tickerq import TickerContext
-    from tickerq.testing import run_until_idle
-
     @memory_app.function()
     async def echo(ctx: TickerContext[dict]) -> dict:  # type: ignore[type-arg]
         return {"card": ctx.request["card"], "note": "<script>alert(1)</script>"}
@@ -247,3 +245,24 @@ async def test_results_and_headers_are_shown_escaped_redacted_and_masked(
     assert api["ticker"]["headers"]["Authorization"] == "••••••"
     assert api["ticker"]["headers"]["tenant"] == "acme"
     assert api["attempts"][0]["result"]["card"] == "****"
+
+
+async def test_headers_can_be_given_through_the_api_and_survive_a_duplicate(
+    memory_app: TickerQ, client_for
+) -> None:
+    async with client_for(memory_app.dashboard()) as client:
+        r = await client.post(
+            "/api/time-tickers",
+            json={"function": "charge", "request": 1, "headers": {"tenant": "acme"}},
+        )
+        assert r.status_code == 201, r.text
+        first = r.json()
+        assert first["headers"] == {"tenant": "acme"}
+        copy = (await client.post(f"/api/time-tickers/{first['id']}/duplicate")).json()
+        bad = await client.post(
+            "/api/time-tickers", json={"function": "charge", "headers": {"n": "\x00"}}
+        )
+    assert copy["id"] != first["id"] and copy["headers"] == {"tenant": "acme"}
+    assert (await memory_app.time_tickers.get(copy["id"])).headers == {"tenant": "acme"}
+    assert bad.status_code == 422 and "NUL" in bad.text
+    assert await memory_app.time_tickers.count() == 2  # the bad one was not stored

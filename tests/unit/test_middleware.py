@@ -114,7 +114,7 @@ async def test_a_middleware_may_change_the_result_or_stop_the_run(app: TickerQ) 
     class Doubling:
         async def on_execute(self, ctx: TickerContext[Any], call_next: Any) -> Any:
             if ctx.request == 0:
-                return "skipped by middleware"  # call_next not called: the job does not run
+                return -1  # call_next not called: the job does not run
             return 2 * await call_next(ctx)
 
     @app.function(middleware=[Doubling()])
@@ -127,7 +127,7 @@ async def test_a_middleware_may_change_the_result_or_stop_the_run(app: TickerQ) 
         stopped = await job.enqueue(0)
         await run_until_idle(app)
         assert (await app.time_tickers.get(kept.id)).result == 10
-        assert (await app.time_tickers.get(stopped.id)).result == "skipped by middleware"
+        assert (await app.time_tickers.get(stopped.id)).result == -1
     assert ran == [5]
 
 
@@ -378,3 +378,21 @@ async def test_the_cancel_hook_fires_once_for_waiting_and_running_tickers(app: T
         Cancellation(later.id, TickerKind.TIME, "endless", False),
         Cancellation(running.id, TickerKind.TIME, "endless", True),
     ]
+
+
+async def test_headers_can_be_changed_while_waiting_and_are_checked(app: TickerQ) -> None:
+    @app.function()
+    async def job() -> None:
+        return None
+
+    await app.open()
+    ticker = await job.schedule(after=60, headers={"a": "1"})
+    changed = await app.time_tickers.update(ticker.id, headers={"b": "2"})
+    assert changed.headers == {"b": "2"}
+    assert (await app.time_tickers.get(ticker.id)).headers == {"b": "2"}
+    with pytest.raises(InvalidArgumentError, match="headers"):
+        await app.time_tickers.update(ticker.id, headers={"": "x"})
+    with pytest.raises(InvalidArgumentError, match="headers"):
+        await job.enqueue(headers={"x": 1})  # type: ignore[dict-item]
+    assert (await app.time_tickers.get(ticker.id)).headers == {"b": "2"}
+    assert await app.time_tickers.count() == 1

@@ -69,6 +69,8 @@ class TimeTickerIn(_In):
     """Retries after a failure (default: the function's)."""
     retry_intervals: Annotated[list[Seconds], Field(max_length=100)] | None = None
     timeout: Timeout | None = None
+    headers: Annotated[dict[str, str], Field(max_length=64)] | None = None
+    """Text key/values stored with the ticker (the job sees them as ``ctx.headers``)."""
 
 
 class TimeTickerUpdate(_In):

@@ -333,6 +333,7 @@ class Service:
             retries=data.retries,
             retry_intervals=data.retry_intervals,
             timeout=data.timeout,
+            headers=data.headers,
             allow_unregistered=True,
         )
         self._log(user, "added time ticker", ticker.id, function=ticker.function)
@@ -370,6 +371,7 @@ class Service:
             if source.retry_intervals is not None
             else None,
             timeout=source.timeout,
+            headers=dict(source.headers) or None,
         )
         ticker = await self.add_time_ticker(user, data)
         self._log(user, "duplicated time ticker", ticker_id, copy=str(ticker.id))

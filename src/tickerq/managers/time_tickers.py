@@ -237,6 +237,7 @@ class TimeTickerManager:
         retries: int = UNSET,
         retry_intervals: Sequence[float] | None = UNSET,
         timeout: float | None = UNSET,
+        headers: Mapping[str, str] = UNSET,
         allow_unregistered: bool = False,
     ) -> TimeTicker:
         """Change a waiting (IDLE) ticker. Only the given fields change.
@@ -261,6 +262,8 @@ class TimeTickerManager:
             changes["retries"] = r
         if timeout is not UNSET:
             changes["timeout"] = check_timeout(timeout)
+        if headers is not UNSET:
+            changes["headers"] = check_headers(headers)
         ticker = await self._store.update_time_ticker(current.id, changes, frozenset({Status.IDLE}))
         self._engine.wake(ticker.execution_time)
         return ticker
