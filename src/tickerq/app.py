@@ -344,13 +344,16 @@ class TickerQ(_Registrar):
         redact: Callable[[str, Any], Any] | None = None,
         title: str = "tickerq",
         allowed_origins: Sequence[str] = (),
+        metrics: bool = False,
     ) -> Starlette:
         """The web dashboard of this app: an ASGI app to mount (see tickerq.dashboard).
 
         Without ``auth`` only loopback clients get in. ``auth`` is a
         ``BasicAuth``, a ``BearerAuth`` or a callable ``auth(request) -> user | None``;
         ``permissions`` limits what users may do (view, operate, edit, delete);
-        ``redact(function, payload)`` hides parts of payloads.
+        ``redact(function, payload)`` hides parts of payloads. ``metrics=True`` serves
+        the Prometheus metrics at ``/metrics`` (needs ``tickerq[prometheus]``).
+        ``/api/healthz`` and ``/api/readyz`` answer without credentials.
         """
         from tickerq.dashboard import create_dashboard
 
@@ -362,6 +365,7 @@ class TickerQ(_Registrar):
             redact=redact,
             title=title,
             allowed_origins=allowed_origins,
+            metrics=metrics,
         )
 
     def wake_engine(self, due: datetime | None) -> None:

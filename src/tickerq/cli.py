@@ -29,6 +29,7 @@ from tickerq.urls import mask_secrets
 
 if TYPE_CHECKING:
     from tickerq.app import TickerQ
+    from tickerq.monitor import MonitorServer
     from tickerq.stores.sql.dialects import Dialect
 
 __all__ = ["cli", "load_app", "main"]
@@ -133,17 +134,41 @@ _PORT_OPTION = click.option(
 @click.option("--dashboard", "with_dashboard", is_flag=True, help="Serve the web dashboard too.")
 @_HOST_OPTION
 @_PORT_OPTION
-def run(target: str, with_dashboard: bool, host: str, port: int) -> None:
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Serve /metrics (Prometheus), /healthz and /readyz on this port.",
+)
+@click.option(
+    "--metrics-host", default="127.0.0.1", show_default=True, help="Address that port listens on."
+)
+def run(
+    target: str,
+    with_dashboard: bool,
+    host: str,
+    port: int,
+    *,
+    metrics_port: int | None,
+    metrics_host: str,
+) -> None:
     """Run the engine of the app at MODULE:APP until Ctrl+C (SIGINT) or SIGTERM.
 
     On stop, running jobs get the app's grace period to finish; work that has
     not started stays waiting for the next start; exit status 0. With
     --dashboard the web dashboard is served alongside (loopback only unless
-    the app configures auth).
+    the app configures auth). With --metrics-port, Prometheus metrics and the
+    health probes are served on that port (needs tickerq[prometheus]; see
+    docs/observability.md).
     """
     app = load_app(target)
+    metrics = None if metrics_port is None else (metrics_host, metrics_port)
     click.echo(f"tickerq: running {target} as node {app.node_id} (Ctrl+C to stop)")
-    asyncio.run(_serve(app, engine=True, dashboard=(host, port) if with_dashboard else None))
+    asyncio.run(
+        _serve(
+            app, engine=True, dashboard=(host, port) if with_dashboard else None, metrics=metrics
+        )
+    )
 
 
 @cli.command("dashboard")
@@ -194,11 +219,14 @@ async def _serve(
     engine: bool,
     dashboard: tuple[str, int] | None,
     title: str = "tickerq",
+    metrics: tuple[str, int] | None = None,
 ) -> None:
     """Run the engine and/or serve the dashboard until SIGINT or SIGTERM, then stop
     gracefully: the dashboard server first, then the engine (running jobs get
-    the app's grace period)."""
+    the app's grace period), then the metrics port (it answers from before the
+    engine starts to after it stopped)."""
     with stop_signals() as stop, database_errors(app.store_url):
+        monitor = None if metrics is None else await _start_monitor(app, *metrics)
         try:
             await (app.start() if engine else app.open())
             if dashboard is None:
@@ -219,7 +247,29 @@ async def _serve(
             finally:
                 await server.stop()
         finally:
-            await app.stop()
+            try:
+                await app.stop()
+            finally:
+                if monitor is not None:
+                    await monitor.stop()
+
+
+async def _start_monitor(app: TickerQ, host: str, port: int) -> MonitorServer:
+    """Serve /metrics, /healthz and /readyz for ``tickerq run --metrics-port``."""
+    from tickerq.monitor import start_monitor
+
+    try:
+        monitor = await start_monitor(app, host, port)
+    except ImportError as exc:
+        raise click.UsageError(
+            f"--metrics-port needs prometheus_client ({exc}): pip install 'tickerq[prometheus]'"
+        ) from None
+    except OSError as exc:
+        raise click.ClickException(
+            f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}"
+        ) from None
+    click.echo(f"tickerq: metrics and probes on {monitor.url}/metrics, /healthz, /readyz")
+    return monitor
 
 
 @cli.command()

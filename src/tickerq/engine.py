@@ -165,6 +165,8 @@ class Engine:
         self._app = app
         self.paused = False
         self.started_at: datetime | None = None
+        # When this node last reported itself to the store (clock time; None before start).
+        self.last_heartbeat: datetime | None = None
         self._running: dict[UUID, _Run] = {}
         self._active = 0
         self._fn_active: dict[str, int] = {}
@@ -210,6 +212,21 @@ class Engine:
         return len(self._running)
 
     @property
+    def slots_in_use(self) -> int:
+        """Slots of the pool taken (LONG_RUNNING jobs, which take none, aside)."""
+        return self._active
+
+    @property
+    def heartbeat_period(self) -> float | None:
+        """Seconds between two heartbeats while running (None: this node sends none)."""
+        if not (self.store.shared or self.options.retention is not None):
+            return None
+        if self.store.shared:
+            return self.options.heartbeat_interval
+        # nothing to renew: only retention, now and then
+        return max(60.0, min(3600.0, (self.options.retention or 36000.0) / 10))
+
+    @property
     def background_tasks(self) -> tuple[asyncio.Task[None], ...]:
         """The loop and heartbeat tasks: their clock sleeps are polls and heartbeats, not
         due work (``tickerq.testing.advance`` jumps over them)."""
@@ -227,11 +244,12 @@ class Engine:
         ):
             logger.warning("node %s took back the jobs a dead run of it held", self.node_id)
         await self.store.heartbeat(self._node(), [], self._lease_until(self.started_at))
+        self.last_heartbeat = self.started_at
         await self.store.listen()
         if self._unsubscribe is None:
             self._unsubscribe = self.bus.subscribe_notices(self._on_notice)
         self._loop_task = asyncio.create_task(self._main(), name="tickerq-engine")
-        if self.store.shared or self.options.retention is not None:
+        if self.heartbeat_period is not None:
             self._heartbeat_task = asyncio.create_task(self._heartbeats(), name="tickerq-heartbeat")
         self._publish_state("running")
 
@@ -924,9 +942,7 @@ class Engine:
     # -- heartbeats -------------------------------------------------------------------
 
     async def _heartbeats(self) -> None:
-        interval = self.options.heartbeat_interval
-        if not self.store.shared:  # nothing to renew: only retention, now and then
-            interval = max(60.0, min(3600.0, (self.options.retention or 36000.0) / 10))
+        interval = self.heartbeat_period or self.options.heartbeat_interval
         while True:
             await self.clock.sleep(interval)
             now = self.clock.now()
@@ -935,6 +951,7 @@ class Engine:
             try:
                 running = list(self._running)
                 lost = await self.store.heartbeat(self._node(), running, self._lease_until(now))
+                self.last_heartbeat = now
                 self._lost(lost)
                 for ticker_id in await self.store.cancel_requested(running):
                     self.cancel_local(ticker_id)

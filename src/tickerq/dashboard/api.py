@@ -9,6 +9,7 @@ bad value. ``GET <dashboard>/api/openapi.json`` describes it all.
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -32,10 +33,16 @@ from tickerq.dashboard.schemas import (
     TimeTickerUpdate,
 )
 from tickerq.enums import Status, TickerKind
+from tickerq.health import liveness
 
-__all__ = ["routes"]
+__all__ = ["PUBLIC_PATHS", "routes"]
 
 M = TypeVar("M", bound=BaseModel)
+
+logger = logging.getLogger("tickerq.dashboard")
+
+PUBLIC_PATHS = frozenset({"/api/healthz", "/api/readyz"})
+"""Probes answered to anyone, without credentials (they tell states, nothing else)."""
 
 
 # -- parameters ------------------------------------------------------------------------
@@ -170,6 +177,22 @@ async def functions(request: Request) -> Response:
 async def engine(request: Request) -> Response:
     """This process's engine state."""
     return send(dashboard_of(request).service.engine_out())
+
+
+async def healthz(request: Request) -> Response:
+    """Liveness: answered by the event loop (no credentials needed)."""
+    return send(liveness())
+
+
+async def readyz(request: Request) -> Response:
+    """Readiness: 200 or 503 with the reason (no credentials needed)."""
+    dash = dashboard_of(request)
+    try:
+        await dash.ensure_open()
+    except Exception as exc:  # the store cannot be opened: not ready, said by the check
+        logger.debug("opening the store for a readiness check failed: %s", exc)
+    readiness = await dash.health.ready()
+    return send(readiness.body(), readiness.status_code)
 
 
 async def list_time_tickers(request: Request) -> Response:
@@ -418,6 +441,8 @@ def routes() -> list[Route]:
         Route("/nodes", nodes, methods=["GET"]),
         Route("/functions", functions, methods=["GET"]),
         Route("/engine", engine, methods=["GET"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
         Route("/engine/pause", pause, methods=["POST"]),
         Route("/engine/resume", resume, methods=["POST"]),
         Route("/time-tickers", list_time_tickers, methods=["GET"]),

@@ -342,6 +342,27 @@ class DeletedOut(BaseModel):
     deleted: int
 
 
+class HealthOut(BaseModel):
+    """The event loop answered (liveness)."""
+
+    status: str
+
+
+class ReadyOut(BaseModel):
+    """Whether this process can work (readiness): the store answers and, where the
+    engine runs here, it runs and its heartbeat is recent. No credentials needed:
+    it tells states and ages only."""
+
+    status: str
+    """``ready`` or ``not ready``."""
+    reason: str | None = None
+    """Why not ready (``store unreachable``, ``store timeout``, ``heartbeat stale``...)."""
+    checks: dict[str, str | float]
+    """``store``: ok, timeout, unreachable or closed; ``engine``: running, paused,
+    not running or not here; ``heartbeat``: fresh, stale or none, with
+    ``heartbeat_age_seconds``."""
+
+
 class ErrorOut(BaseModel):
     """An error: what went wrong, naming the bad value."""
 

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from tickerq.stores.reads import (
         Census,
         ChangeMarker,
+        DepthGroup,
         DueItem,
         NodeLocks,
         ThroughputBucket,
@@ -629,6 +630,23 @@ class Store(ABC):
     async def next_due(self, limit: int = 5) -> list[DueItem]:
         """The waiting rows (both kinds, with a time, not waiting for a chain parent)
         due soonest, soonest first."""
+
+    @abstractmethod
+    async def depth(self, now: datetime) -> list[DepthGroup]:
+        """The rows (both kinds) waiting to run, IDLE and not waiting for a chain
+        parent, by function and priority, and how many of them are due by ``now``
+        (a row without an execution time counts as due). Groups without rows are
+        left out. Exact, read from the waiting rows only (on SQL stores, the
+        partial waiting index and the rows it points to): what metrics sample."""
+
+    async def ping(self) -> None:  # noqa: B027 - optional hook
+        """Return if the data can be read now; raise the driver's error if not.
+
+        SQL stores run one small read (SQLite: on a new read-only connection to
+        the file, so a file moved or deleted under a running node is noticed);
+        the memory store is always there. Readiness probes call it under a
+        short timeout.
+        """
 
     async def change_marker(self) -> ChangeMarker | None:
         """A cheap value that changes whenever the stored data changes, to see
