@@ -40,7 +40,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
@@ -326,19 +326,24 @@ class _DepthSampler:
     def __init__(self, interval: float, timeout: float) -> None:
         self.interval = interval
         self.timeout = timeout
+        self.monotonic: Callable[[], float] = time.monotonic
+        """The real time the sample's age and the interval are measured in."""
         self.groups: list[DepthGroup] = []
         self.taken_at: float | None = None
         """When the sample was taken (time.monotonic), None before the first."""
         self.took = 0.0
         """How long the last read took (seconds)."""
         self.errors = 0
+        self._tried_at: float | None = None
+        """When the last read ended, taken or failed (a failing store is asked no
+        more often than a working one)."""
         self._task: asyncio.Task[None] | None = None
 
     def stale(self) -> bool:
-        if self.taken_at is None:
+        if self._tried_at is None:
             return True
         wait = max(self.interval, 20.0 * self.took)  # a slow read: at most 5% of the time
-        return time.monotonic() - self.taken_at >= wait
+        return self.monotonic() - self._tried_at >= wait
 
     def start(self, app: TickerQ) -> asyncio.Task[None] | None:
         """Start a read on the running loop unless one is under way or the sample is fresh."""
@@ -369,14 +374,15 @@ class _DepthSampler:
             loop.call_soon_threadsafe(self.start, app)
 
     async def _read(self, app: TickerQ) -> None:
-        started = time.monotonic()
+        started = self.monotonic()
         try:
             groups = await app.store.depth(app.clock.now())
         except Exception as exc:
             self.errors += 1
+            self._tried_at = self.monotonic()
             logger.debug("reading the store's depth for metrics failed: %s", exc)
             return
-        done = time.monotonic()
+        done = self._tried_at = self.monotonic()
         self.groups, self.taken_at, self.took = groups, done, done - started
 
 
@@ -424,7 +430,7 @@ class _AppCollector:
             labels = [group.function, group.priority.name]
             waiting.add_metric(labels, group.waiting)
             due.add_metric(labels, group.due)
-        age.add_metric([], time.monotonic() - sampler.taken_at)
+        age.add_metric([], sampler.monotonic() - sampler.taken_at)
         return [waiting, due, age, errors]
 
     def _engine_families(self) -> tuple[GaugeMetricFamily, ...]:
