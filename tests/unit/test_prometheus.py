@@ -371,6 +371,36 @@ async def test_nothing_about_the_app_before_it_is_bound(registry: CollectorRegis
     assert s.types["jobs_jobs_started"] == "counter"  # the namespace prefixes every name
 
 
+def test_bucket_bounds_must_increase(registry: CollectorRegistry) -> None:
+    with pytest.raises(ValueError, match="duration_buckets"):
+        PrometheusMiddleware(registry, duration_buckets=[1.0, 0.5])
+    with pytest.raises(ValueError, match="lateness_buckets"):
+        PrometheusMiddleware(registry, lateness_buckets=[])
+
+
+async def test_custom_buckets_and_a_value_on_a_bound(
+    app: TickerQ, clock: ManualClock, registry: CollectorRegistry
+) -> None:
+    metrics = PrometheusMiddleware(CollectorRegistry(), duration_buckets=[1, 2])
+    app.add_middleware(metrics)
+    started, release = asyncio.Event(), asyncio.Event()
+
+    @app.function()
+    async def job() -> None:
+        started.set()
+        await release.wait()
+
+    async with app:
+        await job.enqueue()
+        await started.wait()
+        clock.tick(1)  # it runs exactly 1 s: le="1.0" holds it (le means <=)
+        release.set()
+        await run_until_idle(app)
+    s = Scrape((await metrics.exposition())[0].decode())
+    duration = "tickerq_job_duration_seconds_bucket"
+    assert [s(duration, function="job", le=le) for le in ("1.0", "2.0", "+Inf")] == [1, 1, 1]
+
+
 def test_one_middleware_per_registry(registry: CollectorRegistry) -> None:
     PrometheusMiddleware(registry)
     with pytest.raises(ValueError, match="Duplicated"):

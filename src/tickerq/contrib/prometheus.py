@@ -38,13 +38,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
+import math
 import time
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.exposition import choose_encoder
 
 from tickerq.enums import Status
@@ -127,19 +135,34 @@ _FROM_TERMINATE = {
 }
 
 
-class _Function:
-    """The metric children of one function, looked up once."""
+class _Histogram:
+    """Observations of one function: counts per bucket (not cumulative; the last
+    one is +Inf) and their sum."""
+
+    __slots__ = ("counts", "sum")
+
+    def __init__(self, size: int) -> None:
+        self.counts = [0] * (size + 1)
+        self.sum = 0.0
+
+
+class _Tally:
+    """What one function's attempts did on this node.
+
+    Plain numbers, changed on the event loop's thread only (middleware runs
+    there, sync jobs too: their thread is awaited inside ``call_next``), read at
+    scrape time by the collector (a copy of a list is one step under the GIL).
+    """
 
     __slots__ = ("duration", "finished", "in_flight", "lateness", "retries", "started")
 
-    def __init__(self, metrics: PrometheusMiddleware, function: str) -> None:
-        self.started = metrics.jobs_started.labels(function)
-        self.retries = metrics.job_retries.labels(function)
-        self.duration = metrics.job_duration.labels(function)
-        self.lateness = metrics.job_lateness.labels(function)
-        self.in_flight = metrics.jobs_in_flight.labels(function)
-        finished = metrics.jobs_finished
-        self.finished = {status: finished.labels(function, status) for status in STATUSES}
+    def __init__(self, duration_buckets: int, lateness_buckets: int) -> None:
+        self.started = 0
+        self.retries = 0
+        self.in_flight = 0
+        self.finished = dict.fromkeys(STATUSES, 0)
+        self.duration = _Histogram(duration_buckets)
+        self.lateness = _Histogram(lateness_buckets)
 
 
 class PrometheusMiddleware(Middleware):
@@ -147,14 +170,16 @@ class PrometheusMiddleware(Middleware):
 
     ``registry``: where the metrics are registered (default: prometheus_client's
     global ``REGISTRY``, which every exporter serves; one PrometheusMiddleware per
-    registry). ``namespace`` prefixes every name. ``depth_interval``: the waiting
-    and due counts are read from the store at most this often (seconds), and only
-    when scraped; a slow read (big backlog) is taken less often, at most 5% of the
-    time. ``depth_timeout``: a scrape waits at most this long for a new sample (it
-    then gets the previous one).
+    registry and namespace). ``namespace`` prefixes every name. ``depth_interval``:
+    the waiting and due counts are read from the store at most this often
+    (seconds), and only when scraped; a slow read (big backlog) is taken less
+    often, at most 5% of the time. ``depth_timeout``: a scrape waits at most this
+    long for a new sample (it then gets the previous one).
 
     The engine and the store are those of the app it runs jobs for, or the one
     given to :meth:`bind` (``tickerq run --metrics-port`` and the dashboard bind it).
+    The job metrics cost a few additions per run: they are kept as plain numbers
+    and handed to prometheus_client only when scraped.
     """
 
     def __init__(
@@ -169,57 +194,13 @@ class PrometheusMiddleware(Middleware):
     ) -> None:
         self.registry = REGISTRY if registry is None else registry
         self.namespace = namespace
-        reg = self.registry
-        self.jobs_started = Counter(
-            "jobs_started",
-            "Job attempts started on this node.",
-            ["function"],
-            namespace=namespace,
-            registry=reg,
-        )
-        self.jobs_finished = Counter(
-            "jobs_finished",
-            "Job attempts ended on this node, by what the end means for the ticker "
-            "(done, due_done, retry, failed, cancelled, skipped, interrupted).",
-            ["function", "status"],
-            namespace=namespace,
-            registry=reg,
-        )
-        self.job_retries = Counter(
-            "job_retries",
-            "Failed job attempts that scheduled a retry.",
-            ["function"],
-            namespace=namespace,
-            registry=reg,
-        )
-        self.job_duration = Histogram(
-            "job_duration_seconds",
-            "How long job attempts ran.",
-            ["function"],
-            namespace=namespace,
-            registry=reg,
-            buckets=tuple(duration_buckets),
-        )
-        self.job_lateness = Histogram(
-            "job_lateness_seconds",
-            "How late job attempts started: start time minus the time they were due.",
-            ["function"],
-            namespace=namespace,
-            registry=reg,
-            buckets=tuple(lateness_buckets),
-        )
-        self.jobs_in_flight = Gauge(
-            "jobs_in_flight",
-            "Job attempts running now on this node.",
-            ["function"],
-            namespace=namespace,
-            registry=reg,
-        )
-        self._functions: dict[str, _Function] = {}
+        self.duration_buckets = _bounds(duration_buckets, "duration_buckets")
+        self.lateness_buckets = _bounds(lateness_buckets, "lateness_buckets")
+        self._tallies: dict[str, _Tally] = {}
         self._app: TickerQ | None = None
         self.depth = _DepthSampler(depth_interval, depth_timeout)
-        self._collector = _AppCollector(self)
-        reg.register(self._collector)
+        self._collector = _Collector(self)
+        self.registry.register(self._collector)
 
     # -- binding ------------------------------------------------------------------------
 
@@ -242,26 +223,28 @@ class PrometheusMiddleware(Middleware):
 
     # -- runs ---------------------------------------------------------------------------
 
-    def _of(self, function: str) -> _Function:
-        children = self._functions.get(function)
-        if children is None:
-            children = self._functions[function] = _Function(self, function)
-        return children
+    def _tally(self, function: str) -> _Tally:
+        tally = self._tallies.get(function)
+        if tally is None:
+            tally = _Tally(len(self.duration_buckets), len(self.lateness_buckets))
+            # A new dict, not a change of the one a scrape thread may be iterating.
+            self._tallies = {**self._tallies, function: tally}
+        return tally
 
     async def on_execute(self, ctx: TickerContext[Any], call_next: ExecuteNext) -> Any:
         """Count the attempt, time it, and label its end."""
-        m = self._functions.get(ctx.function) or self._of(ctx.function)
+        tally = self._tallies.get(ctx.function) or self._tally(ctx.function)
         app = ctx.app
         if self._app is None:
             self.bind(app)
         clock = app.clock
         start = clock.now()
-        m.started.inc()
+        tally.started += 1
         due = ctx.scheduled_for
         if due is not None:
             late = (start - due).total_seconds()
-            m.lateness.observe(late if late > 0.0 else 0.0)
-        m.in_flight.inc()
+            _observe(tally.lateness, self.lateness_buckets, late if late > 0.0 else 0.0)
+        tally.in_flight += 1
         status = "failed"
         try:
             value = await call_next(ctx)
@@ -281,12 +264,13 @@ class PrometheusMiddleware(Middleware):
         except BaseException:
             if ctx.retries_left > 0:
                 status = "retry"
-                m.retries.inc()
+                tally.retries += 1
             raise
         finally:
-            m.in_flight.dec()
-            m.duration.observe(max((clock.now() - start).total_seconds(), 0.0))
-            m.finished[status].inc()
+            tally.in_flight -= 1
+            took = (clock.now() - start).total_seconds()
+            _observe(tally.duration, self.duration_buckets, took if took > 0.0 else 0.0)
+            tally.finished[status] += 1
 
     # -- exposition ---------------------------------------------------------------------
 
@@ -303,6 +287,18 @@ class PrometheusMiddleware(Middleware):
         encoder, content_type = choose_encoder(accept)
         body = await asyncio.to_thread(encoder, self.registry)
         return body, content_type
+
+
+def _bounds(buckets: Sequence[float], name: str) -> tuple[float, ...]:
+    bounds = tuple(float(b) for b in buckets if b != math.inf)
+    if not bounds or list(bounds) != sorted(set(bounds)):
+        raise ValueError(f"{name} must be increasing bucket bounds, got {list(buckets)!r}")
+    return bounds
+
+
+def _observe(histogram: _Histogram, bounds: tuple[float, ...], value: float) -> None:
+    histogram.counts[bisect_left(bounds, value)] += 1  # le: a value on a bound counts in it
+    histogram.sum += value
 
 
 def prometheus_of(app: TickerQ, *, install: bool = True) -> PrometheusMiddleware | None:
@@ -386,8 +382,8 @@ class _DepthSampler:
         self.groups, self.taken_at, self.took = groups, done, done - started
 
 
-class _AppCollector:
-    """What is read at scrape time: the engine's state and the last depth sample."""
+class _Collector:
+    """What a scrape reads: the job tallies, the engine's state, the last depth sample."""
 
     def __init__(self, metrics: PrometheusMiddleware) -> None:
         self._metrics = metrics
@@ -399,12 +395,39 @@ class _AppCollector:
 
     def describe(self) -> Iterable[Metric]:
         """The names (without samples): the registry checks them for clashes."""
-        return [*self._engine_families(), *self._depth_families()]
+        return [*self._job_families(), *self._engine_families(), *self._depth_families()]
 
     def collect(self) -> Iterable[Metric]:
+        out = self._jobs()
         app = self._metrics.app
-        if app is None:
-            return []
+        if app is not None:
+            out += self._engine(app)
+            out += self._depth(app)
+        return out
+
+    def _jobs(self) -> list[Metric]:
+        metrics = self._metrics
+        started, finished, retries, duration, lateness, in_flight = self._job_families()
+        duration_le = _le(metrics.duration_buckets)
+        lateness_le = _le(metrics.lateness_buckets)
+        for function, tally in sorted(metrics._tallies.items()):
+            by = [function]
+            started.add_metric(by, tally.started)
+            for status, count in list(tally.finished.items()):
+                finished.add_metric([function, status], count)
+            retries.add_metric(by, tally.retries)
+            in_flight.add_metric(by, tally.in_flight)
+            for family, histogram, le in (
+                (duration, tally.duration, duration_le),
+                (lateness, tally.lateness, lateness_le),
+            ):
+                counts = list(histogram.counts)  # one step: no observation half-counted
+                family.add_metric(
+                    by, list(zip(le, itertools.accumulate(counts), strict=True)), histogram.sum
+                )
+        return [started, finished, retries, duration, lateness, in_flight]
+
+    def _engine(self, app: TickerQ) -> list[Metric]:
         slots, in_use, running, paused, heartbeat = self._engine_families()
         engine = app.engine
         slots.add_metric([], engine.max_concurrency)
@@ -416,7 +439,6 @@ class _AppCollector:
             age = (app.clock.now() - engine.last_heartbeat).total_seconds()
             heartbeat.add_metric([], max(age, 0.0))
             out.append(heartbeat)
-        out += self._depth(app)
         return out
 
     def _depth(self, app: TickerQ) -> list[Metric]:
@@ -432,6 +454,42 @@ class _AppCollector:
             due.add_metric(labels, group.due)
         age.add_metric([], sampler.monotonic() - sampler.taken_at)
         return [waiting, due, age, errors]
+
+    def _job_families(
+        self,
+    ) -> tuple[
+        CounterMetricFamily,
+        CounterMetricFamily,
+        CounterMetricFamily,
+        HistogramMetricFamily,
+        HistogramMetricFamily,
+        GaugeMetricFamily,
+    ]:
+        n = self._prefix
+        fn = ("function",)
+        return (
+            CounterMetricFamily(
+                n + "jobs_started", "Job attempts started on this node.", labels=fn
+            ),
+            CounterMetricFamily(
+                n + "jobs_finished",
+                "Job attempts ended on this node, by what the end means for the ticker "
+                "(done, due_done, retry, failed, cancelled, skipped, interrupted).",
+                labels=("function", "status"),
+            ),
+            CounterMetricFamily(
+                n + "job_retries", "Failed job attempts that scheduled a retry.", labels=fn
+            ),
+            HistogramMetricFamily(
+                n + "job_duration_seconds", "How long job attempts ran.", labels=fn
+            ),
+            HistogramMetricFamily(
+                n + "job_lateness_seconds",
+                "How late job attempts started: start time minus the time they were due.",
+                labels=fn,
+            ),
+            self._gauge("jobs_in_flight", "Job attempts running now on this node.", fn),
+        )
 
     def _engine_families(self) -> tuple[GaugeMetricFamily, ...]:
         g = self._gauge
@@ -465,3 +523,8 @@ class _AppCollector:
                 "Failed reads of the store's waiting/due counts.",
             ),
         )
+
+
+def _le(bounds: tuple[float, ...]) -> list[str]:
+    """The ``le`` labels of ``bounds`` and +Inf, written as prometheus_client writes them."""
+    return [repr(b) for b in bounds] + ["+Inf"]
