@@ -11,8 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import signal
+import socket
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -202,3 +206,47 @@ def test_a_worker_serves_metrics_and_probes_over_http(tmp_path: Path) -> None:
             worker.finish(5)
     assert code == 0, (out, err)
     assert refuses_connections(base)
+
+
+def _tickerq(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tickerq.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **env},
+        check=False,
+    )
+
+
+def test_a_metrics_port_in_use_is_a_one_line_error(tmp_path: Path) -> None:
+    (tmp_path / "jobs_app.py").write_text(JOBS_APP)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = _tickerq(
+            "run",
+            "jobs_app:app",
+            "--metrics-port",
+            str(port),
+            cwd=tmp_path,
+            JOBS_STORE=f"sqlite:///{tmp_path / 'jobs.db'}",
+        )
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.startswith(f"Error: cannot serve metrics on 127.0.0.1:{port}: ")
+    assert not (tmp_path / "jobs.db").exists()  # refused before the store was opened
+
+
+def test_metrics_without_prometheus_client_says_what_to_install(tmp_path: Path) -> None:
+    (tmp_path / "plain_app.py").write_text("from tickerq import TickerQ\napp = TickerQ()\n")
+    missing = tmp_path / "missing"
+    (missing / "prometheus_client").mkdir(parents=True)
+    (missing / "prometheus_client" / "__init__.py").write_text(
+        "raise ImportError('No module named prometheus_client')\n"
+    )
+    path = os.pathsep.join([str(missing), os.environ.get("PYTHONPATH", "")])
+    result = _tickerq("run", "plain_app:app", "--metrics-port", "0", cwd=tmp_path, PYTHONPATH=path)
+    assert result.returncode == 2, result.stderr
+    assert "pip install 'tickerq[prometheus]'" in result.stderr
