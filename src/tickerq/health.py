@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from tickerq.errors import TickerStateError
+from tickerq.errors import StoreConnectionError, TickerStateError
 
 if TYPE_CHECKING:
     from tickerq.app import TickerQ
@@ -76,6 +77,8 @@ class HealthChecks:
 
     Concurrent checks share one store read: a store that hangs holds at most
     one read, and each check waits for it at most ``store_timeout`` seconds.
+    ``open_store``: called before the read, within the same timeout (a store that
+    cannot be opened is unreachable).
     """
 
     def __init__(
@@ -85,8 +88,11 @@ class HealthChecks:
         engine: bool | None = None,
         store_timeout: float = STORE_TIMEOUT,
         stale_heartbeats: float = STALE_HEARTBEATS,
+        open_store: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.app = app
+        self._open_store = open_store
+        """Called before each read (a dashboard opens its store on first use)."""
         self.engine = engine
         self.store_timeout = store_timeout
         self.stale_heartbeats = stale_heartbeats
@@ -114,7 +120,7 @@ class HealthChecks:
         task = self._ping
         if task is None or task.done():
             task = self._ping = asyncio.get_running_loop().create_task(
-                self.app.store.ping(), name="tickerq-readiness-ping"
+                self._read(), name="tickerq-readiness-ping"
             )
             task.add_done_callback(_retrieve)
         try:
@@ -126,6 +132,14 @@ class HealthChecks:
         except Exception as exc:
             return "unreachable", f"{type(exc).__name__}: {exc}"
         return "ok", None
+
+    async def _read(self) -> None:
+        if self._open_store is not None:
+            try:
+                await self._open_store()
+            except TickerStateError as exc:  # not "closed": it could not be opened
+                raise StoreConnectionError(str(exc)) from exc
+        await self.app.store.ping()
 
     def _engine(self, checks: dict[str, Any], reasons: list[str]) -> None:
         engine = self.app.engine

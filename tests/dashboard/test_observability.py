@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import shutil
+import socket
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -109,6 +110,27 @@ async def test_readyz_is_503_when_the_sqlite_file_is_gone(
             assert (await client.get("/api/readyz")).status_code == 200
     finally:
         await app.stop()
+
+
+async def test_readyz_of_a_mounted_dashboard_whose_database_is_down(
+    client_for: Callable[..., object],
+) -> None:
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    app = TickerQ(f"postgresql://tickerq:secret@127.0.0.1:{port}/jobs")
+    try:
+        async with client_for(app.dashboard(), **REMOTE) as client:  # type: ignore[attr-defined]
+            down = await client.get("/api/readyz")
+            assert (await client.get("/api/healthz")).status_code == 200
+    finally:
+        await app.stop()
+    assert down.status_code == 503
+    assert down.json() == {
+        "status": "not ready",
+        "reason": "store unreachable",
+        "checks": {"store": "unreachable", "engine": "not here"},
+    }
 
 
 async def test_metrics_behind_the_dashboards_auth(

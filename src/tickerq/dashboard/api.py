@@ -9,7 +9,6 @@ bad value. ``GET <dashboard>/api/openapi.json`` describes it all.
 from __future__ import annotations
 
 import json
-import logging
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -38,8 +37,6 @@ from tickerq.health import liveness
 __all__ = ["PUBLIC_PATHS", "routes"]
 
 M = TypeVar("M", bound=BaseModel)
-
-logger = logging.getLogger("tickerq.dashboard")
 
 PUBLIC_PATHS = frozenset({"/api/healthz", "/api/readyz"})
 """Probes answered to anyone, without credentials (they tell states, nothing else)."""
@@ -186,12 +183,7 @@ async def healthz(request: Request) -> Response:
 
 async def readyz(request: Request) -> Response:
     """Readiness: 200 or 503 with the reason (no credentials needed)."""
-    dash = dashboard_of(request)
-    try:
-        await dash.ensure_open()
-    except Exception as exc:  # the store cannot be opened: not ready, said by the check
-        logger.debug("opening the store for a readiness check failed: %s", exc)
-    readiness = await dash.health.ready()
+    readiness = await dashboard_of(request).health.ready()
     return send(readiness.body(), readiness.status_code)
 
 

@@ -96,7 +96,7 @@ class Dashboard:
         if self.base_path and not self.base_path.startswith("/"):
             raise ValueError(f"base_path must start with '/', got {self.base_path!r}")
         check_permissions_spec(self.permissions)
-        self.health = HealthChecks(self.app, engine=None)
+        self.health = HealthChecks(self.app, engine=None, open_store=self.ensure_open)
         self.templates = Environment(
             loader=FileSystemLoader(TEMPLATES),
             autoescape=select_autoescape(default=True, default_for_string=True),
