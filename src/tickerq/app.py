@@ -208,7 +208,8 @@ class TickerQ(_Registrar):
     def on_exception(self, handler: ExceptionHandler) -> ExceptionHandler:
         """Decorator: call ``handler(ctx, error)`` for every failed attempt, or
         ``handler(ctx, error, failure)`` to be told whether it was the last one
-        (:class:`tickerq.hooks.Failure`)."""
+        (:class:`tickerq.hooks.Failure`). The handler then reports failures: the
+        engine logs no retry WARNING or final-failure ERROR of its own."""
         self.exception_handler = handler
         return handler
 
@@ -232,12 +233,29 @@ class TickerQ(_Registrar):
             self.node_id,
             len(self._functions),
             self.max_concurrency,
-            extra={"action": "start"},
+            extra={"action": "node_started", "node": self.node_id},
         )
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop the engine (see Engine.stop) and close the store."""
-        await self.engine.stop(grace)
+        engine = self.engine
+        running = engine.running
+        if running:
+            wait = engine.options.grace_period if grace is None else grace
+            logger.info(
+                "tickerq node %s stopping: %d running job(s) get %g s to finish",
+                self.node_id,
+                engine.active,
+                wait,
+                extra={"action": "node_stopping", "node": self.node_id},
+            )
+        await engine.stop(grace)
+        if running:
+            logger.info(
+                "tickerq node %s stopped",
+                self.node_id,
+                extra={"action": "node_stopped", "node": self.node_id},
+            )
         if self._opened:
             await self.store.close()
             self._opened = False
@@ -300,14 +318,21 @@ class TickerQ(_Registrar):
         loop = asyncio.get_running_loop()
         installed = []
 
-        def on_signal() -> None:
-            if stop.is_set():
+        def on_signal(sig: signal.Signals) -> None:
+            again = stop.is_set()
+            logger.info(
+                "%s received: %s",
+                sig.name,
+                "interrupting running jobs" if again else "stopping gracefully",
+                extra={"action": "stop_requested", "signal": sig.name, "node": self.node_id},
+            )
+            if again:
                 self.engine.hurry()
             stop.set()
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
-                loop.add_signal_handler(sig, on_signal)
+                loop.add_signal_handler(sig, on_signal, sig)
                 installed.append(sig)
             except (NotImplementedError, RuntimeError):
                 pass

@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
+from tickerq import _joblog
 from tickerq.context import TickerContext
 from tickerq.enums import Priority, Status
 from tickerq.errors import TerminateExecution
@@ -239,10 +240,10 @@ class Engine:
         self._hurry = asyncio.Event()
         self.started_at = self.clock.now()
         # Rows held under this id belong to a predecessor that died: take them back.
-        if await self.store.reclaim_expired(
+        if reclaimed := await self.store.reclaim_expired(
             self.started_at, node=self.node_id, **self._reclaim_policies()
         ):
-            logger.warning("node %s took back the jobs a dead run of it held", self.node_id)
+            self._log_reclaimed(reclaimed, "a dead run of this node held")
         await self.store.heartbeat(self._node(), [], self._lease_until(self.started_at))
         self.last_heartbeat = self.started_at
         await self.store.listen()
@@ -349,7 +350,7 @@ class Engine:
             run.fn.name,
             run.job.id,
             self.node_id,
-            extra={"action": "job_abandoned", "ticker_id": str(run.job.id)},
+            extra=_joblog.job_fields("job_abandoned", run.job, self.node_id),
         )
         if run.task is not None:
             run.task.cancel()
@@ -624,6 +625,7 @@ class Engine:
             solo.function,
             solo.id,
             solo.stale_restarts,
+            extra=_joblog.job_fields("last_chance", solo, self.node_id),
         )
         self._solo, self._drain = solo.id, False
         return [solo]
@@ -657,6 +659,7 @@ class Engine:
         """Start a task for each claimed (already IN_PROGRESS) job."""
         loop = asyncio.get_running_loop()
         late = timedelta(seconds=self.options.late_threshold)
+        log_starts = logger.isEnabledFor(logging.INFO)
         for job in jobs:
             fn = self._functions.get(job.function)
             running = self._running.get(job.id)
@@ -670,6 +673,7 @@ class Engine:
                     "that run's result is kept",
                     job.function,
                     job.id,
+                    extra=_joblog.job_fields("claimed_again", job, self.node_id),
                 )
                 continue
             if fn is None:
@@ -705,6 +709,8 @@ class Engine:
                 self._active += 1
             if fn.options.max_concurrency:
                 self._fn_active[fn.name] = self._fn_active.get(fn.name, 0) + 1
+            if log_starts:
+                _joblog.started(job, self.node_id)
             run.task = loop.create_task(self._execute(run))
 
     async def _execute(self, run: _Run) -> None:
@@ -767,8 +773,8 @@ class Engine:
         elif error is not None:
             left = max(job.retries - job.retry_count, 0)
             failure = Failure(final=left == 0, attempt=job.retry_count + 1, retries_left=left)
-            await self._on_error(ctx, error, failure)
-            final = self._record(run, started, Status.FAILED, error=error)
+            handled = await self._on_error(ctx, error, failure)
+            final = self._record(run, started, Status.FAILED, error=error, report=not handled)
             if final:
                 await self.hooks.failed_finally(ctx, error)
         else:
@@ -860,17 +866,10 @@ class Engine:
 
     async def _on_error(
         self, ctx: TickerContext[Any], error: BaseException, failure: Failure
-    ) -> None:
-        if await self.hooks.failed(ctx, error, failure):
-            return
-        logger.error(
-            "job %s (%s) failed: %s: %s",
-            ctx.function,
-            ctx.id,
-            type(error).__name__,
-            error,
-            extra={"action": "job_failed", "ticker_id": str(ctx.id)},
-        )
+    ) -> bool:
+        """Call the exception handler; True if there was one (it reports the failure:
+        the engine then logs none)."""
+        return await self.hooks.failed(ctx, error, failure)
 
     # -- results ----------------------------------------------------------------------
 
@@ -884,8 +883,11 @@ class Engine:
         reason: str | None = None,
         counts_as_retry: bool = True,
         result: Any = None,
+        report: bool = True,
     ) -> bool:
-        """Queue the outcome for the next write; True when it ends the ticker FAILED."""
+        """Queue the outcome for the next write; True when it ends the ticker FAILED.
+
+        Logs how the run ended (a failure only with ``report``)."""
         job, claim = (of.job, of.claim) if isinstance(of, _Run) else (of, of.claim)
         now = self.clock.now()
         outcome = Outcome(
@@ -912,6 +914,8 @@ class Engine:
                     outcome.status = Status.IDLE
                 except (OverflowError, ValueError):  # no date to retry at: it fails now
                     outcome.error_message += f" (no retry: a delay of {delay!r} s is out of range)"
+        if error is not None or status is Status.FAILED or logger.isEnabledFor(logging.INFO):
+            _joblog.ended(outcome, error, report_failure=report)
         self._outcomes.append(outcome)
         if not self._stopping and self.running:
             self.wake()  # the loop writes it with its next claim
@@ -958,8 +962,9 @@ class Engine:
                 # Right after the database was unreachable, every lease looks lapsed:
                 # give live nodes one lease to renew before taking their jobs.
                 if (now - self._store_error_at).total_seconds() > self.options.lease and (
-                    await self.store.reclaim_expired(now, **self._reclaim_policies())
+                    reclaimed := await self.store.reclaim_expired(now, **self._reclaim_policies())
                 ):
+                    self._log_reclaimed(reclaimed, "whose node's lease ran out")
                     self.wake()
                 await self._purge(now)
             except Exception:
@@ -981,7 +986,7 @@ class Engine:
                 "%s %s: this node lost its claim (its lease ran out); cancelling the run here",
                 run.fn.name,
                 ticker_id,
-                extra={"action": "claim_lost", "ticker_id": str(ticker_id)},
+                extra=_joblog.job_fields("claim_lost", run.job, self.node_id),
             )
             self._interrupt(run)
 
@@ -1035,6 +1040,15 @@ class Engine:
             max_concurrency=self.max_concurrency,
             active=len(self._running),
             functions=tuple(self._functions),
+        )
+
+    def _log_reclaimed(self, count: int, whose: str) -> None:
+        logger.info(
+            "node %s took back %d job(s) %s (each runs again, or ends by its lost-run policy)",
+            self.node_id,
+            count,
+            whose,
+            extra={"action": "lease_reclaimed", "node": self.node_id, "count": count},
         )
 
     def _publish_state(self, state: str) -> None:

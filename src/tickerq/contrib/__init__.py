@@ -1,4 +1,6 @@
-"""Integrations with other tools, each behind an extra (``pip install 'tickerq[NAME]'``).
+"""Integrations with other tools, each behind an optional extra
+(``pip install 'tickerq[NAME]'``).
 
-- :mod:`tickerq.contrib.prometheus`: metrics for Prometheus (``tickerq[prometheus]``).
+- :mod:`tickerq.contrib.otel`: OpenTelemetry tracing (``tickerq[otel]``).
+- :mod:`tickerq.contrib.prometheus`: Prometheus metrics (``tickerq[prometheus]``).
 """
