@@ -43,6 +43,7 @@ class TickerContext(Generic[Req]):
         "_engine",
         "_loop",
         "_request",
+        "_run",
         "cron_ticker_id",
         "function",
         "headers",
@@ -98,6 +99,8 @@ class TickerContext(Generic[Req]):
         self._loop = loop
         self._cancel_requested = False
         self._cancel_waiter: asyncio.Future[None] | None = None
+        self._run: Any = None
+        """The engine's record of this run, while middleware wraps it."""
 
     @property
     def attempt(self) -> int:

@@ -13,7 +13,7 @@ import asyncio
 import logging
 import random
 import traceback as tb
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -26,7 +26,7 @@ from tickerq.errors import TerminateExecution
 from tickerq.events import EngineStateChanged
 from tickerq.firing import fire_due_crons
 from tickerq.hooks import Cancellation, Failure, Hooks
-from tickerq.middleware import Pipeline, run_chain
+from tickerq.middleware import Pipeline
 from tickerq.models import Node
 from tickerq.notices import CancelRequested, Notice, Wake, WorkDue
 from tickerq.retry import RetryPolicy
@@ -102,6 +102,7 @@ class _Run:
         "task",
         "thread",
         "timed_out",
+        "timeout",
     )
 
     def __init__(self, job: Job, fn: TickerFunction[Any], ctx: TickerContext[Any], now: datetime):
@@ -113,6 +114,7 @@ class _Run:
         self.started_at = now
         self.task: asyncio.Task[None] | None = None
         self.thread: asyncio.Future[Any] | None = None
+        self.timeout: float | None = None
         self.interrupted = False
         """Asked to stop (the node stops, or lost the row's claim): if it ends
         cancelled, the row is given back without using a retry."""
@@ -785,12 +787,22 @@ class Engine:
         job, fn, ctx = run.job, run.fn, run.ctx
         if fn.wants_context and job.request is not None:
             ctx._request = fn.decode_request(job.request)
-        hooks = self.pipeline.execute_hooks(fn.name)
-        if hooks:
-            value = await run_chain(hooks, ctx, lambda _ctx: self._call(run, timeout))
-        else:
+        chain = self.pipeline.execute_chain(fn.name, self._end_of_chain)
+        if chain is None:
             value = await self._call(run, timeout)
+        else:
+            run.timeout = timeout
+            ctx._run = run
+            try:
+                value = await chain(ctx)
+            finally:
+                ctx._run = None  # no cycle left for the garbage collector
         return None if value is None else fn.encode_result(value, self.max_result_bytes)
+
+    def _end_of_chain(self, ctx: TickerContext[Any]) -> Awaitable[Any]:
+        """What the innermost middleware's ``call_next`` runs: the job of ``ctx``."""
+        run: _Run = ctx._run
+        return self._call(run, run.timeout)
 
     async def _call(self, run: _Run, timeout: float | None) -> Any:
         """Run the job (within its timeout); what it returns."""

@@ -37,6 +37,7 @@ __all__ = [
     "Middleware",
     "Pipeline",
     "check_middleware",
+    "compose",
     "run_chain",
 ]
 
@@ -93,24 +94,36 @@ Hook = Callable[[Any, Callable[[Any], Awaitable[Any]]], Awaitable[Any]]
 """One middleware's bound ``on_enqueue`` or ``on_execute``."""
 
 
+class _Link:
+    """One hook bound to what comes after it: calling it starts the hook's coroutine
+    (no coroutine frame of its own, so a chain costs only its hooks' frames)."""
+
+    __slots__ = ("call_next", "hook")
+
+    def __init__(self, hook: Hook, call_next: Callable[[Any], Awaitable[Any]]) -> None:
+        self.hook = hook
+        self.call_next = call_next
+
+    def __call__(self, value: Any) -> Awaitable[Any]:
+        return self.hook(value, self.call_next)
+
+
+def compose(
+    hooks: Sequence[Hook], terminal: Callable[[Any], Awaitable[Any]]
+) -> Callable[[Any], Awaitable[Any]]:
+    """``terminal`` wrapped in ``hooks``, the first outermost (``terminal`` itself
+    when there are none)."""
+    call = terminal
+    for hook in reversed(hooks):
+        call = _Link(hook, call)
+    return call
+
+
 def run_chain(
     hooks: Sequence[Hook], value: Any, terminal: Callable[[Any], Awaitable[Any]]
 ) -> Awaitable[Any]:
     """``terminal(value)`` called through ``hooks``, the first outermost."""
-    if not hooks:
-        return terminal(value)
-
-    def step(i: int) -> Callable[[Any], Awaitable[Any]]:
-        if i == len(hooks):
-            return terminal
-        hook = hooks[i]
-
-        async def call(v: Any) -> Any:
-            return await hook(v, step(i + 1))
-
-        return call
-
-    return step(0)(value)
+    return compose(hooks, terminal)(value)
 
 
 class Pipeline:
@@ -119,7 +132,7 @@ class Pipeline:
     kept until the app's list changes; a function without any is called directly.
     """
 
-    __slots__ = ("_enqueue", "_execute", "_middleware", "_of_function")
+    __slots__ = ("_chains", "_enqueue", "_execute", "_middleware", "_of_function")
 
     def __init__(
         self,
@@ -131,6 +144,7 @@ class Pipeline:
         """The middleware given to ``@app.function(middleware=...)``, by name."""
         self._enqueue: dict[str, tuple[Hook, ...]] = {}
         self._execute: dict[str, tuple[Hook, ...]] = {}
+        self._chains: dict[str, Callable[[Any], Awaitable[Any]] | None] = {}
 
     @property
     def middleware(self) -> tuple[object, ...]:
@@ -146,6 +160,7 @@ class Pipeline:
         """Look the hooks up again (a function was registered or the list changed)."""
         self._enqueue.clear()
         self._execute.clear()
+        self._chains.clear()
 
     def _hooks(self, function: str, name: str) -> tuple[Hook, ...]:
         own = self._of_function(function) if self._of_function is not None else ()
@@ -165,3 +180,16 @@ class Pipeline:
         if hooks is None:
             hooks = self._execute[function] = self._hooks(function, "on_execute")
         return hooks
+
+    def execute_chain(
+        self, function: str, terminal: Callable[[Any], Awaitable[Any]]
+    ) -> Callable[[Any], Awaitable[Any]] | None:
+        """``function``'s runs composed once around ``terminal``, or None when it has
+        no ``on_execute`` hook. The chain is kept per function: ``terminal`` must
+        do the same every time (the engine's: it runs ``ctx``'s job)."""
+        try:
+            return self._chains[function]
+        except KeyError:
+            hooks = self.execute_hooks(function)
+            chain = self._chains[function] = compose(hooks, terminal) if hooks else None
+            return chain

@@ -89,6 +89,11 @@ _MAX_CACHED: Final = 4096
 """Attribute sets kept per function name (bounded: names come from the store)."""
 
 
+_UNKNOWN = object()
+
+trace.get_tracer_provider()  # loads a provider named in the environment, if any
+
+
 class OpenTelemetryMiddleware(Middleware):
     """Traces enqueues (PRODUCER spans) and runs (CONSUMER spans), see the module.
 
@@ -104,6 +109,7 @@ class OpenTelemetryMiddleware(Middleware):
         self, tracer_provider: TracerProvider | None = None, *, link_only: bool = False
     ) -> None:
         self._tracer = trace.get_tracer(SCOPE, __version__, tracer_provider)
+        self._own_provider = tracer_provider is not None
         self._link_only = link_only
         self._send_attrs: dict[str, dict[str, AttributeValue]] = {}
         self._process_attrs: dict[tuple[str, str], dict[str, AttributeValue]] = {}
@@ -155,6 +161,8 @@ class OpenTelemetryMiddleware(Middleware):
 
     async def on_execute(self, ctx: TickerContext[Any], call_next: ExecuteNext) -> Any:
         """A CONSUMER span around one attempt, in the producer's trace when it has one."""
+        if not (ctx.headers or self._own_provider or self._sdk_configured()):
+            return await call_next(ctx)  # no SDK and no trace to pass on: nothing to do
         parent = extract(ctx.headers) if ctx.headers else _ROOT
         links = None
         producer = trace.get_current_span(parent).get_span_context()
@@ -194,6 +202,17 @@ class OpenTelemetryMiddleware(Middleware):
         finally:
             detach(token)
             span.end()
+
+    @staticmethod
+    def _sdk_configured() -> bool:
+        """Whether a tracer provider was set globally (the API's own default is a
+        proxy that makes no-op spans until one is). Read from the API's global
+        (``get_tracer_provider()`` reads the environment on every call); the
+        provider named by ``OTEL_PYTHON_TRACER_PROVIDER`` is loaded at import."""
+        provider = getattr(trace, "_TRACER_PROVIDER", _UNKNOWN)
+        if provider is _UNKNOWN:  # an API without that global: ask it
+            return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+        return provider is not None
 
     def _process_attributes(self, function: str, kind: str) -> dict[str, AttributeValue]:
         key = (function, kind)
