@@ -18,6 +18,7 @@ from tickerq.errors import (
     FunctionNotFoundError,
     InvalidArgumentError,
     InvalidRequestError,
+    InvalidResultError,
     RegistrationError,
     TerminateExecution,
     TickerNotFoundError,
@@ -25,7 +26,9 @@ from tickerq.errors import (
     TickerStateError,
 )
 from tickerq.functions import FunctionOptions, TickerFunction, TickerRouter
+from tickerq.hooks import Cancellation, Failure
 from tickerq.managers import TimeTickerSpec
+from tickerq.middleware import Middleware
 from tickerq.models import Attempt, CronOccurrence, CronTicker, Node, TimeTicker
 from tickerq.retry import RetryPolicy
 
@@ -33,16 +36,20 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Attempt",
+    "Cancellation",
     "Clock",
     "CronError",
     "CronOccurrence",
     "CronTicker",
     "DuplicateTickerError",
     "EngineOptions",
+    "Failure",
     "FunctionNotFoundError",
     "FunctionOptions",
     "InvalidArgumentError",
     "InvalidRequestError",
+    "InvalidResultError",
+    "Middleware",
     "MisfirePolicy",
     "Node",
     "Priority",

@@ -1,15 +1,18 @@
-"""How the ``tickerq`` command fails and stops: one-line errors, exit statuses, signals.
+"""How the ``tickerq`` command fails, stops and logs: one-line errors, exit statuses,
+signals, log set-up.
 
 Every error ends as one line ``Error: <what>`` on stderr (the traceback too
 with ``-v``) and an exit status: 2 for usage and bad input, 1 for runtime
 failures. SIGINT and SIGTERM both stop a running command gracefully; a second
-one stops it at once.
+one stops it at once. With ``--log-format json`` what the command says (and a
+runtime error) is a JSON log record too, so every line it writes is JSON.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import sys
@@ -31,8 +34,10 @@ __all__ = [
     "EXIT_FAILURE",
     "EXIT_OK",
     "EXIT_USAGE",
+    "configure_logging",
     "database_errors",
     "run_command",
+    "say",
     "set_verbose",
     "stop_signals",
 ]
@@ -57,12 +62,37 @@ _NO_ARGS_IS_HELP: type[Exception] | tuple[()] = getattr(click.exceptions, "NoArg
 """click >= 8.2 raises it for a group called without a command."""
 
 _verbose = False
+_json_logs = False
+"""The command logs JSON: what it says goes out as log records."""
+
+logger = logging.getLogger("tickerq.cli")
 
 
 def set_verbose(verbose: bool) -> None:
     """With ``verbose``, errors are reported with their traceback."""
     global _verbose  # noqa: PLW0603  # one process, one command line
     _verbose = verbose
+
+
+def configure_logging(level: int, fmt: str = "text") -> None:
+    """Log records at ``level`` and above to stderr in ``fmt`` (text or json); Alembic
+    explains its set-up at INFO: that only at DEBUG."""
+    from tickerq.logs import configure
+
+    global _json_logs  # noqa: PLW0603  # one process, one command line
+    configure(level, fmt)
+    _json_logs = fmt == "json"
+    alembic = logging.NOTSET if level <= logging.DEBUG else logging.WARNING
+    logging.getLogger("alembic").setLevel(alembic)
+
+
+def say(message: str, *, err: bool = False, level: int = logging.INFO, **fields: object) -> None:
+    """Tell the user ``message``: a line ``tickerq: <message>`` (on stderr with ``err``),
+    or, with JSON logs, a record on the ``tickerq.cli`` logger with ``fields``."""
+    if _json_logs:
+        logger.log(level, message, extra=fields)
+    else:
+        click.echo(f"tickerq: {message}", err=err)
 
 
 def run_command(command: click.Command, args: Sequence[str] | None = None) -> int:
@@ -94,11 +124,27 @@ def run_command(command: click.Command, args: Sequence[str] | None = None) -> in
 
 
 def _report(exc: BaseException, message: str, status: int) -> int:
-    if _verbose:
-        traceback.print_exception(exc, file=sys.stderr)
     lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
     text = "; ".join(lines) or type(exc).__name__
-    click.echo(f"Error: {text.removeprefix('Error: ')}", err=True)
+    text = text.removeprefix("Error: ")
+    if _json_logs:  # one JSON line whatever the level: the reason the command ends
+        from tickerq.logs import JsonFormatter
+
+        record = logger.makeRecord(
+            logger.name,
+            logging.ERROR,
+            __file__,
+            0,
+            text,
+            (),
+            (type(exc), exc, exc.__traceback__) if _verbose else None,
+            extra={"action": "exit", "exit_status": status},
+        )
+        click.echo(JsonFormatter().format(record), err=True)
+        return status
+    if _verbose:
+        traceback.print_exception(exc, file=sys.stderr)
+    click.echo(f"Error: {text}", err=True)
     return status
 
 
@@ -115,13 +161,21 @@ def stop_signals() -> Iterator[asyncio.Event]:
 
     def on_signal(sig: signal.Signals) -> None:
         if stop.is_set():
-            click.echo(f"tickerq: {sig.name} again, stopping at once", err=True)
+            say(
+                f"{sig.name} again, stopping at once",
+                err=True,
+                level=logging.WARNING,
+                action="stop_now",
+                signal=sig.name,
+            )
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(128 + sig)
-        click.echo(
-            f"tickerq: {sig.name} received, stopping gracefully ({sig.name} again: at once)",
+        say(
+            f"{sig.name} received, stopping gracefully ({sig.name} again: at once)",
             err=True,
+            action="stop_requested",
+            signal=sig.name,
         )
         stop.set()
 

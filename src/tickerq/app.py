@@ -21,7 +21,9 @@ from tickerq.errors import (
 )
 from tickerq.events import EventBus
 from tickerq.functions import FunctionRegistry, TickerFunction, TickerRouter, _Registrar
+from tickerq.hooks import Cancellation, Hooks
 from tickerq.managers import CronTickerManager, TimeTickerManager
+from tickerq.middleware import Pipeline
 from tickerq.stores import Store, mask_password, open_store
 from tickerq.validation import check_name
 
@@ -32,12 +34,17 @@ if TYPE_CHECKING:
     from tickerq.dashboard.auth import AuthCallable, PermissionsSpec
     from tickerq.sync import SyncTickerQ
 
-__all__ = ["ExceptionHandler", "TickerQ"]
+__all__ = ["CancelHandler", "ExceptionHandler", "FinalFailureHandler", "TickerQ"]
 
 logger = logging.getLogger(__name__)
 
-ExceptionHandler = Callable[["TickerContext[Any]", BaseException], Awaitable[None] | None]
-"""Called with the context and the error of every failed attempt."""
+ExceptionHandler = Callable[..., Awaitable[None] | None]
+"""Called with the context and the error of every failed attempt (and, if it takes a
+third argument, the :class:`tickerq.hooks.Failure`)."""
+FinalFailureHandler = Callable[["TickerContext[Any]", BaseException], Awaitable[None] | None]
+"""Called once per ticker whose last attempt failed."""
+CancelHandler = Callable[[Cancellation], Awaitable[None] | None]
+"""Called once per ticker that ends CANCELLED."""
 
 
 class TickerQ(_Registrar):
@@ -62,6 +69,7 @@ class TickerQ(_Registrar):
         seed_crons: bool = True,
         max_payload_bytes: int = 1_000_000,
         auto_upgrade: bool = False,
+        middleware: Sequence[object] = (),
     ) -> None:
         super().__init__()
         if (
@@ -86,6 +94,8 @@ class TickerQ(_Registrar):
         """This process's events and the notices of every node (see tickerq.events)."""
         self.store.bind_events(self.events)
         self._registry = FunctionRegistry(self._functions, max_payload_bytes=max_payload_bytes)
+        self._pipeline = Pipeline(middleware, self._middleware_of)
+        self._hooks = Hooks(exception_handler)
         self.engine = Engine(
             self.store,
             self.clock,
@@ -94,13 +104,28 @@ class TickerQ(_Registrar):
             options or EngineOptions(),
             node_id=self.node_id,
             max_concurrency=max_concurrency,
-            exception_handler=exception_handler,
+            hooks=self._hooks,
+            pipeline=self._pipeline,
+            max_result_bytes=max_payload_bytes,
             app=self,
         )
-        self.time_tickers = TimeTickerManager(self.store, self.clock, self._registry, self.engine)
+        self.time_tickers = TimeTickerManager(
+            self.store,
+            self.clock,
+            self._registry,
+            self.engine,
+            pipeline=self._pipeline,
+            hooks=self._hooks,
+            bus=self.events,
+        )
         """Add, change and inspect time tickers."""
         self.cron_tickers = CronTickerManager(
-            self.store, self.clock, self._registry, self.engine, timezone=self.timezone
+            self.store,
+            self.clock,
+            self._registry,
+            self.engine,
+            timezone=self.timezone,
+            hooks=self._hooks,
         )
         """Add, change and inspect cron tickers."""
         self._opened = False
@@ -113,6 +138,34 @@ class TickerQ(_Registrar):
         super()._register(handle)
         if self._functions.get(handle.name) is handle:
             handle._app = self
+            self._pipeline.forget()
+
+    def _middleware_of(self, function: str) -> Sequence[object]:
+        fn = self._functions.get(function)
+        return () if fn is None else fn.options.middleware
+
+    # -- middleware and hooks ---------------------------------------------------------
+
+    @property
+    def middleware(self) -> tuple[object, ...]:
+        """The app-wide middleware, outermost first (see :mod:`tickerq.middleware`)."""
+        return self._pipeline.middleware
+
+    def add_middleware(self, middleware: object) -> None:
+        """Add middleware around every enqueue and run, inside the middleware added
+        before (``TickerQ(middleware=[...])`` gives the outermost)."""
+        self._pipeline.add(middleware)
+
+    def on_final_failure(self, handler: FinalFailureHandler) -> FinalFailureHandler:
+        """Decorator: call ``handler(ctx, error)`` once per ticker whose last attempt failed."""
+        self._hooks.final_failure = handler
+        return handler
+
+    def on_cancel(self, handler: CancelHandler) -> CancelHandler:
+        """Decorator: call ``handler(cancellation)`` once per ticker that ends CANCELLED
+        (see :class:`tickerq.hooks.Cancellation`)."""
+        self._hooks.cancel = handler
+        return handler
 
     def include_router(self, router: TickerRouter) -> None:
         """Register every function of ``router`` in this app (all or none on a clash)."""
@@ -141,6 +194,7 @@ class TickerQ(_Registrar):
     @max_payload_bytes.setter
     def max_payload_bytes(self, value: int) -> None:
         self._registry.max_payload_bytes = value
+        self.engine.max_result_bytes = value  # results have the same limit
 
     @property
     def exception_handler(self) -> ExceptionHandler | None:
@@ -152,7 +206,10 @@ class TickerQ(_Registrar):
         self.engine.exception_handler = handler
 
     def on_exception(self, handler: ExceptionHandler) -> ExceptionHandler:
-        """Decorator: call ``handler(ctx, error)`` for every failed attempt."""
+        """Decorator: call ``handler(ctx, error)`` for every failed attempt, or
+        ``handler(ctx, error, failure)`` to be told whether it was the last one
+        (:class:`tickerq.hooks.Failure`). The handler then reports failures: the
+        engine logs no retry WARNING or final-failure ERROR of its own."""
         self.exception_handler = handler
         return handler
 
@@ -176,12 +233,29 @@ class TickerQ(_Registrar):
             self.node_id,
             len(self._functions),
             self.max_concurrency,
-            extra={"action": "start"},
+            extra={"action": "node_started", "node": self.node_id},
         )
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop the engine (see Engine.stop) and close the store."""
-        await self.engine.stop(grace)
+        engine = self.engine
+        running = engine.running
+        if running:
+            wait = engine.options.grace_period if grace is None else grace
+            logger.info(
+                "tickerq node %s stopping: %d running job(s) get %g s to finish",
+                self.node_id,
+                engine.active,
+                wait,
+                extra={"action": "node_stopping", "node": self.node_id},
+            )
+        await engine.stop(grace)
+        if running:
+            logger.info(
+                "tickerq node %s stopped",
+                self.node_id,
+                extra={"action": "node_stopped", "node": self.node_id},
+            )
         if self._opened:
             await self.store.close()
             self._opened = False
@@ -244,14 +318,21 @@ class TickerQ(_Registrar):
         loop = asyncio.get_running_loop()
         installed = []
 
-        def on_signal() -> None:
-            if stop.is_set():
+        def on_signal(sig: signal.Signals) -> None:
+            again = stop.is_set()
+            logger.info(
+                "%s received: %s",
+                sig.name,
+                "interrupting running jobs" if again else "stopping gracefully",
+                extra={"action": "stop_requested", "signal": sig.name, "node": self.node_id},
+            )
+            if again:
                 self.engine.hurry()
             stop.set()
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
-                loop.add_signal_handler(sig, on_signal)
+                loop.add_signal_handler(sig, on_signal, sig)
                 installed.append(sig)
             except (NotImplementedError, RuntimeError):
                 pass
@@ -288,13 +369,16 @@ class TickerQ(_Registrar):
         redact: Callable[[str, Any], Any] | None = None,
         title: str = "tickerq",
         allowed_origins: Sequence[str] = (),
+        metrics: bool = False,
     ) -> Starlette:
         """The web dashboard of this app: an ASGI app to mount (see tickerq.dashboard).
 
         Without ``auth`` only loopback clients get in. ``auth`` is a
         ``BasicAuth``, a ``BearerAuth`` or a callable ``auth(request) -> user | None``;
         ``permissions`` limits what users may do (view, operate, edit, delete);
-        ``redact(function, payload)`` hides parts of payloads.
+        ``redact(function, payload)`` hides parts of payloads. ``metrics=True`` serves
+        the Prometheus metrics at ``/metrics`` (needs ``tickerq[prometheus]``).
+        ``/api/healthz`` and ``/api/readyz`` answer without credentials.
         """
         from tickerq.dashboard import create_dashboard
 
@@ -306,6 +390,7 @@ class TickerQ(_Registrar):
             redact=redact,
             title=title,
             allowed_origins=allowed_origins,
+            metrics=metrics,
         )
 
     def wake_engine(self, due: datetime | None) -> None:

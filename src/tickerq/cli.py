@@ -19,16 +19,22 @@ import click
 
 from tickerq._cli_support import (
     EXIT_FAILURE,
+    configure_logging,
     database_errors,
     run_command,
+    say,
     set_verbose,
     stop_signals,
 )
 from tickerq.errors import RegistrationError, TickerQError
+from tickerq.logs import LOG_FORMATS, LOG_LEVELS
 from tickerq.urls import mask_secrets
 
 if TYPE_CHECKING:
+    from click.decorators import FC
+
     from tickerq.app import TickerQ
+    from tickerq.monitor import MonitorServer
     from tickerq.stores.sql.dialects import Dialect
 
 __all__ = ["cli", "load_app", "main"]
@@ -98,12 +104,7 @@ def cli(verbose: bool) -> None:
     Errors are one line on stderr, "Error: ..."; -v adds the traceback.
     """
     set_verbose(verbose)
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    if not verbose:
-        logging.getLogger("alembic").setLevel(logging.WARNING)
+    configure_logging(logging.DEBUG if verbose else logging.INFO)
 
 
 def main(args: Sequence[str] | None = None) -> NoReturn:
@@ -126,6 +127,33 @@ _HOST_OPTION = click.option(
 _PORT_OPTION = click.option(
     "--port", default=8787, show_default=True, type=click.IntRange(0, 65535), help="Its port."
 )
+_LOG_FORMAT_OPTION = click.option(
+    "--log-format",
+    type=click.Choice(LOG_FORMATS, case_sensitive=False),
+    default="text",
+    show_default=True,
+    envvar="TICKERQ_LOG_FORMAT",
+    help="text: a line per record with its fields; json: one JSON object per line, "
+    "the command's own messages too ($TICKERQ_LOG_FORMAT).",
+)
+
+
+def _log_level_option(default: str) -> Callable[[FC], FC]:
+    return click.option(
+        "--log-level",
+        type=click.Choice(LOG_LEVELS, case_sensitive=False),
+        default=None,
+        envvar="TICKERQ_LOG_LEVEL",
+        help=f"Drop records below this level [default: {default}; DEBUG with -v] "
+        "($TICKERQ_LOG_LEVEL).",
+    )
+
+
+def _set_up_logs(log_format: str, log_level: str | None, default: str) -> None:
+    """Configure logging as ``--log-format`` and ``--log-level`` ask (or ``-v``)."""
+    verbose = click.get_current_context().find_root().params.get("verbose", False)
+    name = (log_level or ("DEBUG" if verbose else default)).upper()
+    configure_logging(logging.getLevelNamesMapping()[name], log_format.lower())
 
 
 @cli.command()
@@ -133,17 +161,55 @@ _PORT_OPTION = click.option(
 @click.option("--dashboard", "with_dashboard", is_flag=True, help="Serve the web dashboard too.")
 @_HOST_OPTION
 @_PORT_OPTION
-def run(target: str, with_dashboard: bool, host: str, port: int) -> None:
+@_LOG_FORMAT_OPTION
+@_log_level_option("INFO")
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Serve /metrics (Prometheus), /healthz and /readyz on this port.",
+)
+@click.option(
+    "--metrics-host", default="127.0.0.1", show_default=True, help="Address that port listens on."
+)
+def run(
+    *,
+    target: str,
+    with_dashboard: bool,
+    host: str,
+    port: int,
+    log_format: str,
+    log_level: str | None,
+    metrics_port: int | None,
+    metrics_host: str,
+) -> None:
     """Run the engine of the app at MODULE:APP until Ctrl+C (SIGINT) or SIGTERM.
 
     On stop, running jobs get the app's grace period to finish; work that has
     not started stays waiting for the next start; exit status 0. With
     --dashboard the web dashboard is served alongside (loopback only unless
-    the app configures auth).
+    the app configures auth). With --metrics-port, Prometheus metrics and the
+    health probes (/healthz, /readyz) are served on that port (needs
+    tickerq[prometheus]).
+
+    Logs go to stderr: at INFO a record when each job starts and ends, a
+    WARNING for each retry and an ERROR with the traceback when a job fails
+    for good (see docs/observability.md).
     """
+    _set_up_logs(log_format, log_level, "INFO")
     app = load_app(target)
-    click.echo(f"tickerq: running {target} as node {app.node_id} (Ctrl+C to stop)")
-    asyncio.run(_serve(app, engine=True, dashboard=(host, port) if with_dashboard else None))
+    say(
+        f"running {target} as node {app.node_id} (Ctrl+C to stop)",
+        action="cli_run",
+        target=target,
+        node=app.node_id,
+    )
+    metrics = None if metrics_port is None else (metrics_host, metrics_port)
+    asyncio.run(
+        _serve(
+            app, engine=True, dashboard=(host, port) if with_dashboard else None, metrics=metrics
+        )
+    )
 
 
 @cli.command("dashboard")
@@ -194,11 +260,14 @@ async def _serve(
     engine: bool,
     dashboard: tuple[str, int] | None,
     title: str = "tickerq",
+    metrics: tuple[str, int] | None = None,
 ) -> None:
     """Run the engine and/or serve the dashboard until SIGINT or SIGTERM, then stop
     gracefully: the dashboard server first, then the engine (running jobs get
-    the app's grace period)."""
+    the app's grace period), then the metrics port (it answers from before the
+    engine starts to after it stopped)."""
     with stop_signals() as stop, database_errors(app.store_url):
+        monitor = None if metrics is None else await _start_monitor(app, *metrics)
         try:
             await (app.start() if engine else app.open())
             if dashboard is None:
@@ -213,13 +282,39 @@ async def _serve(
                 raise click.ClickException(
                     f"cannot serve the dashboard on {host}:{port}: {exc}"
                 ) from None
-            click.echo(f"tickerq: dashboard on {server.url} (Ctrl+C to stop)")
+            say(f"dashboard on {server.url} (Ctrl+C to stop)", action="dashboard", url=server.url)
             try:
                 await stop.wait()
             finally:
                 await server.stop()
         finally:
-            await app.stop()
+            try:
+                await app.stop()
+            finally:
+                if monitor is not None:
+                    await monitor.stop()
+
+
+async def _start_monitor(app: TickerQ, host: str, port: int) -> MonitorServer:
+    """Serve /metrics, /healthz and /readyz for ``tickerq run --metrics-port``."""
+    from tickerq.monitor import start_monitor
+
+    try:
+        monitor = await start_monitor(app, host, port)
+    except ImportError as exc:
+        raise click.UsageError(
+            f"--metrics-port needs prometheus_client ({exc}): pip install 'tickerq[prometheus]'"
+        ) from None
+    except OSError as exc:
+        raise click.ClickException(
+            f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}"
+        ) from None
+    say(
+        f"metrics and probes on {monitor.url}/metrics, /healthz, /readyz",
+        action="metrics",
+        url=monitor.url,
+    )
+    return monitor
 
 
 @cli.command()
@@ -314,17 +409,30 @@ def _parse_after(after: str | None, zone: tzinfo) -> datetime:
 @click.option("--no-dashboard", is_flag=True, help="Do not serve the web dashboard.")
 @_HOST_OPTION
 @_PORT_OPTION
-def demo(duration: float | None, store: str, no_dashboard: bool, host: str, port: int) -> None:
+@_LOG_FORMAT_OPTION
+@_log_level_option("WARNING")
+def demo(
+    *,
+    duration: float | None,
+    store: str,
+    no_dashboard: bool,
+    host: str,
+    port: int,
+    log_format: str,
+    log_level: str | None,
+) -> None:
     """Run a small demo app and show its jobs live in the terminal.
 
     Its data stays in the store: stop it and start it again, and the history
     is still there and work that fell due meanwhile runs. The web dashboard
     is served on http://127.0.0.1:8787/ meanwhile. Ctrl+C (SIGINT) or SIGTERM
-    stops it gracefully (dashboard, then engine; exit status 0).
+    stops it gracefully (dashboard, then engine; exit status 0). Logs go to
+    stderr, from WARNING on by default: the table shows the jobs.
     """
     from tickerq.demo import build_demo_app, run_demo
     from tickerq.stores import mask_password
 
+    _set_up_logs(log_format, log_level, "WARNING")
     app = build_demo_app(store)
 
     async def main() -> None:

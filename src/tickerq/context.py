@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from datetime import datetime
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Generic
 from uuid import UUID
 
@@ -22,6 +24,9 @@ Req = TypeVar("Req", default=Any)
 """The request type of a function: ``TickerContext[Email]``."""
 
 
+_NO_HEADERS: Mapping[str, str] = MappingProxyType({})
+
+
 class TickerContext(Generic[Req]):
     """Passed to a job function that declares a ``ctx: TickerContext[Req]`` parameter.
 
@@ -38,12 +43,15 @@ class TickerContext(Generic[Req]):
         "_engine",
         "_loop",
         "_request",
+        "_run",
         "cron_ticker_id",
         "function",
+        "headers",
         "id",
         "is_due",
         "kind",
         "parent_id",
+        "retries",
         "retry_count",
         "scheduled_for",
     )
@@ -62,6 +70,8 @@ class TickerContext(Generic[Req]):
         cron_ticker_id: UUID | None = None,
         parent_id: UUID | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
+        headers: Mapping[str, str] | None = None,
+        retries: int = 0,
         engine: LocalEngine | None = None,
     ) -> None:
         self._app = app
@@ -82,9 +92,25 @@ class TickerContext(Generic[Req]):
         """True when the run started later than the app's lateness threshold."""
         self.cron_ticker_id = cron_ticker_id
         self.parent_id = parent_id
+        self.headers: Mapping[str, str] = MappingProxyType(headers) if headers else _NO_HEADERS
+        """The ticker's headers (read-only; empty for cron occurrences)."""
+        self.retries = retries
+        """Retries the ticker may use in all (``retry_count`` of them are used)."""
         self._loop = loop
         self._cancel_requested = False
         self._cancel_waiter: asyncio.Future[None] | None = None
+        self._run: Any = None
+        """The engine's record of this run, while middleware wraps it."""
+
+    @property
+    def attempt(self) -> int:
+        """1 for the first attempt, 2 for the first retry, ..."""
+        return self.retry_count + 1
+
+    @property
+    def retries_left(self) -> int:
+        """Retries still to come if this attempt fails (0: it is the last)."""
+        return max(self.retries - self.retry_count, 0)
 
     @property
     def request(self) -> Req:

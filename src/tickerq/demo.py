@@ -59,6 +59,15 @@ class Order:
     amount: float
 
 
+@dataclass
+class Receipt:
+    """What charge_card returns (kept as the ticker's result)."""
+
+    order_id: int
+    charged: float
+    authorization: str
+
+
 DEFAULT_STORE = "sqlite:///tickerq-demo.db"
 
 
@@ -74,10 +83,12 @@ def build_demo_app(store: str = DEFAULT_STORE) -> TickerQ:
             raise ConnectionError(f"SMTP server refused mail to {ctx.request.to}")
 
     @app.function(priority=Priority.HIGH)
-    async def charge_card(ctx: TickerContext[Order]) -> None:
+    async def charge_card(ctx: TickerContext[Order]) -> Receipt:
         await asyncio.sleep(random.uniform(0.1, 0.4))
         if ctx.request.amount > 900:
             raise ValueError(f"card declined for {ctx.request.amount:.2f}")
+        code = f"{random.randrange(16**6):06X}"
+        return Receipt(ctx.request.order_id, ctx.request.amount, code)
 
     @app.function(priority=Priority.LOW, max_concurrency=2, timeout=3)
     async def resize_images(ctx: TickerContext[Order]) -> None:
@@ -106,6 +117,7 @@ async def _feed(app: TickerQ) -> None:
                     function="charge_card",
                     request=Order(order, amount),
                     description=f"order {order}",
+                    headers={"correlation-id": f"order-{order}", "channel": "web"},
                     children=[
                         TimeTickerSpec(
                             function="send_email",

@@ -13,17 +13,20 @@ import asyncio
 import logging
 import random
 import traceback as tb
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
+from tickerq import _joblog
 from tickerq.context import TickerContext
 from tickerq.enums import Priority, Status
 from tickerq.errors import TerminateExecution
 from tickerq.events import EngineStateChanged
 from tickerq.firing import fire_due_crons
+from tickerq.hooks import Cancellation, Failure, Hooks
+from tickerq.middleware import Pipeline
 from tickerq.models import Node
 from tickerq.notices import CancelRequested, Notice, Wake, WorkDue
 from tickerq.retry import RetryPolicy
@@ -99,6 +102,7 @@ class _Run:
         "task",
         "thread",
         "timed_out",
+        "timeout",
     )
 
     def __init__(self, job: Job, fn: TickerFunction[Any], ctx: TickerContext[Any], now: datetime):
@@ -110,6 +114,7 @@ class _Run:
         self.started_at = now
         self.task: asyncio.Task[None] | None = None
         self.thread: asyncio.Future[Any] | None = None
+        self.timeout: float | None = None
         self.interrupted = False
         """Asked to stop (the node stops, or lost the row's claim): if it ends
         cancelled, the row is given back without using a retry."""
@@ -140,6 +145,9 @@ class Engine:
         node_id: str,
         max_concurrency: int,
         exception_handler: ExceptionHandler | None = None,
+        hooks: Hooks | None = None,
+        pipeline: Pipeline | None = None,
+        max_result_bytes: int = 0,
         app: TickerQ,
     ) -> None:
         self.options = options
@@ -149,11 +157,19 @@ class Engine:
         self.bus = bus
         self.node_id = node_id
         self.max_concurrency = max_concurrency
-        self.exception_handler = exception_handler
-        """Called with the context and the error of every failed attempt."""
+        self.hooks = hooks if hooks is not None else Hooks()
+        """Called when a job fails or a ticker is cancelled (see tickerq.hooks)."""
+        if exception_handler is not None:
+            self.hooks.exception = exception_handler
+        self.pipeline = pipeline if pipeline is not None else Pipeline()
+        """The middleware each run goes through."""
+        self.max_result_bytes = max_result_bytes
+        """A job's return value larger than this as JSON fails its attempt (0: no limit)."""
         self._app = app
         self.paused = False
         self.started_at: datetime | None = None
+        # When this node last reported itself to the store (clock time; None before start).
+        self.last_heartbeat: datetime | None = None
         self._running: dict[UUID, _Run] = {}
         self._active = 0
         self._fn_active: dict[str, int] = {}
@@ -199,6 +215,21 @@ class Engine:
         return len(self._running)
 
     @property
+    def slots_in_use(self) -> int:
+        """Slots of the pool taken (LONG_RUNNING jobs, which take none, aside)."""
+        return self._active
+
+    @property
+    def heartbeat_period(self) -> float | None:
+        """Seconds between two heartbeats while running (None: this node sends none)."""
+        if not (self.store.shared or self.options.retention is not None):
+            return None
+        if self.store.shared:
+            return self.options.heartbeat_interval
+        # nothing to renew: only retention, now and then
+        return max(60.0, min(3600.0, (self.options.retention or 36000.0) / 10))
+
+    @property
     def background_tasks(self) -> tuple[asyncio.Task[None], ...]:
         """The loop and heartbeat tasks: their clock sleeps are polls and heartbeats, not
         due work (``tickerq.testing.advance`` jumps over them)."""
@@ -211,16 +242,17 @@ class Engine:
         self._hurry = asyncio.Event()
         self.started_at = self.clock.now()
         # Rows held under this id belong to a predecessor that died: take them back.
-        if await self.store.reclaim_expired(
+        if reclaimed := await self.store.reclaim_expired(
             self.started_at, node=self.node_id, **self._reclaim_policies()
         ):
-            logger.warning("node %s took back the jobs a dead run of it held", self.node_id)
+            self._log_reclaimed(reclaimed, "a dead run of this node held")
         await self.store.heartbeat(self._node(), [], self._lease_until(self.started_at))
+        self.last_heartbeat = self.started_at
         await self.store.listen()
         if self._unsubscribe is None:
             self._unsubscribe = self.bus.subscribe_notices(self._on_notice)
         self._loop_task = asyncio.create_task(self._main(), name="tickerq-engine")
-        if self.store.shared or self.options.retention is not None:
+        if self.heartbeat_period is not None:
             self._heartbeat_task = asyncio.create_task(self._heartbeats(), name="tickerq-heartbeat")
         self._publish_state("running")
 
@@ -320,7 +352,7 @@ class Engine:
             run.fn.name,
             run.job.id,
             self.node_id,
-            extra={"action": "job_abandoned", "ticker_id": str(run.job.id)},
+            extra=_joblog.job_fields("job_abandoned", run.job, self.node_id),
         )
         if run.task is not None:
             run.task.cancel()
@@ -595,6 +627,7 @@ class Engine:
             solo.function,
             solo.id,
             solo.stale_restarts,
+            extra=_joblog.job_fields("last_chance", solo, self.node_id),
         )
         self._solo, self._drain = solo.id, False
         return [solo]
@@ -628,6 +661,7 @@ class Engine:
         """Start a task for each claimed (already IN_PROGRESS) job."""
         loop = asyncio.get_running_loop()
         late = timedelta(seconds=self.options.late_threshold)
+        log_starts = logger.isEnabledFor(logging.INFO)
         for job in jobs:
             fn = self._functions.get(job.function)
             running = self._running.get(job.id)
@@ -641,6 +675,7 @@ class Engine:
                     "that run's result is kept",
                     job.function,
                     job.id,
+                    extra=_joblog.job_fields("claimed_again", job, self.node_id),
                 )
                 continue
             if fn is None:
@@ -667,6 +702,8 @@ class Engine:
                 cron_ticker_id=job.cron_ticker_id,
                 parent_id=job.parent_id,
                 loop=loop,
+                headers=job.headers,
+                retries=job.retries,
             )
             run = _Run(job, fn, ctx, now)
             self._running[job.id] = run
@@ -674,6 +711,8 @@ class Engine:
                 self._active += 1
             if fn.options.max_concurrency:
                 self._fn_active[fn.name] = self._fn_active.get(fn.name, 0) + 1
+            if log_starts:
+                _joblog.started(job, self.node_id)
             run.task = loop.create_task(self._execute(run))
 
     async def _execute(self, run: _Run) -> None:
@@ -683,8 +722,9 @@ class Engine:
         reason: str | None = None
         given_back = False
         timeout = job.timeout if job.timeout is not None else fn.options.timeout
+        result: Any = None
         try:
-            await self._call(run, timeout)
+            result = await self._run_job(run, timeout)
         except TerminateExecution as stop:
             status, reason = stop.status, stop.reason
             given_back = run.interrupted and status is Status.CANCELLED
@@ -705,7 +745,7 @@ class Engine:
         if run.abandoned:
             return  # stop() gave up on it; its row keeps the claim
         try:
-            await self._conclude(run, status, error, reason, given_back)
+            await self._conclude(run, status, error, reason, given_back=given_back, result=result)
             if run.thread is not None and not run.thread.done() and not run.interrupted:
                 # A thread cannot be killed: its slot stays taken until it returns.
                 await asyncio.wait([run.thread])
@@ -718,42 +758,68 @@ class Engine:
         status: Status,
         error: BaseException | None,
         reason: str | None,
+        *,
         given_back: bool,
+        result: Any = None,
     ) -> None:
-        ctx, started = run.ctx, run.started_at
+        ctx, started, job = run.ctx, run.started_at, run.job
         if given_back:
             self._record(run, started, Status.IDLE, counts_as_retry=False, error=_INTERRUPTED)
         elif (
             ctx.cancelled
             and not (run.timed_out or run.interrupted or error)
             and status is not Status.FAILED
-        ):
-            self._record(run, started, Status.CANCELLED)
+        ) or (status is Status.CANCELLED and error is None):
+            self._record(run, started, Status.CANCELLED, reason=reason)
+            await self.hooks.cancelled(Cancellation(job.id, job.kind, job.function, True))
         elif error is not None:
-            await self._on_error(ctx, error)
-            self._record(run, started, Status.FAILED, error=error)
+            left = max(job.retries - job.retry_count, 0)
+            failure = Failure(final=left == 0, attempt=job.retry_count + 1, retries_left=left)
+            handled = await self._on_error(ctx, error, failure)
+            final = self._record(run, started, Status.FAILED, error=error, report=not handled)
+            if final:
+                await self.hooks.failed_finally(ctx, error)
         else:
-            self._record(run, started, status, reason=reason)
+            self._record(run, started, status, reason=reason, result=result)
 
-    async def _call(self, run: _Run, timeout: float | None) -> None:
+    async def _run_job(self, run: _Run, timeout: float | None) -> Any:
+        """Decode the request, run the job through its middleware; the result to store."""
         job, fn, ctx = run.job, run.fn, run.ctx
         if fn.wants_context and job.request is not None:
             ctx._request = fn.decode_request(job.request)
+        chain = self.pipeline.execute_chain(fn.name, self._end_of_chain)
+        if chain is None:
+            value = await self._call(run, timeout)
+        else:
+            run.timeout = timeout
+            ctx._run = run
+            try:
+                value = await chain(ctx)
+            finally:
+                ctx._run = None  # no cycle left for the garbage collector
+        return None if value is None else fn.encode_result(value, self.max_result_bytes)
+
+    def _end_of_chain(self, ctx: TickerContext[Any]) -> Awaitable[Any]:
+        """What the innermost middleware's ``call_next`` runs: the job of ``ctx``."""
+        run: _Run = ctx._run
+        return self._call(run, run.timeout)
+
+    async def _call(self, run: _Run, timeout: float | None) -> Any:
+        """Run the job (within its timeout); what it returns."""
+        job, fn, ctx = run.job, run.fn, run.ctx
         if not fn.is_async or job.priority is Priority.LONG_RUNNING:
-            await self._in_thread(run, timeout)
-            return
+            return await self._in_thread(run, timeout)
         call = fn.func(ctx) if fn.wants_context else fn.func()
         if timeout is None:
-            await call
-            return
+            return await call
         limit = asyncio.timeout(timeout)
         try:
             async with limit:
-                await call
+                return await call
         finally:
             run.timed_out = limit.expired()
 
-    async def _in_thread(self, run: _Run, timeout: float | None) -> None:
+    async def _in_thread(self, run: _Run, timeout: float | None) -> Any:
         fn, ctx = run.fn, run.ctx
         func = fn.func
         if fn.is_async:
@@ -773,10 +839,9 @@ class Engine:
             future = self._pool.run(call)
         run.thread = future
         if timeout is None:
-            await asyncio.shield(future)
-            return
+            return await asyncio.shield(future)
         try:
-            await asyncio.wait_for(asyncio.shield(future), timeout)
+            return await asyncio.wait_for(asyncio.shield(future), timeout)
         except TimeoutError:
             run.timed_out = True
             ctx._request_cancel()  # ask the thread to stop; the run counts as failed
@@ -802,24 +867,21 @@ class Engine:
         if run.task is not None and run.thread is None:
             run.task.cancel()
 
-    async def _on_error(self, ctx: TickerContext[Any], error: BaseException) -> None:
-        handler = self.exception_handler
-        if handler is None:
-            logger.error(
-                "job %s (%s) failed: %s: %s",
-                ctx.function,
-                ctx.id,
-                type(error).__name__,
-                error,
-                extra={"action": "job_failed", "ticker_id": str(ctx.id)},
-            )
-            return
-        try:
-            result = handler(ctx, error)
-            if asyncio.iscoroutine(result):
-                await result
-        except Exception:
-            logger.exception("the exception handler failed for job %s", ctx.id)
+    @property
+    def exception_handler(self) -> ExceptionHandler | None:
+        """Called with the context and the error of every failed attempt."""
+        return self.hooks.exception
+
+    @exception_handler.setter
+    def exception_handler(self, handler: ExceptionHandler | None) -> None:
+        self.hooks.exception = handler
+
+    async def _on_error(
+        self, ctx: TickerContext[Any], error: BaseException, failure: Failure
+    ) -> bool:
+        """Call the exception handler; True if there was one (it reports the failure:
+        the engine then logs none)."""
+        return await self.hooks.failed(ctx, error, failure)
 
     # -- results ----------------------------------------------------------------------
 
@@ -832,7 +894,12 @@ class Engine:
         error: BaseException | None = None,
         reason: str | None = None,
         counts_as_retry: bool = True,
-    ) -> None:
+        result: Any = None,
+        report: bool = True,
+    ) -> bool:
+        """Queue the outcome for the next write; True when it ends the ticker FAILED.
+
+        Logs how the run ended (a failure only with ``report``)."""
         job, claim = (of.job, of.claim) if isinstance(of, _Run) else (of, of.claim)
         now = self.clock.now()
         outcome = Outcome(
@@ -844,6 +911,7 @@ class Engine:
             counts_as_retry=counts_as_retry,
             skipped_reason=reason if status is Status.SKIPPED else None,
             claim=claim,
+            result=result,
         )
         if reason and status is not Status.SKIPPED:
             outcome.error_message = reason
@@ -858,11 +926,14 @@ class Engine:
                     outcome.status = Status.IDLE
                 except (OverflowError, ValueError):  # no date to retry at: it fails now
                     outcome.error_message += f" (no retry: a delay of {delay!r} s is out of range)"
+        if error is not None or status is Status.FAILED or logger.isEnabledFor(logging.INFO):
+            _joblog.ended(outcome, error, report_failure=report)
         self._outcomes.append(outcome)
         if not self._stopping and self.running:
             self.wake()  # the loop writes it with its next claim
         elif self._flush_task is None:
             self._flush_task = asyncio.get_running_loop().create_task(self._flush_soon())
+        return outcome.status is Status.FAILED
 
     async def _flush_soon(self) -> None:
         try:
@@ -887,9 +958,7 @@ class Engine:
     # -- heartbeats -------------------------------------------------------------------
 
     async def _heartbeats(self) -> None:
-        interval = self.options.heartbeat_interval
-        if not self.store.shared:  # nothing to renew: only retention, now and then
-            interval = max(60.0, min(3600.0, (self.options.retention or 36000.0) / 10))
+        interval = self.heartbeat_period or self.options.heartbeat_interval
         while True:
             await self.clock.sleep(interval)
             now = self.clock.now()
@@ -898,14 +967,16 @@ class Engine:
             try:
                 running = list(self._running)
                 lost = await self.store.heartbeat(self._node(), running, self._lease_until(now))
+                self.last_heartbeat = now
                 self._lost(lost)
                 for ticker_id in await self.store.cancel_requested(running):
                     self.cancel_local(ticker_id)
                 # Right after the database was unreachable, every lease looks lapsed:
                 # give live nodes one lease to renew before taking their jobs.
                 if (now - self._store_error_at).total_seconds() > self.options.lease and (
-                    await self.store.reclaim_expired(now, **self._reclaim_policies())
+                    reclaimed := await self.store.reclaim_expired(now, **self._reclaim_policies())
                 ):
+                    self._log_reclaimed(reclaimed, "whose node's lease ran out")
                     self.wake()
                 await self._purge(now)
             except Exception:
@@ -927,7 +998,7 @@ class Engine:
                 "%s %s: this node lost its claim (its lease ran out); cancelling the run here",
                 run.fn.name,
                 ticker_id,
-                extra={"action": "claim_lost", "ticker_id": str(ticker_id)},
+                extra=_joblog.job_fields("claim_lost", run.job, self.node_id),
             )
             self._interrupt(run)
 
@@ -981,6 +1052,15 @@ class Engine:
             max_concurrency=self.max_concurrency,
             active=len(self._running),
             functions=tuple(self._functions),
+        )
+
+    def _log_reclaimed(self, count: int, whose: str) -> None:
+        logger.info(
+            "node %s took back %d job(s) %s (each runs again, or ends by its lost-run policy)",
+            self.node_id,
+            count,
+            whose,
+            extra={"action": "lease_reclaimed", "node": self.node_id, "count": count},
         )
 
     def _publish_state(self, state: str) -> None:

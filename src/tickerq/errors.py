@@ -92,6 +92,16 @@ class InvalidRequestError(TickerQError, ValueError):
         self.problem = problem
 
 
+class InvalidResultError(TickerQError, TypeError):
+    """A job returned a value that cannot be stored as its result (not JSON, not of
+    its return type, nested too deep, over the size limit): the attempt fails."""
+
+    def __init__(self, function: str, problem: str) -> None:
+        super().__init__(f"function {function!r} returned {problem}")
+        self.function = function
+        self.problem = problem
+
+
 class InvalidArgumentError(TickerQError, ValueError):
     """An argument is invalid (naive datetime, negative retries, ...); names the value."""
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import inspect
-from collections.abc import Callable, Iterator, KeysView, Sequence
+import json
+from collections.abc import Callable, Iterator, KeysView, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import (
@@ -31,9 +32,11 @@ from tickerq.errors import (
     FunctionNotFoundError,
     InvalidArgumentError,
     InvalidRequestError,
+    InvalidResultError,
     RegistrationError,
     TickerQError,
 )
+from tickerq.middleware import check_middleware
 from tickerq.validation import (
     MAX_CONCURRENCY,
     MAX_RETRIES,
@@ -118,6 +121,8 @@ class FunctionOptions:
     rerun_lost: bool = True
     """False: a lost run ends its ticker CANCELLED instead of running again (for
     jobs that must not run twice)."""
+    middleware: tuple[object, ...] = ()
+    """Middleware around this function's enqueues and runs, inside the app's."""
 
 
 class _Codec:
@@ -179,6 +184,75 @@ class _Codec:
         return adapter.validate_python(payload)
 
 
+class _ResultCodec:
+    """Checks and encodes what one function returns; built once per function.
+
+    A return annotation other than ``None``/``Any`` is checked at registration
+    (it must be serializable as JSON, like request types) and each value returned
+    is validated against it; without one a value is stored as plain JSON.
+    """
+
+    __slots__ = ("_adapter", "type")
+
+    def __init__(self, function: str, return_type: Any) -> None:
+        self.type = return_type
+        self._adapter: TypeAdapter[Any] | None = None
+        if return_type is Any or return_type is None or return_type is type(None):
+            return
+        from pydantic import TypeAdapter
+
+        try:
+            adapter: TypeAdapter[Any] = TypeAdapter(return_type)
+            adapter.json_schema()
+        except Exception as exc:
+            _problem(
+                function,
+                f"return type {_type_name(return_type)} cannot be serialized as JSON "
+                f"({type(exc).__name__}: {str(exc).splitlines()[0]})",
+            )
+            return
+        self._adapter = adapter
+
+    def encode(self, function: str, value: Any, limit: int) -> Any:
+        """The JSON form of ``value`` to store; InvalidResultError naming the problem."""
+        if value is None:
+            return None
+        adapter = self._adapter
+        if adapter is not None:
+            from pydantic import ValidationError
+
+            try:
+                result = adapter.dump_python(adapter.validate_python(value), mode="json")
+            except ValidationError as exc:
+                raise InvalidResultError(
+                    function,
+                    f"{_short_repr(value)}, not its return type {_type_name(self.type)}: "
+                    f"{_validation_text(exc, 'result')}",
+                ) from None
+        else:
+            try:
+                result = json_copy(value)
+            except (TypeError, ValueError) as exc:
+                raise InvalidResultError(
+                    function, f"{_short_repr(value)}, which is not JSON: {exc}"
+                ) from None
+        try:
+            check_payload(result, function)
+        except InvalidRequestError as exc:
+            raise InvalidResultError(
+                function, f"a value that cannot be stored: {exc.problem}"
+            ) from None
+        if limit:
+            size = len(json.dumps(result, separators=(",", ":")).encode())
+            if size > limit:
+                raise InvalidResultError(
+                    function,
+                    f"{size:,} bytes as JSON, over the limit of {limit:,} "
+                    "(TickerQ(max_payload_bytes=...))",
+                )
+        return result
+
+
 _PLAIN_JSON = _Codec("", Any)
 
 
@@ -200,7 +274,16 @@ class TickerFunction(Generic[Req]):
     original function stays callable as ``fn.func``.
     """
 
-    __slots__ = ("_app", "_codec", "func", "is_async", "name", "options", "wants_context")
+    __slots__ = (
+        "_app",
+        "_codec",
+        "_results",
+        "func",
+        "is_async",
+        "name",
+        "options",
+        "wants_context",
+    )
 
     def __init__(self, name: str, func: JobCallable, options: FunctionOptions) -> None:
         self.name = name
@@ -209,6 +292,7 @@ class TickerFunction(Generic[Req]):
         self.is_async = inspect.iscoroutinefunction(func)
         self.wants_context, request_type = _inspect_signature(name, func)
         self._codec = _Codec(name, request_type)
+        self._results = _ResultCodec(name, _return_type(name, func))
         self._app: TickerQ | None = None
 
     @property
@@ -240,6 +324,16 @@ class TickerFunction(Generic[Req]):
         """Decode a stored payload into the request type."""
         return self._codec.decode(payload)
 
+    @property
+    def return_type(self) -> Any:
+        """The annotated return type (``Any`` when not annotated)."""
+        return self._results.type
+
+    def encode_result(self, value: Any, limit: int = 0) -> Any:
+        """What a run returned, as the JSON to store (checked against the return
+        type, storable, at most ``limit`` bytes); raises InvalidResultError."""
+        return self._results.encode(self.name, value, limit)
+
     async def enqueue(
         self,
         request: Req | None = None,
@@ -248,6 +342,7 @@ class TickerFunction(Generic[Req]):
         retries: int | None = None,
         retry_intervals: Sequence[float] | None = None,
         timeout: float | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> TimeTicker:
         """Add a time ticker that runs as soon as a slot is free."""
         return await self.app.time_tickers.add(
@@ -257,6 +352,7 @@ class TickerFunction(Generic[Req]):
             retries=retries,
             retry_intervals=retry_intervals,
             timeout=timeout,
+            headers=headers,
         )
 
     async def schedule(
@@ -269,6 +365,7 @@ class TickerFunction(Generic[Req]):
         retries: int | None = None,
         retry_intervals: Sequence[float] | None = None,
         timeout: float | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> TimeTicker:
         """Add a time ticker due ``at`` an aware datetime or ``after`` a delay."""
         return await self.app.time_tickers.add(
@@ -280,6 +377,7 @@ class TickerFunction(Generic[Req]):
             retries=retries,
             retry_intervals=retry_intervals,
             timeout=timeout,
+            headers=headers,
         )
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -288,6 +386,22 @@ class TickerFunction(Generic[Req]):
 
     def __repr__(self) -> str:
         return f"TickerFunction({self.name!r})"
+
+
+def _return_type(name: str, func: JobCallable) -> Any:
+    """The function's return annotation (``Any`` when there is none or it cannot be
+    resolved: a bad request annotation is reported, a return one need not be)."""
+    try:
+        annotation = inspect.signature(func).return_annotation
+    except (TypeError, ValueError):
+        return Any
+    if annotation is inspect.Signature.empty:
+        return Any
+    try:
+        return get_type_hints(func).get("return", Any)
+    except Exception as exc:
+        _problem(name, f"the return annotation cannot be resolved: {exc}")
+        return Any
 
 
 def _inspect_signature(name: str, func: JobCallable) -> tuple[bool, Any]:
@@ -339,6 +453,12 @@ def _flag(value: Any, what: str) -> bool:
     return value
 
 
+def _middleware_list(value: Any) -> tuple[object, ...]:
+    if isinstance(value, str | bytes) or not isinstance(value, Sequence):
+        raise InvalidArgumentError(f"middleware must be a list, got {short_repr(value)}")
+    return tuple(check_middleware(m) for m in value)
+
+
 def _checked_options(name: str, options: dict[str, Any]) -> FunctionOptions:
     """Build the options, reporting every bad one as a problem of function ``name``."""
     checks: dict[str, Callable[[Any], Any]] = {
@@ -354,6 +474,7 @@ def _checked_options(name: str, options: dict[str, Any]) -> FunctionOptions:
         "rerun_lost": lambda v: _flag(v, "rerun_lost"),
         "cron": lambda v: None if v is None else check_cron_text(v),
         "cron_timezone": lambda v: None if v is None else check_timezone(v),
+        "middleware": _middleware_list,
     }
     defaults = FunctionOptions()
     for key, check in checks.items():
@@ -414,6 +535,7 @@ class _Registrar:
         timeout: float | None = None,
         max_stale_restarts: int | None = None,
         rerun_lost: bool = True,
+        middleware: Sequence[object] = (),
     ) -> _Decorator: ...
     def function(
         self,
@@ -429,11 +551,12 @@ class _Registrar:
         timeout: float | None = None,
         max_stale_restarts: int | None = None,
         rerun_lost: bool = True,
+        middleware: Sequence[object] = (),
     ) -> Any:
         """Register a job function: ``@app.function``, ``@app.function()`` or
         ``@app.function("name", cron=..., priority=..., max_concurrency=...,
         retries=..., retry_intervals=..., timeout=..., max_stale_restarts=...,
-        rerun_lost=...)``.
+        rerun_lost=..., middleware=[...])``.
 
         Problems (duplicate name, bad signature, bad cron, negative limits,
         unserializable request type) raise :class:`RegistrationError` here,
@@ -455,6 +578,7 @@ class _Registrar:
             "timeout": timeout,
             "max_stale_restarts": max_stale_restarts,
             "rerun_lost": rerun_lost,
+            "middleware": middleware,
         }
 
         def decorate(func: JobCallable) -> TickerFunction[Any]:
@@ -567,10 +691,10 @@ def _short_repr(value: Any, limit: int = 80) -> str:
     return short_repr(value, limit)  # never fails (deep or huge values)
 
 
-def _validation_text(exc: ValidationError) -> str:
+def _validation_text(exc: ValidationError, what: str = "request") -> str:
     parts = []
     for err in exc.errors()[:3]:
-        loc = ".".join(str(p) for p in err["loc"]) or "request"
+        loc = ".".join(str(p) for p in err["loc"]) or what
         parts.append(f"{loc}: {err['msg']} (got {_short_repr(err.get('input'), 40)})")
     more = exc.error_count() - 3
     return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")

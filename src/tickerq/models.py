@@ -91,6 +91,11 @@ class TimeTicker(_Evolve):
     skipped_reason: str | None = None
     stale_restarts: int = 0
     """Runs lost so far (their node stopped heartbeating while they ran)."""
+    headers: dict[str, str] = field(default_factory=dict, hash=False)
+    """Text key/values stored with the ticker (trace context, tenant, correlation id),
+    set by the caller or by middleware; the job sees them as ``ctx.headers``."""
+    result: JSONValue = field(default=None, hash=False)
+    """What the last attempt returned (JSON); None while none has succeeded."""
     created_at: datetime
     updated_at: datetime
 
@@ -138,6 +143,8 @@ class CronOccurrence(_Evolve):
     skipped_reason: str | None = None
     stale_restarts: int = 0
     """Runs lost so far (their node stopped heartbeating while they ran)."""
+    result: JSONValue = field(default=None, hash=False)
+    """What the last attempt returned (JSON); None while none has succeeded."""
     created_at: datetime
     updated_at: datetime
 
@@ -158,6 +165,8 @@ class Attempt(_Evolve):
     error_type: str | None = None
     error_message: str | None = None
     traceback: str | None = None
+    result: JSONValue = field(default=None, hash=False)
+    """What this attempt returned (JSON), when it succeeded."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

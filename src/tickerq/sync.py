@@ -33,7 +33,7 @@ import inspect
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, Self, TypeVar, overload
@@ -164,9 +164,10 @@ class SyncTickerQ:
         retries: int | None = None,
         retry_intervals: Sequence[float] | None = None,
         timeout: float | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> TimeTicker:
         """``await fn.enqueue(request, ...)``, blocking (see the module's notes)."""
-        if not getattr(self.app.store, "immediate", False):
+        if not self._hands_over(fn):
             return self.call(
                 fn.enqueue(
                     request,
@@ -174,6 +175,7 @@ class SyncTickerQ:
                     retries=retries,
                     retry_intervals=retry_intervals,
                     timeout=timeout,
+                    headers=headers,
                 )
             )
         spec = TimeTickerSpec(
@@ -183,6 +185,7 @@ class SyncTickerQ:
             retries=retries,
             retry_intervals=retry_intervals,
             timeout=timeout,
+            headers=headers,
         )
         return self._hand_over(spec, None)
 
@@ -197,9 +200,10 @@ class SyncTickerQ:
         retries: int | None = None,
         retry_intervals: Sequence[float] | None = None,
         timeout: float | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> TimeTicker:
         """``await fn.schedule(request, at=..., after=...)``, blocking (see the module's notes)."""
-        if not getattr(self.app.store, "immediate", False):
+        if not self._hands_over(fn):
             return self.call(
                 fn.schedule(
                     request,
@@ -209,6 +213,7 @@ class SyncTickerQ:
                     retries=retries,
                     retry_intervals=retry_intervals,
                     timeout=timeout,
+                    headers=headers,
                 )
             )
         spec = TimeTickerSpec(
@@ -219,8 +224,16 @@ class SyncTickerQ:
             retries=retries,
             retry_intervals=retry_intervals,
             timeout=timeout,
+            headers=headers,
         )
         return self._hand_over(spec, after)
+
+    def _hands_over(self, fn: TickerFunction[Any]) -> bool:
+        """Whether an enqueue of ``fn`` may skip the loop's round trip: on a store that
+        adds without suspending (memory), with no enqueue middleware to go through."""
+        return bool(getattr(self.app.store, "immediate", False)) and not (
+            self.app._pipeline.enqueue_hooks(fn.name)
+        )
 
     def _hand_over(self, spec: TimeTickerSpec, after: timedelta | float | None) -> TimeTicker:
         """Build and check a ticker here; have the loop store it (batched with others)."""
@@ -383,6 +396,7 @@ class SyncTimeTickers(_SyncTwin[TimeTickerManager]):
     query = _Blocking(TimeTickerManager.query)
     count = _Blocking(TimeTickerManager.count)
     attempts = _Blocking(TimeTickerManager.attempts)
+    wait = _Blocking(TimeTickerManager.wait)
 
 
 class SyncCronTickers(_SyncTwin[CronTickerManager]):
@@ -417,6 +431,7 @@ class SyncFunction(Generic[Req]):
         retries: int | None = None,
         retry_intervals: Sequence[float] | None = None,
         timeout: float | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> TimeTicker:
         """``await fn.enqueue(request, ...)``, blocking."""
         return self._fn.app.sync.enqueue(
@@ -426,6 +441,7 @@ class SyncFunction(Generic[Req]):
             retries=retries,
             retry_intervals=retry_intervals,
             timeout=timeout,
+            headers=headers,
         )
 
     def schedule(
@@ -438,6 +454,7 @@ class SyncFunction(Generic[Req]):
         retries: int | None = None,
         retry_intervals: Sequence[float] | None = None,
         timeout: float | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> TimeTicker:
         """``await fn.schedule(request, at=..., after=...)``, blocking."""
         return self._fn.app.sync.schedule(
@@ -449,4 +466,5 @@ class SyncFunction(Generic[Req]):
             retries=retries,
             retry_intervals=retry_intervals,
             timeout=timeout,
+            headers=headers,
         )

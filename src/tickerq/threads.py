@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import functools
 import queue
 import threading
 from collections.abc import Callable
@@ -33,7 +35,10 @@ class DaemonPool:
         self._closed = False
 
     def run(self, call: Callable[[], Any]) -> asyncio.Future[Any]:
-        """Run ``call`` in a pool thread; the future (of the running loop) gets its result."""
+        """Run ``call`` in a pool thread, in a copy of the caller's context (its
+        context variables: the current span, log fields...); the future (of the
+        running loop) gets its result."""
+        call = functools.partial(contextvars.copy_context().run, call)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         # An idle thread takes it; otherwise a new thread (the engine keeps the
@@ -66,7 +71,9 @@ class DaemonPool:
 
 
 def run_in_thread(call: Callable[[], Any], name: str) -> asyncio.Future[Any]:
-    """Run ``call`` in a daemon thread of its own (LONG_RUNNING jobs)."""
+    """Run ``call`` in a daemon thread of its own (LONG_RUNNING jobs), in a copy of
+    the caller's context."""
+    call = functools.partial(contextvars.copy_context().run, call)
     loop = asyncio.get_running_loop()
     future: asyncio.Future[Any] = loop.create_future()
     threading.Thread(target=_call_into, args=(loop, future, call), name=name, daemon=True).start()

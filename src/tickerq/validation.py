@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta, tzinfo
 from enum import Enum
 from typing import Any, TypeVar
@@ -436,3 +436,48 @@ def _payload_problem(payload: Any) -> tuple[str, str]:
                         return path, f"has a key {short_repr(key)} that {problem}"
                 stack.append((child, f"{path}[{short_repr(key, 40)}]", depth + 1))
     return "request", "cannot be stored"  # pragma: no cover - check_payload found a problem
+
+
+MAX_HEADERS = 64
+"""The most headers a ticker may carry."""
+MAX_HEADER_NAME = 128
+MAX_HEADER_VALUE = 8192
+
+
+def check_headers(headers: Any) -> dict[str, str]:
+    """A ticker's headers as a plain dict of text to text, or InvalidArgumentError
+    naming the bad entry: at most MAX_HEADERS, names of 1 to MAX_HEADER_NAME
+    characters, values up to MAX_HEADER_VALUE, no NUL or lone surrogate."""
+    if headers is None:
+        return {}
+    if not isinstance(headers, Mapping):
+        raise InvalidArgumentError(
+            f"headers must be a mapping of text to text, got {short_repr(headers)}"
+        )
+    if len(headers) > MAX_HEADERS:
+        raise InvalidArgumentError(
+            f"headers: {len(headers)} entries; at most {MAX_HEADERS} are allowed"
+        )
+    out: dict[str, str] = {}
+    for name, value in headers.items():
+        if not isinstance(name, str) or not 1 <= len(name) <= MAX_HEADER_NAME:
+            raise InvalidArgumentError(
+                f"headers: a name must be text of 1 to {MAX_HEADER_NAME} characters, "
+                f"got {short_repr(name)}"
+            )
+        if not isinstance(value, str) or len(value) > MAX_HEADER_VALUE:
+            raise InvalidArgumentError(
+                f"headers[{name!r}] must be text of at most {MAX_HEADER_VALUE} characters, "
+                f"got {short_repr(value)}"
+            )
+        for text in (name, value):
+            problem = _text_problem(text)
+            if problem is not None:
+                raise InvalidArgumentError(f"headers[{name!r}]: {problem}")
+        out[name] = value
+    return out
+
+
+def check_wait_timeout(timeout: Any) -> float:
+    """Seconds to wait (``wait(timeout=...)``): a number >= 0 and at most MAX_DELAY."""
+    return _seconds(timeout, "timeout", zero=True)

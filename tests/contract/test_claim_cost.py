@@ -86,7 +86,8 @@ async def _hot_cost(store: SqlStore) -> int:
         try:
             empty: list[Any] = []
             args = (
-                *[empty] * 14, "n1", now, ["f"], 1000, 10, now + timedelta(minutes=1), empty, None
+                *[empty] * 14, "n1", now, ["f"], 1000, 10, now + timedelta(minutes=1), empty, None,
+                empty,
             )  # fmt: skip
             async with conn.transaction():
                 explain = "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + _FINISH_AND_CLAIM
@@ -222,7 +223,7 @@ _EXECUTE = (
     "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) EXECUTE hot("
     + ", ".join(["'{}'"] * 14)
     + ", 'n1', now(), '{f}', 1000, 10, now() + interval '1 minute', '{}',"
-    + " 'changed crons tickers')"  # with the paced notice (rolled back: never sent)
+    + " 'changed crons tickers', '{}')"  # with the paced notice (rolled back: never sent)
 )
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tickerq import TickerQ
+from tickerq import TickerContext, TickerQ
 from tickerq.dashboard import BasicAuth, BearerAuth, Permission
+from tickerq.testing import run_until_idle
 
 
 async def test_without_auth_only_loopback_clients(memory_app: TickerQ, client_for) -> None:
@@ -213,3 +214,55 @@ def test_basic_auth_needs_a_password() -> None:
         BasicAuth("admin", "")
     with pytest.raises(ValueError):
         BearerAuth("")
+
+
+async def test_results_and_headers_are_shown_escaped_redacted_and_masked(
+    memory_app: TickerQ, client_for
+) -> None:
+    @memory_app.function()
+    async def echo(ctx: TickerContext[dict]) -> dict:  # type: ignore[type-arg]
+        return {"card": ctx.request["card"], "note": "<script>alert(1)</script>"}
+
+    def redact(function: str, payload):  # type: ignore[no-untyped-def]
+        if function == "echo" and isinstance(payload, dict) and "card" in payload:
+            return {**payload, "card": "****"}
+        return payload
+
+    await memory_app.engine.start()
+    t = await echo.enqueue(
+        {"card": "4111-1111"},
+        headers={"tenant": "acme", "Authorization": "Bearer abc.def", "trace": "<b>t</b>"},
+    )
+    await run_until_idle(memory_app)
+    async with client_for(memory_app.dashboard(redact=redact)) as client:
+        page = (await client.get(f"/time-tickers/{t.id}")).text
+        api = (await client.get(f"/api/time-tickers/{t.id}")).json()
+    assert 'data-testid="result"' in page and "4111-1111" not in page
+    assert "&lt;script&gt;" in page and "<script>alert" not in page  # escaped
+    assert "acme" in page and "&lt;b&gt;t&lt;/b&gt;" in page
+    assert "Bearer abc.def" not in page and "••••••" in page  # a secret-looking header
+    assert api["ticker"]["result"] == {"card": "****", "note": "<script>alert(1)</script>"}
+    assert api["ticker"]["headers"]["Authorization"] == "••••••"
+    assert api["ticker"]["headers"]["tenant"] == "acme"
+    assert api["attempts"][0]["result"]["card"] == "****"
+
+
+async def test_headers_can_be_given_through_the_api_and_survive_a_duplicate(
+    memory_app: TickerQ, client_for
+) -> None:
+    async with client_for(memory_app.dashboard()) as client:
+        r = await client.post(
+            "/api/time-tickers",
+            json={"function": "charge", "request": 1, "headers": {"tenant": "acme"}},
+        )
+        assert r.status_code == 201, r.text
+        first = r.json()
+        assert first["headers"] == {"tenant": "acme"}
+        copy = (await client.post(f"/api/time-tickers/{first['id']}/duplicate")).json()
+        bad = await client.post(
+            "/api/time-tickers", json={"function": "charge", "headers": {"n": "\x00"}}
+        )
+    assert copy["id"] != first["id"] and copy["headers"] == {"tenant": "acme"}
+    assert (await memory_app.time_tickers.get(copy["id"])).headers == {"tenant": "acme"}
+    assert bad.status_code == 422 and "NUL" in bad.text
+    assert await memory_app.time_tickers.count() == 2  # the bad one was not stored

@@ -13,6 +13,7 @@ import os
 import sys
 import uuid
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -22,7 +23,9 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tickerq.enums import Status, TickerKind
 from tickerq.errors import TickerStateError
+from tickerq.stores.base import Outcome
 from tickerq.stores.sql import SqlStore, migrate
 from tickerq.stores.sql.dialects import for_url
 from tickerq.stores.sql.schema import SCHEMA_VERSION, metadata, tables
@@ -164,7 +167,7 @@ def _has_table(conn: Connection, name: str) -> bool:
 
 
 def test_head_is_schema_version() -> None:
-    assert migrate.head_revision() == SCHEMA_VERSION == "0005"
+    assert migrate.head_revision() == SCHEMA_VERSION == "0006"
 
 
 async def test_fresh_database_gets_exactly_the_schema(url: str) -> None:
@@ -502,3 +505,70 @@ async def test_upgrade_to_0005_marks_the_parents_that_have_children(
             for r in await conn.execute(sa.text("SELECT id, has_children FROM tickerq_tickers"))
         }
     assert marked == {parent: True, child: False, alone: False}
+
+
+async def test_upgrade_to_0006_adds_headers_and_results(url: str, engine: AsyncEngine) -> None:
+    """0006 adds a time ticker's headers and the results of rows and attempts: rows
+    stored before it read as having no headers and no result, and new ones keep
+    theirs exactly (a bare number stays a number of its type on SQLite too)."""
+    await migrate.upgrade(engine, "0005")
+    old, attempt_of = uuid.uuid4(), uuid.uuid4()
+    hexed = url.startswith("sqlite")
+    insert = sa.text(
+        "INSERT INTO tickerq_tickers (id, kind, function, status, priority, retries,"
+        " retry_count, description, awaiting_parent, cancel_requested, created_at,"
+        " updated_at) VALUES (:id, 'TIME', 'f', :status, 1, 0, 0, '', false, false,"
+        " '2026-01-01 00:00:00', '2026-01-01 00:00:00')"
+    )
+    async with engine.begin() as conn:
+        for row, status in ((old, "IDLE"), (attempt_of, "DONE")):
+            await conn.execute(insert, {"id": row.hex if hexed else row, "status": status})
+        await conn.execute(
+            sa.text(
+                "INSERT INTO tickerq_attempts (ticker_id, kind, number, node, status,"
+                " started_at) VALUES (:id, 'TIME', 0, 'n', 'DONE', '2026-01-01 00:00:00')"
+            ),
+            {"id": attempt_of.hex if hexed else attempt_of},
+        )
+    await migrate.upgrade(engine)
+    assert await migrate.current_revision(engine) == SCHEMA_VERSION
+    layout = await _sync(engine, _layout)
+    assert {"headers", "result"} <= layout["tickerq_tickers"]["columns"]
+    assert "result" in layout["tickerq_attempts"]["columns"]
+    assert await _sync(engine, _diff) == []
+
+    store = SqlStore(url)
+    await store.open()
+    try:
+        before = await store.get_time_ticker(old)
+        assert before is not None and (before.headers, before.result) == ({}, None)
+        ended = await store.get_time_ticker(attempt_of)
+        assert ended is not None and ended.result is None
+        (attempt,) = await store.attempts(TickerKind.TIME, attempt_of)
+        assert attempt.result is None
+        new = before.evolve(
+            id=uuid.uuid4(), headers={"tenant": "ż"}, execution_time=before.created_at
+        )
+        await store.add_time_tickers([new])
+        (job,) = await store.claim(
+            new.created_at,
+            node="n",
+            lease_until=new.created_at + timedelta(minutes=1),
+            slots=5,
+            capacity={},
+            functions=["f"],
+        )
+        assert (job.id, job.headers) == (new.id, {"tenant": "ż"})
+        done = Outcome(
+            job=job,
+            status=Status.DONE,
+            node="n",
+            started_at=new.created_at,
+            finished_at=new.created_at,
+            result=1.0,
+        )
+        await store.complete([done])
+        after = await store.get_time_ticker(job.id)
+        assert after is not None and after.result == 1.0 and type(after.result) is float
+    finally:
+        await store.close()

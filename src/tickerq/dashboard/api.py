@@ -32,10 +32,14 @@ from tickerq.dashboard.schemas import (
     TimeTickerUpdate,
 )
 from tickerq.enums import Status, TickerKind
+from tickerq.health import liveness
 
-__all__ = ["routes"]
+__all__ = ["PUBLIC_PATHS", "routes"]
 
 M = TypeVar("M", bound=BaseModel)
+
+PUBLIC_PATHS = frozenset({"/api/healthz", "/api/readyz"})
+"""Probes answered to anyone, without credentials (they tell states, nothing else)."""
 
 
 # -- parameters ------------------------------------------------------------------------
@@ -172,6 +176,17 @@ async def engine(request: Request) -> Response:
     return send(dashboard_of(request).service.engine_out())
 
 
+async def healthz(request: Request) -> Response:
+    """Liveness: answered by the event loop (no credentials needed)."""
+    return send(liveness())
+
+
+async def readyz(request: Request) -> Response:
+    """Readiness: 200 or 503 with the reason (no credentials needed)."""
+    readiness = await dashboard_of(request).health.ready()
+    return send(readiness.body(), readiness.status_code)
+
+
 async def list_time_tickers(request: Request) -> Response:
     """A filtered page of time tickers."""
     service = dashboard_of(request).service
@@ -211,7 +226,7 @@ async def get_time_ticker(request: Request) -> Response:
         TimeTickerDetailOut(
             ticker=service.ticker_out(ticker),
             children=[service.ticker_out(c) for c in children],
-            attempts=[service.attempt_out(a) for a in attempts],
+            attempts=[service.attempt_out(a, ticker.function) for a in attempts],
         )
     )
 
@@ -252,7 +267,7 @@ async def get_occurrence(request: Request) -> Response:
     return send(
         OccurrenceDetailOut(
             occurrence=service.occurrence_out(occurrence),
-            attempts=[service.attempt_out(a) for a in attempts],
+            attempts=[service.attempt_out(a, occurrence.function) for a in attempts],
         )
     )
 
@@ -418,6 +433,8 @@ def routes() -> list[Route]:
         Route("/nodes", nodes, methods=["GET"]),
         Route("/functions", functions, methods=["GET"]),
         Route("/engine", engine, methods=["GET"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
         Route("/engine/pause", pause, methods=["POST"]),
         Route("/engine/resume", resume, methods=["POST"]),
         Route("/time-tickers", list_time_tickers, methods=["GET"]),

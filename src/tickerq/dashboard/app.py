@@ -21,6 +21,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tickerq.dashboard import api, forms, pages
+from tickerq.dashboard.api import PUBLIC_PATHS
 from tickerq.dashboard.auth import (
     AuthCallable,
     BasicAuth,
@@ -37,6 +38,7 @@ from tickerq.dashboard.context import (
     MAX_BODY,
     Dashboard,
     DashboardError,
+    dashboard_of,
     error_message,
     error_status,
     log_refusal,
@@ -100,6 +102,25 @@ class SecurityLayer:
         scope["tickerq.route_path"] = _route_path(scope)
         conn = HTTPConnection(scope)
         is_api = wants_json(conn)
+        if scope["method"] in ("GET", "HEAD") and scope["tickerq.route_path"] in PUBLIC_PATHS:
+            # Probes (Kubernetes sends no credentials, from the node's address): no
+            # login, no loopback rule; they tell states, nothing else.
+            await _with_body_limit(self.app, scope, receive, self._with_headers(send), is_api)
+            return
+
+        send_with_headers = self._with_headers(send)
+        refusal = await self._refusal(conn, is_api)
+        if refusal is not None:
+            response, reason, quiet = refusal
+            log_refusal(conn, response.status_code, reason, quiet=quiet)
+            await response(scope, receive, send_with_headers)
+            return
+        await dash.ensure_open()
+        await _with_body_limit(self.app, scope, receive, send_with_headers, is_api)
+
+    @staticmethod
+    def _with_headers(send: Send) -> Send:
+        """``send`` adding the security headers to the response."""
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -110,14 +131,7 @@ class SecurityLayer:
                         headers.append((name, value))
             await send(message)
 
-        refusal = await self._refusal(conn, is_api)
-        if refusal is not None:
-            response, reason, quiet = refusal
-            log_refusal(conn, response.status_code, reason, quiet=quiet)
-            await response(scope, receive, send_with_headers)
-            return
-        await dash.ensure_open()
-        await _with_body_limit(self.app, scope, receive, send_with_headers, is_api)
+        return send_with_headers
 
     async def _refusal(
         self, conn: HTTPConnection, is_api: bool
@@ -265,6 +279,14 @@ async def _handle_error(request: Request, exc: Exception) -> Response:
     return response
 
 
+async def _metrics(request: Request) -> Response:
+    """The app's Prometheus metrics (``app.dashboard(metrics=True)``; the view permission)."""
+    metrics = dashboard_of(request).metrics
+    assert metrics is not None  # the route exists only then
+    body, content_type = await metrics.exposition(request.headers.get("accept", ""))
+    return Response(body, headers={"content-type": content_type, "cache-control": "no-store"})
+
+
 def _html_routes() -> list[Route]:
     """The pages (GET) and the actions of their forms (POST), in one table: a path
     may have both, and a fixed segment (``new``, ``delete``) comes before ``{id}``."""
@@ -303,6 +325,7 @@ def create_dashboard(
     redact: Redactor | None = None,
     title: str = "tickerq",
     allowed_origins: Sequence[str] = (),
+    metrics: bool = False,
 ) -> Starlette:
     """The dashboard of ``app`` as a Starlette app (ASGI), to mount or serve.
 
@@ -314,7 +337,12 @@ def create_dashboard(
     ``(user) -> set``. ``base_path``: the path it is mounted at, when the
     framework does not pass it as the ASGI ``root_path``. ``redact(function,
     payload) -> payload`` hides parts of payloads. ``allowed_origins``: extra
-    origins allowed to POST (a proxy that rewrites Host).
+    origins allowed to POST (a proxy that rewrites Host). ``metrics``: serve the
+    app's Prometheus metrics at ``/metrics`` (its PrometheusMiddleware, installed
+    if it has none; needs ``tickerq[prometheus]``), to users with the view permission.
+
+    ``/api/healthz`` and ``/api/readyz`` answer anyone, without credentials (see
+    :mod:`tickerq.health`).
     """
     dash = Dashboard(
         app,
@@ -326,7 +354,17 @@ def create_dashboard(
     )
     dash.service = Service(app, redact)
     dash.live = LiveFeed(app.events, app.store)
+    if metrics:
+        try:
+            from tickerq.contrib.prometheus import prometheus_of
+        except ImportError as exc:
+            raise ImportError(
+                f"app.dashboard(metrics=True) needs prometheus_client ({exc}): "
+                "pip install 'tickerq[prometheus]'"
+            ) from exc
+        dash.metrics = prometheus_of(app)
     routes: list[Route | Mount] = [
+        *([Route("/metrics", _metrics, methods=["GET"])] if metrics else []),
         *_html_routes(),
         Mount("/api", routes=api.routes()),
         Mount("/static", app=StaticFiles(directory=HERE / "static"), name="static"),

@@ -37,9 +37,11 @@ from tickerq.errors import (
     TickerNotFoundError,
     TickerStateError,
 )
+from tickerq.health import HealthChecks
 
 if TYPE_CHECKING:
     from tickerq.app import TickerQ
+    from tickerq.contrib.prometheus import PrometheusMiddleware
 
 __all__ = [
     "MAX_BODY",
@@ -81,8 +83,12 @@ class Dashboard:
     base_path: str = ""
     title: str = "tickerq"
     allowed_origins: Collection[str] = ()
+    metrics: PrometheusMiddleware | None = None
+    """Serves ``/metrics`` when set (``app.dashboard(metrics=True)``)."""
     service: Service = field(init=False)
     live: LiveFeed = field(init=False)
+    health: HealthChecks = field(init=False)
+    """The readiness check of ``/api/readyz`` (the engine counts where it runs)."""
     templates: Environment = field(init=False)
 
     def __post_init__(self) -> None:
@@ -90,6 +96,7 @@ class Dashboard:
         if self.base_path and not self.base_path.startswith("/"):
             raise ValueError(f"base_path must start with '/', got {self.base_path!r}")
         check_permissions_spec(self.permissions)
+        self.health = HealthChecks(self.app, engine=None, open_store=self.ensure_open)
         self.templates = Environment(
             loader=FileSystemLoader(TEMPLATES),
             autoescape=select_autoescape(default=True, default_for_string=True),

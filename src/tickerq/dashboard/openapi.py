@@ -35,6 +35,8 @@ _MODELS: list[type[BaseModel]] = [
     s.OverviewOut,
     s.CronPreviewOut,
     s.DeletedOut,
+    s.HealthOut,
+    s.ReadyOut,
     s.ErrorOut,
 ]
 
@@ -365,6 +367,26 @@ def _paths() -> dict[str, Any]:
                     _int("n", 1, 50, "How many fires"),
                 ],
             )
+        },
+        "/healthz": {
+            "get": {
+                "summary": "Liveness: the event loop answers (no credentials needed)",
+                "operationId": "healthz",
+                "security": [{}],
+                "responses": {"200": _json(_ref("HealthOut"))},
+            }
+        },
+        "/readyz": {
+            "get": {
+                "summary": "Readiness: the store answers, the engine (if here) runs and "
+                "heartbeats (no credentials needed)",
+                "operationId": "readyz",
+                "security": [{}],
+                "responses": {
+                    "200": _json(_ref("ReadyOut"), "Ready"),
+                    "503": _json(_ref("ReadyOut"), "Not ready; the reason says why"),
+                },
+            }
         },
     }
 

@@ -17,6 +17,7 @@ from starlette.responses import Response, StreamingResponse
 from tickerq.dashboard.auth import Permission
 from tickerq.dashboard.context import dashboard_of, require
 from tickerq.dashboard.rendering import path_id, pretty, render
+from tickerq.dashboard.service import shown_headers
 from tickerq.enums import MisfirePolicy, Status
 from tickerq.errors import TickerQError
 
@@ -118,6 +119,10 @@ async def time_ticker(request: Request) -> Response:
         t=ticker,
         parent=parent,
         payload=pretty(service.redact(ticker.function, ticker.request)),
+        result=None
+        if ticker.result is None
+        else pretty(service.redact(ticker.function, ticker.result)),
+        headers=shown_headers(ticker.headers),
         tree=await service.children_tree(ticker.id),
         attempts=await service.app.time_tickers.attempts(ticker_id),
     )
@@ -294,6 +299,9 @@ async def occurrence(request: Request) -> Response:
         nav="cron",
         o=found,
         cron=cron,
+        result=None
+        if found.result is None
+        else pretty(service.redact(found.function, found.result)),
         attempts=await service.app.cron_tickers.attempts(occurrence_id),
     )
 

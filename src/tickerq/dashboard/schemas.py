@@ -69,6 +69,8 @@ class TimeTickerIn(_In):
     """Retries after a failure (default: the function's)."""
     retry_intervals: Annotated[list[Seconds], Field(max_length=100)] | None = None
     timeout: Timeout | None = None
+    headers: Annotated[dict[str, str], Field(max_length=64)] | None = None
+    """Text key/values stored with the ticker (the job sees them as ``ctx.headers``)."""
 
 
 class TimeTickerUpdate(_In):
@@ -145,6 +147,12 @@ class TimeTickerOut(_Out):
     error_type: str | None
     error_message: str | None
     skipped_reason: str | None
+    headers: dict[str, str] = Field(
+        default_factory=dict,
+        description="Stored with the ticker (trace context, tenant...); values of names "
+        "that look secret (authorization, token, password, cookie, key) are masked.",
+    )
+    result: Any = Field(default=None, description="What the last attempt returned (redacted).")
     created_at: datetime
     updated_at: datetime
 
@@ -180,6 +188,7 @@ class AttemptOut(_Out):
     error_type: str | None
     error_message: str | None
     traceback: str | None
+    result: Any = Field(default=None, description="What this attempt returned (redacted).")
 
 
 class TimeTickerDetailOut(BaseModel):
@@ -227,6 +236,7 @@ class OccurrenceOut(_Out):
     error_type: str | None
     error_message: str | None
     skipped_reason: str | None
+    result: Any = Field(default=None, description="What the last attempt returned (redacted).")
     created_at: datetime
     updated_at: datetime
 
@@ -330,6 +340,27 @@ class DeletedOut(BaseModel):
     """How many rows a delete removed."""
 
     deleted: int
+
+
+class HealthOut(BaseModel):
+    """The event loop answered (liveness)."""
+
+    status: str
+
+
+class ReadyOut(BaseModel):
+    """Whether this process can work (readiness): the store answers and, where the
+    engine runs here, it runs and its heartbeat is recent. No credentials needed:
+    it tells states and ages only."""
+
+    status: str
+    """``ready`` or ``not ready``."""
+    reason: str | None = None
+    """Why not ready (``store unreachable``, ``store timeout``, ``heartbeat stale``...)."""
+    checks: dict[str, str | float]
+    """``store``: ok, timeout, unreachable or closed; ``engine``: running, paused,
+    not running or not here; ``heartbeat``: fresh, stale or none, with
+    ``heartbeat_age_seconds``."""
 
 
 class ErrorOut(BaseModel):

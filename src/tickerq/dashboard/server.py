@@ -125,6 +125,7 @@ async def start_server(
     sock.setblocking(False)
     config = uvicorn.Config(
         asgi,
+        log_config=None,  # uvicorn's records go where the program's logging sends them
         log_level="warning",
         lifespan="off",
         timeout_graceful_shutdown=2,

@@ -14,7 +14,8 @@ runs them validates it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+import re
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
@@ -60,6 +61,20 @@ Redactor = Callable[[str, Any], Any]
 REDACTION_FAILED = "[hidden: the redaction hook failed]"
 
 
+_SECRET_NAME = re.compile(r"auth|token|secret|passw|cookie|key|session", re.IGNORECASE)
+MASKED = "••••••"
+"""Shown instead of the value of a header whose name looks secret."""
+
+
+def shown_headers(headers: Mapping[str, str]) -> list[tuple[str, str]]:
+    """A ticker's headers as the dashboard shows them, by name, secret-looking
+    values masked."""
+    return [
+        (name, MASKED if _SECRET_NAME.search(name) else value)
+        for name, value in sorted(headers.items())
+    ]
+
+
 class Service:
     """Reads and operations over one app, for the dashboard."""
 
@@ -88,6 +103,8 @@ class Service:
         """A time ticker for the API."""
         out = TimeTickerOut.model_validate(ticker)
         out.request = self.redact(ticker.function, ticker.request)
+        out.result = self.redact(ticker.function, ticker.result)
+        out.headers = dict(shown_headers(ticker.headers))
         return out
 
     def cron_out(self, cron: CronTicker, previews: int = 0) -> CronTickerOut:
@@ -105,15 +122,17 @@ class Service:
             out.description_of_expression = cron.expression
         return out
 
-    @staticmethod
-    def occurrence_out(occurrence: CronOccurrence) -> OccurrenceOut:
+    def occurrence_out(self, occurrence: CronOccurrence) -> OccurrenceOut:
         """An occurrence for the API."""
-        return OccurrenceOut.model_validate(occurrence)
+        out = OccurrenceOut.model_validate(occurrence)
+        out.result = self.redact(occurrence.function, occurrence.result)
+        return out
 
-    @staticmethod
-    def attempt_out(attempt: Attempt) -> AttemptOut:
-        """An attempt for the API."""
-        return AttemptOut.model_validate(attempt)
+    def attempt_out(self, attempt: Attempt, function: str) -> AttemptOut:
+        """An attempt (of a run of ``function``) for the API."""
+        out = AttemptOut.model_validate(attempt)
+        out.result = self.redact(function, attempt.result)
+        return out
 
     def engine_out(self) -> EngineOut:
         """This process's engine state."""
@@ -314,6 +333,7 @@ class Service:
             retries=data.retries,
             retry_intervals=data.retry_intervals,
             timeout=data.timeout,
+            headers=data.headers,
             allow_unregistered=True,
         )
         self._log(user, "added time ticker", ticker.id, function=ticker.function)
@@ -351,6 +371,7 @@ class Service:
             if source.retry_intervals is not None
             else None,
             timeout=source.timeout,
+            headers=dict(source.headers) or None,
         )
         ticker = await self.add_time_ticker(user, data)
         self._log(user, "duplicated time ticker", ticker_id, copy=str(ticker.id))

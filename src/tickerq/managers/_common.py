@@ -40,12 +40,15 @@ UNSET: Any = object()
 
 async def cancel_ticker(
     store: Store, engine: LocalEngine, clock: Clock, kind: TickerKind, ticker_id: UUID
-) -> None:
+) -> bool:
     """Cancel a waiting ticker; a running one is flagged for its node (another node
-    hears of it by a notice) and cancelled at once if it runs here."""
+    hears of it by a notice) and cancelled at once if it runs here. True when it
+    was waiting, so it ended CANCELLED here and now."""
     before = await store.cancel(kind, ticker_id, clock.now())
     if before is Status.IN_PROGRESS:
         engine.cancel_local(ticker_id)
+        return False
+    return True
 
 
 def uuid_of(value: UUID | str) -> UUID:

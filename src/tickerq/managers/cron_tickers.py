@@ -12,6 +12,7 @@ from tickerq.cron import parse_timezone
 from tickerq.enums import MisfirePolicy, TickerKind
 from tickerq.errors import CronError, TickerNotFoundError, TickerStateError
 from tickerq.firing import first_fire_after, parse_cached
+from tickerq.hooks import Cancellation, Hooks
 from tickerq.known_functions import check_known
 from tickerq.managers._common import (
     UNSET,
@@ -53,8 +54,10 @@ class CronTickerManager:
         engine: LocalEngine,
         *,
         timezone: str,
+        hooks: Hooks | None = None,
     ) -> None:
         self._store = store
+        self._hooks = hooks if hooks is not None else Hooks()
         self._clock = clock
         self._functions = functions
         self._engine = engine
@@ -254,14 +257,19 @@ class CronTickerManager:
 
     async def cancel_occurrence(self, occurrence_id: UUID) -> CronOccurrence:
         """Cancel a waiting occurrence, or ask its node to cancel the running one."""
-        await cancel_ticker(
+        waiting = await cancel_ticker(
             self._store,
             self._engine,
             self._clock,
             TickerKind.CRON_OCCURRENCE,
             uuid_of(occurrence_id),
         )
-        return await self.get_occurrence(occurrence_id)
+        occurrence = await self.get_occurrence(occurrence_id)
+        if waiting:
+            await self._hooks.cancelled(
+                Cancellation(occurrence.id, TickerKind.CRON_OCCURRENCE, occurrence.function, False)
+            )
+        return occurrence
 
     async def retry_occurrence(self, occurrence_id: UUID) -> CronOccurrence:
         """Run an ended (or waiting) occurrence again now."""

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -10,6 +12,8 @@ from uuid import UUID, uuid4
 
 from tickerq.enums import RunCondition, Status, TickerKind
 from tickerq.errors import InvalidArgumentError, TickerNotFoundError
+from tickerq.events import Event, EventBus, TickerChanged, TickerDeleted
+from tickerq.hooks import Cancellation, Hooks
 from tickerq.known_functions import check_known
 from tickerq.managers._common import (
     UNSET,
@@ -20,13 +24,16 @@ from tickerq.managers._common import (
     query_of,
     uuid_of,
 )
+from tickerq.middleware import Pipeline, run_chain
 from tickerq.models import TimeTicker
 from tickerq.validation import (
     check_after,
     check_enum,
+    check_headers,
     check_retries,
     check_time,
     check_timeout,
+    check_wait_timeout,
     short_repr,
 )
 
@@ -57,6 +64,7 @@ class TimeTickerSpec:
     retry_intervals: Sequence[float] | None = None
     timeout: float | None = None
     run_condition: RunCondition | None = None
+    headers: Mapping[str, str] | None = None
     children: Sequence[TimeTickerSpec] = field(default_factory=tuple)
 
 
@@ -64,12 +72,23 @@ class TimeTickerManager:
     """Adds, changes and inspects time tickers: ``app.time_tickers``."""
 
     def __init__(
-        self, store: Store, clock: Clock, functions: FunctionRegistry, engine: LocalEngine
+        self,
+        store: Store,
+        clock: Clock,
+        functions: FunctionRegistry,
+        engine: LocalEngine,
+        *,
+        pipeline: Pipeline | None = None,
+        hooks: Hooks | None = None,
+        bus: EventBus | None = None,
     ) -> None:
         self._store = store
         self._clock = clock
         self._functions = functions
         self._engine = engine
+        self._pipeline = pipeline if pipeline is not None else Pipeline()
+        self._hooks = hooks if hooks is not None else Hooks()
+        self._bus = bus
 
     def _build(
         self,
@@ -112,6 +131,7 @@ class TimeTickerManager:
             run_condition=check_enum(RunCondition, spec.run_condition, "run condition")
             if spec.run_condition is not None
             else None,
+            headers=check_headers(spec.headers),
             created_at=now,
             updated_at=now,
         )
@@ -129,9 +149,13 @@ class TimeTickerManager:
         timeout: float | None = None,
         parent_id: UUID | None = None,
         run_condition: RunCondition | None = None,
+        headers: Mapping[str, str] | None = None,
         allow_unregistered: bool = False,
     ) -> TimeTicker:
         """Add one time ticker (due now when no time is given) and return it.
+
+        ``headers`` (text to text) are stored with it and seen by the job as
+        ``ctx.headers``; the app's ``on_enqueue`` middleware sees the ticker first.
 
         ``allow_unregistered=True`` also accepts a function not registered in this
         process that the cluster knows (see :mod:`tickerq.known_functions`): its
@@ -150,9 +174,17 @@ class TimeTickerManager:
             retry_intervals=retry_intervals,
             timeout=timeout,
             run_condition=run_condition,
+            headers=headers,
         )
         parent = None if parent_id is None else uuid_of(parent_id)
         ticker = self._build(spec, now, parent, after, allow_unregistered=allow_unregistered)
+        hooks = self._pipeline.enqueue_hooks(ticker.function)
+        if not hooks:
+            return await self._store_one(ticker)
+        stored: TimeTicker = await run_chain(hooks, ticker, _as_built(ticker, self._store_one))
+        return stored
+
+    async def _store_one(self, ticker: TimeTicker) -> TimeTicker:
         await self._store.add_time_tickers((ticker,))
         self._engine.wake(ticker.execution_time)
         return ticker
@@ -179,6 +211,11 @@ class TimeTickerManager:
 
         for spec in specs:
             walk(spec, None)
+        for i, ticker in enumerate(out):
+            # Middleware sees each ticker; the batch is stored once all went through.
+            hooks = self._pipeline.enqueue_hooks(ticker.function)
+            if hooks:
+                out[i] = await run_chain(hooks, ticker, _as_built(ticker, _passed))
         await self._store.add_time_tickers(out)
         self._engine.wake(min((t.execution_time for t in out if t.execution_time), default=None))
         return out
@@ -200,6 +237,7 @@ class TimeTickerManager:
         retries: int = UNSET,
         retry_intervals: Sequence[float] | None = UNSET,
         timeout: float | None = UNSET,
+        headers: Mapping[str, str] = UNSET,
         allow_unregistered: bool = False,
     ) -> TimeTicker:
         """Change a waiting (IDLE) ticker. Only the given fields change.
@@ -224,6 +262,8 @@ class TimeTickerManager:
             changes["retries"] = r
         if timeout is not UNSET:
             changes["timeout"] = check_timeout(timeout)
+        if headers is not UNSET:
+            changes["headers"] = check_headers(headers)
         ticker = await self._store.update_time_ticker(current.id, changes, frozenset({Status.IDLE}))
         self._engine.wake(ticker.execution_time)
         return ticker
@@ -239,10 +279,48 @@ class TimeTickerManager:
 
     async def cancel(self, ticker_id: UUID) -> TimeTicker:
         """Cancel a waiting ticker, or ask the node running it to cancel it."""
-        await cancel_ticker(
+        waiting = await cancel_ticker(
             self._store, self._engine, self._clock, TickerKind.TIME, uuid_of(ticker_id)
         )
-        return await self.get(ticker_id)
+        ticker = await self.get(ticker_id)
+        if waiting:
+            await self._hooks.cancelled(
+                Cancellation(ticker.id, TickerKind.TIME, ticker.function, False)
+            )
+        return ticker
+
+    async def wait(self, ticker_id: UUID, *, timeout: float | None = None) -> TimeTicker:
+        """The ticker once it has ended (DONE, FAILED, CANCELLED, ...), with its result.
+
+        Wakes at once for an end recorded in this process; an end on another node
+        is seen by polling the store (every 50 ms at first, at most every second).
+        Raises TimeoutError after ``timeout`` seconds, TickerNotFoundError if there
+        is no such ticker (or it is deleted meanwhile).
+        """
+        tid = uuid_of(ticker_id)
+        if timeout is not None:
+            timeout = check_wait_timeout(timeout)
+        ended = asyncio.Event()
+
+        def on_event(event: Event) -> None:
+            if isinstance(event, TickerChanged | TickerDeleted) and event.id == tid:
+                ended.set()
+
+        unsubscribe = self._bus.subscribe(on_event) if self._bus is not None else None
+        try:
+            async with asyncio.timeout(timeout):
+                pause = 0.05
+                while True:
+                    ticker = await self.get(tid)
+                    if ticker.status.is_final:
+                        return ticker
+                    ended.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(ended.wait(), pause)
+                    pause = min(pause * 2, 1.0)
+        finally:
+            if unsubscribe is not None:
+                unsubscribe()
 
     async def retry(self, ticker_id: UUID) -> TimeTicker:
         """Run an ended (or waiting) ticker again now."""
@@ -298,3 +376,35 @@ class TimeTickerManager:
     async def attempts(self, ticker_id: UUID) -> list[Attempt]:
         """Every attempt of a ticker, oldest first."""
         return await self._store.attempts(TickerKind.TIME, uuid_of(ticker_id))
+
+
+async def _passed(ticker: TimeTicker) -> TimeTicker:
+    """The end of ``add_many``'s chain: the ticker goes into the batch."""
+    return ticker
+
+
+def _as_built(
+    built: TimeTicker, then: Callable[[TimeTicker], Awaitable[TimeTicker]]
+) -> Callable[[TimeTicker], Awaitable[TimeTicker]]:
+    """``then``, refusing what middleware may not change (id, function, chain),
+    and checking the headers it may have set."""
+
+    async def check(ticker: TimeTicker) -> TimeTicker:
+        if not isinstance(ticker, TimeTicker):
+            raise InvalidArgumentError(
+                f"on_enqueue middleware passed on {short_repr(ticker)}, not a TimeTicker"
+            )
+        if (ticker.id, ticker.function, ticker.parent_id) != (
+            built.id,
+            built.function,
+            built.parent_id,
+        ):
+            raise InvalidArgumentError(
+                "on_enqueue middleware may not change a ticker's id, function or parent "
+                f"(ticker {built.id} of {built.function!r})"
+            )
+        if ticker.headers is not built.headers:
+            ticker = ticker.evolve(headers=check_headers(ticker.headers))
+        return await then(ticker)
+
+    return check

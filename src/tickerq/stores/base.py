@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from tickerq.stores.reads import (
         Census,
         ChangeMarker,
+        DepthGroup,
         DueItem,
         NodeLocks,
         ThroughputBucket,
@@ -61,6 +62,7 @@ class Job:
         "execution_time",
         "function",
         "has_children",
+        "headers",
         "id",
         "kind",
         "parent_id",
@@ -91,6 +93,7 @@ class Job:
         has_children: bool = True,
         claim: int = 0,
         stale_restarts: int = 0,
+        headers: dict[str, str] | None = None,
     ) -> None:
         self.kind = kind
         self.id = id
@@ -112,6 +115,8 @@ class Job:
         written only while the row is still under this claim."""
         self.stale_restarts = stale_restarts
         """Runs of the row lost so far (its node died or froze while running it)."""
+        self.headers = {} if headers is None else headers
+        """The ticker's headers (``ctx.headers``); empty for cron occurrences."""
 
 
 @dataclass(slots=True, kw_only=True)
@@ -134,6 +139,9 @@ class Outcome:
     skipped_reason: str | None = None
     claim: int | None = None
     """The claim the run belongs to (default: the job's claim when the outcome is made)."""
+    result: Any = None
+    """What the job returned (already checked to be JSON within the size limit); stored
+    on the attempt and on the row. None for anything but a success."""
 
     def __post_init__(self) -> None:
         if self.claim is None:
@@ -622,6 +630,23 @@ class Store(ABC):
     async def next_due(self, limit: int = 5) -> list[DueItem]:
         """The waiting rows (both kinds, with a time, not waiting for a chain parent)
         due soonest, soonest first."""
+
+    @abstractmethod
+    async def depth(self, now: datetime) -> list[DepthGroup]:
+        """The rows (both kinds) waiting to run, IDLE and not waiting for a chain
+        parent, by function and priority, and how many of them are due by ``now``
+        (a row without an execution time counts as due). Groups without rows are
+        left out. Exact, read from the waiting rows only (on SQL stores, the
+        partial waiting index and the rows it points to): what metrics sample."""
+
+    async def ping(self) -> None:  # noqa: B027 - optional hook
+        """Return if the data can be read now; raise the driver's error if not.
+
+        SQL stores run one small read (SQLite: on a new read-only connection to
+        the file, so a file moved or deleted under a running node is noticed);
+        the memory store is always there. Readiness probes call it under a
+        short timeout.
+        """
 
     async def change_marker(self) -> ChangeMarker | None:
         """A cheap value that changes whenever the stored data changes, to see

@@ -189,6 +189,7 @@ class MemoryStore(MemoryReads, Store):
                 description=t.description,
                 run_condition=t.run_condition,
                 awaiting_parent=parent is not None,
+                headers=dict(t.headers) if t.headers else None,
                 status=t.status,
                 created_at=utc(t.created_at),
                 updated_at=utc(t.updated_at),
@@ -225,6 +226,9 @@ class MemoryStore(MemoryReads, Store):
                 + " or ".join(sorted(s.name for s in allowed))
             )
         for key, value in changes.items():
+            if key == "headers":
+                row.headers = dict(value) if value else {}
+                continue
             setattr(row, key, utc(value) if isinstance(value, datetime) else value)
         self._schedule(row)
         self._announce(row, row.updated_at)
@@ -697,10 +701,12 @@ class MemoryStore(MemoryReads, Store):
                         error_type=outcome.error_type,
                         error_message=outcome.error_message,
                         traceback=outcome.traceback,
+                        result=outcome.result,
                     )
                 )
                 row.open_attempt = None
             row.elapsed_ms = elapsed
+            row.result = outcome.result
             row.error_type = outcome.error_type
             row.error_message = outcome.error_message
             row.lock_holder = row.locked_at = row.lease_until = None
@@ -805,6 +811,7 @@ class MemoryStore(MemoryReads, Store):
         ]
         for row in lapsed:
             self._close_lost_attempt(row, now)
+            row.result = None  # the lost run returned nothing
             row.stale_restarts += 1
             row.cancel_requested = False
             end = lost_run_end((policies or {}).get(row.function, default), row.stale_restarts)

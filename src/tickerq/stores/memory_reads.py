@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from uuid import UUID
 
-from tickerq.enums import Status, TickerKind
+from tickerq.enums import Priority, Status, TickerKind
 from tickerq.models import TimeTicker
 from tickerq.stores import reads
 from tickerq.stores.base import Store, TickerQuery
@@ -22,6 +22,7 @@ from tickerq.stores.reads import (
     BucketSpan,
     Census,
     CensusGroup,
+    DepthGroup,
     DueItem,
     NodeLocks,
     TextSearch,
@@ -143,3 +144,15 @@ class MemoryReads(Store):
         ]
         waiting.sort(key=lambda p: p[0])
         return [DueItem(r.kind, r.id, r.function, when) for when, r in waiting[:limit]]
+
+    async def depth(self, now: datetime) -> list[DepthGroup]:
+        """Waiting rows by function and priority, and those due by ``now``, counted now."""
+        counts: dict[tuple[str, Priority], list[int]] = {}
+        for r in self._rows.values():
+            if r.status is not Status.IDLE or r.awaiting_parent:
+                continue
+            slot = counts.setdefault((r.function, r.priority), [0, 0])
+            slot[0] += 1
+            if r.execution_time is None or r.execution_time <= now:
+                slot[1] += 1
+        return [DepthGroup(f, p, w, d) for (f, p), (w, d) in sorted(counts.items())]

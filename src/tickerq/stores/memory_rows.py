@@ -52,6 +52,7 @@ class Row(Job):
         "lock_holder",
         "locked_at",
         "open_attempt",
+        "result",
         "run_condition",
         "skipped_reason",
         "status",
@@ -81,6 +82,7 @@ class Row(Job):
         description: str = "",
         run_condition: RunCondition | None = None,
         awaiting_parent: bool = False,
+        headers: dict[str, str] | None = None,
     ) -> None:
         # Explicit arguments (no **kwargs sorting): a row is made for every enqueue.
         super().__init__(
@@ -96,6 +98,7 @@ class Row(Job):
             timeout=timeout,
             cron_ticker_id=cron_ticker_id,
             parent_id=parent_id,
+            headers=headers,
         )
         self.status = status
         self.description = description
@@ -119,6 +122,8 @@ class Row(Job):
         self.error_type: str | None = None
         self.error_message: str | None = None
         self.skipped_reason: str | None = None
+        self.result: Any = None
+        """What the last attempt returned (JSON), None while none succeeded."""
 
 
 def utc(value: Any) -> Any:
@@ -163,6 +168,8 @@ def time_ticker(row: Row) -> TimeTicker:
         description=row.description,
         parent_id=row.parent_id,
         run_condition=row.run_condition,
+        headers=dict(row.headers) if row.headers else {},  # a copy: the row keeps its own
+        result=row.result,
         **run_state(row),
     )
 
@@ -176,6 +183,7 @@ def occurrence(row: Row) -> CronOccurrence:
         execution_time=row.fire_time,
         status=row.status,
         retry_count=row.retry_count,
+        result=row.result,
         **run_state(row),
     )
 

@@ -41,7 +41,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 from uuid import UUID
 
-from tickerq.enums import Status, TickerKind
+from tickerq.enums import Priority, Status, TickerKind
 from tickerq.notices import CRONS, NODES, TICKERS
 
 if TYPE_CHECKING:
@@ -53,6 +53,7 @@ __all__ = [
     "Census",
     "CensusGroup",
     "ChangeMarker",
+    "DepthGroup",
     "DueItem",
     "NodeLocks",
     "TextSearch",
@@ -192,6 +193,19 @@ class DueItem:
     id: UUID
     function: str
     execution_time: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class DepthGroup:
+    """The rows of one function and priority that wait to run (both kinds): IDLE and
+    not waiting for a chain parent, as the claim sees them."""
+
+    function: str
+    priority: Priority
+    waiting: int
+    """Rows waiting, due or not."""
+    due: int
+    """Of those, the rows due by the time asked for (a free slot would take them)."""
 
 
 # -- time ticker pages ---------------------------------------------------------------

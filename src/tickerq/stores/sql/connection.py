@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
+from pathlib import Path
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -201,6 +203,18 @@ class SqlBase(Store):
         if writer is not None and thread is not None:
             await asyncio.get_running_loop().run_in_executor(thread, writer.dispose)
             thread.shutdown(wait=True)
+
+    async def ping(self) -> None:
+        """One small read. SQLite: on a new read-only connection to the file, in a
+        thread (the pool's open connections would still read a file deleted or
+        moved away); PostgreSQL: ``SELECT 1`` on a pooled connection."""
+        engine = self.sa_engine  # TickerStateError while the store is closed
+        file = self.dialect.file
+        if file is None:
+            async with engine.connect() as conn:
+                await conn.execute(select(literal(1)))
+            return
+        await asyncio.to_thread(_read_sqlite_file, file)
 
     async def write(self, transaction: Callable[[Connection], R]) -> R:
         """Run ``transaction(conn)`` in one write transaction and return its result.
@@ -471,6 +485,16 @@ class SqlBase(Store):
                 updated_at=now,
             )
         )
+
+
+def _read_sqlite_file(path: str) -> None:
+    """Open ``path`` read-only (never creating it) and read its tickers table's schema."""
+    uri = Path(path).absolute().as_uri() + "?mode=ro"
+    db = sqlite3.connect(uri, uri=True, timeout=1.0, check_same_thread=False)
+    try:
+        db.execute(f"SELECT 1 FROM {tickers.name} LIMIT 0").fetchall()
+    finally:
+        db.close()
 
 
 def _is_connection_failure(exc: BaseException) -> bool:

@@ -5,7 +5,8 @@ that jobs ended and asking for the next ones. Here both are one statement,
 sent on a connection of its own (no pool checkout, no BEGIN/COMMIT: a single
 statement is its own transaction), prepared once by asyncpg:
 
-* ``fin`` unnests the batch of results sent as arrays;
+* ``fin`` unnests the batch of results sent as arrays (a job's return value as
+  JSON text, NULL when it is None);
 * ``done`` ends (or re-schedules) the rows this node still holds, except the
   final results of rows with chain children (``left_over``: the store writes
   them through its general path, which resolves the children);
@@ -70,10 +71,10 @@ WITH fin AS (
     SELECT * FROM unnest(
         $1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[],
         $6::timestamptz[], $7::timestamptz[], $8::int[], $9::int[], $10::text[],
-        $11::float8[], $12::text[], $13::text[], $14::text[], $21::int[]
+        $11::float8[], $12::text[], $13::text[], $14::text[], $21::int[], $23::json[]
     ) AS f(id, status, attempt_status, started_at, finished_at, final_at, retry_at,
            increment, number, skipped_reason, elapsed, error_type, error_message, traceback,
-           claim)
+           claim, result)
 ), done AS (
     UPDATE tickerq_tickers t SET
         status = f.status,
@@ -84,6 +85,7 @@ WITH fin AS (
         elapsed_ms = f.elapsed,
         error_type = f.error_type,
         error_message = f.error_message,
+        result = f.result,
         lock_holder = NULL, locked_at = NULL, lease_until = NULL,
         cancel_requested = false,
         updated_at = f.finished_at
@@ -96,9 +98,9 @@ WITH fin AS (
     WHERE f.final_at IS NOT NULL AND NOT EXISTS (SELECT 1 FROM done d WHERE d.id = f.id)
 ), att AS (
     INSERT INTO tickerq_attempts (ticker_id, kind, number, node, status, started_at,
-        finished_at, elapsed_ms, error_type, error_message, traceback)
+        finished_at, elapsed_ms, error_type, error_message, traceback, result)
     SELECT d.id, d.kind, f.number, $15, f.attempt_status, f.started_at, f.finished_at,
-        f.elapsed, f.error_type, f.error_message, f.traceback
+        f.elapsed, f.error_type, f.error_message, f.traceback, f.result
     FROM done d JOIN fin f ON f.id = d.id
 ), long_picked AS (
     {_due(Priority.LONG_RUNNING).format(limit="$18")}
@@ -192,6 +194,9 @@ class HotPath:
             lease_until,
             [o.claim for o in done],
             notice,
+            # JSON text; NULL (no encoding) for the usual None of a failure or a job
+            # that returns nothing
+            [None if o.result is None else json.dumps(o.result) for o in done],
         )
         async with self._lock:
             try:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import sqlite3
 from collections.abc import Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -39,8 +40,8 @@ _IDLE, _RUNNING = Status.IDLE.value, Status.IN_PROGRESS.value
 
 _INSERT_ATTEMPT = """
 INSERT INTO tickerq_attempts (ticker_id, kind, number, node, status, started_at,
-    finished_at, elapsed_ms, error_type, error_message, traceback)
-SELECT id, kind, ?, ?, ?, ?, ?, ?, ?, ?, ?
+    finished_at, elapsed_ms, error_type, error_message, traceback, result)
+SELECT id, kind, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?
 FROM tickerq_tickers WHERE id = ? AND lock_holder = ? AND claims = ?
 """
 
@@ -48,7 +49,7 @@ _FINISH = """
 UPDATE tickerq_tickers SET
     status = ?, execution_time = coalesce(?, execution_time),
     retry_count = retry_count + ?, finished_at = ?, skipped_reason = ?, elapsed_ms = ?,
-    error_type = ?, error_message = ?, lock_holder = NULL, locked_at = NULL,
+    error_type = ?, error_message = ?, result = ?, lock_holder = NULL, locked_at = NULL,
     lease_until = NULL, cancel_requested = 0, updated_at = ?
 WHERE id = ? AND lock_holder = ? AND claims = ?
 """
@@ -132,21 +133,23 @@ class SqliteHotPath:
         """
         done = sorted(finished, key=lambda o: o.job.id)
         at = _text(now)
+        # JSON text of what each job returned; NULL (no encoding) when it is None
+        results = [None if o.result is None else json.dumps(o.result) for o in done]
         attempts = [
             (
                 o.job.retry_count, o.node, o.attempt_status.value, _text(o.started_at),
                 _text(o.finished_at), o.elapsed_ms, o.error_type, o.error_message,
-                o.traceback, o.job.id.hex, o.node, o.claim,
+                o.traceback, result, o.job.id.hex, o.node, o.claim,
             )
-            for o in done
+            for o, result in zip(done, results, strict=True)
         ]  # fmt: skip
         updates = [
             (
                 o.status.value, _text(o.next_run_at), o.retry_increment, _text(o.final_at),
-                o.skipped_reason, o.elapsed_ms, o.error_type, o.error_message,
+                o.skipped_reason, o.elapsed_ms, o.error_type, o.error_message, result,
                 _text(o.finished_at), o.job.id.hex, o.node, o.claim,
             )
-            for o in done
+            for o, result in zip(done, results, strict=True)
         ]  # fmt: skip
         finals = [o.job.id.hex for o in done if o.status.is_final]
         names = sorted(functions)
@@ -188,9 +191,9 @@ class SqliteHotPath:
                 marks = ", ".join("?" * len(finals))
                 sql = f"SELECT id FROM tickerq_tickers WHERE id IN ({marks}) AND has_children"
                 left_over = {r[0] for r in db.execute(sql, finals)}
-                if left_over:  # the id is the 10th value of both
-                    attempts = [a for a in attempts if a[9] not in left_over]
-                    updates = [u for u in updates if u[9] not in left_over]
+                if left_over:  # the id is the 11th value of both
+                    attempts = [a for a in attempts if a[10] not in left_over]
+                    updates = [u for u in updates if u[10] not in left_over]
             if attempts:
                 db.executemany(_INSERT_ATTEMPT, attempts)
                 db.executemany(_FINISH, updates)

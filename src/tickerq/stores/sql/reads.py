@@ -38,6 +38,7 @@ from uuid import UUID
 
 from sqlalchemy import (
     String,
+    case,
     func,
     or_,
     select,
@@ -46,7 +47,7 @@ from sqlalchemy import (
 )
 from sqlalchemy import cast as sql_cast
 
-from tickerq.enums import Status, TickerKind
+from tickerq.enums import Priority, Status, TickerKind
 from tickerq.models import TimeTicker
 from tickerq.stores import reads
 from tickerq.stores.base import TickerQuery
@@ -55,6 +56,7 @@ from tickerq.stores.reads import (
     Census,
     CensusGroup,
     ChangeMarker,
+    DepthGroup,
     DueItem,
     NodeLocks,
     TextSearch,
@@ -411,6 +413,23 @@ class SqlReads(SqlBase):
         stmt = select(soonest).order_by(soonest.c.execution_time).limit(limit)
         async with self.sa_engine.connect() as conn:
             return [DueItem(TickerKind(k), i, f, e) for k, i, f, e in await conn.execute(stmt)]
+
+    async def depth(self, now: datetime) -> list[DepthGroup]:
+        """Waiting rows by function and priority, and those due by ``now``: one
+        statement over the rows of the waiting index (the ones that wait, however
+        many ended)."""
+        due = or_(T.execution_time.is_(None), T.execution_time <= now)
+        stmt = (
+            select(T.function, T.priority, func.count(), func.sum(case((due, 1), else_=0)))
+            .where(waiting(self.dialect.name))
+            .group_by(T.function, T.priority)
+            .order_by(T.function, T.priority)
+        )
+        async with self.sa_engine.connect() as conn:
+            return [
+                DepthGroup(str(f), Priority(int(p)), int(w), int(d or 0))
+                for f, p, w, d in await conn.execute(stmt)
+            ]
 
     async def change_marker(self) -> ChangeMarker:
         """Latest changes of each table, and a deletion counter: rows deleted as the

@@ -61,6 +61,7 @@ def ticker_values(
         "awaiting_parent": awaiting_parent,
         "has_children": has_children,
         "cancel_requested": False,
+        "headers": t.headers or None,
         "created_at": t.created_at,
         "updated_at": t.updated_at,
     }
@@ -82,6 +83,8 @@ def ticker_from_row(r: Any) -> TimeTicker:
         description=r.description,
         parent_id=r.parent_id,
         run_condition=RunCondition(r.run_condition) if r.run_condition else None,
+        headers=r.headers or {},
+        result=r.result,
         **run_state(r),
     )
 
@@ -95,6 +98,7 @@ def occurrence_from_row(r: Any) -> CronOccurrence:
         execution_time=r.fire_time,
         status=Status(r.status),
         retry_count=r.retry_count,
+        result=r.result,
         **run_state(r),
     )
 
@@ -102,7 +106,7 @@ def occurrence_from_row(r: Any) -> CronOccurrence:
 JOB_COLUMN_NAMES = (
     "id", "kind", "function", "priority", "request", "execution_time", "retries",
     "retry_intervals", "retry_count", "timeout", "cron_ticker_id", "parent_id", "claims",
-    "stale_restarts", "has_children",
+    "stale_restarts", "has_children", "headers",
 )  # fmt: skip
 """The columns of a claimed row the engine needs: every claim path returns these."""
 
@@ -144,6 +148,7 @@ def job_from_row(r: Mapping[str, Any], decode: Decode = DECODED) -> Job:
         has_children=bool(r["has_children"]),
         claim=r["claims"],
         stale_restarts=r["stale_restarts"],
+        headers=decode.json(r["headers"]),
     )
 
 
@@ -201,6 +206,7 @@ def attempt_from_row(r: Any) -> Attempt:
         error_type=r.error_type,
         error_message=r.error_message,
         traceback=r.traceback,
+        result=r.result,
     )
 
 

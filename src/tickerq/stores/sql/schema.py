@@ -44,13 +44,14 @@ __all__ = [
     "WAITING_PRIORITIES",
     "WAITING_SQL",
     "JSONColumn",
+    "NullableJSON",
     "UTCDateTime",
     "metadata",
     "tables",
     "waiting",
 ]
 
-SCHEMA_VERSION = "0005"
+SCHEMA_VERSION = "0006"
 """The Alembic revision the code expects."""
 
 
@@ -100,6 +101,24 @@ class JSONColumn(TypeDecorator[Any]):
         if dialect.name != "sqlite":
             return value
         return decode_sqlite_json(value)
+
+
+class NullableJSON(JSONColumn):
+    """A :class:`JSONColumn` where Python None is SQL NULL (not the JSON ``null``), for
+    values that are mostly absent (headers, results): the fast paths that write them
+    as NULL and the general path store the same thing, and NULL costs nothing."""
+
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> Any:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(Text())
+        return dialect.type_descriptor(JSON(none_as_null=True))
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        if dialect.name != "sqlite" or value is None:
+            return value
+        return json.dumps(value)
 
 
 def decode_sqlite_json(value: Any) -> Any:
@@ -159,6 +178,10 @@ tickers = Table(
     # Set on a parent in the transaction that adds a child to it; ending a run
     # reads it from the row, so a child added while its parent ran is resolved.
     Column("has_children", Boolean, nullable=False, default=False, server_default=false()),
+    # A time ticker's headers (text to text), NULL when it has none; what the
+    # row's last attempt returned, NULL while none succeeded.
+    Column("headers", NullableJSON, nullable=True),
+    Column("result", NullableJSON, nullable=True),
     UniqueConstraint("cron_ticker_id", "fire_time", name="uq_tickerq_occurrence_fire"),
     # Rows by status: running rows whose lease lapsed (reclaim), counts by status.
     Index("ix_tickerq_tickers_status", "status", "lease_until"),
@@ -257,6 +280,7 @@ attempts = Table(
     Column("error_type", String(200), nullable=True),
     Column("error_message", Text, nullable=True),
     Column("traceback", Text, nullable=True),
+    Column("result", NullableJSON, nullable=True),
     Index("ix_tickerq_attempts_ticker", "ticker_id", "number"),
 )
 

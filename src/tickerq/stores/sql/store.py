@@ -157,6 +157,8 @@ class SqlStore(CronSeeding, CronMaterializing, EngineWork, SqlReads):
         values = dict(changes)
         if "retry_intervals" in values and values["retry_intervals"] is not None:
             values["retry_intervals"] = list(values["retry_intervals"])
+        if "headers" in values:
+            values["headers"] = values["headers"] or None  # none: NULL
 
         def tx(conn: Connection) -> Any:
             row = (

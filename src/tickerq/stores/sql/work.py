@@ -52,6 +52,7 @@ from tickerq.stores.sql.rows import (
 )
 from tickerq.stores.sql.schema import (
     WAITING_PRIORITIES,
+    NullableJSON,
     UTCDateTime,
     attempts,
     cron_tickers,
@@ -474,6 +475,7 @@ class EngineWork(SqlBase):
                 "cancel_requested": False,
                 "updated_at": now,
                 "stale_restarts": T.stale_restarts + 1,
+                "result": None,  # the lost run returned nothing
             }
             again = [r.id for r in rows if r.id not in ends]
             if again:
@@ -578,7 +580,7 @@ _UNCLAIMED: dict[str, Any] = {
 _INSERT_ATTEMPT = insert(attempts).from_select(
     [
         "ticker_id", "kind", "number", "node", "status", "started_at", "finished_at",
-        "elapsed_ms", "error_type", "error_message", "traceback",
+        "elapsed_ms", "error_type", "error_message", "traceback", "result",
     ],
     select(
         T.id,
@@ -592,6 +594,7 @@ _INSERT_ATTEMPT = insert(attempts).from_select(
         bindparam("b_error_type", type_=String),
         bindparam("b_error_message", type_=Text),
         bindparam("b_traceback", type_=Text),
+        bindparam("b_result", type_=NullableJSON),
     ).where(
         T.id == bindparam("b_id"),
         T.lock_holder == bindparam("b_node"),
@@ -636,6 +639,7 @@ _FINISH_TICKER = (
         elapsed_ms=bindparam("b_elapsed"),
         error_type=bindparam("b_error_type"),
         error_message=bindparam("b_error_message"),
+        result=bindparam("b_result", type_=NullableJSON),
         lock_holder=None,
         locked_at=None,
         lease_until=None,
@@ -663,6 +667,7 @@ def _outcome_params(o: Outcome) -> dict[str, Any]:
         "b_error_type": o.error_type,
         "b_error_message": o.error_message,
         "b_traceback": o.traceback,
+        "b_result": o.result,
     }
 
 
