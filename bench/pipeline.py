@@ -194,10 +194,10 @@ def report(args: argparse.Namespace, rounds: dict[str, list[float]]) -> str:
         "",
         f"A no-op job costs {median['none'] / args.n * 1e6:.1f} µs here, from claim to "
         "its result written. Recording its process span with the OpenTelemetry SDK "
-        f"adds {span_us:.1f} µs per job, in the SDK itself (span objects, attributes, links, the processor): "
-        "that is under 1% of any job that takes a few milliseconds, and no middleware "
-        "can make it cheaper than the SDK is. Sample (`TraceIdRatioBased`) to trace "
-        "fewer runs.",
+        f"adds {span_us:.1f} µs per job, in the SDK itself (span objects, attributes, "
+        "links, the processor): that is under 1% of any job that takes a few "
+        "milliseconds, and no middleware can make it cheaper than the SDK is. Sample "
+        "(`TraceIdRatioBased`) to trace fewer runs.",
         "",
     ]
     return "\n".join(lines)
