@@ -341,10 +341,12 @@ def test_text_formatter_without_fields_is_the_usual_line() -> None:
 
 @contextlib.contextmanager
 def bare_root() -> Iterator[logging.Logger]:
-    """The root logger without pytest's handlers (restored after)."""
+    """The root logger as a program starts with it: no handler, WARNING (pytest's
+    handlers and any level an earlier test left are restored after)."""
     root = logging.getLogger()
     saved, level = root.handlers[:], root.level
     root.handlers.clear()
+    root.setLevel(logging.WARNING)
     try:
         yield root
     finally:
