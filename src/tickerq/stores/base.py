@@ -53,6 +53,11 @@ __all__ = [
 ]
 
 
+_NO_HEADERS: dict[str, str] = {}
+"""Shared by every job without headers (never changed in place: a change of a row's
+headers replaces its dict), so a million waiting rows hold no empty dict each."""
+
+
 class Job:
     """A claimed unit of work (a time ticker or a cron occurrence), read-only for the engine."""
 
@@ -115,7 +120,7 @@ class Job:
         written only while the row is still under this claim."""
         self.stale_restarts = stale_restarts
         """Runs of the row lost so far (its node died or froze while running it)."""
-        self.headers = {} if headers is None else headers
+        self.headers = _NO_HEADERS if headers is None else headers
         """The ticker's headers (``ctx.headers``); empty for cron occurrences."""
 
 
