@@ -31,11 +31,9 @@ import platform
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from datetime import UTC, datetime
-from io import BytesIO
 from pathlib import Path
 from typing import Any
 
@@ -123,18 +121,6 @@ async def drain(variant: str, n: int) -> float:
     return elapsed
 
 
-def extract(rev: str, into: Path) -> Path:
-    """The ``src`` tree of ``rev``, extracted under ``into``."""
-    data = subprocess.run(
-        ["git", "-C", str(ROOT), "archive", "--format=tar", rev, "src"],
-        check=True,
-        capture_output=True,
-    ).stdout
-    with tarfile.open(fileobj=BytesIO(data)) as tar:
-        tar.extractall(into, filter="data")
-    return into / "src"
-
-
 def one(variant: str, n: int, src: Path) -> float:
     env = dict(os.environ, PYTHONPATH=str(src))
     done = subprocess.run(
@@ -214,9 +200,11 @@ def main() -> None:
         print(asyncio.run(drain(args.child, args.n)))
         return
     sys.path.insert(0, str(HERE))
+    from crons import extract_baseline
+
     rounds: dict[str, list[float]] = {v: [] for v in VARIANTS}
     with tempfile.TemporaryDirectory() as tmp:
-        sources = {"before": extract(args.baseline, Path(tmp))}
+        sources = {"before": extract_baseline(args.baseline, Path(tmp))}
         for r in range(args.rounds):
             for variant in VARIANTS:
                 seconds = one(variant, args.n, sources.get(variant, ROOT / "src"))

@@ -311,10 +311,10 @@ class TimeTickerManager:
             async with asyncio.timeout(timeout):
                 pause = 0.05
                 while True:
+                    ended.clear()  # before the read: an end after it still wakes us
                     ticker = await self.get(tid)
                     if ticker.status.is_final:
                         return ticker
-                    ended.clear()
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(ended.wait(), pause)
                     pause = min(pause * 2, 1.0)
