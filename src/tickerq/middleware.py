@@ -132,7 +132,7 @@ class Pipeline:
     kept until the app's list changes; a function without any is called directly.
     """
 
-    __slots__ = ("_chains", "_enqueue", "_execute", "_middleware", "_of_function")
+    __slots__ = ("_enqueue", "_execute", "_middleware", "_of_function", "chains")
 
     def __init__(
         self,
@@ -144,7 +144,10 @@ class Pipeline:
         """The middleware given to ``@app.function(middleware=...)``, by name."""
         self._enqueue: dict[str, tuple[Hook, ...]] = {}
         self._execute: dict[str, tuple[Hook, ...]] = {}
-        self._chains: dict[str, Callable[[Any], Awaitable[Any]] | None] = {}
+        self.chains: dict[str, Callable[[Any], Awaitable[Any]] | None] = {}
+        """The chains composed so far, by function (emptied by :meth:`forget`): the
+        engine looks a run's chain up here and calls :meth:`execute_chain` only for
+        a function not in it. Read-only for others."""
 
     @property
     def middleware(self) -> tuple[object, ...]:
@@ -160,7 +163,7 @@ class Pipeline:
         """Look the hooks up again (a function was registered or the list changed)."""
         self._enqueue.clear()
         self._execute.clear()
-        self._chains.clear()
+        self.chains.clear()
 
     def _hooks(self, function: str, name: str) -> tuple[Hook, ...]:
         own = self._of_function(function) if self._of_function is not None else ()
@@ -188,8 +191,8 @@ class Pipeline:
         no ``on_execute`` hook. The chain is kept per function: ``terminal`` must
         do the same every time (the engine's: it runs ``ctx``'s job)."""
         try:
-            return self._chains[function]
+            return self.chains[function]
         except KeyError:
             hooks = self.execute_hooks(function)
-            chain = self._chains[function] = compose(hooks, terminal) if hooks else None
+            chain = self.chains[function] = compose(hooks, terminal) if hooks else None
             return chain
