@@ -167,7 +167,7 @@ def _has_table(conn: Connection, name: str) -> bool:
 
 
 def test_head_is_schema_version() -> None:
-    assert migrate.head_revision() == SCHEMA_VERSION == "0006"
+    assert migrate.head_revision() == SCHEMA_VERSION == "0007"
 
 
 async def test_fresh_database_gets_exactly_the_schema(url: str) -> None:

@@ -40,7 +40,9 @@ from sqlalchemy.sql.elements import TextClause
 from tickerq.enums import Priority
 
 __all__ = [
+    "KEYED_RUNNING_SQL",
     "SCHEMA_VERSION",
+    "UNIQUE_HELD_SQL",
     "WAITING_PRIORITIES",
     "WAITING_SQL",
     "JSONColumn",
@@ -51,7 +53,7 @@ __all__ = [
     "waiting",
 ]
 
-SCHEMA_VERSION = "0006"
+SCHEMA_VERSION = "0007"
 """The Alembic revision the code expects."""
 
 
@@ -182,6 +184,11 @@ tickers = Table(
     # row's last attempt returned, NULL while none succeeded.
     Column("headers", NullableJSON, nullable=True),
     Column("result", NullableJSON, nullable=True),
+    # A time ticker's unique key (held while the row waits or runs: see
+    # uq_tickerq_tickers_unique) and the key its per-key concurrency limit counts
+    # it under; NULL when it has none.
+    Column("unique_key", String(200), nullable=True),
+    Column("concurrency_key", String(200), nullable=True),
     UniqueConstraint("cron_ticker_id", "fire_time", name="uq_tickerq_occurrence_fire"),
     # Rows by status: running rows whose lease lapsed (reclaim), counts by status.
     Index("ix_tickerq_tickers_status", "status", "lease_until"),
@@ -245,6 +252,33 @@ Index(
     sqlite_where=tickers.c.finished_at.is_not(None),
 )
 
+UNIQUE_HELD_SQL = "unique_key IS NOT NULL AND status IN ('IDLE', 'QUEUED', 'IN_PROGRESS')"
+"""The rows that hold their unique key: those waiting or running."""
+
+# One waiting or running row per (function, unique key), cluster-wide: an enqueue
+# with a key already held conflicts here, whichever node adds it.
+Index(
+    "uq_tickerq_tickers_unique",
+    tickers.c.function,
+    tickers.c.unique_key,
+    unique=True,
+    postgresql_where=text(UNIQUE_HELD_SQL),
+    sqlite_where=text(UNIQUE_HELD_SQL),
+)
+
+KEYED_RUNNING_SQL = "concurrency_key IS NOT NULL AND status = 'IN_PROGRESS'"
+"""The running rows a per-key concurrency limit counts."""
+
+# Running rows with a concurrency key, by function and key: a claim counts a key's
+# running rows from it, however many rows ended.
+Index(
+    "ix_tickerq_tickers_key_running",
+    tickers.c.function,
+    tickers.c.concurrency_key,
+    postgresql_where=text(KEYED_RUNNING_SQL),
+    sqlite_where=text(KEYED_RUNNING_SQL),
+)
+
 cron_tickers = Table(
     "tickerq_cron_tickers",
     metadata,
@@ -296,7 +330,27 @@ nodes = Table(
     Column("functions", JSON, nullable=False),
 )
 
-tables = {t.name: t for t in (tickers, cron_tickers, attempts, nodes)}
+pauses = Table(
+    "tickerq_pauses",
+    metadata,
+    # A paused function's name, or ``*`` for the whole cluster.
+    Column("function", String(200), primary_key=True),
+    Column("paused_at", UTCDateTime, nullable=False),
+    Column("paused_by", String(200), nullable=True),
+)
+
+rate_starts = Table(
+    "tickerq_rate_starts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    # The rate limit (its name) and how many jobs one claim started under it when.
+    Column("bucket", String(200), nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("count", Integer, nullable=False),
+    Index("ix_tickerq_rate_starts_bucket", "bucket", "started_at"),
+)
+
+tables = {t.name: t for t in (tickers, cron_tickers, attempts, nodes, pauses, rate_starts)}
 
 
 @compiles(CreateIndex, "sqlite")
