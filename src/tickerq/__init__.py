@@ -27,6 +27,7 @@ from tickerq.errors import (
 )
 from tickerq.functions import FunctionOptions, TickerFunction, TickerRouter
 from tickerq.hooks import Cancellation, Failure
+from tickerq.limits import RateLimit
 from tickerq.managers import TimeTickerSpec
 from tickerq.middleware import Middleware
 from tickerq.models import Attempt, CronOccurrence, CronTicker, Node, TimeTicker
@@ -53,6 +54,7 @@ __all__ = [
     "MisfirePolicy",
     "Node",
     "Priority",
+    "RateLimit",
     "RegistrationError",
     "RetryPolicy",
     "RunCondition",

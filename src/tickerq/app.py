@@ -7,7 +7,7 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
@@ -22,6 +22,7 @@ from tickerq.errors import (
 from tickerq.events import EventBus
 from tickerq.functions import FunctionRegistry, TickerFunction, TickerRouter, _Registrar
 from tickerq.hooks import Cancellation, Hooks
+from tickerq.limits import RateLimit, as_rate_limit
 from tickerq.managers import CronTickerManager, TimeTickerManager
 from tickerq.middleware import Pipeline
 from tickerq.stores import Store, mask_password, open_store
@@ -70,8 +71,11 @@ class TickerQ(_Registrar):
         max_payload_bytes: int = 1_000_000,
         auto_upgrade: bool = False,
         middleware: Sequence[object] = (),
+        limits: Mapping[str, RateLimit | str] | None = None,
+        rate_limit: RateLimit | str | None = None,
     ) -> None:
         super().__init__()
+        named, app_wide = _rate_limits(limits, rate_limit)
         if (
             isinstance(max_concurrency, bool)
             or not isinstance(max_concurrency, int)
@@ -107,6 +111,8 @@ class TickerQ(_Registrar):
             hooks=self._hooks,
             pipeline=self._pipeline,
             max_result_bytes=max_payload_bytes,
+            named_limits=named,
+            app_rate_limit=app_wide,
             app=self,
         )
         self.time_tickers = TimeTickerManager(
@@ -135,6 +141,14 @@ class TickerQ(_Registrar):
     # -- registration -----------------------------------------------------------------
 
     def _register(self, handle: TickerFunction[Any]) -> None:
+        wanted = handle.options.rate_limit
+        if isinstance(wanted, str) and wanted not in self.engine.named_limits:
+            known = ", ".join(sorted(self.engine.named_limits)) or "none"
+            raise RegistrationError(
+                handle.name,
+                f"rate_limit {wanted!r} is not one of the app's limits (known: {known}); "
+                "give TickerQ(limits={...}) or a rate like '100/m'",
+            )
         super()._register(handle)
         if self._functions.get(handle.name) is handle:
             handle._app = self
@@ -411,3 +425,19 @@ class TickerQ(_Registrar):
 
             self._sync = SyncTickerQ(self)
         return self._sync
+
+
+def _rate_limits(
+    limits: Mapping[str, RateLimit | str] | None, rate_limit: RateLimit | str | None
+) -> tuple[dict[str, RateLimit], RateLimit | None]:
+    """The app's named rate limits and its app-wide one, checked."""
+    named: dict[str, RateLimit] = {}
+    if limits is not None:
+        if not isinstance(limits, Mapping):
+            raise InvalidArgumentError(
+                f"limits must be a mapping of names to rate limits, got {limits!r:.80}"
+            )
+        for name, value in limits.items():
+            named[check_name(name, "rate limit name")] = as_rate_limit(value, f"limits[{name!r}]")
+    app_wide = None if rate_limit is None else as_rate_limit(rate_limit, "rate_limit")
+    return named, app_wide

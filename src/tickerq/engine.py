@@ -26,9 +26,10 @@ from tickerq.errors import TerminateExecution
 from tickerq.events import EngineStateChanged
 from tickerq.firing import fire_due_crons
 from tickerq.hooks import Cancellation, Failure, Hooks
+from tickerq.limits import APP_BUCKET, Gates, RateLimit, function_bucket, named_bucket
 from tickerq.middleware import Pipeline
 from tickerq.models import Node
-from tickerq.notices import CancelRequested, Notice, Wake, WorkDue
+from tickerq.notices import TICKERS, CancelRequested, Changed, Notice, Wake, WorkDue
 from tickerq.retry import RetryPolicy
 from tickerq.stores.base import Job, LostRunPolicy, Outcome
 from tickerq.threads import DaemonPool, run_in_thread
@@ -145,6 +146,11 @@ class Engine:
 
     _log_info = False
     """Whether INFO records are kept: looked up once per claimed batch, not per job."""
+    # What the engine derives from the registered functions, looked at again when
+    # their number changes (see _capacity).
+    _known_functions = -1
+    _long_running = False
+    _gates: Gates | None = None
 
     def __init__(
         self,
@@ -160,6 +166,8 @@ class Engine:
         hooks: Hooks | None = None,
         pipeline: Pipeline | None = None,
         max_result_bytes: int = 0,
+        named_limits: Mapping[str, RateLimit] | None = None,
+        app_rate_limit: RateLimit | None = None,
         app: TickerQ,
     ) -> None:
         self.options = options
@@ -202,7 +210,9 @@ class Engine:
         """A last-chance row waits: claim nothing until this node's jobs have ended."""
         self._rng = random.Random()
         self._limited: list[TickerFunction[Any]] = []
-        self._known_functions = -1
+        # The app's named rate limits (TickerQ(limits=...)) and its app-wide one.
+        self.named_limits: dict[str, RateLimit] = dict(named_limits or {})
+        self.app_rate_limit = app_rate_limit
         self._check_crons = True
         self._crons_checked_at = datetime.min.replace(tzinfo=UTC)
         self._cron_task: asyncio.Task[None] | None = None
@@ -210,7 +220,6 @@ class Engine:
         self._crons_again = False
         self._crons_failed_at: datetime | None = None
         self._store_error_at = datetime.min.replace(tzinfo=UTC)
-        self._long_running = False
         self._functions = functions
         self._unsubscribe: Callable[[], None] | None = None
 
@@ -409,6 +418,10 @@ class Engine:
             self.cancel_local(notice.ticker_id)
         elif isinstance(notice, Wake):
             self.wake()
+        elif isinstance(notice, Changed):
+            gates = self._gates
+            if gates is not None and gates.blocked and TICKERS in notice.topics:
+                self.wake()  # a run that ended elsewhere may free a key held back here
 
     def is_running_elsewhere(self, ctx: TickerContext[Any]) -> bool:
         """Whether another run of the same cron ticker (or function) is in progress here."""
@@ -467,6 +480,7 @@ class Engine:
                     else await store.next_due_time(after, cron_lead=self._cron_lead)
                 )
                 deadline = self._cron_retry(deadline)
+                deadline = self._throttle_deadline(deadline)
             except Exception:
                 self._store_error_at = now
                 logger.exception("engine loop failed; retrying in 1 s")
@@ -486,6 +500,14 @@ class Engine:
                 self._check_crons = True  # the deadline (or a poll) came
             self._deadline = None
         self._idle.set()
+
+    def _throttle_deadline(self, deadline: datetime | None) -> datetime | None:
+        """Wake up when a rate limit that held due work back lets it start."""
+        gates = self._gates
+        until = None if gates is None else gates.blocked_until
+        if until is None or not self._may_claim():
+            return deadline
+        return until if deadline is None else min(deadline, until)
 
     async def _sleep(self, now: datetime, due: datetime | None) -> None:
         """Sleep until ``due``, a wake-up, or a poll that finds the store changed.
@@ -579,16 +601,19 @@ class Engine:
         Results of the jobs that ended go in with the claim: one round trip for both.
         """
         finished, self._outcomes = self._outcomes, []
+        capacity = self._capacity()
+        gates = self._gates
         try:
             jobs = await self.store.claim(
                 now,
                 node=self.node_id,
                 lease_until=self._lease_until(now),
                 slots=max(free, 0),
-                capacity=self._capacity(),
+                capacity=capacity,
                 functions=self._functions.keys(),
                 limits=self._limits(),
                 finished=finished,
+                gates=gates,
             )
         except BaseException:
             self._outcomes[:0] = finished
@@ -648,6 +673,24 @@ class Engine:
         """Each limited function's max_concurrency (enforced cluster-wide by shared stores)."""
         return {f.name: f.options.max_concurrency for f in self._limited}
 
+    def _build_gates(self) -> Gates | None:
+        """The cluster-wide rate and per-key limits of the registered functions."""
+        gates = Gates()
+        if self.app_rate_limit is not None:
+            gates.buckets[APP_BUCKET] = self.app_rate_limit
+            gates.app_wide = True
+        for fn in self._functions.values():
+            wanted = fn.options.rate_limit
+            if isinstance(wanted, RateLimit):
+                gates.buckets[function_bucket(fn.name)] = wanted
+                gates.of_function[fn.name] = (function_bucket(fn.name),)
+            elif wanted is not None and wanted in self.named_limits:
+                gates.buckets[named_bucket(wanted)] = self.named_limits[wanted]
+                gates.of_function[fn.name] = (named_bucket(wanted),)
+            if fn.options.max_per_key:
+                gates.per_key[fn.name] = fn.options.max_per_key
+        return gates if gates.buckets or gates.per_key else None
+
     def _has_long_running(self) -> bool:
         self._capacity()  # refreshes the cached views of the registered functions
         return self._long_running
@@ -660,6 +703,7 @@ class Engine:
         if len(self._functions) != self._known_functions:
             self._known_functions = len(self._functions)
             self._limited = [f for f in self._functions.values() if f.options.max_concurrency]
+            self._gates = self._build_gates()
             self._long_running = any(
                 f.options.priority is Priority.LONG_RUNNING for f in self._functions.values()
             )

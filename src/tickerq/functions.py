@@ -36,6 +36,7 @@ from tickerq.errors import (
     RegistrationError,
     TickerQError,
 )
+from tickerq.limits import RateLimit, as_rate_limit, check_concurrency_key, looks_like_rate
 from tickerq.middleware import check_middleware
 from tickerq.validation import (
     MAX_CONCURRENCY,
@@ -123,6 +124,13 @@ class FunctionOptions:
     jobs that must not run twice)."""
     middleware: tuple[object, ...] = ()
     """Middleware around this function's enqueues and runs, inside the app's."""
+    rate_limit: RateLimit | str | None = None
+    """At most so many starts per period across the cluster: its own
+    :class:`~tickerq.limits.RateLimit`, or the name of one of the app's ``limits``."""
+    concurrency_key: Callable[[Any], Any] | None = None
+    """Computes a ticker's concurrency key from its request at enqueue."""
+    max_per_key: int = 0
+    """At most this many runs at once per concurrency key, across the cluster."""
 
 
 class _Codec:
@@ -459,6 +467,24 @@ def _middleware_list(value: Any) -> tuple[object, ...]:
     return tuple(check_middleware(m) for m in value)
 
 
+def _rate_limit_option(value: Any) -> RateLimit | str | None:
+    """A function's ``rate_limit``: a RateLimit (or its text), or a limit's name."""
+    if value is None or isinstance(value, RateLimit):
+        return value
+    if isinstance(value, str) and not looks_like_rate(value):
+        check_name(value, "rate limit name")
+        return value
+    return as_rate_limit(value, "rate_limit")
+
+
+def _key_function(value: Any) -> Callable[[Any], Any] | None:
+    if value is not None and not callable(value):
+        raise InvalidArgumentError(
+            f"concurrency_key must be a function of the request, got {short_repr(value)}"
+        )
+    return value  # type: ignore[no-any-return]
+
+
 def _checked_options(name: str, options: dict[str, Any]) -> FunctionOptions:
     """Build the options, reporting every bad one as a problem of function ``name``."""
     checks: dict[str, Callable[[Any], Any]] = {
@@ -475,6 +501,9 @@ def _checked_options(name: str, options: dict[str, Any]) -> FunctionOptions:
         "cron": lambda v: None if v is None else check_cron_text(v),
         "cron_timezone": lambda v: None if v is None else check_timezone(v),
         "middleware": _middleware_list,
+        "rate_limit": _rate_limit_option,
+        "concurrency_key": _key_function,
+        "max_per_key": lambda v: check_count(v, "max_per_key", MAX_CONCURRENCY),
     }
     defaults = FunctionOptions()
     for key, check in checks.items():
@@ -483,6 +512,9 @@ def _checked_options(name: str, options: dict[str, Any]) -> FunctionOptions:
         except (InvalidArgumentError, CronError) as exc:
             _problem(name, str(exc))
             options[key] = getattr(defaults, key)
+    if (options["concurrency_key"] is None) != (options["max_per_key"] == 0):
+        _problem(name, "concurrency_key and max_per_key go together: give both or neither")
+        options["concurrency_key"], options["max_per_key"] = None, 0
     if options["cron"] is not None:
         from tickerq.cron import CronExpression
 
@@ -536,6 +568,9 @@ class _Registrar:
         max_stale_restarts: int | None = None,
         rerun_lost: bool = True,
         middleware: Sequence[object] = (),
+        rate_limit: RateLimit | str | None = None,
+        concurrency_key: Callable[[Any], Any] | None = None,
+        max_per_key: int = 0,
     ) -> _Decorator: ...
     def function(
         self,
@@ -552,11 +587,18 @@ class _Registrar:
         max_stale_restarts: int | None = None,
         rerun_lost: bool = True,
         middleware: Sequence[object] = (),
+        rate_limit: RateLimit | str | None = None,
+        concurrency_key: Callable[[Any], Any] | None = None,
+        max_per_key: int = 0,
     ) -> Any:
         """Register a job function: ``@app.function``, ``@app.function()`` or
         ``@app.function("name", cron=..., priority=..., max_concurrency=...,
         retries=..., retry_intervals=..., timeout=..., max_stale_restarts=...,
-        rerun_lost=..., middleware=[...])``.
+        rerun_lost=..., middleware=[...], rate_limit="100/m",
+        concurrency_key=lambda req: req.tenant, max_per_key=1)``.
+
+        ``rate_limit`` and ``max_per_key`` hold across every node (see
+        :mod:`tickerq.limits`); ``rate_limit`` may name one of the app's ``limits``.
 
         Problems (duplicate name, bad signature, bad cron, negative limits,
         unserializable request type) raise :class:`RegistrationError` here,
@@ -579,6 +621,9 @@ class _Registrar:
             "max_stale_restarts": max_stale_restarts,
             "rerun_lost": rerun_lost,
             "middleware": middleware,
+            "rate_limit": rate_limit,
+            "concurrency_key": concurrency_key,
+            "max_per_key": max_per_key,
         }
 
         def decorate(func: JobCallable) -> TickerFunction[Any]:
@@ -670,6 +715,22 @@ class FunctionRegistry:
             return function, _UNREGISTERED
         fn = self.get(function)
         return fn.name, fn.options
+
+    def concurrency_key(self, function: str, payload: Any) -> str | None:
+        """The concurrency key of a ticker of ``function`` with the stored request
+        ``payload`` (None when the function has no per-key limit, or is not
+        registered here). What the function's ``concurrency_key`` raises or returns
+        wrongly is an InvalidArgumentError naming the function."""
+        fn = self._by_name.get(function)
+        if fn is None or fn.options.concurrency_key is None:
+            return None
+        try:
+            value = fn.options.concurrency_key(fn.decode_request(payload))
+        except Exception as exc:
+            raise InvalidArgumentError(
+                f"the concurrency_key of {function!r} failed: {type(exc).__name__}: {exc}"
+            ) from exc
+        return check_concurrency_key(function, value)
 
     def payload(self, function: str, request: Any, allow_unregistered: bool) -> Any:
         """The request validated for ``function`` (plain JSON for a function not

@@ -96,6 +96,9 @@ class TimeTicker(_Evolve):
     set by the caller or by middleware; the job sees them as ``ctx.headers``."""
     result: JSONValue = field(default=None, hash=False)
     """What the last attempt returned (JSON); None while none has succeeded."""
+    concurrency_key: str | None = None
+    """The key its function's per-key concurrency limit counts it under (computed
+    from the request at enqueue by the function's ``concurrency_key``)."""
     created_at: datetime
     updated_at: datetime
 

@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 
 from tickerq import EngineOptions, Priority, Status, TickerContext, TickerQ, TickerStateError
+from tickerq.limits import Gates
 from tickerq.models import TimeTicker
 from tickerq.stores.base import Job, Outcome, Store
 from tickerq.testing import ManualClock
@@ -289,6 +290,7 @@ class Ops:
         functions: Sequence[str] | None = None,
         lease: float = 60.0,
         limits: dict[str, int] | None = None,
+        gates: Gates | None = None,
     ) -> list[Job]:
         now = now or self.now
         return await self.store.claim(
@@ -299,6 +301,7 @@ class Ops:
             capacity=capacity or {},
             functions=list(FUNCTIONS) if functions is None else functions,
             limits=limits,
+            gates=gates,
         )
 
     async def claim_one(self, ticker_id: uuid.UUID, **kwargs: Any) -> Job:

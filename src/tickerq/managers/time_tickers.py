@@ -132,6 +132,7 @@ class TimeTickerManager:
             if spec.run_condition is not None
             else None,
             headers=check_headers(spec.headers),
+            concurrency_key=self._functions.concurrency_key(name, payload),
             created_at=now,
             updated_at=now,
         )
@@ -252,6 +253,9 @@ class TimeTickerManager:
         if request is not UNSET:
             changes["request"] = self._functions.payload(
                 current.function, request, allow_unregistered
+            )
+            changes["concurrency_key"] = self._functions.concurrency_key(
+                current.function, changes["request"]
             )
         if description is not UNSET:
             changes["description"] = description_of(description)

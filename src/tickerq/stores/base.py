@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from datetime import timedelta
 
     from tickerq.events import EventBus
+    from tickerq.limits import Gates
     from tickerq.models import Attempt, CronOccurrence, CronTicker, Node, TimeTicker
     from tickerq.stores.reads import (
         Census,
@@ -506,6 +507,7 @@ class Store(ABC):
         functions: Collection[str],
         limits: Mapping[str, int] | None = None,
         finished: Sequence[Outcome] = (),
+        gates: Gates | None = None,
     ) -> list[Job]:
         """Record ``finished`` (as :meth:`complete` would), then claim and start due work.
 
@@ -521,6 +523,13 @@ class Store(ABC):
         ``functions`` (those this node can run). ``limits`` gives each limited
         function's max_concurrency: a shared store enforces it across all nodes
         (counting their running jobs) instead of this node's ``capacity``.
+
+        ``gates`` (see :mod:`tickerq.limits`): rate limits (no window of a limit's
+        period holds more starts of its functions than its limit, counting every
+        node's claims) and per-key concurrency (no more running rows of a
+        function with one concurrency key than its ``max_per_key``). Rows held
+        back stay IDLE, untouched; the claim sets ``gates.blocked_until`` (when a
+        full rate limit lets one more start) and ``gates.blocked``.
         """
 
     @abstractmethod

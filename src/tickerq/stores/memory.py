@@ -27,6 +27,7 @@ from tickerq.errors import (
     TickerStateError,
 )
 from tickerq.events import CronTickerChanged, TickerChanged, TickerDeleted
+from tickerq.limits import Gate, Gates
 from tickerq.models import Attempt, CronOccurrence, CronTicker, Node, TimeTicker
 from tickerq.stores.base import (
     CRON_BATCH_FIRES,
@@ -93,6 +94,11 @@ class MemoryStore(MemoryReads, Store):
         self.history_limit = history_limit
         """Most ended rows kept (None: no limit)."""
         self._rows: dict[UUID, Row] = {}
+        self._keyed_running: dict[UUID, Row] = {}
+        """Rows started with a concurrency key (those no longer running are dropped
+        when a claim counts them)."""
+        self._rate_starts: dict[str, list[tuple[datetime, int]]] = {}
+        """Starts counted by each rate limit: (when, how many), within its period."""
         self._crons: dict[UUID, CronTicker] = {}
         self._cron_schedule = CronSchedule()
         self._occurrence_keys: dict[tuple[UUID, datetime], UUID] = {}
@@ -190,6 +196,7 @@ class MemoryStore(MemoryReads, Store):
                 run_condition=t.run_condition,
                 awaiting_parent=parent is not None,
                 headers=dict(t.headers) if t.headers else None,
+                concurrency_key=t.concurrency_key,
                 status=t.status,
                 created_at=utc(t.created_at),
                 updated_at=utc(t.updated_at),
@@ -624,6 +631,7 @@ class MemoryStore(MemoryReads, Store):
         functions: Collection[str],
         limits: Mapping[str, int] | None = None,
         finished: Sequence[Outcome] = (),
+        gates: Gates | None = None,
     ) -> list[Job]:
         """Record ``finished``; move due rows to the ready FIFOs; take and start the
         best up to the limits."""
@@ -633,6 +641,7 @@ class MemoryStore(MemoryReads, Store):
         self._move_due(now)
         claimed: list[Job] = []
         left = dict(capacity)
+        gate = self._open_gate(gates, functions, now)
         for priority in _PRIORITIES:
             queue = ready[priority]
             if not queue:
@@ -643,14 +652,15 @@ class MemoryStore(MemoryReads, Store):
                 row, version = queue.popleft()
                 if not self._valid(row, version):
                     continue
-                if row.function not in functions:
+                room = left.get(row.function)
+                if (
+                    row.function not in functions
+                    or (room is not None and room <= 0)
+                    or (gate is not None and not gate.admit(row.function, row.concurrency_key))
+                ):
                     held.append((row, version))
                     continue
-                room = left.get(row.function)
                 if room is not None:
-                    if room <= 0:
-                        held.append((row, version))
-                        continue
                     left[row.function] = room - 1
                 self._start(row, node, now, lease_until)
                 claimed.append(row)
@@ -658,10 +668,40 @@ class MemoryStore(MemoryReads, Store):
                     slots -= 1
             if held:
                 queue.extendleft(reversed(held))
+        if gate is not None:
+            for bucket, count in gate.taken().items():
+                self._rate_starts.setdefault(bucket, []).append((now, count))
+            gate.close()
         return claimed
+
+    def _open_gate(
+        self, gates: Gates | None, functions: Collection[str], now: datetime
+    ) -> Gate | None:
+        """The claim's gate when ``functions`` have limits: the recent starts of each
+        rate limit (older ones dropped) and the running rows of each concurrency key."""
+        if gates is None:
+            return None
+        gates.blocked_until, gates.blocked = None, False
+        if not gates.applies_to(functions):
+            return None
+        starts: list[tuple[str, datetime, int]] = []
+        for bucket, rate in gates.buckets.items():
+            kept = [(at, n) for at, n in self._rate_starts.get(bucket, ()) if at > now - rate.per]
+            self._rate_starts[bucket] = kept
+            starts.extend((bucket, at, n) for at, n in kept)
+        running: dict[tuple[str, str], int] = {}
+        for ident, row in list(self._keyed_running.items()):
+            if row.status is not Status.IN_PROGRESS or self._rows.get(ident) is not row:
+                del self._keyed_running[ident]
+            elif row.concurrency_key is not None:
+                key = (row.function, row.concurrency_key)
+                running[key] = running.get(key, 0) + 1
+        return Gate(gates, now, starts, running)
 
     def _start(self, row: Row, node: str, now: datetime, lease_until: datetime) -> None:
         """IDLE -> IN_PROGRESS for ``node`` with an open attempt; IN_PROGRESS children start."""
+        if row.concurrency_key is not None:
+            self._keyed_running[row.id] = row
         row.status = Status.IN_PROGRESS
         row.claim += 1
         row.lock_holder = node

@@ -39,6 +39,7 @@ class Row(Job):
         "awaiting_parent",
         "cancel_requested",
         "children",
+        "concurrency_key",
         "created_at",
         "description",
         "due_ts",
@@ -83,6 +84,7 @@ class Row(Job):
         run_condition: RunCondition | None = None,
         awaiting_parent: bool = False,
         headers: dict[str, str] | None = None,
+        concurrency_key: str | None = None,
     ) -> None:
         # Explicit arguments (no **kwargs sorting): a row is made for every enqueue.
         super().__init__(
@@ -124,6 +126,7 @@ class Row(Job):
         self.skipped_reason: str | None = None
         self.result: Any = None
         """What the last attempt returned (JSON), None while none succeeded."""
+        self.concurrency_key = concurrency_key
 
 
 def utc(value: Any) -> Any:
@@ -170,6 +173,7 @@ def time_ticker(row: Row) -> TimeTicker:
         run_condition=row.run_condition,
         headers=dict(row.headers) if row.headers else {},  # a copy: the row keeps its own
         result=row.result,
+        concurrency_key=row.concurrency_key,
         **run_state(row),
     )
 

@@ -77,7 +77,7 @@ def upgrade() -> None:
         op.create_table(
             "tickerq_rate_starts",
             sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-            sa.Column("bucket", sa.String(200), nullable=False),
+            sa.Column("bucket", sa.String(220), nullable=False),
             sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
             sa.Column("count", sa.Integer, nullable=False),
         )

@@ -51,20 +51,20 @@ logger = logging.getLogger(__name__)
 _COLUMNS = """
     id, kind, function, status, priority, execution_time, request, retries,
     retry_intervals, retry_count, timeout, description, run_condition,
-    awaiting_parent, cancel_requested, created_at, updated_at, headers"""
+    awaiting_parent, cancel_requested, created_at, updated_at, headers, concurrency_key"""
 
 _INSERT_AND_NOTIFY = f"""
 WITH ins AS (
     INSERT INTO tickerq_tickers ({_COLUMNS})
     SELECT id, '{TickerKind.TIME.value}', function, status, priority, execution_time,
         request, retries, retry_intervals, retry_count, timeout, description, run_condition,
-        false, false, created_at, updated_at, headers
+        false, false, created_at, updated_at, headers, concurrency_key
     FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int[], $5::timestamptz[],
         $6::json[], $7::int[], $8::json[], $9::int[], $10::float8[], $11::text[], $12::text[],
-        $13::timestamptz[], $14::timestamptz[], $16::json[])
+        $13::timestamptz[], $14::timestamptz[], $16::json[], $17::text[])
         AS r(id, function, status, priority, execution_time, request, retries,
              retry_intervals, retry_count, timeout, description, run_condition,
-             created_at, updated_at, headers)
+             created_at, updated_at, headers, concurrency_key)
     ON CONFLICT (id) DO NOTHING
     RETURNING id
 ), notice AS (
@@ -79,7 +79,7 @@ WITH ins AS (
     INSERT INTO tickerq_tickers ({_COLUMNS})
     VALUES ($1::uuid, '{TickerKind.TIME.value}', $2::text, $3::text, $4::int, $5::timestamptz,
         $6::json, $7::int, $8::json, $9::int, $10::float8, $11::text, $12::text,
-        false, false, $13::timestamptz, $14::timestamptz, $16::json)
+        false, false, $13::timestamptz, $14::timestamptz, $16::json, $17::text)
     ON CONFLICT (id) DO NOTHING
     RETURNING id
 ), notice AS (
@@ -132,6 +132,7 @@ def _arguments_one(t: TimeTicker) -> list[Any]:
         t.updated_at,
         None if due is None else encode(WorkDue(due)),
         json.dumps(t.headers) if t.headers else None,
+        t.concurrency_key,
     ]
 
 
@@ -158,6 +159,7 @@ def _arguments(batch: Sequence[TimeTicker]) -> list[Any]:
         [t.updated_at for t in batch],
         encode(WorkDue(min(due))) if due else None,
         [json.dumps(t.headers) if t.headers else None for t in batch],
+        [t.concurrency_key for t in batch],
     ]
 
 

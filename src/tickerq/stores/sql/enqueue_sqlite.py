@@ -51,7 +51,7 @@ _COLUMNS = (
     "id", "kind", "function", "status", "priority", "execution_time", "request", "retries",
     "retry_intervals", "retry_count", "timeout", "description", "parent_id", "run_condition",
     "awaiting_parent", "cancel_requested", "claims", "stale_restarts", "created_at",
-    "updated_at", "has_children", "headers",
+    "updated_at", "has_children", "headers", "concurrency_key",
 )  # fmt: skip
 _INSERT = (
     f"INSERT INTO tickerq_tickers ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
@@ -85,7 +85,7 @@ def _row(t: TimeTicker, has_children: bool) -> tuple[Any, ...]:
         None if parent is None else parent.hex,
         None if t.run_condition is None else t.run_condition.value,
         0 if parent is None else 1, 0, 0, 0, created, updated, 1 if has_children else 0,
-        json.dumps(t.headers) if t.headers else None,
+        json.dumps(t.headers) if t.headers else None, t.concurrency_key,
     )  # fmt: skip
 
 

@@ -62,6 +62,7 @@ def ticker_values(
         "has_children": has_children,
         "cancel_requested": False,
         "headers": t.headers or None,
+        "concurrency_key": t.concurrency_key,
         "created_at": t.created_at,
         "updated_at": t.updated_at,
     }
@@ -85,6 +86,7 @@ def ticker_from_row(r: Any) -> TimeTicker:
         run_condition=RunCondition(r.run_condition) if r.run_condition else None,
         headers=r.headers or {},
         result=r.result,
+        concurrency_key=r.concurrency_key,
         **run_state(r),
     )
 

@@ -344,7 +344,7 @@ rate_starts = Table(
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     # The rate limit (its name) and how many jobs one claim started under it when.
-    Column("bucket", String(200), nullable=False),
+    Column("bucket", String(220), nullable=False),
     Column("started_at", UTCDateTime, nullable=False),
     Column("count", Integer, nullable=False),
     Index("ix_tickerq_rate_starts_bucket", "bucket", "started_at"),

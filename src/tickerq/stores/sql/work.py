@@ -19,12 +19,15 @@ from sqlalchemy import (
     delete,
     func,
     insert,
+    or_,
     select,
+    text,
     union_all,
     update,
 )
 
 from tickerq.enums import Priority, Status, TickerKind
+from tickerq.limits import Gate, Gates
 from tickerq.models import Node
 from tickerq.stores.base import (
     DEFAULT_LOST_RUN,
@@ -51,12 +54,14 @@ from tickerq.stores.sql.rows import (
     node_values,
 )
 from tickerq.stores.sql.schema import (
+    KEYED_RUNNING_SQL,
     WAITING_PRIORITIES,
     NullableJSON,
     UTCDateTime,
     attempts,
     cron_tickers,
     nodes,
+    rate_starts,
     tickers,
     waiting,
 )
@@ -65,9 +70,17 @@ __all__ = ["EngineWork"]
 
 logger = logging.getLogger(__name__)
 
+S = rate_starts.c
+
+_PRUNE_EVERY = timedelta(seconds=1)
+"""How often a node deletes the rate-limit starts no period needs any more (reads
+skip them anyway: they only take room until then)."""
+
 
 class EngineWork(SqlBase):
     """Claiming, starting and finishing jobs; heartbeats, leases and retention."""
+
+    _rate_pruned_at: datetime | None = None
 
     # -- the engine's work -------------------------------------------------------------
 
@@ -116,6 +129,7 @@ class EngineWork(SqlBase):
         functions: Collection[str],
         limits: Mapping[str, int] | None = None,
         finished: Sequence[Outcome] = (),
+        gates: Gates | None = None,
     ) -> list[Job]:
         """Write ``finished``, then claim and start due rows, in one transaction.
 
@@ -127,7 +141,11 @@ class EngineWork(SqlBase):
             finished, self._unwritten = [*self._unwritten, *finished], []
         limited = bool(limits) and any(f in functions for f in limits or ())
         chains = any(_has_chain_work(o) for o in finished)
-        if self.hot is not None and not (limited or capacity or chains):
+        gated = False
+        if gates is not None:
+            gates.blocked_until, gates.blocked = None, False
+            gated = gates.applies_to(functions)
+        if self.hot is not None and not (limited or capacity or chains or gated):
             notice, mark = self._pace()
             jobs, left_over, sent = await self.hot.finish_and_claim(
                 now,
@@ -165,6 +183,7 @@ class EngineWork(SqlBase):
                     capacity=capacity,
                     functions=functions,
                     limits=limits if limited else None,
+                    gates=gates if gated else None,
                 )
                 parents = [r.id for r in rows if r.has_children]
                 if parents:
@@ -191,11 +210,13 @@ class EngineWork(SqlBase):
         capacity: Mapping[str, int],
         functions: Collection[str],
         limits: Mapping[str, int] | None,
+        gates: Gates | None = None,
     ) -> list[Any]:
         claimed: list[Any] = []
         left = dict(capacity)
         if limits:
             left = self._cluster_capacity(conn, limits, functions)
+        gate = None if gates is None else self._open_gate(conn, now, gates, functions)
         # Best priority first (LONG_RUNNING, which runs outside the slots, leads).
         # A round that took LONG_RUNNING jobs, or more of a limited function than
         # it may (those go back), leaves slots free: another round fills them.
@@ -203,7 +224,9 @@ class EngineWork(SqlBase):
         long_only = slots <= 0
         for _ in range(4):
             limit = 1000 if long_only else free
-            runnable = [f for f in functions if left.get(f, 1) > 0]
+            runnable = [
+                f for f in functions if left.get(f, 1) > 0 and (gate is None or gate.may_start(f))
+            ]
             if limit <= 0 or not runnable:
                 break
             rows = self._lock_due(
@@ -214,8 +237,9 @@ class EngineWork(SqlBase):
                 runnable=runnable,
                 long_only=long_only,
                 limit=limit,
+                skip_keys=None if gate is None else gate.saturated_keys(runnable),
             )
-            kept, extra = _within_capacity(rows, left)
+            kept, extra = _within_capacity(rows, left, gate)
             if extra:
                 conn.execute(
                     update(tickers).where(T.id.in_([r.id for r in extra])).values(**_UNCLAIMED)
@@ -225,8 +249,69 @@ class EngineWork(SqlBase):
             free -= len(kept) - long_kept
             if long_only or len(rows) < limit or not (extra or long_kept):
                 break
+        if gate is not None:
+            self._close_gate(conn, gate)
         claimed.sort(key=lambda r: (-r.priority, r.execution_time))
         return claimed
+
+    def _open_gate(
+        self, conn: Connection, now: datetime, gates: Gates, functions: Collection[str]
+    ) -> Gate:
+        """Read what the limits of ``functions`` count, under their locks: the starts
+        within each rate limit's period and the running rows of each key.
+
+        On PostgreSQL the claim first takes a transaction lock per rate limit and per
+        function with a per-key limit (in one order on every node), so two nodes
+        cannot both count the same room; SQLite's claims run one at a time anyway.
+        """
+        buckets = gates.buckets_for(functions)
+        keyed = sorted(f for f in functions if f in gates.per_key)
+        for lock in sorted(
+            [_lock_key("\x00rate:" + b) for b in buckets]
+            + [_lock_key("\x00key:" + f) for f in keyed]
+        ):
+            self.dialect.lock(conn, lock)
+        starts: list[tuple[str, datetime, int]] = []
+        if buckets:
+            oldest = now - max(gates.buckets[b].per for b in buckets)
+            starts = [
+                (r[0], r[1], int(r[2]))
+                for r in conn.execute(
+                    select(S.bucket, S.started_at, S.count).where(
+                        S.bucket.in_(buckets), S.started_at > oldest
+                    )
+                )
+            ]
+        running: dict[tuple[str, str], int] = {}
+        if keyed:
+            rows = conn.execute(
+                select(T.function, T.concurrency_key, func.count())
+                .where(text(KEYED_RUNNING_SQL), T.function.in_(keyed))
+                .group_by(T.function, T.concurrency_key)
+            )
+            running = {(r[0], r[1]): int(r[2]) for r in rows}
+        return Gate(gates, now, starts, running)
+
+    def _close_gate(self, conn: Connection, gate: Gate) -> None:
+        """Store the starts the claim counted; drop those no limit needs any more."""
+        taken = gate.taken()
+        if taken:
+            conn.execute(
+                insert(rate_starts),
+                [{"bucket": b, "started_at": gate.now, "count": n} for b, n in taken.items()],
+            )
+        pruned = self._rate_pruned_at
+        if gate.gates.buckets and (pruned is None or gate.now - pruned >= _PRUNE_EVERY):
+            self._rate_pruned_at = gate.now
+            # Rows past their limit's period: one delete per period.
+            by_period: dict[timedelta, list[str]] = {}
+            for b, rate in gate.gates.buckets.items():
+                by_period.setdefault(rate.per, []).append(b)
+            for per, names in by_period.items():
+                conn.execute(
+                    delete(rate_starts).where(S.bucket.in_(names), S.started_at <= gate.now - per)
+                )
+        gate.close()
 
     def _cluster_capacity(
         self, conn: Connection, limits: Mapping[str, int], functions: Collection[str]
@@ -260,10 +345,17 @@ class EngineWork(SqlBase):
         runnable: list[str],
         long_only: bool,
         limit: int,
+        skip_keys: Mapping[str, list[str]] | None = None,
     ) -> list[Any]:
         # One bounded range of the waiting index per priority, best first: the
         # claim reads the rows it takes, however many rows ended or wait for later.
         priorities = [Priority.LONG_RUNNING] if long_only else WAITING_PRIORITIES
+        # Keys at their limit are left where they are: a backlog of one busy key
+        # never stands in front of the others.
+        skipped = [
+            or_(T.function != f, T.concurrency_key.is_(None), T.concurrency_key.not_in(keys))
+            for f, keys in (skip_keys or {}).items()
+        ]
         ranges = [
             select(
                 self.dialect.skip_locked(
@@ -273,6 +365,7 @@ class EngineWork(SqlBase):
                         T.priority == int(priority),
                         T.execution_time <= now,
                         T.function.in_(runnable),
+                        *skipped,
                     )
                     .order_by(T.execution_time)
                     .limit(limit)
@@ -297,7 +390,7 @@ class EngineWork(SqlBase):
                 updated_at=now,
                 claims=T.claims + 1,
             )
-            .returning(*JOB_COLUMNS)
+            .returning(*JOB_COLUMNS, T.concurrency_key)
         )
         return list(result)
 
@@ -677,18 +770,21 @@ def _lock_key(function: str) -> int:
     return int.from_bytes(digest[:8], "big") & 0x3FFF_FFFF_FFFF_FFFF
 
 
-def _within_capacity(rows: list[Any], left: dict[str, int]) -> tuple[list[Any], list[Any]]:
+def _within_capacity(
+    rows: list[Any], left: dict[str, int], gate: Gate | None = None
+) -> tuple[list[Any], list[Any]]:
     """Split rows (best first) into those within each function's remaining capacity
-    and the extra ones; ``left`` is updated."""
+    (and let through by ``gate``) and the extra ones; ``left`` is updated."""
     rows = sorted(rows, key=lambda r: (-r.priority, r.execution_time))
     kept, extra = [], []
     for row in rows:
         room = left.get(row.function)
-        if room is None:
-            kept.append(row)
-        elif room > 0:
-            left[row.function] = room - 1
-            kept.append(row)
-        else:
+        if (room is not None and room <= 0) or (
+            gate is not None and not gate.admit(row.function, row.concurrency_key)
+        ):
             extra.append(row)
+            continue
+        if room is not None:
+            left[row.function] = room - 1
+        kept.append(row)
     return kept, extra
