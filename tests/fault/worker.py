@@ -22,7 +22,9 @@ Functions:
 * ``poison``: ``os._exit(17)``: kills every node that runs it;
 * ``tick_0`` .. ``tick_4``: for crons the test adds itself;
 * with ``--decorated-crons N``: ``seeded_0`` .. ``seeded_{N-1}`` decorated
-  with ``cron=...``, so every start seeds them.
+  with ``cron=...``, so every start seeds them;
+* with ``--flow-rate RATE``: ``limited`` (``rate_limit=RATE``) and ``keyed``
+  (at most one run per ``request["key"]``), both sleeping ``request["sleep"]``.
 
 When the engine runs, the process prints ``READY <node> <pid>`` on stdout.
 It stops gracefully on SIGTERM/SIGINT (``TickerQ.serve``).
@@ -94,6 +96,16 @@ def _register_sync_jobs(app: TickerQ, record: Any) -> None:
         os._exit(17)  # kills the node that runs it, every time
 
 
+def _register_flow_jobs(app: TickerQ, record: Any, rate: str) -> None:
+    async def flow_job(ctx: TickerContext[Any]) -> None:
+        record("start", ctx)
+        await asyncio.sleep(float((ctx.request or {}).get("sleep", 0)))
+        record("end", ctx, "ok")
+
+    app.function("limited", rate_limit=rate)(flow_job)
+    app.function("keyed", concurrency_key=lambda request: request["key"], max_per_key=1)(flow_job)
+
+
 def build_app(
     store: str,
     *,
@@ -106,6 +118,7 @@ def build_app(
     decorated_crons: int = 0,
     grace: float = 3.0,
     max_stale_restarts: int = 3,
+    flow_rate: str | None = None,
 ) -> TickerQ:
     """The fault-test app; the test process builds it too (without a recorder) to seed."""
     options = EngineOptions(
@@ -147,6 +160,9 @@ def build_app(
     for name in TICK_FUNCTIONS:
         make_tick(name)
 
+    if flow_rate is not None:
+        _register_flow_jobs(app, record, flow_rate)
+
     for i in range(decorated_crons):
         expression = SEEDED_EXPRESSIONS[i % len(SEEDED_EXPRESSIONS)]
 
@@ -182,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--decorated-crons", type=int, default=0)
     parser.add_argument("--grace", type=float, default=3.0)
     parser.add_argument("--max-stale-restarts", type=int, default=3)
+    parser.add_argument("--flow-rate", default=None, help="register limited and keyed")
     parser.add_argument("--log-level", default="WARNING")
     parser.add_argument(
         "--start-at", type=float, default=None, help="wall-clock time (epoch s) to start at"
@@ -203,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
         decorated_crons=args.decorated_crons,
         grace=args.grace,
         max_stale_restarts=args.max_stale_restarts,
+        flow_rate=args.flow_rate,
     )
     if args.start_at is not None:  # imports done: start together with the others
         time.sleep(max(0.0, args.start_at - time.time()))

@@ -1,0 +1,150 @@
+"""Rate limits and per-key concurrency hold across real worker processes (issue 12).
+
+Three ``tests/fault/worker.py`` nodes share one database (PostgreSQL, or one
+SQLite file); one is killed with ``kill -9`` while it runs limited jobs. The
+checks read what the database recorded, as an operator would: every attempt's
+start (the claim's time, what the limit counts) and end.
+
+* rate limit ``RATE`` on ``limited``: no window of its period holds more starts
+  than its limit, lost runs and their re-runs included;
+* ``keyed`` (``max_per_key=1``): the attempts of one key never overlap; a run
+  lost with the killed node holds its key until its lease ran out;
+* every ticker ends DONE, each with one successful run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import sys
+from collections import Counter, defaultdict
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from fault.harness import (
+    WORKER,
+    Worker,
+    as_time,
+    cluster,
+    query,
+    wait_all_final,
+    wait_for,
+    wait_ready,
+)
+
+RATE = "8/s"
+LIMIT, PER = 8, timedelta(seconds=1)
+LIMITED = 48
+KEYS, PER_KEY = 4, 6
+SLEEP = 0.3
+KEYED_SLEEP = 0.8
+WORKER_ARGS = ("--lease", "3", "--heartbeat", "1", "--poll", "0.5", "--concurrency", "8")
+
+
+def _seed(url: str) -> None:
+    sys.path.insert(0, str(WORKER.parent))
+    try:
+        from worker import build_app
+    finally:
+        sys.path.remove(str(WORKER.parent))
+
+    async def go() -> None:
+        app = build_app(url, node_id="seeder", records=None, flow_rate=RATE)
+        await app.open()
+        try:
+            for _ in range(LIMITED):
+                await app.time_tickers.add("limited", request={"sleep": SLEEP})
+            for n in range(PER_KEY):
+                for k in range(KEYS):
+                    await app.time_tickers.add(
+                        "keyed", request={"key": f"k{k}", "sleep": KEYED_SLEEP}
+                    )
+        finally:
+            await app.stop()
+
+    asyncio.run(go())
+
+
+def _run(url: str, tmp_path: Path) -> None:
+    workers = [Worker(tmp_path, url, f"w{i}", "--flow-rate", RATE, *WORKER_ARGS) for i in (1, 2, 3)]
+    with cluster(workers):
+        wait_ready(workers, timeout=60)
+        _seed(url)
+        # kill w1 while it runs a keyed job (its runs are lost with it: the key must
+        # stay held until its lease ran out)
+        wait_for(
+            lambda: (
+                {
+                    r["function"]
+                    for r in query(
+                        url,
+                        "SELECT function FROM tickerq_tickers "
+                        "WHERE status = 'IN_PROGRESS' AND lock_holder = 'w1'",
+                    )
+                }
+                >= {"keyed"}
+            ),
+            timeout=30,
+            what="w1 to run a keyed job",
+            interval=0.05,
+        )
+        workers[0].kill9()
+        stuck = wait_all_final(url, timeout=90)
+        for w in workers[1:]:
+            w.stop(timeout=20)
+    assert stuck is None, stuck
+    rows = query(
+        url,
+        "SELECT t.id, t.function, t.status, t.concurrency_key, a.status AS attempt, "
+        "a.started_at, a.finished_at, a.node FROM tickerq_tickers t "
+        "JOIN tickerq_attempts a ON a.ticker_id = t.id",
+    )
+    _check(rows)
+
+
+def _check(rows: list[dict[str, object]]) -> None:
+    tickers = {(r["id"], r["function"], r["status"]) for r in rows}
+    assert Counter(f for _, f, _ in tickers) == {"limited": LIMITED, "keyed": KEYS * PER_KEY}
+    assert {s for _, _, s in tickers} <= {"DONE", "DUE_DONE"}, Counter(s for _, _, s in tickers)
+    ok = Counter(r["id"] for r in rows if r["attempt"] in ("DONE", "DUE_DONE"))
+    assert set(ok.values()) == {1}, "a ticker ran to success more than once"
+    # The kill lost runs: they show as attempts that did not succeed, run again.
+    lost = [r for r in rows if r["attempt"] not in ("DONE", "DUE_DONE")]
+    assert lost, "the kill found no run to lose: the takeover was not exercised"
+
+    starts = sorted(_time(r["started_at"]) for r in rows if r["function"] == "limited")
+    for i, end in enumerate(starts):
+        window = [s for s in starts[: i + 1] if s > end - PER]
+        assert len(window) <= LIMIT, (
+            f"{len(window)} starts of 'limited' in the {PER.total_seconds():g} s up to {end}"
+        )
+
+    by_key: dict[object, list[tuple[datetime, datetime]]] = defaultdict(list)
+    for r in rows:
+        if r["function"] == "keyed":
+            by_key[r["concurrency_key"]].append((_time(r["started_at"]), _time(r["finished_at"])))
+    assert sorted(by_key) == [f"k{k}" for k in range(KEYS)]
+    for key, runs in by_key.items():
+        runs.sort()
+        for (_, first_end), (second_start, _) in itertools.pairwise(runs):
+            assert second_start >= first_end, f"two runs of key {key} overlapped: {runs}"
+
+
+def _time(value: object) -> datetime:
+    moment = as_time(value)
+    assert moment is not None
+    return moment
+
+
+@pytest.mark.fault
+@pytest.mark.timeout(180)
+def test_limits_hold_across_nodes_postgresql(pg_url: str, tmp_path: Path) -> None:
+    _run(pg_url, tmp_path)
+
+
+@pytest.mark.fault
+@pytest.mark.timeout(180)
+def test_limits_hold_across_nodes_sqlite(tmp_path: Path) -> None:
+    _run(f"sqlite:///{tmp_path / 'tickerq.db'}", tmp_path)
