@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := check
-.PHONY: check demo test lint typecheck pytest bench bench-pg bench-pg-scale bench-sqlite-scale bench-scale bench-crons bench-memory bench-dashboard bench-pipeline format clean css css-check
+.PHONY: check demo test lint typecheck pytest bench bench-pg bench-pg-scale bench-sqlite-scale bench-scale bench-crons bench-memory bench-dashboard bench-pipeline bench-limits format clean css css-check
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,9 @@ bench: $(STAMP)
 # The job pipeline's cost: the in-memory drain with and without middleware.
 bench-pipeline: $(STAMP)
 	$(PY) bench/pipeline.py
+
+bench-limits: $(STAMP)
+	cd bench && ../$(PY) limits.py
 
 bench-pg: $(STAMP)
 	$(PY) bench/pg.py

@@ -120,12 +120,25 @@ class WireCounter:
         asyncpg.connect = logged_connect
 
 
-def build_tickerq(url: str, concurrency: int, out: list[float]) -> TickerQ:
+def build_tickerq(
+    url: str, concurrency: int, out: list[float], rate: str = "", per_key: int = 0
+) -> TickerQ:
+    """The bench app; ``rate`` and ``per_key`` put limits on ``noop`` (bench/limits.py)."""
     app = TickerQ(url, max_concurrency=concurrency)
+    limits: dict[str, Any] = {}
+    if rate:
+        limits["rate_limit"] = rate
+    if per_key:
+        limits.update(concurrency_key=lambda request: request["k"], max_per_key=per_key)
 
-    @app.function()
     async def noop() -> None:
         return None
+
+    async def keyed_noop(ctx: TickerContext[Any]) -> None:
+        return None
+
+    # the key is read from the request: only then does noop take one
+    app.function("noop", **limits)(keyed_noop if per_key else noop)
 
     @app.function()
     async def probe(ctx: TickerContext[float]) -> None:
@@ -141,7 +154,7 @@ async def tickerq_worker(args: argparse.Namespace) -> Result:
     wire = WireCounter()
     if args.count_sql:
         wire.install()
-    app = build_tickerq(args.url, args.concurrency, lateness)
+    app = build_tickerq(args.url, args.concurrency, lateness, args.rate, args.per_key)
     await app.open()
     counter = SqlCounter()
     if args.count_sql:
@@ -225,6 +238,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--n", type=int, default=20_000)
     parser.add_argument("--count-sql", action="store_true")
     parser.add_argument("--out", default="")
+    parser.add_argument("--rate", default="", help="rate_limit of noop")
+    parser.add_argument("--per-key", type=int, default=0, help="max_per_key of noop")
     args = parser.parse_args(argv)
     runner = {
         "tickerq": tickerq_worker,
