@@ -41,7 +41,7 @@ bench-pipeline: $(STAMP)
 	$(PY) bench/pipeline.py
 
 bench-limits: $(STAMP)
-	cd bench && ../$(PY) limits.py
+	$(PY) bench/limits.py
 
 bench-pg: $(STAMP)
 	$(PY) bench/pg.py
