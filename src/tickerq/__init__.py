@@ -29,7 +29,7 @@ from tickerq.functions import FunctionOptions, TickerFunction, TickerRouter
 from tickerq.hooks import Cancellation, Failure
 from tickerq.managers import TimeTickerSpec
 from tickerq.middleware import Middleware
-from tickerq.models import Attempt, CronOccurrence, CronTicker, Node, TimeTicker
+from tickerq.models import Attempt, CronOccurrence, CronTicker, Node, Pause, TimeTicker
 from tickerq.retry import RetryPolicy
 
 __version__ = "0.1.0"
@@ -52,6 +52,7 @@ __all__ = [
     "Middleware",
     "MisfirePolicy",
     "Node",
+    "Pause",
     "Priority",
     "RegistrationError",
     "RetryPolicy",
