@@ -17,6 +17,7 @@ import pytest
 
 from support import START
 from tickerq import (
+    EngineOptions,
     FunctionNotFoundError,
     InvalidArgumentError,
     Node,
@@ -340,3 +341,46 @@ async def test_an_idle_engine_does_not_spin_on_paused_rows(make_app: MakeApp) ->
         took = time.monotonic() - resumed
     assert claims[0] <= 4 and looks[0] <= 4, f"{claims[0]} claims, {looks[0]} looks"
     assert sorted(ran) == list(range(60)) and took < 1.0, f"resumed work ran after {took:.2f} s"
+
+
+async def test_another_node_pauses_and_resumes_this_ones_work(
+    make_app: MakeApp, store_kind: str
+) -> None:
+    """Two nodes on one store (real clock): what one pauses the other stops starting,
+    and what it resumes the other starts within a second (PostgreSQL: by its
+    notice, without a poll; SQLite: at the poll that sees the file change)."""
+    if store_kind == "memory":
+        pytest.skip("the memory store is not shared")
+    poll = 3600 if store_kind == "postgresql" else 0.25
+    options = EngineOptions(poll_interval=poll, heartbeat_interval=600, lease=3600)
+    worker = make_app(node_id="worker", clock=SystemClock(), options=options)
+    ran: list[int] = []
+    first_run, resumed_run = asyncio.Event(), asyncio.Event()
+
+    @worker.function()
+    async def work(ctx: TickerContext[int]) -> None:
+        ran.append(ctx.request)
+        (first_run if ctx.request == 1 else resumed_run).set()
+
+    admin = make_app(node_id="admin", clock=SystemClock(), options=options)
+    admin.function("work")(_noop)
+    await admin.open()
+    async with worker:
+        await admin.time_tickers.add("work", request=1)
+        await asyncio.wait_for(first_run.wait(), 5)  # its view: nothing paused
+        await admin.pauses.pause("work", by="admin")
+        await asyncio.sleep(0.6)  # more than the worker's view may lag
+        held = await admin.time_tickers.add("work", request=2)
+        await asyncio.sleep(0.6)
+        assert ran == [1]
+        assert (await admin.time_tickers.get(held.id)).status is Status.IDLE
+        resumed = time.monotonic()
+        await admin.pauses.resume("work")
+        await asyncio.wait_for(resumed_run.wait(), 5)
+        took = time.monotonic() - resumed
+    assert ran == [1, 2]
+    assert took < 1.0, f"the other node started resumed work after {took:.2f} s"
+
+
+async def _noop(ctx: TickerContext[int]) -> None:
+    return None
