@@ -1,7 +1,7 @@
 """What the dashboard does with pauses: show them, pause and resume.
 
 Pauses are stored (``app.pauses``), so a pause made here holds on every node;
-the engine pause of the overview acts on the process serving the dashboard
+the overview's "Pause this node" acts on the process serving the dashboard
 only. Each operation is logged on the ``tickerq.dashboard`` logger with the
 user, who is also stored as the pause's ``paused_by``.
 """
