@@ -44,7 +44,9 @@ def test_pause_and_resume_a_function_and_all_nodes(browse: Browse) -> None:
         pause = shop.run(shop.app.pauses.get("send_email"))
         assert pause is not None and pause.paused_by == "local"
 
-        # neither node starts it; the page counts it as held back (live update)
+        # neither node starts it (once their view of the pauses is fresh: within
+        # 0.5 s, so a second here); the page counts it as held back (live update)
+        time.sleep(1.0)
         held = shop.run(
             shop.app.time_tickers.add("send_email", request=Email("held@example.com", "Hi"))
         )
