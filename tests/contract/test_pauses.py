@@ -369,7 +369,7 @@ async def test_another_node_pauses_and_resumes_this_ones_work(
         await admin.time_tickers.add("work", request=1)
         await asyncio.wait_for(first_run.wait(), 5)  # its view: nothing paused
         await admin.pauses.pause("work", by="admin")
-        await asyncio.sleep(0.6)  # more than the worker's view may lag
+        await asyncio.sleep(1.0)  # more than the worker's view may lag (0.5 s)
         held = await admin.time_tickers.add("work", request=2)
         await asyncio.sleep(0.6)
         assert ran == [1]
