@@ -30,7 +30,7 @@ from tickerq.hooks import Cancellation, Failure
 from tickerq.limits import RateLimit
 from tickerq.managers import TimeTickerSpec
 from tickerq.middleware import Middleware
-from tickerq.models import Attempt, CronOccurrence, CronTicker, Node, TimeTicker
+from tickerq.models import Attempt, CronOccurrence, CronTicker, Node, Pause, TimeTicker
 from tickerq.retry import RetryPolicy
 
 __version__ = "0.1.0"
@@ -53,6 +53,7 @@ __all__ = [
     "Middleware",
     "MisfirePolicy",
     "Node",
+    "Pause",
     "Priority",
     "RateLimit",
     "RegistrationError",

@@ -23,7 +23,7 @@ from tickerq.events import EventBus
 from tickerq.functions import FunctionRegistry, TickerFunction, TickerRouter, _Registrar
 from tickerq.hooks import Cancellation, Hooks
 from tickerq.limits import RateLimit, as_rate_limit
-from tickerq.managers import CronTickerManager, TimeTickerManager
+from tickerq.managers import CronTickerManager, PauseManager, TimeTickerManager
 from tickerq.middleware import Pipeline
 from tickerq.stores import Store, mask_password, open_store
 from tickerq.validation import check_name
@@ -134,6 +134,10 @@ class TickerQ(_Registrar):
             hooks=self._hooks,
         )
         """Add, change and inspect cron tickers."""
+        self.pauses = PauseManager(
+            self.store, self.clock, self._registry, self.engine, node_id=self.node_id
+        )
+        """Pause and resume functions, or the whole cluster, on every node."""
         self._opened = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sync: SyncTickerQ | None = None
@@ -362,16 +366,22 @@ class TickerQ(_Registrar):
         asyncio.run(self.serve())
 
     def pause(self) -> None:
-        """Stop this node's engine from claiming new work; running jobs go on."""
+        """Stop this process's engine from claiming new work; running jobs go on.
+
+        This node only, and not stored (a restart forgets it): to pause a function
+        or all work on every node, use :attr:`pauses` (``await
+        app.pauses.pause("name")``, ``await app.pauses.pause_cluster()``).
+        """
         self.engine.pause()
 
     def resume(self) -> None:
-        """Let this node's engine claim work again."""
+        """Let this process's engine claim work again (undoes :meth:`pause`; the
+        stored pauses of :attr:`pauses` still hold)."""
         self.engine.resume()
 
     @property
     def paused(self) -> bool:
-        """True while this node's engine is paused."""
+        """True while this process's engine is paused by :meth:`pause`."""
         return self.engine.paused
 
     def dashboard(

@@ -13,7 +13,7 @@ import asyncio
 import logging
 import random
 import traceback as tb
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -29,7 +29,8 @@ from tickerq.hooks import Cancellation, Failure, Hooks
 from tickerq.limits import APP_BUCKET, Gates, RateLimit, function_bucket, named_bucket
 from tickerq.middleware import Pipeline
 from tickerq.models import Node
-from tickerq.notices import TICKERS, CancelRequested, Changed, Notice, Wake, WorkDue
+from tickerq.notices import PAUSES, TICKERS, CancelRequested, Changed, Notice, Wake, WorkDue
+from tickerq.pausing import PauseView
 from tickerq.retry import RetryPolicy
 from tickerq.stores.base import Job, LostRunPolicy, Outcome
 from tickerq.threads import DaemonPool, run_in_thread
@@ -152,6 +153,14 @@ class Engine:
     _long_running = False
     _gates: Gates | None = None
 
+    paused = False
+    """Paused on this node only (:meth:`pause`); the stored pauses, which every node
+    obeys, are in :attr:`stored_pauses`."""
+
+    stored_pauses: PauseView
+    """The functions (or the whole cluster) paused in the store, as this node last
+    read them (see :mod:`tickerq.pausing`)."""
+
     def __init__(
         self,
         store: Store,
@@ -186,7 +195,7 @@ class Engine:
         self.max_result_bytes = max_result_bytes
         """A job's return value larger than this as JSON fails its attempt (0: no limit)."""
         self._app = app
-        self.paused = False
+        self.stored_pauses = PauseView(store)
         self.started_at: datetime | None = None
         # When this node last reported itself to the store (clock time; None before start).
         self.last_heartbeat: datetime | None = None
@@ -380,14 +389,20 @@ class Engine:
         self._release_slot(run)
 
     def pause(self) -> None:
-        """Stop claiming new work; running jobs go on."""
+        """Stop claiming new work on this node (only); running jobs go on."""
         self.paused = True
         self._publish_state("paused")
 
     def resume(self) -> None:
-        """Claim work again."""
+        """Claim work again on this node (the stored pauses still hold)."""
         self.paused = False
         self._publish_state("running")
+        self.wake()
+
+    def pauses_changed(self) -> None:
+        """The stored pauses changed: read them before the next claim, and look for
+        work (a resume may have made some claimable)."""
+        self.stored_pauses.changed()
         self.wake()
 
     def wake(self, due: datetime | None = None) -> None:
@@ -417,10 +432,12 @@ class Engine:
         elif isinstance(notice, CancelRequested):
             self.cancel_local(notice.ticker_id)
         elif isinstance(notice, Wake):
-            self.wake()
+            self.pauses_changed()  # notices were lost: a pause's among them, maybe
         elif isinstance(notice, Changed):
             gates = self._gates
-            if gates is not None and gates.blocked and TICKERS in notice.topics:
+            if PAUSES in notice.topics:
+                self.pauses_changed()
+            elif gates is not None and gates.blocked and TICKERS in notice.topics:
                 self.wake()  # a run that ended elsewhere may free a key held back here
 
     def is_running_elsewhere(self, ctx: TickerContext[Any]) -> bool:
@@ -451,7 +468,6 @@ class Engine:
 
     async def _main(self) -> None:
         loop = asyncio.get_running_loop()
-        store = self.store
         clock = self.clock
         while not self._stopping:
             self._wakeup = loop.create_future()
@@ -461,8 +477,9 @@ class Engine:
                 free = self.max_concurrency - self._active
                 if not self.paused:
                     self._start_cron_round(now)
-                if self._may_claim() and (free > 0 or self._has_long_running()):
-                    if await self._claim(now, free):
+                runnable = await self._runnable(now, free)
+                if runnable:
+                    if await self._claim(now, free, runnable):
                         continue  # more may be due; claim again before sleeping
                 elif self._outcomes and self._flush_task is None:
                     await self._flush()
@@ -474,11 +491,7 @@ class Engine:
                 # claimed here (its function is not on this node, or at its limit):
                 # sleep until something later, not until an unrelated wake-up.
                 after = now if self._may_claim() and free > 0 else None
-                deadline = (
-                    None
-                    if self.paused or full
-                    else await store.next_due_time(after, cron_lead=self._cron_lead)
-                )
+                deadline = None if self.paused or full else await self._next_due(after)
                 deadline = self._cron_retry(deadline)
                 deadline = self._throttle_deadline(deadline)
             except Exception:
@@ -530,7 +543,10 @@ class Engine:
             if wakeup.done() or self._stopping or not poll_interval:
                 return
             now = self.clock.now()
-            if (due is not None and now >= due) or await self.store.changed_elsewhere():
+            if due is not None and now >= due:
+                return
+            if await self.store.changed_elsewhere():
+                self.stored_pauses.changed()  # a pause or resume, maybe
                 return
 
     def _start_cron_round(self, now: datetime) -> None:
@@ -595,8 +611,28 @@ class Engine:
             self.wake()
         return not (self._stopping or self.paused)
 
-    async def _claim(self, now: datetime, free: int) -> bool:
-        """Claim due work up to the free slots and start it; True if more may be due.
+    async def _runnable(self, now: datetime, free: int) -> Collection[str]:
+        """The functions to claim now: none while this node may not claim or has no
+        room, else those it runs that are not paused (the pauses read again when
+        due, see :mod:`tickerq.pausing`)."""
+        if not (self._may_claim() and (free > 0 or self._has_long_running())):
+            return ()
+        pauses = self.stored_pauses
+        if pauses.due(now):
+            await pauses.refresh(now)
+        return pauses.runnable(self._functions.keys())
+
+    async def _next_due(self, after: datetime | None) -> datetime | None:
+        """When something this node may claim becomes due (the rows of paused
+        functions left out: an idle node does not wake for them)."""
+        hidden = self.stored_pauses.hidden
+        if hidden:
+            return await self.store.next_due_time(after, cron_lead=self._cron_lead, paused=hidden)
+        return await self.store.next_due_time(after, cron_lead=self._cron_lead)
+
+    async def _claim(self, now: datetime, free: int, functions: Collection[str]) -> bool:
+        """Claim due work of ``functions`` up to the free slots and start it; True if
+        more may be due.
 
         Results of the jobs that ended go in with the claim: one round trip for both.
         """
@@ -610,7 +646,7 @@ class Engine:
                 lease_until=self._lease_until(now),
                 slots=max(free, 0),
                 capacity=capacity,
-                functions=self._functions.keys(),
+                functions=functions,
                 limits=self._limits(),
                 finished=finished,
                 gates=gates,

@@ -30,6 +30,7 @@ __all__ = [
     "EngineStateChanged",
     "Event",
     "EventBus",
+    "PausesChanged",
     "TickerChanged",
     "TickerDeleted",
 ]
@@ -76,6 +77,14 @@ class EngineStateChanged(Event):
 
     node: str
     state: str
+
+
+@dataclass(frozen=True, slots=True)
+class PausesChanged(Event):
+    """A function (``function``) or the whole cluster (``"*"``) was paused or resumed."""
+
+    function: str
+    paused: bool
 
 
 Subscriber = Callable[[Event], None]

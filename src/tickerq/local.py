@@ -1,7 +1,7 @@
 """What the rest of a process asks of its own engine: :class:`LocalEngine`.
 
 The managers and the job contexts are given this instead of the app, so they
-reach the engine through three calls and nothing else. :class:`tickerq.engine.Engine`
+reach the engine through four calls and nothing else. :class:`tickerq.engine.Engine`
 is one; a process whose engine is not running gets answers that say so (a wake
 that wakes nobody, no job running here).
 """
@@ -29,3 +29,7 @@ class LocalEngine(Protocol):
 
     def is_running_elsewhere(self, ctx: TickerContext[Any]) -> bool:
         """Whether another run of ``ctx``'s cron ticker (or function) goes on here."""
+
+    def pauses_changed(self) -> None:
+        """A function or the cluster was paused or resumed here: read the stored
+        pauses before the next claim (other nodes hear of it by a notice or a poll)."""

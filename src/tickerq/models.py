@@ -19,11 +19,13 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
 __all__ = [
+    "CLUSTER",
     "RUN_STATE_FIELDS",
     "Attempt",
     "CronOccurrence",
     "CronTicker",
     "Node",
+    "Pause",
     "TimeTicker",
     "run_state",
 ]
@@ -183,3 +185,24 @@ class Node(_Evolve):
     max_concurrency: int
     active: int = 0
     functions: Sequence[str] = field(default_factory=tuple)
+
+
+CLUSTER = "*"
+"""The function name a pause of the whole cluster is stored under."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Pause(_Evolve):
+    """A stored pause: no node starts a job of ``function`` (of any function, for
+    :data:`CLUSTER`) until it is resumed. Jobs already running go on."""
+
+    function: str
+    """The paused function's name, or :data:`CLUSTER` (``"*"``) for the whole cluster."""
+    paused_at: datetime
+    paused_by: str | None = None
+    """Who paused it (a dashboard user, or the node id of the process that did)."""
+
+    @property
+    def cluster(self) -> bool:
+        """True for the pause of the whole cluster."""
+        return self.function == CLUSTER

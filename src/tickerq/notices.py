@@ -26,6 +26,7 @@ from uuid import UUID
 __all__ = [
     "CRONS",
     "NODES",
+    "PAUSES",
     "TICKERS",
     "TOPICS",
     "CancelRequested",
@@ -45,7 +46,10 @@ CRONS = "crons"
 """Cron tickers (or what their pages show of their occurrences) changed."""
 NODES = "nodes"
 """Nodes started, stopped or reported (heartbeat)."""
-TOPICS = frozenset({TICKERS, CRONS, NODES})
+PAUSES = "pauses"
+"""A function or the whole cluster was paused or resumed: engines read the pauses
+again at once (and, on a resume, look for work)."""
+TOPICS = frozenset({TICKERS, CRONS, NODES, PAUSES})
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +81,7 @@ class Wake(Notice):
 @dataclass(frozen=True, slots=True)
 class Changed(Notice):
     """Something other pages show changed: ``topics`` (of :data:`TOPICS`) say what.
-    Engines ignore it."""
+    Engines heed only :data:`PAUSES`."""
 
     topics: frozenset[str]
 

@@ -40,14 +40,21 @@ from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, Self, Ty
 
 from tickerq.context import Req
 from tickerq.errors import TickerQError
-from tickerq.managers import CronTickerManager, TimeTickerManager, TimeTickerSpec
+from tickerq.managers import CronTickerManager, PauseManager, TimeTickerManager, TimeTickerSpec
 
 if TYPE_CHECKING:
     from tickerq.app import TickerQ
     from tickerq.functions import TickerFunction
     from tickerq.models import TimeTicker
 
-__all__ = ["MAX_HANDED_OVER", "SyncCronTickers", "SyncFunction", "SyncTickerQ", "SyncTimeTickers"]
+__all__ = [
+    "MAX_HANDED_OVER",
+    "SyncCronTickers",
+    "SyncFunction",
+    "SyncPauses",
+    "SyncTickerQ",
+    "SyncTimeTickers",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +93,8 @@ class SyncTickerQ:
         """``app.time_tickers`` with blocking methods."""
         self.cron_tickers = SyncCronTickers(self, app.cron_tickers)
         """``app.cron_tickers`` with blocking methods."""
+        self.pauses = SyncPauses(self, app.pauses)
+        """``app.pauses`` with blocking methods."""
 
     def _own_loop(self) -> asyncio.AbstractEventLoop:
         """The facade's loop in its background thread (started on first use)."""
@@ -415,6 +424,17 @@ class SyncCronTickers(_SyncTwin[CronTickerManager]):
     retry_occurrence = _Blocking(CronTickerManager.retry_occurrence)
     query = _Blocking(CronTickerManager.query)
     attempts = _Blocking(CronTickerManager.attempts)
+
+
+class SyncPauses(_SyncTwin[PauseManager]):
+    """``app.pauses`` with blocking methods: ``app.sync.pauses``."""
+
+    pause = _Blocking(PauseManager.pause)
+    resume = _Blocking(PauseManager.resume)
+    pause_cluster = _Blocking(PauseManager.pause_cluster)
+    resume_cluster = _Blocking(PauseManager.resume_cluster)
+    get = _Blocking(PauseManager.get)
+    query = _Blocking(PauseManager.query)
 
 
 class SyncFunction(Generic[Req]):

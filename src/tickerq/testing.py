@@ -149,7 +149,13 @@ async def _next_stop(app: TickerQ, clock: ManualClock) -> datetime | None:
     if others is not None:
         stops.append(others)
     if not engine.paused:
-        due = await app.store.next_due_time(cron_lead=timedelta(seconds=engine.options.cron_lead))
+        lead = timedelta(seconds=engine.options.cron_lead)
+        hidden = engine.stored_pauses.hidden  # the rows of paused functions wait
+        due = await (
+            app.store.next_due_time(cron_lead=lead, paused=hidden)
+            if hidden
+            else app.store.next_due_time(cron_lead=lead)
+        )
         if due is not None and due > now:
             stops.append(due)
         elif due is not None:

@@ -13,6 +13,7 @@ import asyncio
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from uuid import uuid4
 
 from tickerq import EngineOptions, TickerQ
@@ -37,10 +38,10 @@ async def test_idle_polls_do_not_query_and_others_work_is_still_found(tmp_path: 
         assert isinstance(store, SqlStore)
         next_due_time = store.next_due_time
 
-        async def counted(after: datetime | None = None) -> datetime | None:
+        async def counted(after: datetime | None = None, **kwargs: Any) -> datetime | None:
             nonlocal looks
             looks += 1
-            return await next_due_time(after)
+            return await next_due_time(after, **kwargs)
 
         store.next_due_time = counted  # type: ignore[method-assign]
         await asyncio.sleep(20 * POLL)  # settle: the first polls look once

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from tickerq import CronTicker, TickerContext, TickerFunction, TickerQ, TimeTicker
+from tickerq import CronTicker, Pause, TickerContext, TickerFunction, TickerQ, TimeTicker
 
 app = TickerQ()
 
@@ -51,3 +51,20 @@ def use_blocking() -> TimeTicker:
     cleanup.sync.schedule(after=timedelta(minutes=1))
     app.sync.enqueue(send_email, Email(to="b"), description="welcome")
     return app.sync.schedule(send_email, Email(to="c"), at=datetime.now(UTC))
+
+
+async def use_pauses() -> list[Pause]:
+    """Pauses stored for every node; the sync twins keep the types."""
+    held: Pause = await app.pauses.pause("send_email", by="ops")
+    was_paused: bool = await app.pauses.resume(held.function)
+    cluster: Pause = await app.pauses.pause_cluster()
+    print(was_paused, cluster.cluster, await app.pauses.get("send_email"))
+    await app.pauses.resume_cluster()
+    return await app.pauses.query()
+
+
+def use_pauses_blocking() -> list[Pause]:
+    app.sync.pauses.pause("send_email")
+    ended: bool = app.sync.pauses.resume("send_email")
+    print(ended)
+    return app.sync.pauses.query()

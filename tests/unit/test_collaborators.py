@@ -20,7 +20,7 @@ from tickerq import EngineOptions, Status, TickerContext, TickerQ, TickerRouter
 from tickerq.errors import FunctionNotFoundError, InvalidRequestError
 from tickerq.events import EventBus
 from tickerq.functions import FunctionRegistry, TickerFunction
-from tickerq.managers import CronTickerManager, TimeTickerManager
+from tickerq.managers import CronTickerManager, PauseManager, TimeTickerManager
 from tickerq.stores import MemoryStore
 from tickerq.testing import ManualClock
 
@@ -33,6 +33,7 @@ class Recorder:
     def __init__(self) -> None:
         self.woken: list[datetime | None] = []
         self.cancelled: list[uuid.UUID] = []
+        self.pauses_told = 0
 
     def wake(self, due: datetime | None = None) -> None:
         self.woken.append(due)
@@ -43,6 +44,9 @@ class Recorder:
 
     def is_running_elsewhere(self, ctx: TickerContext[Any]) -> bool:
         return False
+
+    def pauses_changed(self) -> None:
+        self.pauses_told += 1
 
 
 async def _job(ctx: TickerContext[int]) -> None:
@@ -107,6 +111,25 @@ async def test_cron_tickers_use_their_default_timezone_and_wake_the_engine() -> 
     assert engine.woken == [cron.next_fire_at]
     await crons.run_now(cron.id)
     assert engine.woken[-1] == clock.now()
+
+
+async def test_pauses_tell_the_engine_only_what_changed() -> None:
+    store, clock, functions = _parts()
+    engine = Recorder()
+    pauses = PauseManager(store, clock, functions, engine, node_id="n1")
+    pause = await pauses.pause("job")
+    assert (pause.function, pause.paused_at, pause.paused_by) == ("job", START, "n1")
+    assert engine.pauses_told == 1
+    clock.tick(1)
+    assert await pauses.pause("job") == pause  # paused already: nothing changed
+    assert engine.pauses_told == 1
+    assert await pauses.resume("job") is True
+    assert await pauses.resume("job") is False  # nothing changed: the engine is not told
+    assert engine.pauses_told == 2
+    await pauses.pause_cluster(by="ops")
+    assert await pauses.resume_cluster() is True
+    assert engine.pauses_told == 4
+    assert engine.woken == [] and engine.cancelled == []
 
 
 def test_the_app_assembles_the_parts_and_keeps_its_settings_public() -> None:

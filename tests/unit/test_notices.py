@@ -15,6 +15,7 @@ from tickerq.events import EventBus, TickerChanged
 from tickerq.notices import (
     CRONS,
     NODES,
+    PAUSES,
     TICKERS,
     CancelRequested,
     Changed,
@@ -33,6 +34,7 @@ NOTICES: list[Notice] = [
     Changed(frozenset({TICKERS})),
     Changed(frozenset({TICKERS, CRONS})),
     Changed(frozenset({NODES, CRONS, TICKERS})),
+    Changed(frozenset({PAUSES})),
 ]
 
 
@@ -50,6 +52,7 @@ def test_the_wire_form_is_the_one_older_nodes_send_and_read() -> None:
     # equal notices are equal text (PostgreSQL folds them within a transaction)
     assert encode(Changed(frozenset({TICKERS, CRONS}))) == "changed crons tickers"
     assert encode(Changed(frozenset({CRONS, TICKERS}))) == "changed crons tickers"
+    assert encode(Changed(frozenset({PAUSES}))) == "changed pauses"
 
 
 def test_a_due_time_in_another_offset_is_read_as_utc() -> None:

@@ -1,7 +1,8 @@
 """The JSON API under ``<dashboard>/api``: everything the pages do.
 
 Reads need the ``view`` permission; cancel, retry, run now, enable/disable and
-pause/resume need ``operate``; add, change and duplicate need ``edit``; deletes
+pause/resume (of this process's engine, of a function or of the whole cluster)
+need ``operate``; add, change and duplicate need ``edit``; deletes
 need ``delete``. Bad input gets a 4xx answer ``{"error": "..."}`` naming the
 bad value. ``GET <dashboard>/api/openapi.json`` describes it all.
 """
@@ -26,6 +27,7 @@ from tickerq.dashboard.schemas import (
     DeletedOut,
     OccurrenceDetailOut,
     OccurrencePage,
+    PauseIn,
     TimeTickerDetailOut,
     TimeTickerIn,
     TimeTickerPage,
@@ -415,6 +417,37 @@ async def resume(request: Request) -> Response:
     return send(dashboard_of(request).service.set_paused(user, False))
 
 
+async def pauses(request: Request) -> Response:
+    """Every stored pause (of functions, of the cluster)."""
+    return send(await dashboard_of(request).service.pauses.listing())
+
+
+async def pause_function(request: Request) -> Response:
+    """Pause a function on every node."""
+    user = require(request, Permission.OPERATE)
+    data = await read_model(request, PauseIn)
+    return send(await dashboard_of(request).service.pauses.pause(user, data.function))
+
+
+async def resume_function(request: Request) -> Response:
+    """Resume a function on every node."""
+    user = require(request, Permission.OPERATE)
+    data = await read_model(request, PauseIn)
+    return send(await dashboard_of(request).service.pauses.resume(user, data.function))
+
+
+async def pause_cluster(request: Request) -> Response:
+    """Pause all work on every node."""
+    user = require(request, Permission.OPERATE)
+    return send(await dashboard_of(request).service.pauses.pause_cluster(user))
+
+
+async def resume_cluster(request: Request) -> Response:
+    """End the cluster's pause."""
+    user = require(request, Permission.OPERATE)
+    return send(await dashboard_of(request).service.pauses.resume_cluster(user))
+
+
 async def openapi(request: Request) -> Response:
     """The OpenAPI 3.1 document of this API."""
     from tickerq.dashboard.openapi import openapi_document
@@ -437,6 +470,11 @@ def routes() -> list[Route]:
         Route("/readyz", readyz, methods=["GET"]),
         Route("/engine/pause", pause, methods=["POST"]),
         Route("/engine/resume", resume, methods=["POST"]),
+        Route("/pauses", pauses, methods=["GET"]),
+        Route("/functions/pause", pause_function, methods=["POST"]),
+        Route("/functions/resume", resume_function, methods=["POST"]),
+        Route("/cluster/pause", pause_cluster, methods=["POST"]),
+        Route("/cluster/resume", resume_cluster, methods=["POST"]),
         Route("/time-tickers", list_time_tickers, methods=["GET"]),
         Route("/time-tickers", add_time_ticker, methods=["POST"]),
         Route("/time-tickers/delete", batch_delete, methods=["POST"]),

@@ -313,6 +313,9 @@ def _html_routes() -> list[Route]:
         Route("/occurrences/{id}", pages.occurrence, methods=["GET"]),
         Route("/occurrences/{id}/{action}", forms.occurrence_action, methods=["POST"]),
         Route("/engine/{action}", forms.engine_action, methods=["POST"]),
+        Route("/functions", pages.functions, methods=["GET"]),
+        Route("/functions/{action}", forms.function_action, methods=["POST"]),
+        Route("/cluster/{action}", forms.cluster_action, methods=["POST"]),
     ]
 
 

@@ -41,10 +41,12 @@ __all__ = [
     "add_cron",
     "add_time_ticker",
     "batch_delete",
+    "cluster_action",
     "cron_action",
     "edit_cron",
     "edit_time_ticker",
     "engine_action",
+    "function_action",
     "go",
     "occurrence_action",
     "time_action",
@@ -317,3 +319,40 @@ async def engine_action(request: Request) -> Response:
         raise DashboardError(404, f"unknown action {action!r}")
     dashboard_of(request).service.set_paused(user, action == "pause")
     return go(request, "/")
+
+
+def _back(request: Request, form: FormData) -> Response:
+    """To the page the pause form was on: the overview or the functions page."""
+    return go(request, "/" if _text(form, "next") == "overview" else "/functions")
+
+
+async def function_action(request: Request) -> Response:
+    """Form action: pause or resume a function on every node."""
+    user = require(request, Permission.OPERATE)
+    action = request.path_params["action"]
+    if action not in ("pause", "resume"):
+        raise DashboardError(404, f"unknown action {action!r}")
+    form = await request.form()
+    function = form.get("function")  # as given: a name may hold spaces
+    if not isinstance(function, str) or not function:
+        raise DashboardError(422, "function: which function to pause or resume is missing")
+    pauses = dashboard_of(request).service.pauses
+    if action == "pause":
+        await pauses.pause(user, function)
+    else:
+        await pauses.resume(user, function)
+    return _back(request, form)
+
+
+async def cluster_action(request: Request) -> Response:
+    """Form action: pause or resume all work on every node."""
+    user = require(request, Permission.OPERATE)
+    action = request.path_params["action"]
+    if action not in ("pause", "resume"):
+        raise DashboardError(404, f"unknown action {action!r}")
+    pauses = dashboard_of(request).service.pauses
+    if action == "pause":
+        await pauses.pause_cluster(user)
+    else:
+        await pauses.resume_cluster(user)
+    return _back(request, await request.form())

@@ -7,7 +7,8 @@ those are the other nodes' NOTIFYs, at once; where notices do not say it (SQLite
 a PostgreSQL node that cannot LISTEN) the store looks every ``poll_interval``
 seconds (see :meth:`tickerq.stores.base.Store.watch`). Each client gets at most
 one event per ``min_interval`` naming the topics that changed (``tickers``,
-``crons``, ``nodes``, ``engine``); the page then re-fetches the parts that show them.
+``crons``, ``nodes``, ``pauses``, ``engine``); the page then re-fetches the parts
+that show them.
 """
 
 from __future__ import annotations
@@ -24,12 +25,14 @@ from tickerq.events import (
     CronTickerChanged,
     EngineStateChanged,
     Event,
+    PausesChanged,
     TickerChanged,
     TickerDeleted,
 )
 from tickerq.notices import (
     CRONS,
     NODES,
+    PAUSES,
     TICKERS,
     CancelRequested,
     Changed,
@@ -48,7 +51,7 @@ logger = logging.getLogger(__name__)
 
 ENGINE = "engine"
 """This process's engine started, paused, resumed or stopped (events only)."""
-TOPICS = (TICKERS, CRONS, NODES, ENGINE)
+TOPICS = (TICKERS, CRONS, NODES, PAUSES, ENGINE)
 
 
 def topics_of(message: Event | Notice) -> set[str]:
@@ -61,12 +64,14 @@ def topics_of(message: Event | Notice) -> set[str]:
         return {CRONS}
     if isinstance(message, EngineStateChanged):
         return {ENGINE, NODES}
+    if isinstance(message, PausesChanged):
+        return {PAUSES}
     if isinstance(message, Changed):
         return set(message.topics)
     if isinstance(message, WorkDue | CancelRequested):
         return {TICKERS, CRONS}
     if isinstance(message, Wake):  # notices were lost: anything may have changed
-        return {TICKERS, CRONS, NODES}
+        return {TICKERS, CRONS, NODES, PAUSES}
     return set()
 
 

@@ -31,6 +31,10 @@ _MODELS: list[type[BaseModel]] = [
     s.NodeOut,
     s.FunctionOut,
     s.EngineOut,
+    s.PauseIn,
+    s.PauseOut,
+    s.PausesOut,
+    s.ResumedOut,
     s.ThroughputOut,
     s.OverviewOut,
     s.CronPreviewOut,
@@ -150,9 +154,48 @@ def _paths() -> dict[str, Any]:
             )
         },
         "/engine": {"get": _op("This process's engine", _ref("EngineOut"), op_id="engine")},
+        "/pauses": {
+            "get": _op(
+                "Stored pauses (of functions, of the whole cluster), obeyed by every node",
+                _ref("PausesOut"),
+                op_id="pauses",
+            )
+        },
+        "/functions/pause": {
+            "post": _op(
+                "Pause a function on every node (its running jobs go on)",
+                _ref("PauseOut"),
+                body="PauseIn",
+                op_id="pauseFunction",
+            )
+        },
+        "/functions/resume": {
+            "post": _op(
+                "Resume a function on every node",
+                _ref("ResumedOut"),
+                body="PauseIn",
+                op_id="resumeFunction",
+            )
+        },
+        "/cluster/pause": {
+            "post": _op(
+                "Pause all work on every node (running jobs go on)",
+                _ref("PauseOut"),
+                op_id="pauseCluster",
+                errors=("401", "403"),
+            )
+        },
+        "/cluster/resume": {
+            "post": _op(
+                "End the pause of the whole cluster",
+                _ref("ResumedOut"),
+                op_id="resumeCluster",
+                errors=("401", "403"),
+            )
+        },
         "/engine/pause": {
             "post": _op(
-                "Pause this process's engine",
+                "Pause this process's engine (this node only, not stored)",
                 _ref("EngineOut"),
                 op_id="pauseEngine",
                 errors=("401", "403", "409"),
@@ -410,7 +453,7 @@ def openapi_document(
     ``functions`` (the known function names) become the enum of ``function`` fields."""
     schemas = copy.deepcopy(_components())
     if functions:
-        for name in ("TimeTickerIn", "CronTickerIn"):
+        for name in ("TimeTickerIn", "CronTickerIn", "PauseIn"):
             schemas[name]["properties"]["function"]["enum"] = list(functions)
     return {
         "openapi": "3.1.0",

@@ -20,6 +20,7 @@ from tickerq.dashboard.rendering import path_id, pretty, render
 from tickerq.dashboard.service import shown_headers
 from tickerq.enums import MisfirePolicy, Status
 from tickerq.errors import TickerQError
+from tickerq.models import CLUSTER
 
 __all__ = [
     "cron_form",
@@ -27,6 +28,7 @@ __all__ = [
     "cron_ticker",
     "cron_tickers",
     "events",
+    "functions",
     "nodes",
     "occurrence",
     "overview",
@@ -50,6 +52,20 @@ async def overview(request: Request) -> Response:
     next_cron = min(crons, key=lambda c: c.next_fire_at or data.now, default=None)
     return render(
         request, "overview.html", nav="overview", o=data, totals=totals, next_cron=next_cron
+    )
+
+
+async def functions(request: Request) -> Response:
+    """Functions: each one's settings and stored pause, with pause/resume buttons;
+    the pause of the whole cluster."""
+    service = dashboard_of(request).service
+    pauses = await service.pauses.read()
+    return render(
+        request,
+        "functions.html",
+        nav="functions",
+        functions=await service.functions(pauses=pauses),
+        cluster=pauses.get(CLUSTER),
     )
 
 

@@ -27,6 +27,10 @@ __all__ = [
     "OccurrenceOut",
     "OccurrencePage",
     "OverviewOut",
+    "PauseIn",
+    "PauseOut",
+    "PausesOut",
+    "ResumedOut",
     "ThroughputOut",
     "TimeTickerDetailOut",
     "TimeTickerIn",
@@ -271,6 +275,35 @@ class NodeOut(BaseModel):
     functions: list[str]
 
 
+class PauseOut(BaseModel):
+    """A stored pause of a function, or (``cluster``, function ``"*"``) of all work."""
+
+    function: str
+    cluster: bool
+    paused_at: datetime
+    paused_by: str | None
+
+
+class PausesOut(BaseModel):
+    """Every stored pause: the cluster's (or null) and the functions'."""
+
+    cluster: PauseOut | None
+    functions: list[PauseOut]
+
+
+class PauseIn(_In):
+    """The function to pause or resume."""
+
+    function: FunctionName
+
+
+class ResumedOut(BaseModel):
+    """A resume: ``resumed`` is false when it was not paused."""
+
+    function: str
+    resumed: bool
+
+
 class FunctionOut(BaseModel):
     """A function this app has registered (or that a node reported)."""
 
@@ -282,6 +315,10 @@ class FunctionOut(BaseModel):
     retries: int | None
     timeout: float | None
     cron: str | None
+    paused: PauseOut | None = None
+    """Its own stored pause (the cluster's is in :class:`PausesOut`)."""
+    paused_due: int = 0
+    """Its jobs due now that wait because it or the whole cluster is paused."""
 
 
 class EngineOut(BaseModel):
@@ -324,6 +361,8 @@ class OverviewOut(BaseModel):
     slots: int
     nodes: list[NodeOut]
     functions: list[FunctionOut]
+    cluster_pause: PauseOut | None = None
+    """The pause of the whole cluster, if one is stored."""
 
 
 class CronPreviewOut(BaseModel):

@@ -22,6 +22,7 @@ from uuid import UUID
 
 from tickerq.cron import parse_timezone
 from tickerq.dashboard.auth import DashboardUser
+from tickerq.dashboard.pauses import PauseOps, pause_out
 from tickerq.dashboard.queries import Queries, TickerPage
 from tickerq.dashboard.schemas import (
     AttemptOut,
@@ -44,7 +45,7 @@ from tickerq.enums import Status, TickerKind
 from tickerq.errors import TickerStateError
 from tickerq.firing import parse_cached
 from tickerq.known_functions import names_in_use
-from tickerq.models import Attempt, CronOccurrence, CronTicker, TimeTicker
+from tickerq.models import CLUSTER, Attempt, CronOccurrence, CronTicker, Pause, TimeTicker
 from tickerq.validation import json_copy
 
 if TYPE_CHECKING:
@@ -82,6 +83,8 @@ class Service:
         self.app = app
         self.redact_hook = redact
         self.queries = Queries(app.store)
+        self.pauses = PauseOps(app, self._log)
+        """Stored pauses of functions and of the whole cluster."""
 
     # -- helpers -----------------------------------------------------------------------
 
@@ -165,8 +168,11 @@ class Service:
             )
         return out
 
-    async def functions(self, nodes: Sequence[NodeOut] | None = None) -> list[FunctionOut]:
-        """Registered functions, plus names only nodes or cron tickers know."""
+    async def functions(
+        self, nodes: Sequence[NodeOut] | None = None, pauses: Mapping[str, Pause] | None = None
+    ) -> list[FunctionOut]:
+        """Registered functions, plus names only nodes, cron tickers or pauses know;
+        each with its pause and the due jobs a pause holds back."""
         out: dict[str, FunctionOut] = {}
         for name, fn in sorted(self.app.functions.items()):
             request_type = fn.request_type
@@ -189,6 +195,9 @@ class Service:
         if nodes is None:
             nodes = await self.nodes()
         others = await names_in_use(self.app.store, [f for n in nodes for f in n.functions])
+        if pauses is None:
+            pauses = await self.pauses.read()
+        others.update(name for name in pauses if name != CLUSTER)
         for name in sorted(others - out.keys()):
             out[name] = FunctionOut(
                 name=name,
@@ -200,6 +209,11 @@ class Service:
                 timeout=None,
                 cron=None,
             )
+        held = await self.pauses.held(pauses, self.now())
+        for name, shown in out.items():
+            pause = pauses.get(name)
+            shown.paused = None if pause is None else pause_out(pause)
+            shown.paused_due = held.get(name, 0)
         return list(out.values())
 
     async def throughput(self, hours: int, bucket_seconds: int) -> ThroughputOut:
@@ -225,6 +239,8 @@ class Service:
         failed = sum(b.failed for b in day)
         other = sum(b.other for b in day)
         live = [n for n in nodes if not n.stale]
+        pauses = await self.pauses.read()
+        cluster = pauses.get(CLUSTER)
         return OverviewOut(
             now=now,
             engine=self.engine_out(),
@@ -238,7 +254,8 @@ class Service:
             active=sum(n.active for n in live),
             slots=sum(n.max_concurrency for n in live),
             nodes=nodes,
-            functions=await self.functions(nodes),
+            functions=await self.functions(nodes, pauses),
+            cluster_pause=None if cluster is None else pause_out(cluster),
         )
 
     def cron_preview(self, expression: str, timezone: str | None, n: int) -> CronPreviewOut:
@@ -463,7 +480,8 @@ class Service:
         return occurrence
 
     def set_paused(self, user: DashboardUser, paused: bool) -> EngineOut:
-        """Pause or resume this process's engine."""
+        """Pause or resume this process's engine (this node only; the stored pauses
+        of every node are in :attr:`pauses`)."""
         if not self.app.engine.running:
             raise TickerStateError(
                 f"no engine runs in this process (node {self.app.node_id}); "

@@ -1,4 +1,5 @@
-"""``app.time_tickers`` and ``app.cron_tickers``: add, change and inspect tickers.
+"""``app.time_tickers`` and ``app.cron_tickers``: add, change and inspect tickers;
+``app.pauses``: pause and resume functions or the whole cluster.
 
 Every input is checked before anything is stored; a bad value raises an error
 that names it.
@@ -16,6 +17,7 @@ they need it (:class:`tickerq.local.LocalEngine`: wake it, cancel a job it runs)
 """
 
 from tickerq.managers.cron_tickers import CronTickerManager
+from tickerq.managers.pauses import PauseManager
 from tickerq.managers.time_tickers import TimeTickerManager, TimeTickerSpec
 
-__all__ = ["CronTickerManager", "TimeTickerManager", "TimeTickerSpec"]
+__all__ = ["CronTickerManager", "PauseManager", "TimeTickerManager", "TimeTickerSpec"]

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
     from tickerq.events import EventBus
     from tickerq.limits import Gates
-    from tickerq.models import Attempt, CronOccurrence, CronTicker, Node, TimeTicker
+    from tickerq.models import Attempt, CronOccurrence, CronTicker, Node, Pause, TimeTicker
     from tickerq.stores.reads import (
         Census,
         ChangeMarker,
@@ -486,13 +486,20 @@ class Store(ABC):
 
     @abstractmethod
     async def next_due_time(
-        self, after: datetime | None = None, *, cron_lead: timedelta = _NO_LEAD
+        self,
+        after: datetime | None = None,
+        *,
+        cron_lead: timedelta = _NO_LEAD,
+        paused: Collection[str] = (),
     ) -> datetime | None:
         """The earliest time at which something becomes due (claimable or a cron fire).
 
         With ``after``: the earliest such time later than ``after`` (the engine asks
         this when what is due already could not be claimed on its node). A cron
         counts as due ``cron_lead`` before its next fire (its fires are made ahead).
+        Rows of the functions in ``paused`` do not count (none do when it holds
+        :data:`tickerq.models.CLUSTER`); their crons still do (their fires are made
+        while paused, and wait).
         """
 
     @abstractmethod
@@ -543,6 +550,28 @@ class Store(ABC):
     @abstractmethod
     async def release(self, jobs: Sequence[Job]) -> None:
         """Give back claimed jobs that did not run (back to IDLE, no attempt counted)."""
+
+    # -- pauses -----------------------------------------------------------------------
+
+    @abstractmethod
+    async def set_pause(self, pause: Pause) -> Pause:
+        """Store ``pause`` unless its function (or the cluster, ``"*"``) is paused
+        already; return the pause that holds now (the earlier one, if so).
+
+        Other nodes hear of it at once where the store sends notices
+        (:class:`tickerq.notices.Changed` with :data:`tickerq.notices.PAUSES`);
+        this process's bus gets a :class:`tickerq.events.PausesChanged`.
+        """
+
+    @abstractmethod
+    async def clear_pause(self, function: str, now: datetime) -> bool:
+        """Resume ``function`` (``"*"``: the cluster) at ``now``; True if it was
+        paused. Told like :meth:`set_pause`."""
+
+    @abstractmethod
+    async def pauses(self) -> dict[str, Pause]:
+        """Every stored pause, by function (``"*"``: the cluster). A small read:
+        every node makes it at least twice a second while it claims."""
 
     # -- nodes and leases -------------------------------------------------------------
 

@@ -28,7 +28,7 @@ from tickerq.errors import (
 )
 from tickerq.events import CronTickerChanged, TickerChanged, TickerDeleted
 from tickerq.limits import Gate, Gates
-from tickerq.models import Attempt, CronOccurrence, CronTicker, Node, TimeTicker
+from tickerq.models import CLUSTER, Attempt, CronOccurrence, CronTicker, Node, TimeTicker
 from tickerq.stores.base import (
     CRON_BATCH_FIRES,
     CRON_BATCH_SIZE,
@@ -44,6 +44,7 @@ from tickerq.stores.base import (
     lost_run_end,
     resolve_child,
 )
+from tickerq.stores.memory_pauses import MemoryPauses
 from tickerq.stores.memory_reads import MemoryReads
 from tickerq.stores.memory_rows import (
     CronSchedule,
@@ -65,7 +66,7 @@ DEFAULT_HISTORY_LIMIT = 100_000
 """Ended rows a memory store keeps by default (about 1 KB each: ~100 MB at most)."""
 
 
-class MemoryStore(MemoryReads, Store):
+class MemoryStore(MemoryPauses, MemoryReads, Store):
     """Keeps everything in this process's memory.
 
     ``history_limit`` bounds the ended rows kept (time tickers and cron
@@ -112,6 +113,7 @@ class MemoryStore(MemoryReads, Store):
         self._ended = EndedRows(self._rows)
         self._ended_count = 0
         """Ended rows stored (what ``history_limit`` bounds)."""
+        self._pauses = {}
         self._held: dict[UUID, Row] = {}
         """Ended chain roots taken out of the end order because a row of their chain
         still waits or runs; they go back in when a row of the chain ends."""
@@ -555,10 +557,17 @@ class MemoryStore(MemoryReads, Store):
         return row.version == version and row.status is Status.IDLE and not row.awaiting_parent
 
     async def next_due_time(
-        self, after: datetime | None = None, *, cron_lead: timedelta = timedelta(0)
+        self,
+        after: datetime | None = None,
+        *,
+        cron_lead: timedelta = timedelta(0),
+        paused: Collection[str] = (),
     ) -> datetime | None:
         """Earliest due time among waiting rows and enabled crons (later than ``after``;
-        a cron is due ``cron_lead`` before its next fire)."""
+        a cron is due ``cron_lead`` before its next fire; rows of ``paused`` functions
+        left out, every row for :data:`~tickerq.models.CLUSTER`)."""
+        if paused:
+            return self._next_due_unpaused(after, cron_lead, paused)
         if after is not None:
             return self._next_due_after(after, cron_lead)
         best: datetime | None = None
@@ -580,6 +589,42 @@ class MemoryStore(MemoryReads, Store):
         if t is not None and (best is None or t - cron_lead < best):
             best = t - cron_lead
         return best
+
+    def _next_due_unpaused(
+        self, after: datetime | None, cron_lead: timedelta, paused: Collection[str]
+    ) -> datetime | None:
+        """:meth:`next_due_time` with the rows of ``paused`` functions left out: the
+        heap is walked past them (and past rows due by ``after``), then restored."""
+        times: list[datetime | None] = []
+        if CLUSTER not in paused:
+            after_ts = float("-inf") if after is None else after.timestamp()
+            if after_ts < self._moved_until:
+                times.extend(
+                    row.execution_time
+                    for queue in self._ready.values()
+                    for row, version in queue
+                    if self._valid(row, version) and row.function not in paused
+                )
+            heap = self._heap
+            passed = []
+            while heap and (
+                heap[0][0] <= after_ts
+                or not self._valid(heap[0][2], heap[0][3])
+                or heap[0][2].function in paused
+            ):
+                entry = heapq.heappop(heap)
+                if self._valid(entry[2], entry[3]):
+                    passed.append(entry)
+            if heap:
+                times.append(heap[0][2].execution_time)
+            for entry in passed:
+                heapq.heappush(heap, entry)
+        fire = self._cron_schedule.first_after(
+            self._crons, None if after is None else after + cron_lead
+        )
+        times.append(None if fire is None else fire - cron_lead)
+        later = [t for t in times if t is not None and (after is None or t > after)]
+        return min(later, default=None)
 
     def _next_due_after(self, after: datetime, cron_lead: timedelta) -> datetime | None:
         """What is due first after ``after``. Rows due by then could not be claimed; the

@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING
 from uuid import UUID
 
 from tickerq.enums import Priority, Status, TickerKind
-from tickerq.notices import CRONS, NODES, TICKERS
+from tickerq.notices import CRONS, NODES, PAUSES, TICKERS
 
 if TYPE_CHECKING:
     from tickerq.models import TimeTicker
@@ -282,11 +282,20 @@ class ChangeMarker:
     """Latest heartbeat, and how many nodes there are."""
     deletions: int | None
     """Moves when rows are deleted (a deletion counter, or the number of rows)."""
+    pauses: tuple[datetime | None, int] = (None, 0)
+    """Latest pause, and how many there are (a resume deletes one)."""
 
     def parts(self) -> tuple[object, ...]:
         """The marker as a flat tuple: time tickers, occurrences, cron change, cron
-        count, heartbeat, node count, deletions."""
-        return (self.time_tickers, self.occurrences, *self.crons, *self.nodes, self.deletions)
+        count, heartbeat, node count, deletions, latest pause, pause count."""
+        return (
+            self.time_tickers,
+            self.occurrences,
+            *self.crons,
+            *self.nodes,
+            self.deletions,
+            *self.pauses,
+        )
 
     def changed_since(self, before: ChangeMarker) -> frozenset[str]:
         """The topics (of :data:`tickerq.notices.TOPICS`) whose part moved since ``before``."""
@@ -299,4 +308,6 @@ class ChangeMarker:
             topics.add(CRONS)
         if self.nodes != before.nodes:
             topics.add(NODES)
+        if self.pauses != before.pauses:
+            topics.add(PAUSES)
         return frozenset(topics)

@@ -66,7 +66,14 @@ from tickerq.stores.reads import (
 )
 from tickerq.stores.sql.connection import OCCURRENCE, RUNNING, TIME, SqlBase, T
 from tickerq.stores.sql.rows import ticker_from_row
-from tickerq.stores.sql.schema import WAITING_PRIORITIES, cron_tickers, nodes, tickers, waiting
+from tickerq.stores.sql.schema import (
+    WAITING_PRIORITIES,
+    cron_tickers,
+    nodes,
+    pauses,
+    tickers,
+    waiting,
+)
 
 __all__ = [
     "BUCKET_MAX_AGE",
@@ -446,12 +453,14 @@ class SqlReads(SqlBase):
                 await conn.execute(select(func.max(nodes.c.last_heartbeat), func.count()))
             ).one()
             deletions = (await conn.execute(self.dialect.deletions_marker(tickers))).scalar()
+            paused = (await conn.execute(select(func.max(pauses.c.paused_at), func.count()))).one()
         return ChangeMarker(
             time_tickers=time_tickers,
             occurrences=occurrences,
             crons=(crons[0], int(crons[1])),
             nodes=(heartbeats[0], int(heartbeats[1])),
             deletions=None if deletions is None else int(deletions),
+            pauses=(paused[0], int(paused[1])),
         )
 
 

@@ -39,6 +39,7 @@ from tickerq.stores.sql.connection import (
 )
 from tickerq.stores.sql.crons import CronMaterializing, take_back_ahead
 from tickerq.stores.sql.enqueue_sqlite import SqliteEnqueue
+from tickerq.stores.sql.pauses import SqlPauses
 from tickerq.stores.sql.reads import SqlReads
 from tickerq.stores.sql.rows import (
     attempt_from_row,
@@ -57,7 +58,7 @@ __all__ = ["SqlStore"]
 logger = logging.getLogger(__name__)
 
 
-class SqlStore(CronSeeding, CronMaterializing, EngineWork, SqlReads):
+class SqlStore(CronSeeding, CronMaterializing, EngineWork, SqlPauses, SqlReads):
     """Tickers in SQLite or PostgreSQL, shared by every node that uses the same database."""
 
     _sqlite_enqueue: SqliteEnqueue | None = None

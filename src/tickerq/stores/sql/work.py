@@ -28,7 +28,7 @@ from sqlalchemy import (
 
 from tickerq.enums import Priority, Status, TickerKind
 from tickerq.limits import Gate, Gates
-from tickerq.models import Node
+from tickerq.models import CLUSTER, Node
 from tickerq.stores.base import (
     DEFAULT_LOST_RUN,
     LEASE_EXPIRED,
@@ -92,18 +92,25 @@ class EngineWork(SqlBase):
         return True
 
     async def next_due_time(
-        self, after: datetime | None = None, *, cron_lead: timedelta = timedelta(0)
+        self,
+        after: datetime | None = None,
+        *,
+        cron_lead: timedelta = timedelta(0),
+        paused: Collection[str] = (),
     ) -> datetime | None:
         """Earliest waiting row or cron fire (later than ``after``; a cron is due
-        ``cron_lead`` before its fire), in one statement: one probe of the waiting
-        index per priority, one of the crons' index."""
+        ``cron_lead`` before its fire; rows of ``paused`` functions left out), in one
+        statement: one probe of the waiting index per priority, one of the crons'
+        index. (A probe walks past the paused functions' rows it meets first.)"""
         probes: list[Any] = []
-        for priority in WAITING_PRIORITIES:
+        for priority in () if CLUSTER in paused else WAITING_PRIORITIES:
             rows = select(func.min(T.execution_time)).where(
                 waiting(self.dialect.name), T.priority == int(priority)
             )
             if after is not None:
                 rows = rows.where(T.execution_time > after)
+            if paused:
+                rows = rows.where(T.function.not_in(list(paused)))
             probes.append(rows.scalar_subquery())
         crons = select(func.min(cron_tickers.c.next_fire_at)).where(
             cron_tickers.c.enabled.is_(True)
