@@ -709,6 +709,11 @@ class Engine:
         """Each limited function's max_concurrency (enforced cluster-wide by shared stores)."""
         return {f.name: f.options.max_concurrency for f in self._limited}
 
+    def gates(self) -> Gates | None:
+        """The rate and per-key limits of the registered functions (None: none)."""
+        self._capacity()  # refreshes the views of the registered functions
+        return self._gates
+
     def _build_gates(self) -> Gates | None:
         """The cluster-wide rate and per-key limits of the registered functions."""
         gates = Gates()

@@ -133,6 +133,14 @@ def named_bucket(name: str) -> str:
     return "limit:" + name
 
 
+def limit_label(bucket: str) -> str:
+    """How a bucket is shown: ``app``, ``own`` (a function's own limit) or the name
+    of a shared limit."""
+    if bucket.startswith("function:"):
+        return "own"
+    return bucket.removeprefix("limit:")
+
+
 @dataclass(slots=True)
 class Gates:
     """The cluster-wide limits a claim keeps, built by the engine from the app's

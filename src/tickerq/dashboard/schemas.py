@@ -304,6 +304,18 @@ class ResumedOut(BaseModel):
     resumed: bool
 
 
+class RateLimitOut(BaseModel):
+    """A rate limit and how full its window is now."""
+
+    name: str
+    """``own``, ``app``, or the name of one of the app's ``limits``."""
+    limit: str
+    """As written: ``100/m``."""
+    used: int
+    """Starts within the current window, across every node."""
+    full: bool
+
+
 class FunctionOut(BaseModel):
     """A function this app has registered (or that a node reported)."""
 
@@ -319,6 +331,12 @@ class FunctionOut(BaseModel):
     """Its own stored pause (the cluster's is in :class:`PausesOut`)."""
     paused_due: int = 0
     """Its jobs due now that wait because it or the whole cluster is paused."""
+    rate_limits: list[RateLimitOut] = []
+    """The rate limits its starts count against (its own or a named one, the app's)."""
+    max_per_key: int | None = None
+    """At most this many runs at once per concurrency key (None: no per-key limit)."""
+    throttled_due: int = 0
+    """Its jobs due now that wait because one of its rate limits is full."""
 
 
 class EngineOut(BaseModel):

@@ -36,6 +36,7 @@ from tickerq.dashboard.schemas import (
     NodeOut,
     OccurrenceOut,
     OverviewOut,
+    RateLimitOut,
     ThroughputOut,
     TimeTickerIn,
     TimeTickerOut,
@@ -45,6 +46,7 @@ from tickerq.enums import Status, TickerKind
 from tickerq.errors import TickerStateError
 from tickerq.firing import parse_cached
 from tickerq.known_functions import names_in_use
+from tickerq.limits import limit_label, rate_limit_text
 from tickerq.models import CLUSTER, Attempt, CronOccurrence, CronTicker, Pause, TimeTicker
 from tickerq.validation import json_copy
 
@@ -214,7 +216,43 @@ class Service:
             pause = pauses.get(name)
             shown.paused = None if pause is None else pause_out(pause)
             shown.paused_due = held.get(name, 0)
+        await self._limits_of(out, pauses)
         return list(out.values())
+
+    async def _limits_of(self, out: dict[str, FunctionOut], pauses: Mapping[str, Pause]) -> None:
+        """Each registered function's rate limits (with how full their windows are),
+        its per-key limit, and its due jobs a full rate limit holds back."""
+        engine = self.app.engine
+        gates = engine.gates()
+        if gates is None:
+            return
+        now = self.now()
+        used = await self.app.store.rate_usage(
+            {b: rate.per for b, rate in gates.buckets.items()}, now
+        )
+        throttled = [name for name in out if name in self.app.functions and gates.buckets_of(name)]
+        due: dict[str, int] = {}
+        if throttled:
+            for group in await self.app.store.depth(now):
+                due[group.function] = due.get(group.function, 0) + group.due
+        for name, shown in out.items():
+            if name not in self.app.functions:
+                continue
+            shown.max_per_key = gates.per_key.get(name)
+            for bucket in gates.buckets_of(name):
+                rate = gates.buckets[bucket]
+                count = used.get(bucket, 0)
+                shown.rate_limits.append(
+                    RateLimitOut(
+                        name=limit_label(bucket),
+                        limit=rate_limit_text(rate),
+                        used=count,
+                        full=count >= rate.limit,
+                    )
+                )
+            paused = CLUSTER in pauses or name in pauses
+            if not paused and any(r.full for r in shown.rate_limits):
+                shown.throttled_due = due.get(name, 0)
 
     async def throughput(self, hours: int, bucket_seconds: int) -> ThroughputOut:
         """Ended rows per bucket over the last ``hours``."""

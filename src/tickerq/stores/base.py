@@ -682,6 +682,12 @@ class Store(ABC):
         left out. Exact, read from the waiting rows only (on SQL stores, the
         partial waiting index and the rows it points to): what metrics sample."""
 
+    @abstractmethod
+    async def rate_usage(self, periods: Mapping[str, timedelta], now: datetime) -> dict[str, int]:
+        """Starts counted by each rate limit (bucket -> its period) within its period
+        up to ``now``, across every node (see :mod:`tickerq.limits`): what the
+        dashboard shows against the limit."""
+
     async def ping(self) -> None:  # noqa: B027 - optional hook
         """Return if the data can be read now; raise the driver's error if not.
 

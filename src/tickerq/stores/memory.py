@@ -719,6 +719,13 @@ class MemoryStore(MemoryPauses, MemoryReads, Store):
             gate.close()
         return claimed
 
+    async def rate_usage(self, periods: Mapping[str, timedelta], now: datetime) -> dict[str, int]:
+        """Starts counted by each rate limit within its period."""
+        return {
+            bucket: sum(n for at, n in self._rate_starts.get(bucket, ()) if at > now - per)
+            for bucket, per in periods.items()
+        }
+
     def _open_gate(
         self, gates: Gates | None, functions: Collection[str], now: datetime
     ) -> Gate | None:

@@ -299,6 +299,23 @@ class EngineWork(SqlBase):
             running = {(r[0], r[1]): int(r[2]) for r in rows}
         return Gate(gates, now, starts, running)
 
+    async def rate_usage(self, periods: Mapping[str, timedelta], now: datetime) -> dict[str, int]:
+        """Starts counted by each rate limit within its period (one read)."""
+        out = dict.fromkeys(periods, 0)
+        if not periods:
+            return out
+        oldest = now - max(periods.values())
+        async with self.sa_engine.connect() as conn:
+            rows = await conn.execute(
+                select(S.bucket, S.started_at, S.count).where(
+                    S.bucket.in_(list(periods)), S.started_at > oldest
+                )
+            )
+            for bucket, at, count in rows:
+                if at > now - periods[bucket]:
+                    out[bucket] += int(count)
+        return out
+
     def _close_gate(self, conn: Connection, gate: Gate) -> None:
         """Store the starts the claim counted; drop those no limit needs any more."""
         taken = gate.taken()
