@@ -72,11 +72,11 @@ DEFAULT_STORE = "sqlite:///tickerq-demo.db"
 
 
 def build_demo_app(store: str = DEFAULT_STORE) -> TickerQ:
-    """The demo's app: five functions, two crons, retries and a chain."""
-    app = TickerQ(store, max_concurrency=4, node_id="demo")
+    """The demo's app: five functions, two crons, retries, a chain and a rate limit."""
+    app = TickerQ(store, max_concurrency=4, node_id="demo", limits={"smtp": "50/m"})
     app.on_exception(lambda ctx, error: None)  # failures show in the table, not the log
 
-    @app.function(retries=2, retry_intervals=[1, 2])
+    @app.function(retries=2, retry_intervals=[1, 2], rate_limit="smtp")
     def send_email(ctx: TickerContext[Email]) -> None:
         time.sleep(random.uniform(0.2, 0.8))
         if random.random() < 0.25:
