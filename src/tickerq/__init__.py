@@ -31,12 +31,16 @@ from tickerq.limits import RateLimit
 from tickerq.managers import TimeTickerSpec
 from tickerq.middleware import Middleware
 from tickerq.models import Attempt, CronOccurrence, CronTicker, Node, Pause, TimeTicker
+from tickerq.operations import BulkItem, BulkOutcome, BulkResult
 from tickerq.retry import RetryPolicy
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Attempt",
+    "BulkItem",
+    "BulkOutcome",
+    "BulkResult",
     "Cancellation",
     "Clock",
     "CronError",

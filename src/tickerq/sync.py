@@ -402,6 +402,9 @@ class SyncTimeTickers(_SyncTwin[TimeTickerManager]):
     delete_many = _Blocking(TimeTickerManager.delete_many)
     cancel = _Blocking(TimeTickerManager.cancel)
     retry = _Blocking(TimeTickerManager.retry)
+    update_many = _Blocking(TimeTickerManager.update_many)
+    cancel_many = _Blocking(TimeTickerManager.cancel_many)
+    retry_many = _Blocking(TimeTickerManager.retry_many)
     query = _Blocking(TimeTickerManager.query)
     count = _Blocking(TimeTickerManager.count)
     attempts = _Blocking(TimeTickerManager.attempts)
@@ -422,6 +425,8 @@ class SyncCronTickers(_SyncTwin[CronTickerManager]):
     get_occurrence = _Blocking(CronTickerManager.get_occurrence)
     cancel_occurrence = _Blocking(CronTickerManager.cancel_occurrence)
     retry_occurrence = _Blocking(CronTickerManager.retry_occurrence)
+    cancel_occurrences = _Blocking(CronTickerManager.cancel_occurrences)
+    retry_occurrences = _Blocking(CronTickerManager.retry_occurrences)
     query = _Blocking(CronTickerManager.query)
     attempts = _Blocking(CronTickerManager.attempts)
 

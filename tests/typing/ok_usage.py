@@ -5,7 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from tickerq import CronTicker, Pause, TickerContext, TickerFunction, TickerQ, TimeTicker
+from tickerq import (
+    BulkItem,
+    BulkResult,
+    CronTicker,
+    Pause,
+    TickerContext,
+    TickerFunction,
+    TickerQ,
+    TimeTicker,
+)
 
 app = TickerQ()
 
@@ -47,6 +56,11 @@ def use_blocking() -> TimeTicker:
     done: int = app.sync.time_tickers.count(status="DONE")
     crons: list[CronTicker] = app.sync.cron_tickers.query(function="cleanup")
     print(again.status, done, len(crons))
+    cancelled: BulkResult = app.sync.time_tickers.cancel_many([ticker.id])
+    skipped: list[BulkItem] = app.sync.time_tickers.retry_many([ticker.id]).skipped
+    moved: BulkResult = app.sync.time_tickers.update_many([ticker.id], description="x")
+    runs: BulkResult = app.sync.cron_tickers.retry_occurrences([ticker.id])
+    print(cancelled.summary(), len(skipped), moved.done, runs.ok)
     send_email.sync.enqueue(Email(to="a"), retries=2)
     cleanup.sync.schedule(after=timedelta(minutes=1))
     app.sync.enqueue(send_email, Email(to="b"), description="welcome")

@@ -70,6 +70,26 @@ def test_sync_facade_enqueue_and_query() -> None:
     assert app.loop is None
 
 
+def test_sync_facade_bulk_calls() -> None:
+    app = TickerQ()
+
+    @app.function()
+    def write(ctx: TickerContext[Note]) -> None:
+        return None
+
+    waiting = [app.sync.enqueue(write, Note(str(i))).id for i in range(3)]
+    moved = app.sync.time_tickers.update_many(waiting, description="bulk")
+    assert moved.done == waiting
+    assert app.sync.time_tickers.count(text="bulk") == 3
+    cancelled = app.sync.time_tickers.cancel_many([*waiting, uuid.uuid4()])
+    assert cancelled.done == waiting and len(cancelled.skipped) == 1
+    assert app.sync.time_tickers.get(waiting[0]).status is Status.CANCELLED
+    retried = app.sync.time_tickers.retry_many(waiting[:2])
+    assert retried.done == waiting[:2]
+    assert app.sync.time_tickers.get(waiting[1]).status is Status.IDLE
+    assert app.sync.cron_tickers.cancel_occurrences(waiting).done == []
+
+
 def test_sync_facade_refuses_to_deadlock_inside_its_loop() -> None:
     app = TickerQ()
     errors: list[str] = []

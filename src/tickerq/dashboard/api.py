@@ -3,7 +3,9 @@
 Reads need the ``view`` permission; cancel, retry, run now, enable/disable and
 pause/resume (of this process's engine, of a function or of the whole cluster)
 need ``operate``; add, change and duplicate need ``edit``; deletes
-need ``delete``. Bad input gets a 4xx answer ``{"error": "..."}`` naming the
+need ``delete``. The bulk operations (``POST time-tickers/cancel``, ``retry``,
+``update``, ``delete``; ``POST occurrences/cancel``, ``retry``) take up to 1,000
+ids and answer what happened to each id. Bad input gets a 4xx answer ``{"error": "..."}`` naming the
 bad value. ``GET <dashboard>/api/openapi.json`` describes it all.
 """
 
@@ -22,6 +24,9 @@ from tickerq.dashboard.auth import Permission
 from tickerq.dashboard.context import MAX_BODY, DashboardError, dashboard_of, require
 from tickerq.dashboard.schemas import (
     BatchDeleteIn,
+    BulkIdsIn,
+    BulkResultOut,
+    BulkUpdateIn,
     CronTickerIn,
     CronTickerUpdate,
     DeletedOut,
@@ -327,6 +332,30 @@ async def batch_delete(request: Request) -> Response:
     return send(DeletedOut(deleted=count))
 
 
+async def bulk_cancel(request: Request) -> Response:
+    """Cancel several time tickers or occurrences; each id is reported."""
+    user = require(request, Permission.OPERATE)
+    data = await read_model(request, BulkIdsIn)
+    result = await dashboard_of(request).service.cancel_many(user, _kind(request), data.ids)
+    return send(BulkResultOut.of(result))
+
+
+async def bulk_retry(request: Request) -> Response:
+    """Run several time tickers or occurrences again now; each id is reported."""
+    user = require(request, Permission.OPERATE)
+    data = await read_model(request, BulkIdsIn)
+    result = await dashboard_of(request).service.retry_many(user, _kind(request), data.ids)
+    return send(BulkResultOut.of(result))
+
+
+async def bulk_update(request: Request) -> Response:
+    """Change several waiting time tickers the same way; each id is reported."""
+    user = require(request, Permission.EDIT)
+    data = await read_model(request, BulkUpdateIn)
+    result = await dashboard_of(request).service.update_many(user, data.ids, data.changes)
+    return send(BulkResultOut.of(result))
+
+
 def _kind(request: Request) -> TickerKind:
     path = str(request.scope.get("tickerq.route_path", ""))
     return TickerKind.CRON_OCCURRENCE if "/occurrences/" in path else TickerKind.TIME
@@ -478,6 +507,9 @@ def routes() -> list[Route]:
         Route("/time-tickers", list_time_tickers, methods=["GET"]),
         Route("/time-tickers", add_time_ticker, methods=["POST"]),
         Route("/time-tickers/delete", batch_delete, methods=["POST"]),
+        Route("/time-tickers/cancel", bulk_cancel, methods=["POST"]),
+        Route("/time-tickers/retry", bulk_retry, methods=["POST"]),
+        Route("/time-tickers/update", bulk_update, methods=["POST"]),
         Route("/time-tickers/{id}", get_time_ticker, methods=["GET"]),
         Route("/time-tickers/{id}", update_time_ticker, methods=["PUT"]),
         Route("/time-tickers/{id}", delete_time_ticker, methods=["DELETE"]),
@@ -493,6 +525,8 @@ def routes() -> list[Route]:
         Route("/cron-tickers/{id}/disable", disable_cron, methods=["POST"]),
         Route("/cron-tickers/{id}/run", run_cron, methods=["POST"]),
         Route("/cron-tickers/{id}/occurrences", cron_occurrences, methods=["GET"]),
+        Route("/occurrences/cancel", bulk_cancel, methods=["POST"]),
+        Route("/occurrences/retry", bulk_retry, methods=["POST"]),
         Route("/occurrences/{id}", get_occurrence, methods=["GET"]),
         Route("/occurrences/{id}/cancel", cancel, methods=["POST"]),
         Route("/occurrences/{id}/retry", retry, methods=["POST"]),

@@ -289,7 +289,8 @@ async def _metrics(request: Request) -> Response:
 
 def _html_routes() -> list[Route]:
     """The pages (GET) and the actions of their forms (POST), in one table: a path
-    may have both, and a fixed segment (``new``, ``delete``) comes before ``{id}``."""
+    may have both, and a fixed segment (``new``, ``delete``, ``cancel``...) comes before
+    ``{id}``."""
     return [
         Route("/", pages.overview, methods=["GET"]),
         Route("/events", pages.events, methods=["GET"]),
@@ -298,6 +299,8 @@ def _html_routes() -> list[Route]:
         Route("/time-tickers", forms.add_time_ticker, methods=["POST"]),
         Route("/time-tickers/new", pages.time_ticker_form, methods=["GET"]),
         Route("/time-tickers/delete", forms.batch_delete, methods=["POST"]),
+        Route("/time-tickers/cancel", forms.bulk_time_action, methods=["POST"]),
+        Route("/time-tickers/retry", forms.bulk_time_action, methods=["POST"]),
         Route("/time-tickers/{id}", pages.time_ticker, methods=["GET"]),
         Route("/time-tickers/{id}", forms.edit_time_ticker, methods=["POST"]),
         Route("/time-tickers/{id}/edit", pages.time_ticker_form, methods=["GET"]),
@@ -310,6 +313,8 @@ def _html_routes() -> list[Route]:
         Route("/cron-tickers/{id}/edit", pages.cron_form, methods=["GET"]),
         Route("/cron-tickers/{id}/{action}", forms.cron_action, methods=["POST"]),
         Route("/cron-preview", pages.cron_preview_fragment, methods=["GET"]),
+        Route("/occurrences/cancel", forms.bulk_occurrence_action, methods=["POST"]),
+        Route("/occurrences/retry", forms.bulk_occurrence_action, methods=["POST"]),
         Route("/occurrences/{id}", pages.occurrence, methods=["GET"]),
         Route("/occurrences/{id}/{action}", forms.occurrence_action, methods=["POST"]),
         Route("/engine/{action}", forms.engine_action, methods=["POST"]),

@@ -8,6 +8,7 @@ next; a form with bad input is shown again with the message (and a 4xx status).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
@@ -19,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from tickerq.dashboard.auth import Permission
+from tickerq.dashboard.bulk import back_query, result_query, selected
 from tickerq.dashboard.context import (
     DashboardError,
     dashboard_of,
@@ -41,6 +43,8 @@ __all__ = [
     "add_cron",
     "add_time_ticker",
     "batch_delete",
+    "bulk_occurrence_action",
+    "bulk_time_action",
     "cluster_action",
     "cron_action",
     "edit_cron",
@@ -195,20 +199,56 @@ async def time_action(request: Request) -> Response:
 
 
 async def batch_delete(request: Request) -> Response:
-    """Form action: delete the checked time tickers."""
+    """Form action: delete the checked time tickers (back to the list as it was)."""
     user = require(request, Permission.DELETE)
     service = dashboard_of(request).service
     form = await request.form()
-    ids = []
-    for raw in form.getlist("ids"):
-        try:
-            ids.append(UUID(str(raw)))
-        except ValueError:
-            raise DashboardError(422, f"{raw!r} is not a ticker id") from None
-    if not ids:
-        raise DashboardError(422, "select at least one ticker to delete")
+    ids = selected(form)
     count = await service.delete_many(user, ids)
-    return go(request, "/time-tickers", deleted=count)
+    return go(request, "/time-tickers", **back_query(form), deleted=count)
+
+
+async def bulk_time_action(request: Request) -> Response:
+    """Form action: cancel or retry the checked time tickers; back to the list as it
+    was, with what happened to each."""
+    return await _bulk(request, TickerKind.TIME, "/time-tickers", back_query)
+
+
+async def bulk_occurrence_action(request: Request) -> Response:
+    """Form action: cancel or retry the checked occurrences of a cron ticker; back to
+    its page, with what happened to each."""
+    require(request, Permission.OPERATE)
+    form = await request.form()
+    raw = _text(form, "cron")
+    try:
+        cron_id = UUID(raw)
+    except ValueError:
+        raise DashboardError(422, f"cron {raw!r} is not a cron ticker id") from None
+
+    def page_only(form: FormData) -> dict[str, str]:
+        return {k: v for k, v in back_query(form).items() if k == "page"}
+
+    return await _bulk(request, TickerKind.CRON_OCCURRENCE, f"/cron-tickers/{cron_id}", page_only)
+
+
+async def _bulk(
+    request: Request,
+    kind: TickerKind,
+    path: str,
+    back: Callable[[FormData], dict[str, str]],
+) -> Response:
+    user = require(request, Permission.OPERATE)
+    service = dashboard_of(request).service
+    action = str(request.scope.get("tickerq.route_path", "")).rsplit("/", 1)[-1]
+    form = await request.form()
+    ids = selected(form)
+    if action == "cancel":
+        result = await service.cancel_many(user, kind, ids)
+    elif action == "retry":
+        result = await service.retry_many(user, kind, ids)
+    else:
+        raise DashboardError(404, f"unknown action {action!r}")
+    return go(request, path, **back(form), **result_query(result))
 
 
 def _cron_data(form: FormData, editing: bool) -> tuple[dict[str, Any], BaseModel]:

@@ -21,6 +21,9 @@ _MODELS: list[type[BaseModel]] = [
     s.CronTickerIn,
     s.CronTickerUpdate,
     s.BatchDeleteIn,
+    s.BulkIdsIn,
+    s.BulkUpdateIn,
+    s.BulkResultOut,
     s.TimeTickerOut,
     s.TimeTickerPage,
     s.TimeTickerDetailOut,
@@ -245,6 +248,31 @@ def _paths() -> dict[str, Any]:
                 errors=("401", "403", "409", "422"),
             )
         },
+        "/time-tickers/cancel": {
+            "post": _op(
+                "Cancel several time tickers (waiting ones at once, running ones on their "
+                "node); what happened to each id",
+                _ref("BulkResultOut"),
+                body="BulkIdsIn",
+                op_id="cancelTimeTickers",
+            )
+        },
+        "/time-tickers/retry": {
+            "post": _op(
+                "Run several ended time tickers again now; what happened to each id",
+                _ref("BulkResultOut"),
+                body="BulkIdsIn",
+                op_id="retryTimeTickers",
+            )
+        },
+        "/time-tickers/update": {
+            "post": _op(
+                "Change several waiting time tickers the same way; what happened to each id",
+                _ref("BulkResultOut"),
+                body="BulkUpdateIn",
+                op_id="updateTimeTickers",
+            )
+        },
         "/time-tickers/{id}": {
             "get": _op(
                 "A time ticker with its children and attempts",
@@ -365,6 +393,22 @@ def _paths() -> dict[str, Any]:
                 params=[_ID, *page],
                 op_id="cronOccurrences",
                 errors=by_id,
+            )
+        },
+        "/occurrences/cancel": {
+            "post": _op(
+                "Cancel several occurrences; what happened to each id",
+                _ref("BulkResultOut"),
+                body="BulkIdsIn",
+                op_id="cancelOccurrences",
+            )
+        },
+        "/occurrences/retry": {
+            "post": _op(
+                "Run several ended occurrences again now; what happened to each id",
+                _ref("BulkResultOut"),
+                body="BulkIdsIn",
+                op_id="retryOccurrences",
             )
         },
         "/occurrences/{id}": {

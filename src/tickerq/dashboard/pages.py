@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import math
 from typing import Any
+from urllib.parse import urlencode
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from tickerq.dashboard.auth import Permission
+from tickerq.dashboard.bulk import notice_of
 from tickerq.dashboard.context import dashboard_of, require
 from tickerq.dashboard.rendering import path_id, pretty, render
 from tickerq.dashboard.service import shown_headers
-from tickerq.enums import MisfirePolicy, Status
+from tickerq.enums import MisfirePolicy, Status, TickerKind
 from tickerq.errors import TickerQError
 from tickerq.models import CLUSTER
 
@@ -78,7 +80,7 @@ def _page_number(request: Request) -> int:
 
 
 async def time_tickers(request: Request) -> Response:
-    """Time tickers: filters, paging, chains as trees, batch delete."""
+    """Time tickers: filters, paging, chains as trees, bulk cancel, retry and delete."""
     service = dashboard_of(request).service
     params = request.query_params
     status_raw = params.get("status", "")
@@ -119,6 +121,10 @@ async def time_tickers(request: Request) -> Response:
         view=view,
         functions=await service.functions(),
         redact=service.redact,
+        back=urlencode(
+            {k: v for k, v in params.items() if k in ("status", "function", "q", "view", "page")}
+        ),
+        bulk=notice_of(params),
     )
 
 
@@ -219,6 +225,7 @@ async def cron_ticker(request: Request) -> Response:
         occurrences=occurrences[:PAGE_SIZE],
         page=page,
         more=more,
+        bulk=notice_of(request.query_params, TickerKind.CRON_OCCURRENCE),
     )
 
 

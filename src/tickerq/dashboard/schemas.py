@@ -10,10 +10,15 @@ from uuid import UUID
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 from tickerq.enums import MisfirePolicy, Priority, RunCondition, Status, TickerKind
+from tickerq.operations import MAX_BULK_IDS, BulkOutcome, BulkResult
 
 __all__ = [
     "AttemptOut",
     "BatchDeleteIn",
+    "BulkIdsIn",
+    "BulkItemOut",
+    "BulkResultOut",
+    "BulkUpdateIn",
     "CronPreviewOut",
     "CronTickerIn",
     "CronTickerOut",
@@ -119,7 +124,66 @@ class CronTickerUpdate(_In):
 class BatchDeleteIn(_In):
     """Time tickers to delete (with their chain children)."""
 
-    ids: Annotated[list[UUID], Field(min_length=1, max_length=1000)]
+    ids: Annotated[list[UUID], Field(min_length=1, max_length=MAX_BULK_IDS)]
+
+
+class BulkIdsIn(_In):
+    """The tickers a bulk cancel or retry acts on (time tickers or occurrences, as
+    the path says); an id given twice counts once."""
+
+    ids: Annotated[list[UUID], Field(min_length=1, max_length=MAX_BULK_IDS)]
+
+
+class BulkUpdateIn(_In):
+    """Waiting time tickers to change the same way: only the fields given change."""
+
+    ids: Annotated[list[UUID], Field(min_length=1, max_length=MAX_BULK_IDS)]
+    changes: TimeTickerUpdate
+
+
+class BulkItemOut(BaseModel):
+    """What a bulk operation did with one id."""
+
+    id: UUID
+    outcome: BulkOutcome
+    """``done``; ``requested`` (a running ticker: its node was asked to cancel it);
+    ``not_found``; ``not_allowed`` (its status does not allow it: see ``reason``)."""
+    status: Status | None
+    """Its status when the operation looked (null when not found)."""
+    function: str | None
+    reason: str | None
+    """Why it was skipped, e.g. ``is DONE; it has already ended``."""
+
+
+class BulkResultOut(BaseModel):
+    """What a bulk operation did, per id in the order given."""
+
+    action: str
+    """``cancel``, ``retry`` or ``update``."""
+    done: int
+    requested: int
+    skipped: int
+    items: list[BulkItemOut]
+
+    @classmethod
+    def of(cls, result: BulkResult) -> BulkResultOut:
+        """The answer for ``result``."""
+        return cls(
+            action=result.action,
+            done=len(result.done),
+            requested=len(result.requested),
+            skipped=len(result.skipped),
+            items=[
+                BulkItemOut(
+                    id=i.id,
+                    outcome=i.outcome,
+                    status=i.status,
+                    function=i.function,
+                    reason=i.reason,
+                )
+                for i in result
+            ],
+        )
 
 
 class _Out(BaseModel):

@@ -48,6 +48,7 @@ from tickerq.firing import parse_cached
 from tickerq.known_functions import names_in_use
 from tickerq.limits import limit_label, rate_limit_text
 from tickerq.models import CLUSTER, Attempt, CronOccurrence, CronTicker, Pause, TimeTicker
+from tickerq.operations import BulkResult
 from tickerq.validation import json_copy
 
 if TYPE_CHECKING:
@@ -398,6 +399,25 @@ class Service:
         self, user: DashboardUser, ticker_id: UUID, data: TimeTickerUpdate
     ) -> TimeTicker:
         """Change a waiting time ticker (only the fields that were given)."""
+        ticker = await self.app.time_tickers.update(
+            ticker_id, allow_unregistered=True, **self._update_kwargs(data)
+        )
+        self._log(user, "changed time ticker", ticker_id, fields=sorted(data.model_fields_set))
+        return ticker
+
+    async def update_many(
+        self, user: DashboardUser, ids: Sequence[UUID], data: TimeTickerUpdate
+    ) -> BulkResult:
+        """Change several waiting time tickers the same way (only the fields given)."""
+        result = await self.app.time_tickers.update_many(
+            ids, allow_unregistered=True, **self._update_kwargs(data)
+        )
+        self._log_bulk(user, result, fields=sorted(data.model_fields_set))
+        return result
+
+    def _update_kwargs(self, data: TimeTickerUpdate) -> dict[str, Any]:
+        """The manager's arguments for the fields given (null times: now; null
+        description or retries: unchanged)."""
         given = data.model_fields_set
         kwargs: dict[str, Any] = {}
         for name in ("execution_time", "description", "retries", "retry_intervals", "timeout"):
@@ -410,9 +430,7 @@ class Service:
                 kwargs[name] = value
         if "request" in given:
             kwargs["request"] = data.request
-        ticker = await self.app.time_tickers.update(ticker_id, allow_unregistered=True, **kwargs)
-        self._log(user, "changed time ticker", ticker_id, fields=sorted(given))
-        return ticker
+        return kwargs
 
     async def duplicate(self, user: DashboardUser, ticker_id: UUID) -> TimeTicker:
         """A copy of a time ticker, due now (without its chain)."""
@@ -448,6 +466,42 @@ class Service:
             await self.app.cron_tickers.retry_occurrence(ticker_id)
         self.queries.forget()
         self._log(user, f"retried {kind.value.lower()}", ticker_id)
+
+    async def cancel_many(
+        self, user: DashboardUser, kind: TickerKind, ids: Sequence[UUID]
+    ) -> BulkResult:
+        """Cancel several tickers (or occurrences): each is reported."""
+        if kind is TickerKind.TIME:
+            result = await self.app.time_tickers.cancel_many(ids)
+        else:
+            result = await self.app.cron_tickers.cancel_occurrences(ids)
+        self._log_bulk(user, result)
+        return result
+
+    async def retry_many(
+        self, user: DashboardUser, kind: TickerKind, ids: Sequence[UUID]
+    ) -> BulkResult:
+        """Run several ended tickers (or occurrences) again now: each is reported."""
+        if kind is TickerKind.TIME:
+            result = await self.app.time_tickers.retry_many(ids)
+        else:
+            result = await self.app.cron_tickers.retry_occurrences(ids)
+        self.queries.forget()
+        self._log_bulk(user, result)
+        return result
+
+    def _log_bulk(self, user: DashboardUser, result: BulkResult, **extra: Any) -> None:
+        what = "time tickers" if result.kind is TickerKind.TIME else "cron occurrences"
+        self._log(
+            user,
+            f"{result.action} {what}",
+            f"{len(result)} id(s)",
+            done=len(result.done),
+            requested=len(result.requested),
+            skipped=len(result.skipped),
+            summary=result.summary(),
+            **extra,
+        )
 
     async def delete(self, user: DashboardUser, ticker_id: UUID) -> None:
         """Delete a time ticker and its chain."""

@@ -1,4 +1,5 @@
-"""What both managers share: checks of ids, names, queries and descriptions, and cancel."""
+"""What both managers share: checks of ids, names, queries and descriptions, cancel
+and the bulk cancel and retry."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from uuid import UUID
 
 from tickerq.enums import Status, TickerKind
 from tickerq.errors import InvalidArgumentError
+from tickerq.hooks import Cancellation
+from tickerq.operations import CANCEL, RETRY, BulkOutcome, BulkResult, build_result, check_ids
 from tickerq.stores.base import TickerQuery
 from tickerq.validation import (
     MAX_DESCRIPTION_LENGTH,
@@ -21,16 +24,19 @@ from tickerq.validation import (
 if TYPE_CHECKING:
     from tickerq.clock import Clock
     from tickerq.functions import FunctionOptions, FunctionRegistry
+    from tickerq.hooks import Hooks
     from tickerq.local import LocalEngine
     from tickerq.stores.base import Store
 
 __all__ = [
     "UNSET",
     "cancel_ticker",
+    "cancel_tickers",
     "description_of",
     "function_name",
     "function_options",
     "query_of",
+    "retry_tickers",
     "uuid_of",
 ]
 
@@ -49,6 +55,42 @@ async def cancel_ticker(
         engine.cancel_local(ticker_id)
         return False
     return True
+
+
+async def cancel_tickers(
+    store: Store,
+    engine: LocalEngine,
+    clock: Clock,
+    hooks: Hooks,
+    kind: TickerKind,
+    *,
+    ids: Sequence[UUID],
+) -> BulkResult:
+    """Cancel several tickers in one store transaction (see ``cancel_many``): running
+    ones here are cancelled at once, ``on_cancel`` runs for each that was waiting."""
+    wanted = check_ids(ids)
+    found = await store.cancel_many(kind, wanted, clock.now()) if wanted else {}
+    result = build_result(CANCEL, kind, wanted, found)
+    for item in result:
+        if item.outcome is BulkOutcome.REQUESTED:
+            engine.cancel_local(item.id)
+    for item in result:
+        if item.outcome is BulkOutcome.DONE and item.function is not None:
+            await hooks.cancelled(Cancellation(item.id, kind, item.function, False))
+    return result
+
+
+async def retry_tickers(
+    store: Store, engine: LocalEngine, clock: Clock, kind: TickerKind, ids: Sequence[UUID]
+) -> BulkResult:
+    """Make several tickers due now again in one store transaction (see ``retry_many``)."""
+    wanted = check_ids(ids)
+    now = clock.now()
+    found = await store.retry_many(kind, wanted, now) if wanted else {}
+    result = build_result(RETRY, kind, wanted, found)
+    if result.done:
+        engine.wake(now)
+    return result
 
 
 def uuid_of(value: UUID | str) -> UUID:

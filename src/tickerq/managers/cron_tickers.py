@@ -17,12 +17,15 @@ from tickerq.known_functions import check_known
 from tickerq.managers._common import (
     UNSET,
     cancel_ticker,
+    cancel_tickers,
     description_of,
     function_name,
     function_options,
+    retry_tickers,
     uuid_of,
 )
 from tickerq.models import CronOccurrence, CronTicker
+from tickerq.operations import BulkResult
 from tickerq.validation import (
     MAX_TIME,
     check_bool,
@@ -277,6 +280,28 @@ class CronTickerManager:
         await self._store.retry_now(TickerKind.CRON_OCCURRENCE, uuid_of(occurrence_id), now)
         self._engine.wake(now)
         return await self.get_occurrence(occurrence_id)
+
+    async def cancel_occurrences(self, ids: Sequence[UUID]) -> BulkResult:
+        """Cancel several occurrences in one transaction, as :meth:`cancel_occurrence`
+        does each: waiting ones end CANCELLED (DONE), running ones are asked to stop
+        on their node (REQUESTED), ended ones are NOT_ALLOWED, unknown ids NOT_FOUND.
+        At most :data:`~tickerq.operations.MAX_BULK_IDS` ids."""
+        return await cancel_tickers(
+            self._store,
+            self._engine,
+            self._clock,
+            self._hooks,
+            TickerKind.CRON_OCCURRENCE,
+            ids=ids,
+        )
+
+    async def retry_occurrences(self, ids: Sequence[UUID]) -> BulkResult:
+        """Run several ended (or waiting) occurrences again now, in one transaction,
+        as :meth:`retry_occurrence` does each; running ones are NOT_ALLOWED, unknown
+        ids NOT_FOUND. At most :data:`~tickerq.operations.MAX_BULK_IDS` ids."""
+        return await retry_tickers(
+            self._store, self._engine, self._clock, TickerKind.CRON_OCCURRENCE, ids
+        )
 
     async def query(self, *, function: str | None = None) -> list[CronTicker]:
         """Every cron ticker (of one function), oldest first."""

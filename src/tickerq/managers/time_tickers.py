@@ -18,16 +18,21 @@ from tickerq.known_functions import check_known
 from tickerq.managers._common import (
     UNSET,
     cancel_ticker,
+    cancel_tickers,
     description_of,
     function_name,
     function_options,
     query_of,
+    retry_tickers,
     uuid_of,
 )
 from tickerq.middleware import Pipeline, run_chain
 from tickerq.models import TimeTicker
+from tickerq.operations import UPDATE, BulkResult, build_result, check_ids
 from tickerq.validation import (
+    MAX_RETRIES,
     check_after,
+    check_count,
     check_enum,
     check_headers,
     check_retries,
@@ -245,32 +250,104 @@ class TimeTickerManager:
 
         ``allow_unregistered=True`` stores a new request of a function not
         registered in this process as plain JSON."""
-        current = await self.get(ticker_id)
-        changes: dict[str, Any] = {"updated_at": self._clock.now()}
-        if execution_time is not UNSET:
-            when = check_time(execution_time, "execution_time")
-            changes["execution_time"] = when or changes["updated_at"]  # None: now
+        tid = uuid_of(ticker_id)
+        changes = self._changes(
+            execution_time=execution_time,
+            description=description,
+            retries=retries,
+            retry_intervals=retry_intervals,
+            timeout=timeout,
+            headers=headers,
+        )
         if request is not UNSET:
+            current = await self.get(tid)
             changes["request"] = self._functions.payload(
                 current.function, request, allow_unregistered
             )
             changes["concurrency_key"] = self._functions.concurrency_key(
                 current.function, changes["request"]
             )
+        ticker = await self._store.update_time_ticker(tid, changes, UPDATE.allowed)
+        self._engine.wake(ticker.execution_time)
+        return ticker
+
+    async def update_many(
+        self,
+        ids: Sequence[UUID],
+        *,
+        execution_time: datetime = UNSET,
+        request: Any = UNSET,
+        description: str = UNSET,
+        retries: int = UNSET,
+        retry_intervals: Sequence[float] | None = UNSET,
+        timeout: float | None = UNSET,
+        headers: Mapping[str, str] = UNSET,
+        allow_unregistered: bool = False,
+    ) -> BulkResult:
+        """Change several waiting (IDLE) tickers the same way, in one transaction.
+
+        Takes the fields :meth:`update` takes; they are checked once, before
+        anything is written (a new ``request`` against each function among the
+        tickers: one that does not fit raises and nothing changes). Each id is
+        reported: DONE, NOT_ALLOWED (not IDLE, with the reason) or NOT_FOUND.
+        At most :data:`~tickerq.operations.MAX_BULK_IDS` ids (given twice: once).
+        """
+        wanted = check_ids(ids)
+        changes = self._changes(
+            execution_time=execution_time,
+            description=description,
+            retries=retries,
+            retry_intervals=retry_intervals,
+            timeout=timeout,
+            headers=headers,
+        )
+        per_id: dict[UUID, Mapping[str, Any]] = dict.fromkeys(wanted, changes)
+        if request is not UNSET and wanted:
+            functions = {
+                t.id: t.function for t in (await self._store.get_time_tickers(wanted)).values()
+            }
+            by_function = {}
+            for name in sorted(set(functions.values())):
+                payload = self._functions.payload(name, request, allow_unregistered)
+                by_function[name] = {
+                    **changes,
+                    "request": payload,
+                    "concurrency_key": self._functions.concurrency_key(name, payload),
+                }
+            per_id = {i: by_function[functions[i]] for i in wanted if i in functions}
+        found = await self._store.update_time_tickers(per_id, UPDATE.allowed) if per_id else {}
+        result = build_result(UPDATE, TickerKind.TIME, wanted, found)
+        if result.done:
+            self._engine.wake(changes.get("execution_time"))
+        return result
+
+    def _changes(
+        self,
+        *,
+        execution_time: Any,
+        description: Any,
+        retries: Any,
+        retry_intervals: Any,
+        timeout: Any,
+        headers: Any,
+    ) -> dict[str, Any]:
+        """The checked changes of :meth:`update` (all but the request, which is checked
+        against the ticker's function); UNSET fields are left out."""
+        changes: dict[str, Any] = {"updated_at": self._clock.now()}
+        if execution_time is not UNSET:
+            when = check_time(execution_time, "execution_time")
+            changes["execution_time"] = when or changes["updated_at"]  # None: now
         if description is not UNSET:
             changes["description"] = description_of(description)
-        if retries is not UNSET or retry_intervals is not UNSET:
-            r = current.retries if retries is UNSET else retries
-            ri = current.retry_intervals if retry_intervals is UNSET else retry_intervals
-            changes["retry_intervals"] = check_retries(r, ri)
-            changes["retries"] = r
+        if retries is not UNSET:
+            changes["retries"] = check_count(retries, "retries", MAX_RETRIES)
+        if retry_intervals is not UNSET:
+            changes["retry_intervals"] = check_retries(0, retry_intervals)
         if timeout is not UNSET:
             changes["timeout"] = check_timeout(timeout)
         if headers is not UNSET:
             changes["headers"] = check_headers(headers)
-        ticker = await self._store.update_time_ticker(current.id, changes, frozenset({Status.IDLE}))
-        self._engine.wake(ticker.execution_time)
-        return ticker
+        return changes
 
     async def delete(self, ticker_id: UUID) -> None:
         """Delete a ticker and its chain children; raises if unknown or running."""
@@ -278,8 +355,11 @@ class TimeTickerManager:
             raise TickerNotFoundError("time ticker", ticker_id)
 
     async def delete_many(self, ids: Sequence[UUID]) -> int:
-        """Delete several tickers; returns how many rows went (unknown ids are ignored)."""
-        return await self._store.delete_time_tickers([uuid_of(i) for i in ids])
+        """Delete several tickers with their chains, all or none; returns how many rows
+        went (unknown ids are ignored). Raises TickerStateError, deleting nothing, if
+        one of them (or of their chain children) runs. At most
+        :data:`~tickerq.operations.MAX_BULK_IDS` ids."""
+        return await self._store.delete_time_tickers(check_ids(ids))
 
     async def cancel(self, ticker_id: UUID) -> TimeTicker:
         """Cancel a waiting ticker, or ask the node running it to cancel it."""
@@ -292,6 +372,20 @@ class TimeTickerManager:
                 Cancellation(ticker.id, TickerKind.TIME, ticker.function, False)
             )
         return ticker
+
+    async def cancel_many(self, ids: Sequence[UUID]) -> BulkResult:
+        """Cancel several tickers in one transaction, as :meth:`cancel` does each.
+
+        A waiting ticker ends CANCELLED at once (DONE in the result); a running one
+        is flagged and its node cancels it (REQUESTED: this node at once, others
+        when told, at the latest at their next heartbeat); one that has ended is
+        NOT_ALLOWED, an unknown id NOT_FOUND. At most
+        :data:`~tickerq.operations.MAX_BULK_IDS` ids; a bad id raises before
+        anything changes.
+        """
+        return await cancel_tickers(
+            self._store, self._engine, self._clock, self._hooks, TickerKind.TIME, ids=ids
+        )
 
     async def wait(self, ticker_id: UUID, *, timeout: float | None = None) -> TimeTicker:
         """The ticker once it has ended (DONE, FAILED, CANCELLED, ...), with its result.
@@ -332,6 +426,12 @@ class TimeTickerManager:
         await self._store.retry_now(TickerKind.TIME, uuid_of(ticker_id), now)
         self._engine.wake(now)
         return await self.get(ticker_id)
+
+    async def retry_many(self, ids: Sequence[UUID]) -> BulkResult:
+        """Run several ended (or waiting) tickers again now, in one transaction, as
+        :meth:`retry` does each; running ones are NOT_ALLOWED, unknown ids NOT_FOUND.
+        At most :data:`~tickerq.operations.MAX_BULK_IDS` ids."""
+        return await retry_tickers(self._store, self._engine, self._clock, TickerKind.TIME, ids)
 
     async def query(
         self,

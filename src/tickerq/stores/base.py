@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from tickerq.enums import Priority, RunCondition, Status, TickerKind
+from tickerq.errors import TickerNotFoundError, TickerStateError
+from tickerq.operations import CANCEL, RETRY, UPDATE, StateRule, kind_name
 
 if TYPE_CHECKING:
     from datetime import timedelta
@@ -326,12 +328,39 @@ class Store(ABC):
         """One time ticker, or None."""
 
     @abstractmethod
+    async def get_time_tickers(self, ids: Sequence[UUID]) -> dict[UUID, TimeTicker]:
+        """The time tickers of ``ids`` that exist, by id (one read)."""
+
     async def update_time_ticker(
-        self, ticker_id: UUID, changes: Mapping[str, Any], allowed: frozenset[Status]
+        self,
+        ticker_id: UUID,
+        changes: Mapping[str, Any],
+        allowed: frozenset[Status] = UPDATE.allowed,
     ) -> TimeTicker:
         """Change fields of a ticker whose status is in ``allowed``.
 
         Raises TickerNotFoundError, or TickerStateError naming the status.
+        """
+        found = (await self.update_time_tickers({ticker_id: changes}, allowed)).get(ticker_id)
+        rule = UPDATE if allowed == UPDATE.allowed else _rule("update", allowed)
+        _one(rule, TickerKind.TIME, ticker_id, found)
+        ticker = await self.get_time_ticker(ticker_id)
+        if ticker is None:  # deleted right after the change
+            raise TickerNotFoundError("time ticker", ticker_id)
+        return ticker
+
+    @abstractmethod
+    async def update_time_tickers(
+        self,
+        changes: Mapping[UUID, Mapping[str, Any]],
+        allowed: frozenset[Status] = UPDATE.allowed,
+    ) -> dict[UUID, tuple[Status, str]]:
+        """Change several tickers in one transaction: each id whose status is in
+        ``allowed`` gets its ``changes`` (one mapping object may serve many ids; the
+        changes never include the status).
+
+        Returns the status (before this call) and function of every id found; ids
+        not found are left out.
         """
 
     @abstractmethod
@@ -348,17 +377,45 @@ class Store(ABC):
 
     # -- operations on both kinds -----------------------------------------------------
 
-    @abstractmethod
     async def cancel(self, kind: TickerKind, ticker_id: UUID, now: datetime) -> Status:
         """Cancel a waiting ticker at once; flag a running one for its node.
 
         Returns the status it had. Raises TickerNotFoundError, or
-        TickerStateError when it has already ended.
+        TickerStateError when it has already ended (see :data:`CANCEL`).
+        """
+        found = (await self.cancel_many(kind, [ticker_id], now)).get(ticker_id)
+        return _one(CANCEL, kind, ticker_id, found)
+
+    async def retry_now(self, kind: TickerKind, ticker_id: UUID, now: datetime) -> None:
+        """Make an ended (or waiting) ticker due now again. Raises TickerNotFoundError,
+        or TickerStateError while it runs (see :data:`RETRY`)."""
+        found = (await self.retry_many(kind, [ticker_id], now)).get(ticker_id)
+        _one(RETRY, kind, ticker_id, found)
+
+    @abstractmethod
+    async def cancel_many(
+        self, kind: TickerKind, ids: Sequence[UUID], now: datetime
+    ) -> dict[UUID, tuple[Status, str]]:
+        """Cancel, in one transaction, each of ``ids`` whose status :data:`CANCEL`
+        allows: a waiting row ends CANCELLED at once (its chain resolved, as when a
+        run ends); a running one is flagged for its node, and other nodes are told
+        when the transaction commits. Rows that have ended are left as they are.
+
+        Returns the status (before this call) and function of every id found;
+        ids not found (or of the other kind) are left out.
         """
 
     @abstractmethod
-    async def retry_now(self, kind: TickerKind, ticker_id: UUID, now: datetime) -> None:
-        """Make an ended (or waiting) ticker due now again. Raises if running."""
+    async def retry_many(
+        self, kind: TickerKind, ids: Sequence[UUID], now: datetime
+    ) -> dict[UUID, tuple[Status, str]]:
+        """Make each of ``ids`` whose status :data:`RETRY` allows (all but running
+        ones) due now again, in one transaction: IDLE, its error, lock and cancel
+        flag cleared, no longer waiting for a chain parent.
+
+        Returns the status (before this call) and function of every id found;
+        ids not found (or of the other kind) are left out.
+        """
 
     @abstractmethod
     async def attempts(self, kind: TickerKind, ticker_id: UUID) -> list[Attempt]:
@@ -731,6 +788,24 @@ def lost_run_end(policy: LostRunPolicy, stale_restarts: int) -> tuple[Status, st
             "kills or freezes its node must not go round forever"
         )
     return None
+
+
+def _one(
+    rule: StateRule, kind: TickerKind, ticker_id: UUID, found: tuple[Status, str] | None
+) -> Status:
+    """The status a single operation found, or its error: not found, or refused by ``rule``."""
+    if found is None:
+        raise TickerNotFoundError(kind_name(kind), ticker_id)
+    status = found[0]
+    if not rule.allows(status):
+        raise TickerStateError(rule.refusal(kind, ticker_id, status))
+    return status
+
+
+def _rule(name: str, allowed: frozenset[Status]) -> StateRule:
+    """A rule allowing ``allowed`` (for a caller that passes its own statuses)."""
+    names = " or ".join(sorted(s.name for s in allowed))
+    return StateRule(name, allowed, f"it can be changed only when {names}", f"not {names}")
 
 
 def resolve_child(condition: RunCondition | None, parent_status: Status) -> bool:

@@ -29,6 +29,7 @@ from tickerq.errors import (
 from tickerq.events import CronTickerChanged, TickerChanged, TickerDeleted
 from tickerq.limits import Gate, Gates
 from tickerq.models import CLUSTER, Attempt, CronOccurrence, CronTicker, Node, TimeTicker
+from tickerq.operations import CANCEL, RETRY, UPDATE
 from tickerq.stores.base import (
     CRON_BATCH_FIRES,
     CRON_BATCH_SIZE,
@@ -51,7 +52,6 @@ from tickerq.stores.memory_rows import (
     EndedRows,
     Row,
     descendants,
-    kind_name,
     occurrence,
     time_ticker,
     utc,
@@ -224,24 +224,36 @@ class MemoryStore(MemoryPauses, MemoryReads, Store):
         row = self._rows.get(ticker_id)
         return time_ticker(row) if row is not None and row.kind is TickerKind.TIME else None
 
-    async def update_time_ticker(
-        self, ticker_id: UUID, changes: Mapping[str, Any], allowed: frozenset[Status]
-    ) -> TimeTicker:
-        """Change a waiting ticker's fields (see Store)."""
-        row = self._row(TickerKind.TIME, ticker_id)
-        if row.status not in allowed:
-            raise TickerStateError(
-                f"time ticker {ticker_id} is {row.status.name}; it can be changed only when "
-                + " or ".join(sorted(s.name for s in allowed))
-            )
-        for key, value in changes.items():
-            if key == "headers":
-                row.headers = dict(value) if value else {}
+    async def get_time_tickers(self, ids: Sequence[UUID]) -> dict[UUID, TimeTicker]:
+        """Snapshots of the time tickers of ``ids`` that exist."""
+        return {
+            i: time_ticker(row)
+            for i in ids
+            if (row := self._rows.get(i)) is not None and row.kind is TickerKind.TIME
+        }
+
+    async def update_time_tickers(
+        self,
+        changes: Mapping[UUID, Mapping[str, Any]],
+        allowed: frozenset[Status] = UPDATE.allowed,
+    ) -> dict[UUID, tuple[Status, str]]:
+        """Change the waiting tickers among ``changes`` (see Store)."""
+        out: dict[UUID, tuple[Status, str]] = {}
+        for ticker_id, fields in changes.items():
+            row = self._rows.get(ticker_id)
+            if row is None or row.kind is not TickerKind.TIME:
                 continue
-            setattr(row, key, utc(value) if isinstance(value, datetime) else value)
-        self._schedule(row)
-        self._announce(row, row.updated_at)
-        return time_ticker(row)
+            out[ticker_id] = (row.status, row.function)
+            if row.status not in allowed:
+                continue
+            for key, value in fields.items():
+                if key == "headers":
+                    row.headers = dict(value) if value else {}
+                    continue
+                setattr(row, key, utc(value) if isinstance(value, datetime) else value)
+            self._schedule(row)
+            self._announce(row, row.updated_at)
+        return out
 
     async def delete_time_tickers(self, ids: Sequence[UUID]) -> int:
         """Delete tickers and their descendants; running ones raise TickerStateError."""
@@ -274,39 +286,52 @@ class MemoryStore(MemoryPauses, MemoryReads, Store):
 
     # -- both kinds -----------------------------------------------------------------------
 
-    async def cancel(self, kind: TickerKind, ticker_id: UUID, now: datetime) -> Status:
-        """Cancel waiting rows now; flag running rows for the engine."""
-        row = self._row(kind, ticker_id)
-        before = row.status
-        if before.is_final:
-            raise TickerStateError(
-                f"{kind_name(kind)} {ticker_id} has already ended ({before.name})"
-            )
-        if before is Status.IN_PROGRESS:
-            row.cancel_requested = True  # its node cancels it
-            return before
-        self._finish(row, Status.CANCELLED, now, skipped_reason=None)
-        row.error_message = "cancelled before it started"
+    async def cancel_many(
+        self, kind: TickerKind, ids: Sequence[UUID], now: datetime
+    ) -> dict[UUID, tuple[Status, str]]:
+        """Cancel waiting rows now; flag running rows for the engine (see Store)."""
+        found: dict[UUID, tuple[Status, str]] = {}
+        for ticker_id in ids:
+            row = self._rows.get(ticker_id)
+            if row is None or row.kind is not kind or ticker_id in found:
+                continue
+            before = row.status
+            found[ticker_id] = (before, row.function)
+            if not CANCEL.allows(before):
+                continue
+            if before is Status.IN_PROGRESS:
+                row.cancel_requested = True  # its node cancels it
+                continue
+            self._finish(row, Status.CANCELLED, now, skipped_reason=None)
+            row.error_message = "cancelled before it started"
         self._trim()
-        return before
+        return found
 
-    async def retry_now(self, kind: TickerKind, ticker_id: UUID, now: datetime) -> None:
-        """Make a ticker due now again."""
-        row = self._row(kind, ticker_id)
-        if row.status is Status.IN_PROGRESS:
-            raise TickerStateError(f"{kind_name(kind)} {ticker_id} is {row.status.name}")
-        if row.status.is_final:
-            self._ended_count -= 1
-            self._held.pop(row.id, None)
-        row.status = Status.IDLE
-        row.execution_time = now
-        row.awaiting_parent = False
-        row.cancel_requested = False
-        row.error_type = row.error_message = row.skipped_reason = None
-        row.lock_holder = row.locked_at = row.lease_until = None
-        row.updated_at = now
-        self._schedule(row)
-        self._announce(row, now)
+    async def retry_many(
+        self, kind: TickerKind, ids: Sequence[UUID], now: datetime
+    ) -> dict[UUID, tuple[Status, str]]:
+        """Make rows due now again (see Store)."""
+        found: dict[UUID, tuple[Status, str]] = {}
+        for ticker_id in ids:
+            row = self._rows.get(ticker_id)
+            if row is None or row.kind is not kind or ticker_id in found:
+                continue
+            found[ticker_id] = (row.status, row.function)
+            if not RETRY.allows(row.status):
+                continue
+            if row.status.is_final:
+                self._ended_count -= 1
+                self._held.pop(row.id, None)
+            row.status = Status.IDLE
+            row.execution_time = now
+            row.awaiting_parent = False
+            row.cancel_requested = False
+            row.error_type = row.error_message = row.skipped_reason = None
+            row.lock_holder = row.locked_at = row.lease_until = None
+            row.updated_at = now
+            self._schedule(row)
+            self._announce(row, now)
+        return found
 
     async def attempts(self, kind: TickerKind, ticker_id: UUID) -> list[Attempt]:
         """Attempts of one ticker, oldest first."""

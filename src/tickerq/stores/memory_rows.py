@@ -23,7 +23,6 @@ __all__ = [
     "EndedRows",
     "Row",
     "descendants",
-    "kind_name",
     "occurrence",
     "sort_key",
     "time_ticker",
@@ -150,10 +149,6 @@ def sort_key(row: Row) -> tuple[datetime, datetime, UUID]:
     """The list order, reversed: sorted with ``reverse=True`` it puts the latest
     execution time first (none last), then the latest created, then the highest id."""
     return (row.execution_time or _EPOCH, row.created_at, row.id)
-
-
-def kind_name(kind: TickerKind) -> str:
-    return "time ticker" if kind is TickerKind.TIME else "cron occurrence"
 
 
 def time_ticker(row: Row) -> TimeTicker:

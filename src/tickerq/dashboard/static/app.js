@@ -19,9 +19,13 @@
   // -- live updates -----------------------------------------------------------------
 
   function busy(el) {
+    // rows selected, or something being typed or chosen in it (a checkbox that only
+    // has the focus is not: its state is what counts)
     if (el.querySelector("input[type=checkbox]:checked")) return true;
     var active = document.activeElement;
-    return active && el.contains(active) && /INPUT|TEXTAREA|SELECT/.test(active.tagName);
+    if (!active || !el.contains(active)) return false;
+    if (active.tagName === "INPUT") return !/^(checkbox|radio|button|submit)$/i.test(active.type);
+    return /TEXTAREA|SELECT/.test(active.tagName);
   }
 
   // While this page's own change (POST/PUT/DELETE) is on its way, and while the
@@ -64,6 +68,19 @@
       if (again && fresh) refresh(fresh);
     });
   }
+
+  // A refresh that was already on its way when the user started to select rows (or
+  // to type) must not wipe that out: its answer is dropped and the part refreshed
+  // later, once nothing is selected or focused there.
+  document.addEventListener("htmx:beforeSwap", function (event) {
+    var config = event.detail.requestConfig;
+    var target = event.detail.target;
+    if (config && config.headers && config.headers["X-Tickerq-Refresh"] && target && target.id &&
+        busy(target)) {
+      event.detail.shouldSwap = false;
+      pending.add(target.id);
+    }
+  });
 
   function onChange(topics) {
     document.querySelectorAll("[data-live]").forEach(function (el) {
@@ -239,7 +256,36 @@
         box.checked = target.checked;
       });
     }
+    if (target.matches && target.matches("input[type=checkbox]") && target.form) {
+      countSelected(target.form);
+    }
   });
+
+  function checkedIn(form) {
+    return form.querySelectorAll("input[type=checkbox][name=ids]:checked").length;
+  }
+
+  function countSelected(form) {
+    form.querySelectorAll("[data-selected-count]").forEach(function (label) {
+      var n = checkedIn(form);
+      label.textContent = n ? n + " selected" : "none selected";
+    });
+  }
+
+  // Bulk buttons (select rows, then act): each asks its own question, with the
+  // number of rows, and says so instead of posting when no row is selected. This
+  // runs before htmx sees the submit (capture phase on the document).
+  document.addEventListener("submit", function (event) {
+    var button = event.submitter;
+    if (!button || !button.hasAttribute || !button.hasAttribute("data-confirm")) return;
+    var n = checkedIn(event.target);
+    var refuse = button.hasAttribute("data-needs-selection") && n === 0;
+    if (refuse) flash("Select at least one row first.");
+    if (refuse || !window.confirm(button.getAttribute("data-confirm").replace("{n}", String(n)))) {
+      event.preventDefault();
+      event.stopImmediatePropagation();
+    }
+  }, true);
 
   document.addEventListener("click", function (event) {
     var button = event.target.closest && event.target.closest("[data-chart-hours]");

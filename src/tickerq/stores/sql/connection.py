@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
@@ -25,9 +25,10 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tickerq.enums import RunCondition, Status, TickerKind
-from tickerq.errors import StoreConnectionError, TickerNotFoundError, TickerStateError
+from tickerq.errors import StoreConnectionError, TickerStateError
 from tickerq.events import CronTickerChanged, TickerChanged
 from tickerq.notices import CRONS, NODES, TICKERS, Changed, Notice, encode
+from tickerq.operations import kind_name
 from tickerq.stores.base import Outcome, Store
 from tickerq.stores.reads import ChangeMarker
 from tickerq.stores.sql import dialects
@@ -44,6 +45,7 @@ __all__ = [
     "CHANGED_NODES",
     "CHANGED_WORK",
     "IDLE",
+    "IN_CHUNK",
     "JOB_COLUMNS",
     "OCCURRENCE",
     "RUNNING",
@@ -62,6 +64,9 @@ IDLE, RUNNING = Status.IDLE.value, Status.IN_PROGRESS.value
 TIME, OCCURRENCE = TickerKind.TIME.value, TickerKind.CRON_OCCURRENCE.value
 JOB_COLUMNS = tuple(T[name] for name in JOB_COLUMN_NAMES)
 
+IN_CHUNK = 500
+"""Ids per ``IN (...)`` list (SQLite builds before 3.32 take at most 999 parameters)."""
+
 CHANGED_WORK = Changed(frozenset({TICKERS, CRONS}))
 """The notice of a node's own work (jobs claimed and ended, crons fired, leases
 reclaimed, retention): rows of either kind changed. Paced (see ``Pacer``)."""
@@ -76,10 +81,6 @@ SAFETY_POLL = 5.0
 """While LISTEN is up, :meth:`SqlBase.watch` still reads the change marker this
 often: a notice can be lost (a sender's paced notice that failed, a node of an
 older version that sends fewer)."""
-
-
-def kind_name(kind: TickerKind) -> str:
-    return "time ticker" if kind is TickerKind.TIME else "cron occurrence"
 
 
 def _matching_conditions(parent: Status) -> list[str]:
@@ -391,14 +392,6 @@ class SqlBase(Store):
         if bus is not None and bus.active:
             bus.publish(TickerChanged(at, TickerKind(kind), ticker_id, function, Status(status)))
 
-    def _status_of(self, conn: Connection, kind: TickerKind, ticker_id: UUID) -> str:
-        status = (
-            conn.execute(select(T.status).where(T.id == ticker_id, T.kind == kind.value))
-        ).scalar()
-        if status is None:
-            raise TickerNotFoundError(kind_name(kind), ticker_id)
-        return str(status)
-
     def _announce_cron(self, cron_id: UUID, at: datetime) -> None:
         bus = self.events
         if bus is not None and bus.active:
@@ -435,7 +428,20 @@ class SqlBase(Store):
     def _resolve_children(
         self, conn: Connection, parent_id: UUID, parent: Status, now: datetime
     ) -> None:
-        waiting = and_(T.parent_id == parent_id, T.awaiting_parent.is_(True), T.status == IDLE)
+        self._resolve_children_of(conn, [parent_id], parent, now)
+
+    def _resolve_children_of(
+        self, conn: Connection, parent_ids: Sequence[UUID], parent: Status, now: datetime
+    ) -> None:
+        """Resolve the waiting children of parents that all ended with ``parent``: those
+        whose run condition matches become due, the others SKIPPED (recursively)."""
+        if not parent_ids:
+            return
+        if len(parent_ids) > IN_CHUNK:
+            for i in range(0, len(parent_ids), IN_CHUNK):
+                self._resolve_children_of(conn, parent_ids[i : i + IN_CHUNK], parent, now)
+            return
+        waiting = and_(T.parent_id.in_(parent_ids), T.awaiting_parent.is_(True), T.status == IDLE)
         matching = _matching_conditions(parent)
         runs = (
             or_(T.run_condition.in_(matching), T.run_condition.is_(None))
@@ -465,8 +471,7 @@ class SqlBase(Store):
             )
             .returning(T.id)
         )
-        for child_id in list(skipped.scalars()):
-            self._resolve_children(conn, child_id, Status.SKIPPED, now)
+        self._resolve_children_of(conn, list(skipped.scalars()), Status.SKIPPED, now)
 
     def _start_in_progress_children(
         self, conn: Connection, parents: list[UUID], now: datetime

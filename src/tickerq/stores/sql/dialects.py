@@ -165,6 +165,15 @@ class Dialect:
         if self.name == "postgresql":
             conn.execute(select(func.pg_notify(channel, payload)))
 
+    def notify_each(self, conn: Connection, channel: str, payloads: list[str]) -> None:
+        """Send each of ``payloads`` as its own notice when the transaction commits,
+        in one statement (PostgreSQL; SQLite nodes poll instead)."""
+        if self.name == "postgresql" and payloads:
+            conn.execute(
+                text("SELECT pg_notify(:channel, p) FROM unnest(CAST(:payloads AS text[])) AS p"),
+                {"channel": channel, "payloads": payloads},
+            )
+
     def with_options(
         self, *, pgbouncer: bool | None = None, listen_url: str | None = None
     ) -> Dialect:

@@ -27,10 +27,12 @@ from tickerq.enums import Priority, Status, TickerKind
 from tickerq.errors import DuplicateTickerError, TickerNotFoundError, TickerStateError
 from tickerq.events import TickerDeleted
 from tickerq.models import Attempt, CronOccurrence, CronTicker, TimeTicker
-from tickerq.notices import CRONS, TICKERS, CancelRequested, Changed, Notice, WorkDue
+from tickerq.notices import CRONS, TICKERS, CancelRequested, Changed, Notice, WorkDue, encode
+from tickerq.operations import CANCEL, RETRY, UPDATE
 from tickerq.stores.sql import dialects
 from tickerq.stores.sql.connection import (
     IDLE,
+    IN_CHUNK,
     OCCURRENCE,
     RUNNING,
     TIME,
@@ -39,6 +41,7 @@ from tickerq.stores.sql.connection import (
 )
 from tickerq.stores.sql.crons import CronMaterializing, take_back_ahead
 from tickerq.stores.sql.enqueue_sqlite import SqliteEnqueue
+from tickerq.stores.sql.notify import CHANNEL
 from tickerq.stores.sql.pauses import SqlPauses
 from tickerq.stores.sql.reads import SqlReads
 from tickerq.stores.sql.rows import (
@@ -151,40 +154,76 @@ class SqlStore(CronSeeding, CronMaterializing, EngineWork, SqlPauses, SqlReads):
             ).first()
         return ticker_from_row(row) if row is not None else None
 
-    async def update_time_ticker(
-        self, ticker_id: UUID, changes: Mapping[str, Any], allowed: frozenset[Status]
-    ) -> TimeTicker:
-        """Change a ticker whose status is allowed."""
-        values = dict(changes)
-        if "retry_intervals" in values and values["retry_intervals"] is not None:
-            values["retry_intervals"] = list(values["retry_intervals"])
-        if "headers" in values:
-            values["headers"] = values["headers"] or None  # none: NULL
+    async def get_time_tickers(self, ids: Sequence[UUID]) -> dict[UUID, TimeTicker]:
+        """The time tickers of ``ids`` that exist."""
+        out: dict[UUID, TimeTicker] = {}
+        async with self.sa_engine.connect() as conn:
+            for chunk in _chunks(list(dict.fromkeys(ids)), IN_CHUNK):
+                rows = await conn.execute(select(tickers).where(T.id.in_(chunk), T.kind == TIME))
+                out.update((r.id, ticker_from_row(r)) for r in rows)
+        return out
 
-        def tx(conn: Connection) -> Any:
-            row = (
-                conn.execute(
-                    update(tickers)
-                    .where(
-                        T.id == ticker_id, T.kind == TIME, T.status.in_([s.value for s in allowed])
+    async def update_time_tickers(
+        self,
+        changes: Mapping[UUID, Mapping[str, Any]],
+        allowed: frozenset[Status] = UPDATE.allowed,
+    ) -> dict[UUID, tuple[Status, str]]:
+        """Change the tickers among ``changes`` whose status is allowed (see Store):
+        one UPDATE per distinct mapping of changes, all in one transaction."""
+        wanted = sorted(changes)
+
+        def tx(conn: Connection) -> tuple[dict[UUID, tuple[Status, str]], list[Any]]:
+            found: dict[UUID, tuple[Status, str]] = {}
+            groups: dict[int, tuple[Mapping[str, Any], list[UUID]]] = {}
+            for r in self._lock_rows(conn, TickerKind.TIME, wanted):
+                found[r.id] = (Status(r.status), r.function)
+                if Status(r.status) in allowed:
+                    fields = changes[r.id]
+                    groups.setdefault(id(fields), (fields, []))[1].append(r.id)
+            changed: list[Any] = []
+            for fields, ids in groups.values():
+                values = _column_values(fields)
+                for chunk in _chunks(ids, IN_CHUNK):
+                    changed.extend(
+                        conn.execute(
+                            update(tickers)
+                            .where(T.id.in_(chunk))
+                            .values(**values)
+                            .returning(
+                                T.id, T.function, T.status, T.execution_time, T.awaiting_parent
+                            )
+                        )
                     )
-                    .values(**values)
-                    .returning(tickers)
-                )
-            ).first()
-            if row is None:
-                current = self._status_of(conn, TickerKind.TIME, ticker_id)
-                raise TickerStateError(
-                    f"time ticker {ticker_id} is {current}; it can be changed only when "
-                    + " or ".join(sorted(s.name for s in allowed))
-                )
-            due = row.execution_time if row.status == IDLE and not row.awaiting_parent else None
-            self._notify(conn, CHANGED_TIME if due is None else WorkDue(dialects.as_utc(due)))
-            return row
+            due = [
+                r.execution_time
+                for r in changed
+                if r.status == IDLE and not r.awaiting_parent and r.execution_time is not None
+            ]
+            if changed:
+                self._notify(conn, WorkDue(dialects.as_utc(min(due))) if due else CHANGED_TIME)
+            return found, changed
 
-        row = await self.write(tx)
-        self._announce(TIME, row.id, row.function, row.status, row.updated_at)
-        return ticker_from_row(row)
+        found, changed = await self.write(tx)
+        for row in changed:
+            at = changes[row.id].get("updated_at") or dialects.utcnow()
+            self._announce(TIME, row.id, row.function, row.status, at)
+        return found
+
+    def _lock_rows(self, conn: Connection, kind: TickerKind, ids: list[UUID]) -> list[Any]:
+        """Lock the rows of ``ids`` (sorted: every bulk call takes its locks in id order,
+        so two calls over the same rows wait for each other instead of deadlocking)
+        and read their id, status, function and has_children."""
+        rows: list[Any] = []
+        for chunk in _chunks(ids, IN_CHUNK):
+            rows.extend(
+                conn.execute(
+                    select(T.id, T.status, T.function, T.has_children)
+                    .where(T.id.in_(chunk), T.kind == kind.value)
+                    .order_by(T.id)
+                    .with_for_update()
+                )
+            )
+        return rows
 
     async def delete_time_tickers(self, ids: Sequence[UUID]) -> int:
         """Delete tickers with their descendants; refuse if one of them runs."""
@@ -226,70 +265,90 @@ class SqlStore(CronSeeding, CronMaterializing, EngineWork, SqlPauses, SqlReads):
 
     # -- both kinds ---------------------------------------------------------------------
 
-    async def cancel(self, kind: TickerKind, ticker_id: UUID, now: datetime) -> Status:
-        """Cancel a waiting row; flag a running one for its node."""
+    async def cancel_many(
+        self, kind: TickerKind, ids: Sequence[UUID], now: datetime
+    ) -> dict[UUID, tuple[Status, str]]:
+        """Cancel waiting rows; flag running ones for their node (see Store)."""
+        wanted = sorted(set(ids))
 
-        def tx(conn: Connection) -> tuple[Status, str, bool]:
-            row = (
+        def tx(conn: Connection) -> tuple[dict[UUID, tuple[Status, str]], list[UUID]]:
+            found: dict[UUID, tuple[Status, str]] = {}
+            parents: set[UUID] = set()
+            for r in self._lock_rows(conn, kind, wanted):
+                found[r.id] = (Status(r.status), r.function)
+                if r.has_children:
+                    parents.add(r.id)
+            running = [i for i, (s, _) in found.items() if s is Status.IN_PROGRESS]
+            waiting = [
+                i for i, (s, _) in found.items() if s is not Status.IN_PROGRESS and CANCEL.allows(s)
+            ]
+            for chunk in _chunks(running, IN_CHUNK):
+                conn.execute(update(tickers).where(T.id.in_(chunk)).values(cancel_requested=True))
+            self.dialect.notify_each(conn, CHANNEL, [encode(CancelRequested(i)) for i in running])
+            for chunk in _chunks(waiting, IN_CHUNK):
                 conn.execute(
-                    select(T.status, T.function)
-                    .where(T.id == ticker_id, T.kind == kind.value)
-                    .with_for_update()
+                    update(tickers)
+                    .where(T.id.in_(chunk))
+                    .values(
+                        status=Status.CANCELLED.value,
+                        finished_at=now,
+                        updated_at=now,
+                        error_message="cancelled before it started",
+                        skipped_reason=None,
+                        lock_holder=None,
+                        locked_at=None,
+                        lease_until=None,
+                    )
                 )
-            ).first()
-            if row is None:
-                raise TickerNotFoundError(kind_name(kind), ticker_id)
-            before = Status(row.status)
-            if before.is_final:
-                raise TickerStateError(
-                    f"{kind_name(kind)} {ticker_id} has already ended ({before.name})"
-                )
-            if before is Status.IN_PROGRESS:
-                conn.execute(update(tickers).where(T.id == ticker_id).values(cancel_requested=True))
-                self._notify(conn, CancelRequested(ticker_id))
-                return before, row.function, False
-            self._finish(
-                conn, ticker_id, Status.CANCELLED, now, error_message="cancelled before it started"
+            self._resolve_children_of(
+                conn, [i for i in waiting if i in parents], Status.CANCELLED, now
             )
-            self._notify(conn, CHANGED_TIME if kind is TickerKind.TIME else CHANGED_OCCURRENCES)
-            return before, row.function, True
+            if waiting:
+                self._notify(conn, CHANGED_TIME if kind is TickerKind.TIME else CHANGED_OCCURRENCES)
+            return found, waiting
 
-        before, function, ended = await self.write(tx)
-        if ended:
-            self._announce(kind.value, ticker_id, function, Status.CANCELLED.value, now)
-        return before
+        found, ended = await self.write(tx)
+        for ticker_id in ended:
+            self._announce(kind.value, ticker_id, found[ticker_id][1], Status.CANCELLED.value, now)
+        return found
 
-    async def retry_now(self, kind: TickerKind, ticker_id: UUID, now: datetime) -> None:
-        """Make a ticker due now again."""
+    async def retry_many(
+        self, kind: TickerKind, ids: Sequence[UUID], now: datetime
+    ) -> dict[UUID, tuple[Status, str]]:
+        """Make rows due now again (see Store); running ones stay as they are."""
+        wanted = sorted(set(ids))
 
-        def tx(conn: Connection) -> str:
-            result = conn.execute(
-                update(tickers)
-                .where(T.id == ticker_id, T.kind == kind.value, T.status != RUNNING)
-                .values(
-                    status=IDLE,
-                    execution_time=now,
-                    awaiting_parent=False,
-                    cancel_requested=False,
-                    error_type=None,
-                    error_message=None,
-                    skipped_reason=None,
-                    lock_holder=None,
-                    locked_at=None,
-                    lease_until=None,
-                    updated_at=now,
+        def tx(conn: Connection) -> tuple[dict[UUID, tuple[Status, str]], list[UUID]]:
+            found = {
+                r.id: (Status(r.status), r.function) for r in self._lock_rows(conn, kind, wanted)
+            }
+            again = [i for i, (s, _) in found.items() if RETRY.allows(s)]
+            for chunk in _chunks(again, IN_CHUNK):
+                conn.execute(
+                    update(tickers)
+                    .where(T.id.in_(chunk))
+                    .values(
+                        status=IDLE,
+                        execution_time=now,
+                        awaiting_parent=False,
+                        cancel_requested=False,
+                        error_type=None,
+                        error_message=None,
+                        skipped_reason=None,
+                        lock_holder=None,
+                        locked_at=None,
+                        lease_until=None,
+                        updated_at=now,
+                    )
                 )
-                .returning(T.function)
-            )
-            function: str | None = result.scalar()
-            if function is None:
-                status = self._status_of(conn, kind, ticker_id)
-                raise TickerStateError(f"{kind_name(kind)} {ticker_id} is {status}")
-            self._notify(conn, WorkDue(now))
-            return function
+            if again:
+                self._notify(conn, WorkDue(now))
+            return found, again
 
-        function = await self.write(tx)
-        self._announce(kind.value, ticker_id, function, IDLE, now)
+        found, again = await self.write(tx)
+        for ticker_id in again:
+            self._announce(kind.value, ticker_id, found[ticker_id][1], IDLE, now)
+        return found
 
     async def attempts(self, kind: TickerKind, ticker_id: UUID) -> list[Attempt]:
         """Attempts of one ticker, oldest first."""
@@ -526,3 +585,13 @@ def _cron_notice(enabled: bool, next_fire_at: datetime | None) -> Notice:
 
 def _chunks(items: list[UUID], size: int) -> list[list[UUID]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def _column_values(changes: Mapping[str, Any]) -> dict[str, Any]:
+    """A ticker's changed fields as column values."""
+    values = dict(changes)
+    if "retry_intervals" in values and values["retry_intervals"] is not None:
+        values["retry_intervals"] = list(values["retry_intervals"])
+    if "headers" in values:
+        values["headers"] = values["headers"] or None  # none: NULL
+    return values
