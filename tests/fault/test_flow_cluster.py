@@ -72,22 +72,16 @@ def _run(url: str, tmp_path: Path) -> None:
     with cluster(workers):
         wait_ready(workers, timeout=60)
         _seed(url)
-        # kill w1 while it runs a keyed job (its runs are lost with it: the key must
-        # stay held until its lease ran out)
+        # kill w1 while it runs jobs (its runs are lost with it: a key must stay held
+        # until its lease ran out); whichever node took the keyed jobs, w1 runs some
         wait_for(
-            lambda: (
-                {
-                    r["function"]
-                    for r in query(
-                        url,
-                        "SELECT function FROM tickerq_tickers "
-                        "WHERE status = 'IN_PROGRESS' AND lock_holder = 'w1'",
-                    )
-                }
-                >= {"keyed"}
-            ),
-            timeout=30,
-            what="w1 to run a keyed job",
+            lambda: query(
+                url,
+                "SELECT count(*) AS n FROM tickerq_tickers "
+                "WHERE status = 'IN_PROGRESS' AND lock_holder = 'w1'",
+            )[0]["n"],
+            timeout=60,
+            what="w1 to run a job",
             interval=0.05,
         )
         workers[0].kill9()

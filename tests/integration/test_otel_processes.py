@@ -199,7 +199,8 @@ async def _one_trace_across_processes(
         err = _stop(worker) if worker is not None else ""
         await app.stop()
     assert worker is not None and worker.returncode == 0, err
-    assert [(t.status.name, t.retry_count) for t in done.values()] == [("DONE", 0), ("DONE", 1)]
+    # (a start later than the lateness threshold, on a loaded machine, ends DUE_DONE)
+    assert [(t.status.is_success, t.retry_count) for t in done.values()] == [(True, 0), (True, 1)]
 
     producers = {
         (s.attributes or {})["messaging.message.id"]: s
