@@ -9,7 +9,6 @@ user, who is also stored as the pause's ``paused_by``.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from datetime import datetime
 from typing import TYPE_CHECKING
 
 from tickerq.dashboard.schemas import PauseOut, PausesOut, ResumedOut
@@ -55,16 +54,15 @@ class PauseOps:
             functions=[pause_out(p) for p in pauses if not p.cluster],
         )
 
-    async def held(self, pauses: Mapping[str, Pause], now: datetime) -> dict[str, int]:
-        """Per function, its jobs due by ``now`` that wait because it (or the whole
-        cluster) is paused. Nothing is read when nothing is paused."""
-        if not pauses:
-            return {}
-        counts: dict[str, int] = {}
-        for group in await self.app.store.depth(now):
-            if group.due and (CLUSTER in pauses or group.function in pauses):
-                counts[group.function] = counts.get(group.function, 0) + group.due
-        return counts
+    @staticmethod
+    def held(pauses: Mapping[str, Pause], due: Mapping[str, int]) -> dict[str, int]:
+        """Per function, its jobs due now (``due``, by function) that wait because it
+        (or the whole cluster) is paused."""
+        return {
+            name: count
+            for name, count in due.items()
+            if count and (CLUSTER in pauses or name in pauses)
+        }
 
     async def pause(self, user: DashboardUser, function: str) -> PauseOut:
         """Pause ``function`` on every node."""

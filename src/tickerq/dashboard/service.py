@@ -46,7 +46,7 @@ from tickerq.enums import Status, TickerKind
 from tickerq.errors import TickerStateError
 from tickerq.firing import parse_cached
 from tickerq.known_functions import names_in_use
-from tickerq.limits import limit_label, rate_limit_text
+from tickerq.limits import Gates, limit_label, rate_limit_text
 from tickerq.models import CLUSTER, Attempt, CronOccurrence, CronTicker, Pause, TimeTicker
 from tickerq.operations import BulkResult
 from tickerq.validation import json_copy
@@ -212,30 +212,36 @@ class Service:
                 timeout=None,
                 cron=None,
             )
-        held = await self.pauses.held(pauses, self.now())
+        now = self.now()
+        gates = self.app.engine.gates()
+        # Due jobs by function, read once (from the waiting rows) and only when a
+        # pause or a rate limit may hold some back.
+        due: dict[str, int] = {}
+        if pauses or (gates is not None and gates.buckets):
+            for group in await self.app.store.depth(now):
+                due[group.function] = due.get(group.function, 0) + group.due
+        held = self.pauses.held(pauses, due)
         for name, shown in out.items():
             pause = pauses.get(name)
             shown.paused = None if pause is None else pause_out(pause)
             shown.paused_due = held.get(name, 0)
-        await self._limits_of(out, pauses)
+        if gates is not None:
+            await self._limits_of(out, pauses, gates, due, now)
         return list(out.values())
 
-    async def _limits_of(self, out: dict[str, FunctionOut], pauses: Mapping[str, Pause]) -> None:
+    async def _limits_of(
+        self,
+        out: dict[str, FunctionOut],
+        pauses: Mapping[str, Pause],
+        gates: Gates,
+        due: Mapping[str, int],
+        now: datetime,
+    ) -> None:
         """Each registered function's rate limits (with how full their windows are),
         its per-key limit, and its due jobs a full rate limit holds back."""
-        engine = self.app.engine
-        gates = engine.gates()
-        if gates is None:
-            return
-        now = self.now()
         used = await self.app.store.rate_usage(
             {b: rate.per for b, rate in gates.buckets.items()}, now
         )
-        throttled = [name for name in out if name in self.app.functions and gates.buckets_of(name)]
-        due: dict[str, int] = {}
-        if throttled:
-            for group in await self.app.store.depth(now):
-                due[group.function] = due.get(group.function, 0) + group.due
         for name, shown in out.items():
             if name not in self.app.functions:
                 continue
