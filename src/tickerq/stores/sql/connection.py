@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from uuid import UUID
 
 from sqlalchemy import (
@@ -22,7 +22,6 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tickerq.enums import RunCondition, Status, TickerKind
 from tickerq.errors import StoreConnectionError, TickerStateError
@@ -32,14 +31,19 @@ from tickerq.operations import kind_name
 from tickerq.stores.base import Outcome, Store
 from tickerq.stores.reads import ChangeMarker
 from tickerq.stores.sql import dialects
-from tickerq.stores.sql.enqueue_pg import PgEnqueue
-from tickerq.stores.sql.hot import HotPath
 from tickerq.stores.sql.hot_sqlite import SqliteHotPath
 from tickerq.stores.sql.notify import CHANNEL, Listener, Pacer
 from tickerq.stores.sql.rows import JOB_COLUMN_NAMES
 from tickerq.stores.sql.schema import tickers
+from tickerq.stores.sql.threaded import ThreadedEngine
 from tickerq.stores.sql.watch import SqliteWatcher
 from tickerq.urls import mask_secrets, mask_url
+
+if TYPE_CHECKING:  # PostgreSQL only, imported when a PostgreSQL store opens
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from tickerq.stores.sql.enqueue_pg import PgEnqueue
+    from tickerq.stores.sql.hot import HotPath
 
 __all__ = [
     "CHANGED_NODES",
@@ -118,7 +122,7 @@ class SqlBase(Store):
         """How this node's connections are shared out (pool, hot path, LISTEN)."""
         self.pool_size = self.budget.total
         self.poll_interval = self.dialect.poll_interval_for(self.budget.listen)
-        self._engine: AsyncEngine | None = None
+        self._engine: AsyncEngine | ThreadedEngine | None = None
         self._writer: Engine | None = None
         self._writer_thread: ThreadPoolExecutor | None = None
         self._listener: Listener | None = None
@@ -135,8 +139,12 @@ class SqlBase(Store):
         connection budget has no room for it."""
 
     @property
-    def sa_engine(self) -> AsyncEngine:
-        """The SQLAlchemy engine (after open); not tickerq's job engine, which is ``app.engine``."""
+    def sa_engine(self) -> AsyncEngine | ThreadedEngine:
+        """The SQLAlchemy engine (after open); not tickerq's job engine, which is ``app.engine``.
+
+        PostgreSQL: an ``AsyncEngine``; SQLite: a
+        :class:`~tickerq.stores.sql.threaded.ThreadedEngine` (the same API, as far as
+        the store uses it)."""
         if self._engine is None:
             raise TickerStateError(f"the store {self.dialect.safe_url} is not open")
         return self._engine
@@ -166,15 +174,19 @@ class SqlBase(Store):
             self._writer = self.dialect.create_writer_engine()
             self._writer_thread = ThreadPoolExecutor(1, thread_name_prefix="tickerq-sqlite-writer")
         if file is None:
+            from tickerq.stores.sql.enqueue_pg import PgEnqueue
+
+            assert not isinstance(self._engine, ThreadedEngine)
             self._pg_enqueue = PgEnqueue(self._engine)
             if self._pacer is None:
                 self._pacer = Pacer(PACE, self._send_changed_work)
         if self.hot is None and self.budget.hot_path and self.use_hot_path:
-            self.hot = (
-                SqliteHotPath(file)
-                if file is not None
-                else HotPath(self.dialect.plain_url, pgbouncer=self.dialect.pgbouncer)
-            )
+            if file is not None:
+                self.hot = SqliteHotPath(file)
+            else:
+                from tickerq.stores.sql.hot import HotPath
+
+                self.hot = HotPath(self.dialect.plain_url, pgbouncer=self.dialect.pgbouncer)
         if self._watches and self._watch_task is None:
             self._start_watch()
 

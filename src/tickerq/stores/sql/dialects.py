@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID, uuid4
 
 from sqlalchemy import (
@@ -30,13 +30,16 @@ from sqlalchemy import (
 from sqlalchemy import cast as sql_cast
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.sql.base import Executable
 from sqlalchemy.sql.dml import Insert
 
 from tickerq.errors import InvalidArgumentError, StoreConnectionError
 from tickerq.stores import mask_password
+from tickerq.stores.sql.threaded import ThreadedEngine
 from tickerq.urls import mask_url
+
+if TYPE_CHECKING:  # PostgreSQL only: SQLite runs on ThreadedEngine (see create_engine)
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 __all__ = [
     "DEFAULT_PG_POOL_SIZE",
@@ -206,17 +209,28 @@ class Dialect:
         hot_path = total - listen >= 2
         return ConnectionBudget(total, total - listen - hot_path, hot_path, listen)
 
-    def create_engine(self, pool_size: int) -> AsyncEngine:
-        """An async engine whose pool holds at most ``pool_size`` connections.
+    def create_engine(self, pool_size: int) -> AsyncEngine | ThreadedEngine:
+        """An engine for asyncio whose pool holds at most ``pool_size`` connections.
 
-        No pre-ping on checkout (it costs a round trip per use): a connection the
-        server closed is noticed locally (see :func:`_drop_closed_on_checkout`), and
-        the callers that matter retry once on a connection error.
+        SQLite: a plain engine whose connections each run on a thread of their own
+        (:class:`~tickerq.stores.sql.threaded.ThreadedEngine`: no asyncio extension,
+        greenlet or aiosqlite to load). PostgreSQL: SQLAlchemy's ``AsyncEngine``
+        over asyncpg, with no pre-ping on checkout (it costs a round trip per
+        use): a connection the server closed is noticed locally (see
+        :func:`_drop_closed_on_checkout`), and the callers that matter retry once
+        on a connection error.
         """
         if self.name == "sqlite":
-            engine = create_async_engine(self.driver_url, pool_size=pool_size, max_overflow=0)
-            _sqlite_settings(engine.sync_engine)
-            return engine
+            plain = create_engine(
+                self.driver_url,
+                pool_size=pool_size,
+                max_overflow=0,
+                connect_args={"check_same_thread": False},  # a pooled one moves between threads
+            )
+            _sqlite_settings(plain)
+            return ThreadedEngine(plain, pool_size, name="tickerq-sqlite-reader")
+        from sqlalchemy.ext.asyncio import create_async_engine
+
         connect_args: dict[str, Any] = {}
         if self.pgbouncer:
             # no named prepared statements: neither asyncpg's cache nor SQLAlchemy's
@@ -230,9 +244,8 @@ class Dialect:
     def create_writer_engine(self) -> Engine:
         """SQLite: a plain (sync) engine of one connection for the store's writer thread,
         where each write transaction runs whole (see ``SqlBase.write``)."""
-        url = make_url(self.driver_url).set(drivername="sqlite+pysqlite")
         engine = create_engine(
-            url,
+            self.driver_url,
             pool_size=1,
             max_overflow=0,
             connect_args={"check_same_thread": False},
@@ -240,7 +253,9 @@ class Dialect:
         _sqlite_settings(engine)
         return engine
 
-    async def prepare(self, engine: AsyncEngine, auto_upgrade: bool = False) -> None:
+    async def prepare(
+        self, engine: AsyncEngine | ThreadedEngine, auto_upgrade: bool = False
+    ) -> None:
         """Bring the schema to what this tickerq needs, serialized across processes.
 
         An empty database is created through the migrations; tables from before
@@ -315,7 +330,7 @@ def for_url(url: str) -> Dialect:
                 f"{safe!r}: the SQLite store needs a file (sqlite:///path/to/tickerq.db); "
                 "use memory:// for an in-memory store"
             )
-        driver = parsed.set(drivername="sqlite+aiosqlite")
+        driver = parsed.set(drivername="sqlite+pysqlite")
         return Dialect(
             "sqlite",
             driver.render_as_string(hide_password=False),

@@ -47,6 +47,8 @@ if TYPE_CHECKING:  # Alembic is imported only to change a schema (see module doc
     from sqlalchemy.engine import Connection
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+    from tickerq.stores.sql.threaded import ThreadedConnection, ThreadedEngine
+
 __all__ = [
     "LOCK_KEY",
     "VERSION_TABLE",
@@ -260,7 +262,9 @@ def _safe(conn: Connection) -> str:
 
 
 @asynccontextmanager
-async def _locked(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+async def _locked(
+    engine: AsyncEngine | ThreadedEngine,
+) -> AsyncIterator[AsyncConnection | ThreadedConnection]:
     """A transaction that no other tickerq process changes the schema in meanwhile."""
     async with engine.begin() as conn:  # SQLite: BEGIN IMMEDIATE (see dialects)
         if conn.dialect.name == "postgresql":
@@ -268,18 +272,20 @@ async def _locked(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
         yield conn
 
 
-async def status(engine: AsyncEngine) -> SchemaStatus:
+async def status(engine: AsyncEngine | ThreadedEngine) -> SchemaStatus:
     """The database's schema state (reads only)."""
     async with engine.connect() as conn:
         return await conn.run_sync(_status)
 
 
-async def current_revision(engine: AsyncEngine) -> str | None:
+async def current_revision(engine: AsyncEngine | ThreadedEngine) -> str | None:
     """The revision recorded in the database, or None if there is none."""
     return (await status(engine)).revision
 
 
-async def upgrade(engine: AsyncEngine, target: str = "head", *, url: str | None = None) -> None:
+async def upgrade(
+    engine: AsyncEngine | ThreadedEngine, target: str = "head", *, url: str | None = None
+) -> None:
     """Upgrade the schema to ``target`` (a revision id or ``head``); no-op if it is there.
 
     Unversioned tables from before migrations are stamped 0001 first. Downgrades
@@ -289,7 +295,7 @@ async def upgrade(engine: AsyncEngine, target: str = "head", *, url: str | None 
 
 
 async def upgrade_from_to(
-    engine: AsyncEngine, target: str = "head", *, url: str | None = None
+    engine: AsyncEngine | ThreadedEngine, target: str = "head", *, url: str | None = None
 ) -> tuple[str | None, str]:
     """:func:`upgrade`, returning the revision before (None: none) and after.
 
@@ -306,7 +312,9 @@ async def upgrade_from_to(
     return before, after
 
 
-async def ensure(engine: AsyncEngine, *, auto_upgrade: bool, url: str | None = None) -> None:
+async def ensure(
+    engine: AsyncEngine | ThreadedEngine, *, auto_upgrade: bool, url: str | None = None
+) -> None:
     """Make the database usable by this tickerq, or raise TickerStateError saying why not.
 
     Fresh databases are created; unversioned tables are stamped; a database
@@ -317,7 +325,7 @@ async def ensure(engine: AsyncEngine, *, auto_upgrade: bool, url: str | None = N
         await conn.run_sync(_ensure, auto_upgrade, url)
 
 
-async def check(engine: AsyncEngine, *, url: str | None = None) -> None:
+async def check(engine: AsyncEngine | ThreadedEngine, *, url: str | None = None) -> None:
     """Raise TickerStateError unless the schema is exactly what this tickerq needs."""
     current = await status(engine)
     if not current.up_to_date:
