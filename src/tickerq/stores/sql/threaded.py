@@ -445,6 +445,12 @@ class ThreadedConnection:
                     try:
                         if commit and conn.in_transaction():
                             conn.commit()
+                    except BaseException:
+                        # SQLite keeps the transaction open when COMMIT fails (a
+                        # deferred foreign key), where SQLAlchemy counts it ended:
+                        # the connection's state is unknown, so it is not pooled.
+                        conn.invalidate()
+                        raise
                     finally:
                         if engine._stale(worker):
                             conn.invalidate()  # disposed meanwhile: close it, don't pool it
