@@ -28,7 +28,6 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy import cast as sql_cast
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.sql.base import Executable
 from sqlalchemy.sql.dml import Insert
@@ -268,17 +267,28 @@ class Dialect:
 
     def insert_ignore(self, table: Table, values: dict[str, Any]) -> Insert:
         """INSERT that does nothing when a unique key already exists."""
-        module: Any = postgresql if self.name == "postgresql" else sqlite
+        module = self._insert_module()
         stmt: Insert = module.insert(table).values(**values).on_conflict_do_nothing()
         return stmt
 
     def upsert(self, table: Table, values: dict[str, Any], key: str) -> Insert:
         """INSERT, or UPDATE the row with the same ``key``."""
-        module: Any = postgresql if self.name == "postgresql" else sqlite
+        module = self._insert_module()
         stmt = module.insert(table).values(**values)
         updates = {k: stmt.excluded[k] for k in values if k != key}
         result: Insert = stmt.on_conflict_do_update(index_elements=[key], set_=updates)
         return result
+
+    def _insert_module(self) -> Any:
+        """The SQLAlchemy dialect module with this database's INSERT ... ON CONFLICT
+        (imported here: a SQLite process never loads the PostgreSQL dialect)."""
+        if self.name == "postgresql":
+            from sqlalchemy.dialects import postgresql
+
+            return postgresql
+        from sqlalchemy.dialects import sqlite
+
+        return sqlite
 
     def nulls_last(self, order: UnaryExpression[Any]) -> UnaryExpression[Any]:
         """A DESC order with NULLs last (SQLite's DESC puts them last by itself, and
@@ -343,6 +353,9 @@ def for_url(url: str) -> Dialect:
     parsed = parsed.difference_update_query(_OPTIONS)
     pool_size = _pool_size_option(options.get("pool_size"), safe)
     if backend in ("postgresql", "postgres"):
+        from tickerq.stores.sql.schema import add_postgresql_options
+
+        add_postgresql_options()
         driver = parsed.set(drivername="postgresql+asyncpg")
         plain = parsed.set(drivername="postgresql").render_as_string(hide_password=False)
         where = f"{parsed.host or 'localhost'}:{parsed.port or 5432}/{parsed.database or ''}"

@@ -48,6 +48,7 @@ __all__ = [
     "JSONColumn",
     "NullableJSON",
     "UTCDateTime",
+    "add_postgresql_options",
     "metadata",
     "tables",
     "waiting",
@@ -223,7 +224,6 @@ Index(
     "ix_tickerq_tickers_waiting",
     tickers.c.priority,
     tickers.c.execution_time,
-    postgresql_where=text(WAITING_SQL["postgresql"]),
     sqlite_where=text(WAITING_SQL["sqlite"]),
 )
 
@@ -238,7 +238,6 @@ Index(
     tickers.c.execution_time.desc().nulls_last(),
     tickers.c.created_at.desc(),
     tickers.c.id.desc(),
-    postgresql_include=["status", "function", "parent_id"],
 )
 
 # Rows that ended, by when: the dashboard's throughput chart reads one time range
@@ -247,8 +246,6 @@ Index(
 Index(
     "ix_tickerq_tickers_finished",
     tickers.c.finished_at,
-    postgresql_include=["status"],
-    postgresql_where=tickers.c.finished_at.is_not(None),
     sqlite_where=tickers.c.finished_at.is_not(None),
 )
 
@@ -262,7 +259,6 @@ Index(
     tickers.c.function,
     tickers.c.unique_key,
     unique=True,
-    postgresql_where=text(UNIQUE_HELD_SQL),
     sqlite_where=text(UNIQUE_HELD_SQL),
 )
 
@@ -275,7 +271,6 @@ Index(
     "ix_tickerq_tickers_key_running",
     tickers.c.function,
     tickers.c.concurrency_key,
-    postgresql_where=text(KEYED_RUNNING_SQL),
     sqlite_where=text(KEYED_RUNNING_SQL),
 )
 
@@ -351,6 +346,31 @@ rate_starts = Table(
 )
 
 tables = {t.name: t for t in (tickers, cron_tickers, attempts, nodes, pauses, rate_starts)}
+
+_POSTGRESQL_INDEX_OPTIONS: dict[str, dict[str, Any]] = {
+    "ix_tickerq_tickers_waiting": {"postgresql_where": text(WAITING_SQL["postgresql"])},
+    "ix_tickerq_tickers_list": {"postgresql_include": ["status", "function", "parent_id"]},
+    "ix_tickerq_tickers_finished": {
+        "postgresql_include": ["status"],
+        "postgresql_where": tickers.c.finished_at.is_not(None),
+    },
+    "uq_tickerq_tickers_unique": {"postgresql_where": text(UNIQUE_HELD_SQL)},
+    "ix_tickerq_tickers_key_running": {"postgresql_where": text(KEYED_RUNNING_SQL)},
+}
+"""The indexes' PostgreSQL options (partial predicates, INCLUDE columns), by index."""
+
+
+def add_postgresql_options() -> None:
+    """Give the indexes their PostgreSQL options (:data:`_POSTGRESQL_INDEX_OPTIONS`).
+
+    Called before a PostgreSQL database is used (``dialects.for_url``): setting a
+    ``postgresql_*`` option loads SQLAlchemy's PostgreSQL dialect and its
+    drivers' modules, which a SQLite process never needs. Idempotent.
+    """
+    for index in tickers.indexes:
+        for key, value in _POSTGRESQL_INDEX_OPTIONS.get(index.name or "", {}).items():
+            if index.dialect_kwargs.get(key) is not value:
+                index.dialect_kwargs[key] = value
 
 
 @compiles(CreateIndex, "sqlite")
