@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from tickerq.stores.base import Job, Outcome, Store, TickerQuery
-from tickerq.stores.memory import MemoryStore
+
+if TYPE_CHECKING:
+    from tickerq.stores.memory import MemoryStore
 
 __all__ = [
     "Job",
@@ -14,6 +18,15 @@ __all__ = [
     "mask_password",
     "open_store",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # MemoryStore is imported when first asked for: a SQL worker never loads it.
+    if name == "MemoryStore":
+        from tickerq.stores.memory import MemoryStore
+
+        return MemoryStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def mask_password(url: str) -> str:
@@ -35,6 +48,8 @@ def open_store(url: str, *, auto_upgrade: bool = False) -> Store:
 
     scheme = url.split("://", 1)[0].split("+", 1)[0] if "://" in url else url
     if scheme == "memory":
+        from tickerq.stores.memory import MemoryStore
+
         return MemoryStore.from_url(url)
     if scheme in ("sqlite", "postgresql", "postgres"):
         from tickerq.stores.sql import SqlStore  # SQLAlchemy only when a SQL store is used
