@@ -1,5 +1,7 @@
 """A worker (`tickerq run`) loads only what running jobs needs: no dashboard stack,
-no PostgreSQL driver on SQLite, no migration tool on a current database."""
+no PostgreSQL driver or dialect on SQLite, no asyncio extension of SQLAlchemy (nor
+its ORM, greenlet or aiosqlite: SQLite runs on a plain engine in threads), no
+memory store, no migration tool on a current database."""
 
 from __future__ import annotations
 
@@ -19,7 +21,13 @@ from pathlib import Path
 from tickerq import TickerQ
 
 app = TickerQ(os.environ["PROBE_STORE"])
-HEAVY = ("starlette", "uvicorn", "jinja2", "pydantic", "asyncpg", "alembic")
+HEAVY = (
+    "starlette", "uvicorn", "jinja2", "pydantic", "rich", "tickerq.dashboard",
+    "asyncpg", "sqlalchemy.dialects.postgresql", "tickerq.stores.sql.hot",
+    "tickerq.stores.sql.enqueue_pg", "tickerq.stores.sql.crons_pg",
+    "sqlalchemy.ext.asyncio", "sqlalchemy.orm", "greenlet", "aiosqlite",
+    "tickerq.stores.memory", "alembic",
+)  # fmt: skip
 
 
 @app.function(cron="* * * * * *")
@@ -29,7 +37,9 @@ def probe() -> None:
 """
 
 
-def test_a_sqlite_worker_loads_no_dashboard_driver_or_migration_modules(tmp_path: Path) -> None:
+def test_a_sqlite_worker_loads_no_dashboard_postgresql_asyncio_or_migration_modules(
+    tmp_path: Path,
+) -> None:
     url = f"sqlite:///{tmp_path / 'jobs.db'}"
 
     async def create() -> None:  # a current schema: the worker only checks it
