@@ -210,7 +210,7 @@ def _database_detail(exc: BaseException) -> str | None:
     driver_error = getattr(exc, "orig", None)  # SQLAlchemy wraps the driver's error
     error = driver_error if isinstance(driver_error, BaseException) else exc
     package = type(error).__module__.split(".", 1)[0]
-    if package not in ("sqlalchemy", "sqlite3", "_sqlite3", "aiosqlite", "asyncpg"):
+    if package not in ("sqlalchemy", "sqlite3", "_sqlite3", "asyncpg"):
         return None
     text = str(error).strip().splitlines()
     return text[0] if text else type(error).__name__
