@@ -239,8 +239,8 @@ def report(
         )
     lines += [
         "",
-        "RssFile counts shared libraries and the pages of the database file mapped by "
-        "SQLite's mmap (tickerq sets mmap_size on its connections).",
+        "RssFile counts shared libraries and the pages of files mapped into the process "
+        "(tickerq's SQLite connections use no mmap: mmap_size=0).",
         "",
     ]
     return "\n".join(lines)

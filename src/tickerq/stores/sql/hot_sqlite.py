@@ -236,7 +236,7 @@ class SqliteHotPath:
                 "PRAGMA busy_timeout=30000",
                 "PRAGMA synchronous=NORMAL",
                 "PRAGMA foreign_keys=ON",
-                "PRAGMA mmap_size=268435456",
+                "PRAGMA mmap_size=0",  # as the store's other connections (see dialects)
             ):
                 db.execute(pragma)
             db.row_factory = sqlite3.Row  # columns by name, as the Job mapping reads them
