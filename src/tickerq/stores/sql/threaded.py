@@ -37,6 +37,8 @@ from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, TypeVarT
 
 from sqlalchemy import exc
 
+from tickerq.errors import InvalidArgumentError
+
 if TYPE_CHECKING:
     from sqlalchemy.engine import (
         URL,
@@ -114,7 +116,7 @@ class ThreadedEngine:
 
     def __init__(self, sync_engine: Engine, size: int, *, name: str = "tickerq-sqlite") -> None:
         if size < 1:
-            raise ValueError(f"size must be 1 or more, got {size!r}")
+            raise InvalidArgumentError(f"size must be 1 or more, got {size!r}")
         self.sync_engine = sync_engine
         """The plain engine the connections come from (its events and pool apply)."""
         self.size = size
