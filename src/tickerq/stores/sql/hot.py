@@ -36,6 +36,7 @@ from typing import Any
 from uuid import UUID
 
 from tickerq.enums import Priority, RunCondition, Status
+from tickerq.models import CLUSTER
 from tickerq.stores.base import Job, Outcome
 from tickerq.stores.sql.notify import CHANNEL
 from tickerq.stores.sql.rows import JOB_COLUMN_NAMES, Decode, job_from_row
@@ -53,11 +54,15 @@ def _due(priority: Priority) -> str:
 
     One bounded range of the waiting index: the claim's cost is the rows it
     takes (plus due rows of functions this node lacks), not the table's size.
+    Functions paused when the statement starts are left out, whatever the
+    engine last read of the pauses (two one-time subqueries of a tiny table).
     """
     return f"""SELECT id FROM (
         SELECT id FROM tickerq_tickers
         WHERE {_WAITING} AND priority = {int(priority)}
           AND execution_time <= $16 AND function = ANY($17::text[])
+          AND function <> ALL(ARRAY(SELECT function FROM tickerq_pauses))
+          AND NOT EXISTS (SELECT 1 FROM tickerq_pauses WHERE function = '{CLUSTER}')
         ORDER BY execution_time
         LIMIT {{limit}}
         FOR UPDATE SKIP LOCKED

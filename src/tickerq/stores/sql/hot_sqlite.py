@@ -6,8 +6,9 @@ Here one function runs the whole transaction on a dedicated ``sqlite3``
 connection in a thread of its own: ``BEGIN IMMEDIATE`` (claims on one file
 run one at a time, across processes), the ended jobs' attempt rows and row
 updates (only rows this node still holds), the claim of the best due rows up
-to the free slots (LONG_RUNNING ones outside the slots), the start of their
-IN_PROGRESS chain children, ``COMMIT``.
+to the free slots (LONG_RUNNING ones outside the slots) of functions not
+paused as the transaction reads them, the start of their IN_PROGRESS chain
+children, ``COMMIT``.
 
 Values are stored exactly as SQLAlchemy stores them on SQLite (see
 :mod:`tickerq.stores.sql.schema`): UUIDs as 32 hex digits, datetimes as naive
@@ -27,6 +28,7 @@ from typing import Any
 from uuid import UUID
 
 from tickerq.enums import Priority, RunCondition, Status
+from tickerq.models import CLUSTER
 from tickerq.stores.base import Job, Outcome
 from tickerq.stores.sql.rows import JOB_COLUMN_NAMES, Decode, job_from_row
 from tickerq.stores.sql.schema import WAITING_SQL, decode_sqlite_json
@@ -79,6 +81,15 @@ UPDATE tickerq_tickers SET
 WHERE parent_id = ?2 AND awaiting_parent = 1 AND status = '{_IDLE}'
   AND run_condition = '{RunCondition.IN_PROGRESS.value}'
 """
+
+
+def _unpaused(db: sqlite3.Connection, names: list[str]) -> list[str]:
+    """Of ``names``, the functions not paused as stored now (the engine's view of
+    the pauses may be a moment old); none while the cluster is paused."""
+    paused = {r[0] for r in db.execute("SELECT function FROM tickerq_pauses")}
+    if not paused:
+        return names
+    return [] if CLUSTER in paused else [n for n in names if n not in paused]
 
 
 def _text(moment: datetime | None) -> str | None:
@@ -197,6 +208,7 @@ class SqliteHotPath:
             if attempts:
                 db.executemany(_INSERT_ATTEMPT, attempts)
                 db.executemany(_FINISH, updates)
+            names = _unpaused(db, names)
             if names:
                 sql = self._claim_sql(len(names))
                 if long_limit > 0:

@@ -61,6 +61,7 @@ from tickerq.stores.sql.schema import (
     attempts,
     cron_tickers,
     nodes,
+    pauses,
     rate_starts,
     tickers,
     waiting,
@@ -220,6 +221,11 @@ class EngineWork(SqlBase):
         gates: Gates | None = None,
     ) -> list[Any]:
         claimed: list[Any] = []
+        # The pauses as stored when the claim runs (the engine's view may be a
+        # moment old): nothing paused before this transaction starts here.
+        paused = set(conn.execute(select(pauses.c.function)).scalars())
+        if paused:
+            functions = () if CLUSTER in paused else [f for f in functions if f not in paused]
         left = dict(capacity)
         if limits:
             left = self._cluster_capacity(conn, limits, functions)
