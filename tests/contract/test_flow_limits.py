@@ -198,6 +198,41 @@ async def test_a_key_counts_the_runs_of_every_node(
     assert await ops.claim(node="node-b", functions=["per_tenant"], gates=gates) == []
 
 
+@pytest.mark.parametrize("general", ["node-a", "node-b", None])
+async def test_hot_and_general_claims_keep_the_same_limits(
+    keyed: TickerQ, clock: Any, store_kind: str, general: str | None
+) -> None:
+    """A claim on the hot path and one on the general path (a node with a capacity
+    limit takes it) count the same starts and the same running keys, in either
+    order: a rate limit of 3 and at most 2 per key, across two nodes."""
+    if store_kind == "memory":
+        pytest.skip("one process: no other node shares a memory store")
+    ops = Ops(keyed, clock)
+    a = [await _add(keyed, "a", n) for n in range(4)]
+    b = [await _add(keyed, "b", n) for n in range(2)]
+
+    def gates() -> Gates:
+        gates = _rate("per_tenant", "3/m")
+        gates.per_key["per_tenant"] = 2
+        return gates
+
+    def claim(node: str, gated: Gates, slots: int = 100) -> Any:
+        capacity = {"plain": 5} if node == general else None
+        return ops.claim(
+            node=node, slots=slots, functions=["per_tenant"], gates=gated, capacity=capacity
+        )
+
+    assert [j.id for j in await claim("node-a", gates(), slots=1)] == [a[0].id]
+    # key a has one run of two; the rate limit room for two more: a1 and b0 (a2, a3
+    # and b1 wait)
+    assert {j.id for j in await claim("node-b", gates())} == {a[1].id, b[0].id}
+    later = gates()
+    assert await claim("node-a", later) == []
+    assert later.blocked and later.blocked_until == ops.at(60)
+    waiting = [a[2], a[3], b[1]]
+    assert {(await ops.get(t.id)).status for t in waiting} == {Status.IDLE}
+
+
 # -- the engine --------------------------------------------------------------------------
 
 
