@@ -103,10 +103,10 @@ class WireCounter:
             self.control += 1
         elif query == "":
             self.pings += 1
-        elif query.startswith(("WITH FIN AS", "WITH CLAIMED AS")):
-            self.hot += 1  # the hot path's statements (a gated claim: pick, then start)
+        elif query.startswith(("WITH FIN AS", "SELECT * FROM PG_TEMP.TICKERQ_GATED_CLAIM")):
+            self.hot += 1  # the hot path's claim (under limits: a function of the session)
         elif query.startswith("BEGIN; SELECT PG_ADVISORY_XACT_LOCK"):
-            self.hot += 1  # a gated claim's locks (with its BEGIN)
+            self.hot += 1  # a gated claim's locks where it has no such function
 
     def install(self) -> None:
         """Log the queries of every asyncpg connection this process opens from now on."""

@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -38,8 +38,9 @@ from uuid import UUID
 from tickerq.enums import Priority, RunCondition, Status
 from tickerq.models import CLUSTER
 from tickerq.stores.base import Job, Outcome
+from tickerq.stores.sql.gating import GatedClaim
 from tickerq.stores.sql.notify import CHANNEL
-from tickerq.stores.sql.rows import JOB_COLUMN_NAMES, Admit, Decode, job_from_row
+from tickerq.stores.sql.rows import JOB_COLUMN_NAMES, Decode, job_from_row
 from tickerq.stores.sql.schema import KEYED_RUNNING_SQL, WAITING_SQL
 
 __all__ = ["HotPath"]
@@ -157,67 +158,136 @@ ORDER BY c.priority DESC, c.execution_time
 """
 
 
-# A gated claim, step 1 (after the claim's advisory locks): the results in, what
-# the limits count (the running rows of each key, results just written aside;
-# the starts within each rate limit's window) and the due rows, locked but not
-# started: the store's gate admits some of them (see :mod:`tickerq.limits`).
-_FINISH_AND_PICK = f"""
+# A claim under cluster-wide limits, sent after the claim's advisory locks (so
+# its snapshot holds every claim that held them before): the results in; what
+# the limits count (the running rows of each key, the results just written
+# aside; the starts within each rate limit's window); the due rows, locked, the
+# keys at their limit left out (``picked``, best first); the rows past a key's
+# room (``over_key``), then past a rate limit's room (``over_rate``); the others
+# start, with their chain children, and their starts are stored; old starts go.
+_FINISH_AND_CLAIM_GATED = f"""
 WITH {_FINISH}), running AS (
     SELECT function, concurrency_key AS key, count(*) AS n FROM tickerq_tickers
-    WHERE {KEYED_RUNNING_SQL} AND function = ANY($20::text[]) AND id <> ALL($1::uuid[])
+    WHERE {KEYED_RUNNING_SQL} AND function = ANY($24::text[]) AND id <> ALL($1::uuid[])
     GROUP BY function, concurrency_key
 ), saturated AS (
     SELECT r.function, r.key FROM running r
-    JOIN unnest($20::text[], $22::int[]) AS u(function, most) ON u.function = r.function
+    JOIN unnest($24::text[], $25::int[]) AS u(function, most) ON u.function = r.function
     WHERE r.n >= u.most
 ), used AS (
-    SELECT s.bucket, s.started_at, s.count
-    FROM unnest($24::text[], $25::timestamptz[]) AS b(bucket, oldest)
-    JOIN tickerq_rate_starts s ON s.bucket = b.bucket AND s.started_at > b.oldest
+    SELECT b.bucket, b.oldest, b.most, coalesce(sum(s.count), 0) AS n
+    FROM unnest($26::text[], $27::timestamptz[], $28::int[]) AS b(bucket, oldest, most)
+    LEFT JOIN tickerq_rate_starts s ON s.bucket = b.bucket AND s.started_at > b.oldest
+    GROUP BY b.bucket, b.oldest, b.most
 ), long_picked AS (
     {_due(Priority.LONG_RUNNING, gated=True).format(limit="$18")}
 ), slot_picked AS (
     {" UNION ALL ".join(_due(p, gated=True).format(limit="$19") for p in _SLOT_PRIORITIES)}
     LIMIT $19
 ), picked AS (
-    SELECT * FROM long_picked UNION ALL SELECT * FROM slot_picked
-)
-SELECT l.ids AS left_over, (SELECT count(*) FROM done) AS ended,
-    ARRAY(SELECT function FROM running) AS running_functions,
-    ARRAY(SELECT key FROM running) AS running_keys,
-    ARRAY(SELECT n FROM running) AS running_counts,
-    ARRAY(SELECT bucket FROM used) AS start_buckets,
-    ARRAY(SELECT started_at FROM used) AS start_times,
-    ARRAY(SELECT count FROM used) AS start_counts,
-    p.*
-FROM left_over l LEFT JOIN picked p ON true
-"""
-
-# Step 2: start the rows the gate admitted, store the starts it counted, drop the
-# starts no window needs (at most once a second), send the notice; COMMIT follows.
-_START_ADMITTED = f"""
-WITH claimed AS (
+    SELECT p.*, row_number() OVER (ORDER BY p.priority DESC, p.execution_time) AS pos
+    FROM (SELECT * FROM long_picked UNION ALL SELECT * FROM slot_picked) AS p
+), over_key AS (
+    SELECT k.id FROM (
+        SELECT p.id, u.most, coalesce(r.n, 0)
+            + row_number() OVER (PARTITION BY p.function, p.concurrency_key ORDER BY p.pos) AS nth
+        FROM picked p
+        JOIN unnest($24::text[], $25::int[]) AS u(function, most) ON u.function = p.function
+        LEFT JOIN running r ON r.function = p.function AND r.key = p.concurrency_key
+        WHERE p.concurrency_key IS NOT NULL
+    ) AS k WHERE k.nth > k.most
+), over_rate AS (
+    SELECT q.id FROM (
+        SELECT p.id, u.most - u.n AS room,
+            row_number() OVER (PARTITION BY m.bucket ORDER BY p.pos) AS nth
+        FROM picked p
+        JOIN unnest($29::text[], $30::text[]) AS m(function, bucket) ON m.function = p.function
+        JOIN used u ON u.bucket = m.bucket
+        WHERE NOT EXISTS (SELECT 1 FROM over_key o WHERE o.id = p.id)
+    ) AS q WHERE q.nth > q.room
+), claimed AS (
     UPDATE tickerq_tickers t SET
-        status = '{Status.IN_PROGRESS.value}', lock_holder = $1, locked_at = $2,
-        lease_until = $3, executed_at = $2, updated_at = $2, claims = t.claims + 1
-    WHERE t.id = ANY($4::uuid[])
+        status = '{Status.IN_PROGRESS.value}', lock_holder = $15, locked_at = $16,
+        lease_until = $20, executed_at = $16, updated_at = $16, claims = t.claims + 1
+    WHERE t.id = ANY(ARRAY(
+        SELECT id FROM picked EXCEPT SELECT id FROM over_key EXCEPT SELECT id FROM over_rate
+    ))
     RETURNING {", ".join(f"t.{name}" for name in JOB_COLUMN_NAMES)}
-), {_KIDS.format(now="$2")}
+), {_KIDS.format(now="$16")}
+), taken AS (
+    SELECT m.bucket, count(*) AS n FROM claimed c
+    JOIN unnest($29::text[], $30::text[]) AS m(function, bucket) ON m.function = c.function
+    GROUP BY m.bucket
 ), starts AS (
-    INSERT INTO tickerq_rate_starts (bucket, started_at, count)
-    SELECT x.bucket, $2, x.n FROM unnest($5::text[], $6::int[]) AS x(bucket, n)
+    INSERT INTO tickerq_rate_starts (bucket, started_at, count) SELECT bucket, $16, n FROM taken
 ), pruned AS (
     DELETE FROM tickerq_rate_starts s
-    USING unnest($7::text[], $8::timestamptz[]) AS x(bucket, cutoff)
+    USING unnest($31::text[], $32::timestamptz[]) AS x(bucket, cutoff)
     WHERE s.bucket = x.bucket AND s.started_at <= x.cutoff
+), filled AS (
+    SELECT u.bucket, u.oldest FROM used u LEFT JOIN taken t ON t.bucket = u.bucket
+    WHERE u.n + coalesce(t.n, 0) >= u.most
+), window_starts AS (
+    SELECT s.bucket, s.started_at, s.count FROM filled f
+    JOIN tickerq_rate_starts s ON s.bucket = f.bucket AND s.started_at > f.oldest
 ), notice AS (
-    SELECT pg_notify('{CHANNEL}', $9::text)
-    WHERE $9::text IS NOT NULL AND ($10::bool OR EXISTS (SELECT 1 FROM claimed))
+    SELECT pg_notify('{CHANNEL}', $22::text)
+    WHERE $22::text IS NOT NULL
+      AND (EXISTS (SELECT 1 FROM done) OR EXISTS (SELECT 1 FROM claimed))
 )
-SELECT (SELECT count(*) FROM notice) AS notified, c.*
-FROM (SELECT 1) AS one LEFT JOIN claimed c ON true
+SELECT l.ids::uuid[] AS left_over, (SELECT count(*) FROM notice)::bigint AS notified,
+    (EXISTS (SELECT 1 FROM saturated) OR EXISTS (SELECT 1 FROM over_key)
+        OR EXISTS (SELECT 1 FROM over_rate))::boolean AS held,
+    ARRAY(SELECT bucket::text FROM taken) AS taken_buckets,
+    ARRAY(SELECT n::bigint FROM taken) AS taken_counts,
+    ARRAY(SELECT bucket::text FROM window_starts) AS start_buckets,
+    ARRAY(SELECT started_at::timestamptz FROM window_starts) AS start_times,
+    ARRAY(SELECT count::bigint FROM window_starts) AS start_counts,
+    c.*
+FROM left_over l LEFT JOIN claimed c ON true
 ORDER BY c.priority DESC, c.execution_time
 """
+
+_GATED_META = (
+    "left_over uuid[], notified bigint, held boolean, taken_buckets text[], "
+    "taken_counts bigint[], start_buckets text[], start_times timestamptz[], "
+    "start_counts bigint[]"
+)
+"""The first columns :data:`_FINISH_AND_CLAIM_GATED` returns (the job's follow)."""
+
+_GATED_PARAMETERS = (
+    "uuid[], text[], text[], timestamptz[], timestamptz[], timestamptz[], timestamptz[], "
+    "int[], int[], text[], float8[], text[], text[], text[], text, timestamptz, text[], "
+    "bigint, bigint, timestamptz, int[], text, json[], text[], int[], text[], "
+    "timestamptz[], int[], text[], text[], text[], timestamptz[], bigint[]"
+)
+"""The types of :data:`_FINISH_AND_CLAIM_GATED`'s parameters, then the lock keys ($33)."""
+
+_GATED_FUNCTION = "pg_temp.tickerq_gated_claim"
+"""A function of the hot connection's session: the claim's advisory locks, then
+:data:`_FINISH_AND_CLAIM_GATED`, whose snapshot a PL/pgSQL function takes after
+the locks: the whole gated claim in one round trip and one transaction."""
+
+_JOB_TYPES = """
+SELECT attname, format_type(atttypid, atttypmod) AS type FROM pg_attribute
+WHERE attrelid = 'tickerq_tickers'::regclass AND attname = ANY($1::text[])
+  AND attnum > 0 AND NOT attisdropped
+"""
+
+_CALL_GATED = f"SELECT * FROM {_GATED_FUNCTION}({', '.join(f'${n}' for n in range(1, 34))})"
+
+
+def _gated_function(job_types: str) -> str:
+    """The ``CREATE FUNCTION`` of :data:`_GATED_FUNCTION` (``job_types``: the job
+    columns with their types, as the table has them)."""
+    return f"""CREATE OR REPLACE FUNCTION {_GATED_FUNCTION}({_GATED_PARAMETERS})
+RETURNS TABLE ({_GATED_META}, {job_types}) LANGUAGE plpgsql AS $body$
+#variable_conflict use_column
+BEGIN
+    PERFORM pg_advisory_xact_lock(k) FROM unnest($33) AS k ORDER BY k;
+    RETURN QUERY {_FINISH_AND_CLAIM_GATED};
+END
+$body$"""
 
 
 def _arguments(
@@ -228,12 +298,10 @@ def _arguments(
     functions: Collection[str],
     long_limit: int,
     slots: int,
-    arg20: Any,
-    arg22: Any,
+    lease_until: datetime,
+    notice: str | None,
 ) -> list[Any]:
-    """The 23 arguments of the statements that start with :data:`_FINISH`; $20
-    and $22 are the lease end and the notice for a claim, the keyed functions and
-    their max_per_key for a gated pick."""
+    """The first 23 arguments of the claim statements (see :data:`_FINISH`)."""
     done = sorted(finished, key=lambda o: o.job.id)
     return [
         [o.job.id for o in done],
@@ -255,9 +323,9 @@ def _arguments(
         list(functions),
         max(long_limit, 0),
         max(slots, 0),
-        arg20,
+        lease_until,
         [o.claim for o in done],
-        arg22,
+        notice,
         # JSON text; NULL (no encoding) for the usual None of a failure or a job
         # that returns nothing
         [None if o.result is None else json.dumps(o.result) for o in done],
@@ -277,6 +345,8 @@ class HotPath:
         """PgBouncer mode: no server settings, no prepared statement kept."""
         self._conn: Any = None
         self._lock = asyncio.Lock()
+        self._gated: bool | None = None
+        """Whether the session has :data:`_GATED_FUNCTION` (None: not tried yet)."""
 
     async def finish_and_claim(
         self,
@@ -303,7 +373,7 @@ class HotPath:
         """
         args = _arguments(
             finished, node=node, now=now, functions=functions,
-            long_limit=long_limit, slots=slots, arg20=lease_until, arg22=notice,
+            long_limit=long_limit, slots=slots, lease_until=lease_until, notice=notice,
         )  # fmt: skip
         async with self._lock:
             try:
@@ -328,62 +398,55 @@ class HotPath:
         functions: Collection[str],
         finished: Sequence[Outcome],
         notice: str | None,
-        locks: Collection[int],
-        per_key: Mapping[str, int],
-        windows: Mapping[str, datetime],
-        admit: Admit,
+        gated: GatedClaim,
     ) -> tuple[list[Job], set[UUID], bool]:
-        """:meth:`finish_and_claim` under cluster-wide limits, in one transaction
-        of four round trips: ``BEGIN`` with the advisory ``locks`` (one order on
-        every node: two nodes cannot count the same room); the results in and the
-        due rows picked (locked), with what the limits count: the running rows of
-        each key of the ``per_key`` functions (keys at their limit left out of
-        the pick) and the starts after each bucket's ``windows`` time; ``admit``
-        (the store's gate) chooses among the picked rows; the admitted ones start
-        and their starts are stored; ``COMMIT``. What the lock statement reads
-        comes after the locks, so it sees every claim that held them before.
-        """
-        keyed = sorted(per_key)
-        buckets = sorted(windows)
+        """:meth:`finish_and_claim` under cluster-wide limits: ``BEGIN`` with the
+        claim's advisory locks (one order on every node: two nodes cannot count
+        the same room), the statement that decides and starts, ``COMMIT``. The
+        gates learn what was held back (:meth:`GatedClaim.report`)."""
+        keyed = list(gated.per_key)
+        buckets = list(gated.windows)
+        functions_of, buckets_of = zip(*gated.members, strict=True) if gated.members else ((), ())
         args = _arguments(
             finished, node=node, now=now, functions=functions, long_limit=long_limit,
-            slots=slots, arg20=keyed, arg22=[per_key[f] for f in keyed],
+            slots=slots, lease_until=lease_until, notice=notice,
         )  # fmt: skip
-        args += [buckets, [windows[b] for b in buckets]]
-        lock = "BEGIN; " + " ".join(
-            f"SELECT pg_advisory_xact_lock({int(k)});" for k in sorted(set(locks))
-        )
+        args += [
+            keyed,
+            [gated.per_key[f] for f in keyed],
+            buckets,
+            [gated.windows[b] for b in buckets],
+            [gated.limits[b] for b in buckets],
+            list(functions_of),
+            list(buckets_of),
+            list(gated.prune),
+            list(gated.prune.values()),
+        ]
+        locks = sorted(set(gated.locks))
         async with self._lock:
             try:
                 if self._conn is None or self._conn.is_closed():
                     self._conn = await self._connect()
                 conn = self._conn
-                await conn.execute(lock)
-                records = await conn.fetch(_FINISH_AND_PICK, *args)
-                first = records[0]
-                picked = [r for r in records if r["id"] is not None]
-                starts = zip(
-                    first["start_buckets"], first["start_times"], first["start_counts"],
-                    strict=True,
-                )  # fmt: skip
-                running = zip(
-                    first["running_functions"], first["running_keys"], first["running_counts"],
-                    strict=True,
-                )  # fmt: skip
-                admitted, taken, prune = admit(
-                    picked, list(starts), {(f, k): int(n) for f, k, n in running}
-                )
-                started = await conn.fetch(
-                    _START_ADMITTED,
-                    node, now, lease_until, admitted, list(taken), list(taken.values()),
-                    list(prune), list(prune.values()), notice, bool(first["ended"]),
-                )  # fmt: skip
-                await conn.execute("COMMIT")
+                if await self._has_gated_function(conn):
+                    records = await conn.fetch(_CALL_GATED, *args, locks)
+                else:  # three round trips: the locks, the claim, COMMIT
+                    await conn.execute(
+                        "BEGIN; " + " ".join(f"SELECT pg_advisory_xact_lock({k});" for k in locks)
+                    )
+                    records = await conn.fetch(_FINISH_AND_CLAIM_GATED, *args)
+                    await conn.execute("COMMIT")
             except BaseException:
                 await self._drop()  # the server rolls the transaction back
                 raise
-        jobs = [job_from_row(r, _DECODE) for r in started if r["id"] is not None]
-        return jobs, set(first["left_over"]), bool(started[0]["notified"])
+        first = records[0]
+        starts = zip(
+            first["start_buckets"], first["start_times"], first["start_counts"], strict=True
+        )
+        taken = dict(zip(first["taken_buckets"], first["taken_counts"], strict=True))
+        gated.report(first["held"], list(starts), taken)
+        jobs = [job_from_row(r, _DECODE) for r in records if r["id"] is not None]
+        return jobs, set(first["left_over"]), bool(first["notified"])
 
     async def _connect(self) -> Any:
         import asyncpg
@@ -419,7 +482,32 @@ class HotPath:
         async with self._lock:
             await self._drop()
 
+    async def _has_gated_function(self, conn: Any) -> bool:
+        """Whether this session has :data:`_GATED_FUNCTION`, made on first use
+        (not through PgBouncer: a session's functions do not outlive a
+        transaction there; nor where the role may not make temporary objects)."""
+        if self._gated is None:
+            self._gated = False
+            if not self.pgbouncer:
+                import asyncpg
+
+                try:
+                    rows = await conn.fetch(_JOB_TYPES, JOB_COLUMN_NAMES)
+                    types = {r["attname"]: r["type"] for r in rows}
+                    job = ", ".join(f'"{n}" {types[n]}' for n in JOB_COLUMN_NAMES)
+                    await conn.execute(_gated_function(job))
+                    self._gated = True
+                except asyncpg.PostgresError as exc:
+                    logger.warning(
+                        "claims under rate or per-key limits take three round trips: "
+                        "could not create %s (%s)",
+                        _GATED_FUNCTION,
+                        exc,
+                    )
+        return self._gated
+
     async def _drop(self) -> None:
+        self._gated = None
         conn, self._conn = self._conn, None
         if conn is not None and not conn.is_closed():
             try:

@@ -21,16 +21,17 @@ import asyncio
 import functools
 import json
 import sqlite3
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import Any
 from uuid import UUID
 
 from tickerq.enums import Priority, RunCondition, Status
 from tickerq.models import CLUSTER
 from tickerq.stores.base import Job, Outcome
-from tickerq.stores.sql.rows import JOB_COLUMN_NAMES, Admit, Decode, job_from_row
+from tickerq.stores.sql.gating import GatedClaim
+from tickerq.stores.sql.rows import JOB_COLUMN_NAMES, Decode, job_from_row
 from tickerq.stores.sql.schema import KEYED_RUNNING_SQL, WAITING_SQL, decode_sqlite_json
 from tickerq.stores.sql.watch import SqliteWatcher
 
@@ -92,14 +93,6 @@ def _unpaused(db: sqlite3.Connection, names: list[str]) -> list[str]:
     return [] if CLUSTER in paused else [n for n in names if n not in paused]
 
 
-class _Gated(NamedTuple):
-    """A gated claim's limits (see :meth:`SqliteHotPath.finish_and_claim_gated`)."""
-
-    per_key: dict[str, int]
-    windows: dict[str, str | None]
-    admit: Admit
-
-
 _PICK = f"""
 SELECT id, function, concurrency_key, priority, execution_time
 FROM tickerq_tickers INDEXED BY ix_tickerq_tickers_waiting
@@ -112,7 +105,7 @@ LIMIT ?
 
 def _claim_gated(
     db: sqlite3.Connection,
-    gated: _Gated,
+    gated: GatedClaim,
     names: list[str],
     *,
     claim: tuple[Any, ...],
@@ -156,7 +149,7 @@ def _claim_gated(
         if free <= 0:
             break
         picked.extend(db.execute(sql, (priority, at, *names, *skip_args, free)))
-    ids, taken, prune = gated.admit(picked, starts, running)
+    ids, taken = gated.admit(picked, starts, running)
     rows: list[Any] = []
     if ids:
         sql = (
@@ -171,7 +164,7 @@ def _claim_gated(
     )
     db.executemany(
         "DELETE FROM tickerq_rate_starts WHERE bucket = ? AND started_at <= ?",
-        [(b, _text(cutoff)) for b, cutoff in prune.items()],
+        [(b, _text(cutoff)) for b, cutoff in gated.prune.items()],
     )
     return rows
 
@@ -221,7 +214,7 @@ class SqliteHotPath:
         functions: Collection[str],
         finished: Sequence[Outcome],
         notice: str | None = None,
-        gated: _Gated | None = None,
+        gated: GatedClaim | None = None,
     ) -> tuple[list[Job], set[UUID], bool]:
         """Write ``finished`` and claim up to ``slots`` due rows (plus up to
         ``long_limit`` LONG_RUNNING ones) in one transaction (``gated``: see
@@ -283,20 +276,14 @@ class SqliteHotPath:
         functions: Collection[str],
         finished: Sequence[Outcome],
         notice: str | None,
-        locks: Collection[int],
-        per_key: Mapping[str, int],
-        windows: Mapping[str, datetime],
-        admit: Admit,
+        gated: GatedClaim,
     ) -> tuple[list[Job], set[UUID], bool]:
         """:meth:`finish_and_claim` under cluster-wide limits, in the same one
         transaction: after the results, it reads what the limits count (the
-        running rows of each key of the ``per_key`` functions, the starts after
-        each bucket's ``windows`` time), picks the due rows (keys at their limit
-        left out), lets ``admit`` (the store's gate) choose, starts the admitted
-        ones and stores their starts. No lock is needed (``locks`` are for
-        PostgreSQL): ``BEGIN IMMEDIATE`` runs claims on one file one at a time."""
-        del locks
-        windows_text = {b: _text(at) for b, at in windows.items()}
+        running rows of each key, the starts within each rate limit's window),
+        picks the due rows (keys at their limit left out), lets the gate admit
+        some (:meth:`GatedClaim.admit`), starts those and stores their starts. No
+        lock is needed: ``BEGIN IMMEDIATE`` runs claims on one file one at a time."""
         return await self.finish_and_claim(
             now,
             node=node,
@@ -306,13 +293,13 @@ class SqliteHotPath:
             functions=functions,
             finished=finished,
             notice=notice,
-            gated=_Gated(dict(per_key), windows_text, admit),
+            gated=gated,
         )
 
     def _transaction(
         self,
         *,
-        gated: _Gated | None,
+        gated: GatedClaim | None,
         attempts: list[tuple[Any, ...]],
         updates: list[tuple[Any, ...]],
         finals: list[str],

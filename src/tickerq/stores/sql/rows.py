@@ -22,7 +22,6 @@ from tickerq.stores.base import Job
 __all__ = [
     "DECODED",
     "JOB_COLUMN_NAMES",
-    "Admit",
     "Decode",
     "attempt_from_row",
     "cron_from_row",
@@ -237,14 +236,3 @@ def node_from_row(r: Any) -> Node:
         active=r.active,
         functions=tuple(r.functions or ()),
     )
-
-
-Admit = Callable[
-    [list[Any], list[tuple[str, datetime, int]], dict[tuple[str, str], int]],
-    tuple[list[Any], dict[str, int], dict[str, datetime]],
-]
-"""A gated claim's choice: given the picked rows (``id``, ``function``,
-``concurrency_key``, ``priority``, ``execution_time``), the recent starts
-(bucket, started_at as an aware datetime, count) and the running rows by
-(function, key): the ids (as picked) to start, the starts to store by bucket and,
-by bucket, the time up to which stored starts may go."""

@@ -47,6 +47,7 @@ from tickerq.stores.sql.connection import (
     SqlBase,
     T,
 )
+from tickerq.stores.sql.gating import GatedClaim
 from tickerq.stores.sql.hot_sqlite import SqliteHotPath
 from tickerq.stores.sql.rows import (
     job_from_row,
@@ -235,22 +236,14 @@ class EngineWork(SqlBase):
         """The hot path's claim under rate limits and per-key limits: the same locks
         and the same :class:`~tickerq.limits.Gate` as the general path."""
         assert self.hot is not None
-        buckets = gates.buckets_for(functions)
-        per_key = {f: gates.per_key[f] for f in functions if f in gates.per_key}
-
-        def admit(
-            picked: list[Any],
-            starts: list[tuple[str, datetime, int]],
-            running: dict[tuple[str, str], int],
-        ) -> tuple[list[Any], dict[str, int], dict[str, datetime]]:
-            gate = Gate(gates, now, starts, running)
-            gate.saturated_keys(functions)  # the pick left their rows out: held back
-            picked.sort(key=lambda r: (-r["priority"], r["execution_time"]))
-            ids = [r["id"] for r in picked if gate.admit(r["function"], r["concurrency_key"])]
-            taken = gate.taken()
-            gate.close()
-            return ids, taken, self._prune_cutoffs(gates, now)
-
+        keyed = sorted(f for f in functions if f in gates.per_key)
+        gated = GatedClaim(
+            gates,
+            now,
+            functions,
+            locks=_gate_locks(gates.buckets_for(functions), keyed),
+            prune=self._prune_cutoffs(gates, now),
+        )
         return await self.hot.finish_and_claim_gated(
             now,
             node=node,
@@ -260,10 +253,7 @@ class EngineWork(SqlBase):
             functions=functions,
             finished=finished,
             notice=notice,
-            locks=_gate_locks(buckets, per_key),
-            per_key=per_key,
-            windows={b: now - gates.buckets[b].per for b in buckets},
-            admit=admit,
+            gated=gated,
         )
 
     def _prune_cutoffs(self, gates: Gates, now: datetime) -> dict[str, datetime]:
