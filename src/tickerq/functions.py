@@ -547,6 +547,8 @@ class _Registrar:
         return dict(self._functions)
 
     _prefix = ""
+    _handle_type: type[TickerFunction[Any]] = TickerFunction
+    """The class of the handles the decorator makes (a subclass may add behaviour)."""
 
     @overload
     def function(self, name: Callable[[TickerContext[Req]], Any], /) -> TickerFunction[Req]: ...
@@ -633,7 +635,7 @@ class _Registrar:
             except InvalidArgumentError as exc:
                 raise RegistrationError(fname[:80], str(exc)) from None
             options = _checked_options(fname, dict(raw))
-            handle: TickerFunction[Any] = TickerFunction(fname, func, options)
+            handle: TickerFunction[Any] = self._handle_type(fname, func, options)
             self._register(handle)
             return handle
 
