@@ -26,8 +26,8 @@ def place_order(request: HttpRequest) -> JsonResponse:
             enqueue_on_commit("audit_order", {"order_id": order.pk})  # by name works too
             if request.POST.get("decline") == "1":
                 raise PaymentDeclined(order.pk)
-    except PaymentDeclined:
-        return JsonResponse({"error": "payment declined"}, status=402)
+    except PaymentDeclined:  # the order is rolled back, and so are its jobs
+        return JsonResponse({"error": "payment declined", "order": order.pk}, status=402)
     return JsonResponse({"order": order.pk}, status=201)
 
 

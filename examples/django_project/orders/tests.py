@@ -1,0 +1,54 @@
+"""Tests of the orders app, as a project would write them (``manage.py test``).
+
+Django's test database on SQLite is in memory, so tickerq's store is too
+(memory://, derived from it): jobs are enqueued but no worker runs them. Django's
+TestCase runs each test in a transaction that never commits, so on-commit work
+is run by ``captureOnCommitCallbacks(execute=True)``; the jobs' own logic is
+plain code, tested directly.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.test import TestCase
+
+from orders.jobs import confirm
+from orders.models import Order
+from tickerq.contrib.django import get_sync_app
+
+
+def tickers_of(order_id: int) -> list[Any]:
+    tickers = get_sync_app().time_tickers.query(limit=1000)
+    return [t for t in tickers if t.request == {"order_id": order_id}]
+
+
+class PlaceOrderTests(TestCase):
+    def test_a_placed_order_enqueues_its_jobs_when_it_commits(self) -> None:
+        with self.captureOnCommitCallbacks(execute=True):
+            response = self.client.post("/orders/", {"email": "a@example.com"})
+            order_id = response.json()["order"]
+            self.assertEqual(tickers_of(order_id), [])  # not before the commit
+        self.assertEqual(response.status_code, 201)
+        functions = sorted(t.function for t in tickers_of(order_id))
+        self.assertEqual(functions, ["audit_order", "confirm_order"])
+
+    def test_a_declined_order_enqueues_nothing(self) -> None:
+        with self.captureOnCommitCallbacks(execute=True) as callbacks:
+            response = self.client.post("/orders/", {"email": "b@example.com", "decline": "1"})
+        self.assertEqual(response.status_code, 402)
+        self.assertEqual(callbacks, [])
+        self.assertEqual(tickers_of(response.json()["order"]), [])
+        self.assertFalse(Order.objects.filter(email="b@example.com").exists())
+
+    def test_confirm_marks_the_order_confirmed(self) -> None:
+        order = Order.objects.create(email="c@example.com")
+        confirm(order.pk)
+        order.refresh_from_db()
+        self.assertEqual(order.status, "confirmed")
+        self.assertIsNotNone(order.confirmed_at)
+
+    def test_the_health_view_answers_ready(self) -> None:
+        response = self.client.get("/tickerq/health")
+        self.assertEqual(response.status_code, 200)
+        self.assertEqual(response.json()["status"], "ready")
