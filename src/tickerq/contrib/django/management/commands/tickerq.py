@@ -64,7 +64,12 @@ class Command(BaseCommand):
     def _run(self, verbose: list[str], rest: list[str]) -> None:
         from tickerq.contrib.django.conf import load_config
 
-        if not {"-h", "--help"} & set(rest):
+        if {"-h", "--help"} & set(rest):
+            self.stdout.write(
+                "manage.py tickerq run [OPTIONS]: `tickerq run` with this project's app "
+                f"({WORKER}) as MODULE:APP, and these options:\n"
+            )
+        else:
             self.check()  # Django's system checks, tickerq's among them
             if load_config().store.startswith("memory:"):
                 self.stderr.write(
