@@ -7,7 +7,7 @@ as a real process. Orders are placed through the project's view (Django's test
 client in ``manage.py shell``): a committed order is confirmed by the sync job
 and audited by the async one, both through the ORM; a rolled-back order
 enqueues nothing. On PostgreSQL, no Django connection is left open once the
-jobs ended. The example's own test suite (``manage.py test``) passes too.
+jobs ended. The example's own test suite (``manage.py test``) passes on both.
 
 PostgreSQL is reached at ``$TICKERQ_TEST_POSTGRESQL`` (default
 ``postgresql://postgres@127.0.0.1:5432/test``); unreachable, its tests are skipped
@@ -334,8 +334,10 @@ def test_no_django_connection_is_left_open_after_the_jobs(
     assert worker.process.poll() is None
 
 
-def test_the_example_projects_own_tests_pass(tmp_path: Path) -> None:
-    result = manage(f"sqlite:///{tmp_path / 'db.sqlite3'}", "test", "orders", "-v", "1")
+def test_the_example_projects_own_tests_pass(project: Project) -> None:
+    # SQLite: Django's test database is in memory, and so is the store (memory://);
+    # PostgreSQL: test_<name>, tickerq's tables created in it on first use
+    result = manage(project.database_url, "test", "orders", "--noinput", "-v", "1")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "Ran 4 tests" in result.stderr
+    assert "Ran 5 tests" in result.stderr
     assert "OK" in result.stderr

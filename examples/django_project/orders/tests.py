@@ -4,18 +4,20 @@ Django's test database on SQLite is in memory, so tickerq's store is too
 (memory://, derived from it): jobs are enqueued but no worker runs them. Django's
 TestCase runs each test in a transaction that never commits, so on-commit work
 is run by ``captureOnCommitCallbacks(execute=True)``; the jobs' own logic is
-plain code, tested directly.
+plain code, tested directly. To run the jobs themselves, start the engine in a
+TransactionTestCase: its rows are committed, so the engine's threads see them.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from django.test import TestCase
+from django.test import TestCase, TransactionTestCase
 
-from orders.jobs import confirm
+from orders.jobs import OrderRef, audit_order, confirm, confirm_order
 from orders.models import Order
-from tickerq.contrib.django import get_sync_app
+from tickerq import Status
+from tickerq.contrib.django import get_sync_app, reset_app
 
 
 def tickers_of(order_id: int) -> list[Any]:
@@ -52,3 +54,24 @@ class PlaceOrderTests(TestCase):
         response = self.client.get("/tickerq/health")
         self.assertEqual(response.status_code, 200)
         self.assertEqual(response.json()["status"], "ready")
+
+
+class RunningJobsTests(TransactionTestCase):
+    def setUp(self) -> None:
+        reset_app()  # a new app, on an empty memory store: no tickers of other tests
+        self.addCleanup(reset_app)
+
+    def test_the_engine_runs_the_jobs_with_the_orm(self) -> None:
+        app = get_sync_app()
+        app.start()
+        try:
+            order = Order.objects.create(email="d@example.com")
+            confirming = confirm_order.sync.enqueue(OrderRef(order.pk))
+            auditing = audit_order.sync.enqueue(OrderRef(order.pk))
+            self.assertEqual(app.time_tickers.wait(confirming.id, timeout=10).status, Status.DONE)
+            audited = app.time_tickers.wait(auditing.id, timeout=10)
+            self.assertEqual((audited.status, audited.result), (Status.DONE, 1))
+        finally:
+            app.stop()
+        order.refresh_from_db()
+        self.assertEqual((order.status, order.audited), ("confirmed", True))

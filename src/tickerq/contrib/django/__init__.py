@@ -33,6 +33,7 @@ from tickerq.contrib.django.registry import (
     get_sync_app,
     job,
     registry,
+    reset_app,
 )
 
 __all__ = [
@@ -44,4 +45,5 @@ __all__ = [
     "get_sync_app",
     "job",
     "registry",
+    "reset_app",
 ]

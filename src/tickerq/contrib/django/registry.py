@@ -44,6 +44,7 @@ __all__ = [
     "job",
     "registration_problems",
     "registry",
+    "reset_app",
 ]
 
 logger = logging.getLogger(__name__)
@@ -168,6 +169,19 @@ def get_sync_app() -> SyncTickerQ:
     app = get_app()
     _open(app)
     return app.sync
+
+
+def reset_app() -> None:
+    """Stop and forget the process's app, so the next :func:`get_app` builds a new one
+    from the settings (in tests: a fresh ``memory://`` store, or settings changed
+    with ``override_settings``). Not while a worker runs it."""
+    with _state.lock:
+        app, _state.app = _state.app, None
+        _state.close_registered = False
+        for handle in registry.functions.values():
+            handle._app = None
+    if app is not None and app.loop is not None:
+        app.sync.stop()
 
 
 def _build() -> TickerQ:
