@@ -50,3 +50,15 @@ def use_blocking() -> None:
     count: str = app.sync.time_tickers.count()  # error: returns an int
     app.sync.cron_tickers.pause(uuid4())  # error: no such method
     print(count)
+
+
+def use_django() -> None:
+    from tickerq.contrib.django import enqueue_on_commit, job
+
+    @job
+    def notify(ctx: TickerContext[Email]) -> None:
+        print(ctx.request.to)
+
+    enqueue_on_commit(notify, Sms(number="1"))  # error: wrong request type
+    notify.sync.enqueue(Sms(number="1"))  # error: wrong request type
+    enqueue_on_commit(notify, Email(to="x"), after="soon")  # error: after is seconds

@@ -82,3 +82,16 @@ def use_pauses_blocking() -> list[Pause]:
     ended: bool = app.sync.pauses.resume("send_email")
     print(ended)
     return app.sync.pauses.query()
+
+
+def use_django() -> TimeTicker:
+    """``@job`` functions of the Django integration keep their request types."""
+    from tickerq.contrib.django import enqueue_on_commit, job
+
+    @job(retries=2)
+    def notify(ctx: TickerContext[Email]) -> None:
+        print(ctx.request.to)
+
+    enqueue_on_commit(notify, Email(to="a@b.c"), after=60, using="default")
+    enqueue_on_commit("notify", {"to": "a@b.c"}, robust=True)
+    return notify.sync.enqueue(Email(to="a@b.c"))
