@@ -334,6 +334,43 @@ def test_no_django_connection_is_left_open_after_the_jobs(
     assert worker.process.poll() is None
 
 
+_FORK = """
+import gc, os, signal, sys, time
+import tickerq.contrib.django.project as tickerq_project
+from tickerq.contrib.django import get_app, get_sync_app
+parent_app = get_app()
+get_sync_app().time_tickers.count()  # opened on this process's facade thread
+pid = os.fork()
+if pid == 0:
+    child_app = get_app()
+    print("child", child_app is not parent_app, get_sync_app().time_tickers.count() >= 0, flush=True)
+    tickerq_project._state.orphans.clear()  # what the interpreter does at exit, sooner
+    gc.collect()  # finalizes the parent's connections: must not affect the parent
+    sys.exit(0)  # the parent's close-at-exit must not wait for its thread here
+deadline = time.monotonic() + 15
+while time.monotonic() < deadline:
+    done, status = os.waitpid(pid, os.WNOHANG)
+    if done:
+        print("parent", os.waitstatus_to_exitcode(status), flush=True)
+        break
+    time.sleep(0.05)
+else:
+    os.kill(pid, signal.SIGKILL)
+    print("parent: the child hung", flush=True)
+app = get_app()
+count = app.sync.call(app.time_tickers.count(), timeout=5)  # still works here
+print("parent still works", count >= 0, flush=True)
+"""
+
+
+def test_a_forked_web_process_builds_its_own_app_and_exits(project: Project) -> None:
+    result = manage(project.database_url, "shell", "--no-imports", "-c", _FORK)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "child True True" in result.stdout, result.stdout + result.stderr
+    assert "parent 0" in result.stdout, result.stdout + result.stderr
+    assert "parent still works True" in result.stdout, result.stdout + result.stderr
+
+
 def test_the_example_projects_own_tests_pass(project: Project) -> None:
     # SQLite: Django's test database is in memory, and so is the store (memory://);
     # PostgreSQL: test_<name>, tickerq's tables created in it on first use

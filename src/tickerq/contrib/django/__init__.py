@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from tickerq.contrib.django.commit import enqueue_on_commit
 from tickerq.contrib.django.connections import CloseConnections
-from tickerq.contrib.django.registry import (
+from tickerq.contrib.django.project import (
     DjangoJob,
     autodiscover,
     get_app,

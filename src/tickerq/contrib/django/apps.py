@@ -23,7 +23,7 @@ class TickerQConfig(AppConfig):
 
         from tickerq.contrib.django.checks import check_setup
         from tickerq.contrib.django.conf import jobs_module
-        from tickerq.contrib.django.registry import autodiscover
+        from tickerq.contrib.django.project import autodiscover
 
         django_checks.register(check_setup, "tickerq")
         autodiscover(jobs_module(getattr(settings, "TICKERQ", None)))

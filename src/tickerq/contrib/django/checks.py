@@ -28,7 +28,7 @@ STORE_TIMEOUT = 10.0
 def check_setup(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     """The system check: the jobs modules' problems and the ``TICKERQ`` setting."""
     from tickerq.contrib.django.conf import load_config
-    from tickerq.contrib.django.registry import registration_problems
+    from tickerq.contrib.django.project import registration_problems
 
     found: list[checks.CheckMessage] = [
         checks.Error(

@@ -69,7 +69,7 @@ def enqueue_on_commit(
     it from sync code, as the ORM's transactions are; ``robust=True`` logs an
     error of the enqueue at commit instead of raising it.
     """
-    from tickerq.contrib.django.registry import get_app, get_sync_app
+    from tickerq.contrib.django.project import get_app, get_sync_app
 
     app = get_app()
     name = function if isinstance(function, str) else function.name

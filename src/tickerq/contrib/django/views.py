@@ -36,7 +36,7 @@ _checks: dict[int, HealthChecks] = {}
 
 
 def _checks_of(app: TickerQ) -> HealthChecks:
-    from tickerq.contrib.django.registry import close_at_exit
+    from tickerq.contrib.django.project import close_at_exit
 
     with _lock:
         checks = _checks.get(id(app))
@@ -55,7 +55,7 @@ def _checks_of(app: TickerQ) -> HealthChecks:
 @require_safe
 def health(request: HttpRequest) -> JsonResponse:
     """Readiness of tickerq in this process as JSON: 200 when ready, 503 when not."""
-    from tickerq.contrib.django.registry import get_app
+    from tickerq.contrib.django.project import get_app
 
     app = get_app()
     readiness = app.sync.call(_checks_of(app).ready())

@@ -11,7 +11,7 @@ from __future__ import annotations
 import django
 from django.apps import apps
 
-from tickerq.contrib.django.registry import get_app
+from tickerq.contrib.django.project import get_app
 
 __all__ = ["app"]
 

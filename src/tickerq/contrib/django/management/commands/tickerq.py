@@ -81,7 +81,7 @@ class Command(BaseCommand):
     def _check(self) -> None:
         from tickerq.contrib.django.checks import store_state
         from tickerq.contrib.django.conf import load_config
-        from tickerq.contrib.django.registry import get_app, registration_problems
+        from tickerq.contrib.django.project import get_app, registration_problems
 
         errors = [f"function {p.function!r}: {p.problem}" for p in registration_problems()]
         try:

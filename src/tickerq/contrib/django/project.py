@@ -14,6 +14,7 @@ import atexit
 import contextlib
 import logging
 import os
+import selectors
 import threading
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
@@ -112,9 +113,37 @@ class _State:
         self.pid = 0
         self.problems: list[RegistrationError] = []
         self.close_registered = False
+        self.orphans: list[TickerQ] = []
+        """Apps of a parent process (see :func:`_after_fork_in_child`), never used here."""
 
 
 _state = _State()
+
+
+def _after_fork_in_child() -> None:
+    """A forked child (a pre-forking server's worker) builds its own app on first use.
+
+    The parent's app, if it was opened, is on an event loop whose thread the child
+    does not have, with the parent's connections, and that loop's epoll instance is
+    shared with the parent: the child must not touch any of it. The app is kept
+    (so nothing finalizes its connections now) and its loop gets a selector of the
+    child's own, so whatever the child's garbage collection does to those
+    connections never unregisters them from the parent's epoll.
+    """
+    _state.lock = threading.RLock()  # another thread may have held it at the fork
+    app, _state.app = _state.app, None
+    _state.close_registered = False
+    if app is None:
+        return
+    _state.orphans.append(app)
+    loop = app.loop
+    selector = getattr(loop, "_selector", None)
+    if loop is not None and isinstance(selector, selectors.BaseSelector):
+        loop._selector = selectors.DefaultSelector()  # type: ignore[attr-defined]
+        selector.close()  # the child's copy of the epoll descriptor only
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def autodiscover(module_name: str = "jobs") -> list[RegistrationError]:
@@ -241,11 +270,12 @@ def close_at_exit(app: TickerQ) -> None:
     with _state.lock:
         if not _state.close_registered:
             _state.close_registered = True
-            atexit.register(_close_at_exit, app)
+            atexit.register(_close_at_exit, app, os.getpid())
 
 
-def _close_at_exit(app: TickerQ) -> None:
-    if os.getpid() != _state.pid or app.engine.running:
+def _close_at_exit(app: TickerQ, pid: int) -> None:
+    # A forked child inherits the handler, not the thread whose loop the app is on.
+    if os.getpid() != pid or app.engine.running:
         return
     with contextlib.suppress(TickerQError, RuntimeError, asyncio.TimeoutError):
         app.sync.stop()
