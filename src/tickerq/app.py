@@ -18,6 +18,7 @@ from tickerq.engine import Engine, EngineOptions
 from tickerq.errors import (
     InvalidArgumentError,
     RegistrationError,
+    TickerStateError,
 )
 from tickerq.events import EventBus
 from tickerq.functions import FunctionRegistry, TickerFunction, TickerRouter, _Registrar
@@ -25,6 +26,7 @@ from tickerq.hooks import Cancellation, Hooks
 from tickerq.limits import RateLimit, as_rate_limit
 from tickerq.managers import CronTickerManager, PauseManager, TimeTickerManager
 from tickerq.middleware import Pipeline
+from tickerq.pausing import PauseView
 from tickerq.stores import Store, mask_password, open_store
 from tickerq.validation import check_name
 
@@ -76,14 +78,8 @@ class TickerQ(_Registrar):
     ) -> None:
         super().__init__()
         named, app_wide = _rate_limits(limits, rate_limit)
-        if (
-            isinstance(max_concurrency, bool)
-            or not isinstance(max_concurrency, int)
-            or max_concurrency < 1
-        ):
-            raise InvalidArgumentError(
-                f"max_concurrency must be an integer >= 1, got {max_concurrency!r}"
-            )
+        _check_concurrency(max_concurrency)
+        self._auto_upgrade = auto_upgrade
         self.store = (
             open_store(store, auto_upgrade=auto_upgrade) if isinstance(store, str) else store
         )
@@ -141,6 +137,48 @@ class TickerQ(_Registrar):
         self._opened = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sync: SyncTickerQ | None = None
+
+    def configure(
+        self,
+        *,
+        store: str | Store | None = None,
+        node_id: str | None = None,
+        max_concurrency: int | None = None,
+    ) -> None:
+        """Change, before the app opens, where it keeps its tickers, its node id or
+        how many jobs it runs at once (``tickerq run --store/--node-id/--concurrency``
+        and the ``TICKERQ_*`` variables do this to the app they load). Each value
+        is checked as :class:`TickerQ` checks it; None keeps the current one."""
+        if self._opened or self.engine.running:
+            raise TickerStateError(
+                "configure() changes an app before it opens; this one is open already"
+            )
+        if max_concurrency is not None:
+            _check_concurrency(max_concurrency)
+        new_id = None if node_id is None else check_name(node_id, "node_id")
+        new_store = None
+        if store is not None:
+            new_store = (
+                open_store(store, auto_upgrade=self._auto_upgrade)
+                if isinstance(store, str)
+                else store
+            )
+        # all checked: change
+        if max_concurrency is not None:
+            self.max_concurrency = self.engine.max_concurrency = max_concurrency
+        if new_id is not None:
+            self.node_id = self.engine.node_id = self.pauses._node_id = new_id
+        if new_store is not None:
+            assert store is not None
+            self.store = new_store
+            self.store_url = (
+                mask_password(store) if isinstance(store, str) else type(store).__name__
+            )
+            new_store.bind_events(self.events)
+            self.engine.store = new_store
+            self.engine.stored_pauses = PauseView(new_store)
+            for manager in (self.time_tickers, self.cron_tickers, self.pauses):
+                manager._store = new_store
 
     # -- registration -----------------------------------------------------------------
 
@@ -451,3 +489,8 @@ def _rate_limits(
             named[check_name(name, "rate limit name")] = as_rate_limit(value, f"limits[{name!r}]")
     app_wide = None if rate_limit is None else as_rate_limit(rate_limit, "rate_limit")
     return named, app_wide
+
+
+def _check_concurrency(value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidArgumentError(f"max_concurrency must be an integer >= 1, got {value!r}")

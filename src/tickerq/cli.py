@@ -157,7 +157,27 @@ def _set_up_logs(log_format: str, log_level: str | None, default: str) -> None:
 
 
 @cli.command()
-@click.argument("target", metavar="MODULE[:APP]")
+@click.argument("target", metavar="MODULE[:APP]", envvar="TICKERQ_APP")
+@click.option(
+    "--store",
+    "store_url",
+    envvar="TICKERQ_STORE",
+    metavar="URL",
+    help="Use this store instead of the app's own: sqlite:///path or "
+    "postgresql://user@host/db ($TICKERQ_STORE).",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1),
+    envvar="TICKERQ_CONCURRENCY",
+    help="Jobs run at once on this node, instead of the app's max_concurrency "
+    "($TICKERQ_CONCURRENCY).",
+)
+@click.option(
+    "--node-id",
+    envvar="TICKERQ_NODE_ID",
+    help="This node's name, instead of the app's (default: host-pid) ($TICKERQ_NODE_ID).",
+)
 @click.option("--dashboard", "with_dashboard", is_flag=True, help="Serve the web dashboard too.")
 @_HOST_OPTION
 @_PORT_OPTION
@@ -175,6 +195,9 @@ def _set_up_logs(log_format: str, log_level: str | None, default: str) -> None:
 def run(
     *,
     target: str,
+    store_url: str | None,
+    concurrency: int | None,
+    node_id: str | None,
     with_dashboard: bool,
     host: str,
     port: int,
@@ -183,7 +206,12 @@ def run(
     metrics_port: int | None,
     metrics_host: str,
 ) -> None:
-    """Run the engine of the app at MODULE:APP until Ctrl+C (SIGINT) or SIGTERM.
+    """Run the engine of the app at MODULE:APP ($TICKERQ_APP) until Ctrl+C
+    (SIGINT) or SIGTERM.
+
+    --store, --concurrency and --node-id (or their TICKERQ_* variables) replace
+    what the app's code sets, so one module runs anywhere: e.g. TICKERQ_STORE
+    set by the deployment, --concurrency per machine.
 
     On stop, running jobs get the app's grace period to finish; work that has
     not started stays waiting for the next start; exit status 0. With
@@ -198,6 +226,7 @@ def run(
     """
     _set_up_logs(log_format, log_level, "INFO")
     app = load_app(target)
+    _configure(app, store_url=store_url, concurrency=concurrency, node_id=node_id)
     say(
         f"running {target} as node {app.node_id} (Ctrl+C to stop)",
         action="cli_run",
@@ -210,6 +239,24 @@ def run(
             app, engine=True, dashboard=(host, port) if with_dashboard else None, metrics=metrics
         )
     )
+
+
+def _configure(
+    app: TickerQ, *, store_url: str | None, concurrency: int | None, node_id: str | None
+) -> None:
+    """Apply --store, --concurrency and --node-id to the loaded app; a bad value is
+    a usage error naming its option."""
+    for option, change in (
+        ("--store", {"store": store_url}),
+        ("--concurrency", {"max_concurrency": concurrency}),
+        ("--node-id", {"node_id": node_id}),
+    ):
+        if next(iter(change.values())) is None:
+            continue
+        try:
+            app.configure(**change)
+        except TickerQError as exc:
+            raise click.BadParameter(str(exc), param_hint=option) from None
 
 
 @cli.command("dashboard")

@@ -39,8 +39,9 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, Self, TypeVar, overload
 
 from tickerq.context import Req
-from tickerq.errors import TickerQError
+from tickerq.errors import TickerQError, TickerStateError
 from tickerq.managers import CronTickerManager, PauseManager, TimeTickerManager, TimeTickerSpec
+from tickerq.managers._common import NOT_OPEN
 
 if TYPE_CHECKING:
     from tickerq.app import TickerQ
@@ -145,6 +146,11 @@ class SyncTickerQ:
             raise _loop_gone() from None
         return _wait(future, loop, timeout)
 
+    def open(self) -> None:
+        """Open the store without running jobs (a process that only schedules: a web
+        app's workers, a script); :meth:`stop` closes it."""
+        self.call(self.app.open())
+
     def start(self) -> None:
         """Start the engine (in the facade's background thread unless a loop owns the app)."""
         self.call(self.app.start())
@@ -246,9 +252,11 @@ class SyncTickerQ:
 
     def _hand_over(self, spec: TimeTickerSpec, after: timedelta | float | None) -> TimeTicker:
         """Build and check a ticker here; have the loop store it (batched with others)."""
+        app = self.app
+        if not app.store.is_open:
+            raise TickerStateError(NOT_OPEN)
         loop = self._target()
         _check_caller(loop)
-        app = self.app
         ticker = app.time_tickers._build(spec, app.clock.now(), None, after)
         with self._handed_lock:
             while len(self._handed) >= MAX_HANDED_OVER:

@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from tickerq import EngineOptions, Status, TickerContext, TickerQ, TickerQError
+from tickerq import EngineOptions, Status, TickerContext, TickerQ, TickerQError, TickerStateError
 from tickerq.managers import CronTickerManager, TimeTickerManager
 from tickerq.models import TimeTicker
 from tickerq.sync import SyncCronTickers, SyncTimeTickers
@@ -55,7 +55,11 @@ def test_sync_facade_enqueue_and_query() -> None:
         seen.append(ctx.request.text)
         done.set()
 
-    # Scheduling before the engine starts is allowed; it runs once started.
+    # Before the app opens, scheduling is refused, saying how to open it.
+    with pytest.raises(TickerStateError, match=r"app\.sync\.start\(\)"):
+        app.sync.enqueue(write, Note("early"))
+    # Opened without the engine: scheduling is allowed; it runs once started.
+    app.sync.open()
     ticker = app.sync.enqueue(write, Note("hello"))
     assert app.sync.time_tickers.get(ticker.id).status is Status.IDLE
     with app.sync:
@@ -77,6 +81,7 @@ def test_sync_facade_bulk_calls() -> None:
     def write(ctx: TickerContext[Note]) -> None:
         return None
 
+    app.sync.open()
     waiting = [app.sync.enqueue(write, Note(str(i))).id for i in range(3)]
     moved = app.sync.time_tickers.update_many(waiting, description="bulk")
     assert moved.done == waiting
@@ -88,6 +93,7 @@ def test_sync_facade_bulk_calls() -> None:
     assert retried.done == waiting[:2]
     assert app.sync.time_tickers.get(waiting[1]).status is Status.IDLE
     assert app.sync.cron_tickers.cancel_occurrences(waiting).done == []
+    app.sync.stop()
 
 
 def test_sync_facade_refuses_to_deadlock_inside_its_loop() -> None:

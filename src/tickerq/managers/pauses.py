@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from tickerq.errors import InvalidArgumentError
 from tickerq.known_functions import check_known
-from tickerq.managers._common import function_name
+from tickerq.managers._common import UsesStore, function_name
 from tickerq.models import CLUSTER, Pause
 from tickerq.validation import MAX_NAME_LENGTH, check_text
 
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 __all__ = ["PauseManager"]
 
 
-class PauseManager:
+class PauseManager(UsesStore):
     """Pauses and resumes functions and the whole cluster, for every node: ``app.pauses``.
 
     ``by`` (who paused) defaults to this process's node id; the dashboard passes

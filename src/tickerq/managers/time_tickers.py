@@ -17,6 +17,7 @@ from tickerq.hooks import Cancellation, Hooks
 from tickerq.known_functions import check_known
 from tickerq.managers._common import (
     UNSET,
+    UsesStore,
     cancel_ticker,
     cancel_tickers,
     description_of,
@@ -73,7 +74,7 @@ class TimeTickerSpec:
     children: Sequence[TimeTickerSpec] = field(default_factory=tuple)
 
 
-class TimeTickerManager:
+class TimeTickerManager(UsesStore):
     """Adds, changes and inspects time tickers: ``app.time_tickers``."""
 
     def __init__(

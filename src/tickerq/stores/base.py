@@ -297,6 +297,11 @@ class Store(ABC):
     async def open(self) -> None:  # noqa: B027 - optional hook
         """Connect; create or check the schema."""
 
+    @property
+    def is_open(self) -> bool:
+        """Whether the store may be used (the managers refuse to use it otherwise)."""
+        return True
+
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release every connection."""
 

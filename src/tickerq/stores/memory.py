@@ -114,9 +114,19 @@ class MemoryStore(MemoryPauses, MemoryReads, Store):
         self._ended_count = 0
         """Ended rows stored (what ``history_limit`` bounds)."""
         self._pauses = {}
+        self._opened = False
         self._held: dict[UUID, Row] = {}
         """Ended chain roots taken out of the end order because a row of their chain
         still waits or runs; they go back in when a row of the chain ends."""
+
+    async def open(self) -> None:
+        """Nothing to connect: from now on the store may be used."""
+        self._opened = True
+
+    @property
+    def is_open(self) -> bool:
+        """Whether the store was opened (once opened, it may be read after a stop)."""
+        return self._opened
 
     @classmethod
     def from_url(cls, url: str) -> MemoryStore:
