@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from tickerq.app import TickerQ
     from tickerq.functions import TickerFunction
     from tickerq.models import TimeTicker
+    from tickerq.unique import OnConflict
 
 __all__ = [
     "MAX_HANDED_OVER",
@@ -174,9 +175,12 @@ class SyncTickerQ:
         retry_intervals: Sequence[float] | None = None,
         timeout: float | None = None,
         headers: Mapping[str, str] | None = None,
+        unique_key: str | None = None,
+        on_conflict: OnConflict = "keep",
     ) -> TimeTicker:
-        """``await fn.enqueue(request, ...)``, blocking (see the module's notes)."""
-        if not self._hands_over(fn):
+        """``await fn.enqueue(request, ...)``, blocking (see the module's notes; an
+        enqueue with a unique key waits for the loop: its outcome is the store's)."""
+        if unique_key is not None or not self._hands_over(fn):
             return self.call(
                 fn.enqueue(
                     request,
@@ -185,6 +189,8 @@ class SyncTickerQ:
                     retry_intervals=retry_intervals,
                     timeout=timeout,
                     headers=headers,
+                    unique_key=unique_key,
+                    on_conflict=on_conflict,
                 )
             )
         spec = TimeTickerSpec(
@@ -210,9 +216,12 @@ class SyncTickerQ:
         retry_intervals: Sequence[float] | None = None,
         timeout: float | None = None,
         headers: Mapping[str, str] | None = None,
+        unique_key: str | None = None,
+        on_conflict: OnConflict = "keep",
     ) -> TimeTicker:
-        """``await fn.schedule(request, at=..., after=...)``, blocking (see the module's notes)."""
-        if not self._hands_over(fn):
+        """``await fn.schedule(request, at=..., after=...)``, blocking (see the module's
+        notes and :meth:`enqueue`)."""
+        if unique_key is not None or not self._hands_over(fn):
             return self.call(
                 fn.schedule(
                     request,
@@ -223,6 +232,8 @@ class SyncTickerQ:
                     retry_intervals=retry_intervals,
                     timeout=timeout,
                     headers=headers,
+                    unique_key=unique_key,
+                    on_conflict=on_conflict,
                 )
             )
         spec = TimeTickerSpec(
@@ -457,6 +468,8 @@ class SyncFunction(Generic[Req]):
         retry_intervals: Sequence[float] | None = None,
         timeout: float | None = None,
         headers: Mapping[str, str] | None = None,
+        unique_key: str | None = None,
+        on_conflict: OnConflict = "keep",
     ) -> TimeTicker:
         """``await fn.enqueue(request, ...)``, blocking."""
         return self._fn.app.sync.enqueue(
@@ -467,6 +480,8 @@ class SyncFunction(Generic[Req]):
             retry_intervals=retry_intervals,
             timeout=timeout,
             headers=headers,
+            unique_key=unique_key,
+            on_conflict=on_conflict,
         )
 
     def schedule(
@@ -480,6 +495,8 @@ class SyncFunction(Generic[Req]):
         retry_intervals: Sequence[float] | None = None,
         timeout: float | None = None,
         headers: Mapping[str, str] | None = None,
+        unique_key: str | None = None,
+        on_conflict: OnConflict = "keep",
     ) -> TimeTicker:
         """``await fn.schedule(request, at=..., after=...)``, blocking."""
         return self._fn.app.sync.schedule(
@@ -492,4 +509,6 @@ class SyncFunction(Generic[Req]):
             retry_intervals=retry_intervals,
             timeout=timeout,
             headers=headers,
+            unique_key=unique_key,
+            on_conflict=on_conflict,
         )
