@@ -12,6 +12,7 @@ import asyncio
 from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING
+from uuid import uuid4
 
 import pytest
 
@@ -21,8 +22,10 @@ from tickerq import (
     DuplicateJobError,
     EnqueueOutcome,
     InvalidArgumentError,
+    RunCondition,
     Status,
     TickerContext,
+    TickerNotFoundError,
     TickerQ,
     TimeTickerSpec,
 )
@@ -148,6 +151,32 @@ async def test_replace_after_the_holder_ended_adds(app: TickerQ, ops: Ops) -> No
     await ops.run(first.id, Status.DONE)
     fresh = await ops.add("alpha", unique_key="k", on_conflict="replace")
     assert fresh.enqueued is ADDED and fresh.id != first.id and fresh.parent_id is None
+
+
+async def test_a_keyed_chain_child_is_resolved_like_any_child(app: TickerQ, ops: Ops) -> None:
+    waiting = await ops.add("alpha", execution_time=LATER)
+    child = await ops.add("beta", parent_id=waiting.id, unique_key="c1")
+    assert child.enqueued is ADDED and child.execution_time is None
+    assert (await ops.add("beta", unique_key="c1")).id == child.id
+    assert [j.id for j in await ops.claim(ops.at(60))] == []  # it waits for its parent
+
+    ended = await ops.add("alpha")
+    await ops.run(ended.id, Status.DONE)
+    due = await ops.add("beta", parent_id=ended.id, unique_key="c2")
+    assert due.status is Status.IDLE and due.execution_time is not None
+    assert [j.id for j in await ops.claim()] == [due.id]
+
+    skipped = await ops.add(
+        "beta", parent_id=ended.id, unique_key="c3", run_condition=RunCondition.ON_FAILURE
+    )
+    assert skipped.enqueued is ADDED and skipped.status is Status.SKIPPED
+    assert (await ops.add("beta", unique_key="c3")).enqueued is ADDED  # released at once
+
+    with pytest.raises(TickerNotFoundError):
+        await ops.add("beta", parent_id=uuid4(), unique_key="c1")
+    with pytest.raises(TickerNotFoundError):
+        await ops.add("beta", parent_id=uuid4(), unique_key="c4")
+    assert await count(app, "beta") == 4
 
 
 # -- when a key is held ------------------------------------------------------------------

@@ -8,7 +8,7 @@ from typing import Any
 from uuid import UUID
 
 from tickerq.enums import EnqueueOutcome, Status, TickerKind
-from tickerq.errors import DuplicateJobError
+from tickerq.errors import DuplicateJobError, TickerNotFoundError
 from tickerq.models import TimeTicker
 from tickerq.operations import UPDATE
 from tickerq.stores.base import Store
@@ -85,6 +85,8 @@ class MemoryUnique(Store):
         """Add ``ticker`` unless its key is held; else keep, refuse or replace (see Store).
         Nothing here suspends, so the check and the change are one step."""
         assert ticker.unique_key is not None
+        if ticker.parent_id is not None and ticker.parent_id not in self._rows:
+            raise TickerNotFoundError("time ticker", ticker.parent_id)
         holder = self._held_keys.holder(ticker.function, ticker.unique_key)
         if holder is None:
             await self.add_time_tickers((ticker,))

@@ -30,7 +30,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from tickerq.enums import EnqueueOutcome, Status
-from tickerq.errors import DuplicateJobError, TickerStateError
+from tickerq.errors import DuplicateJobError, TickerNotFoundError, TickerStateError
 from tickerq.models import TimeTicker
 from tickerq.notices import TICKERS, Changed, WorkDue
 from tickerq.stores.sql import dialects
@@ -134,8 +134,11 @@ class SqlUnique(SqlBase):
         """One try: insert, or act on the holder; None when the holder ended meanwhile."""
         key = ticker.unique_key
         assert key is not None
-        row = self._insert_unless_held(conn, ticker_values(ticker, False))
+        parent = self._mark_parent(conn, ticker)
+        row = self._insert_unless_held(conn, ticker_values(ticker, parent is not None))
         if row is not None:
+            if parent is not None:
+                row = self._settle_child(conn, row, parent)
             self._notify_due(conn, row)
             return EnqueueOutcome.ADDED, row, [row]
         holder = conn.execute(
@@ -167,6 +170,32 @@ class SqlUnique(SqlBase):
             raise TickerStateError(f"unique key {key!r} of {ticker.function!r} was taken meanwhile")
         self._notify(conn, _CHANGED)
         return EnqueueOutcome.CHAINED, child, [child]
+
+    def _mark_parent(self, conn: Connection, ticker: TimeTicker) -> Status | None:
+        """Mark the chain parent of ``ticker`` (as every add of a child does: its run's
+        end then resolves the child); its status, or None without a parent."""
+        if ticker.parent_id is None:
+            return None
+        found = conn.execute(
+            update(tickers)
+            .where(T.id == ticker.parent_id)
+            .values(has_children=True)
+            .returning(T.status)
+        ).first()
+        if found is None:
+            raise TickerNotFoundError("time ticker", ticker.parent_id)
+        return Status(found.status)
+
+    def _settle_child(self, conn: Connection, row: Any, parent: Status) -> Any:
+        """A child added under a parent that ended or runs: resolve it now (as
+        :meth:`SqlStore.add_time_tickers` does); the row as it is then."""
+        if parent.is_final:
+            self._resolve_children(conn, row.parent_id, parent, row.updated_at)
+        elif parent is Status.IN_PROGRESS:
+            self._start_in_progress_children(conn, [row.parent_id], row.updated_at)
+        else:
+            return row
+        return conn.execute(select(tickers).where(T.id == row.id)).one()
 
     def _notify_due(self, conn: Connection, row: Any) -> None:
         due = row.execution_time
