@@ -172,9 +172,10 @@ class MemoryStore(MemoryUnique, MemoryPauses, MemoryReads, Store):
         DuplicateTickerError, as the SQL stores' primary key does; a held unique key
         DuplicateJobError; nothing is stored.
         """
-        self._check_new_keys(tickers)
         batch = set()
+        keyed = False
         for t in tickers:  # check every id and parent first: all or nothing is stored
+            keyed = keyed or t.unique_key is not None
             if t.id in batch or t.id in self._rows:
                 raise DuplicateTickerError("time ticker", t.id)
             if (
@@ -184,6 +185,8 @@ class MemoryStore(MemoryUnique, MemoryPauses, MemoryReads, Store):
             ):
                 raise TickerNotFoundError("time ticker", t.parent_id)
             batch.add(t.id)
+        if keyed:
+            self._check_new_keys(tickers)
         rows = []
         for t in tickers:
             parent = self._rows.get(t.parent_id) if t.parent_id else None
@@ -210,7 +213,8 @@ class MemoryStore(MemoryUnique, MemoryPauses, MemoryReads, Store):
                 updated_at=utc(t.updated_at),
             )
             self._rows[t.id] = row
-            self._held_keys.hold(row)
+            if keyed:
+                self._held_keys.hold(row)
             rows.append(row)
             if parent is not None:
                 parent.children.append(row)
@@ -1063,7 +1067,8 @@ class MemoryStore(MemoryUnique, MemoryPauses, MemoryReads, Store):
         children: the caller does that when the parent stays)."""
         if self._rows.pop(row.id, None) is None:
             return
-        self._held_keys.forget(row)
+        if row.unique_key is not None:
+            self._held_keys.forget(row)
         row.version += 1  # retires its entries in the due heap, FIFOs and end order
         if row.status.is_final:
             self._ended_count -= 1
