@@ -633,6 +633,9 @@ class Store(ABC):
         ``functions`` (those this node can run). ``limits`` gives each limited
         function's max_concurrency: a shared store enforces it across all nodes
         (counting their running jobs) instead of this node's ``capacity``.
+        Functions paused in the store when the claim runs (:meth:`set_pause`;
+        every function while the cluster is) are left out, whatever ``functions``
+        says: the caller's view of the pauses may be a moment old.
 
         ``gates`` (see :mod:`tickerq.limits`): rate limits (no window of a limit's
         period holds more starts of its functions than its limit, counting every
