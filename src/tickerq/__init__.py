@@ -11,9 +11,10 @@ from tickerq.app import TickerQ
 from tickerq.clock import Clock, SystemClock
 from tickerq.context import TickerContext
 from tickerq.engine import EngineOptions
-from tickerq.enums import MisfirePolicy, Priority, RunCondition, Status, TickerKind
+from tickerq.enums import EnqueueOutcome, MisfirePolicy, Priority, RunCondition, Status, TickerKind
 from tickerq.errors import (
     CronError,
+    DuplicateJobError,
     DuplicateTickerError,
     FunctionNotFoundError,
     InvalidArgumentError,
@@ -33,6 +34,7 @@ from tickerq.middleware import Middleware
 from tickerq.models import Attempt, CronOccurrence, CronTicker, Node, Pause, TimeTicker
 from tickerq.operations import BulkItem, BulkOutcome, BulkResult
 from tickerq.retry import RetryPolicy
+from tickerq.unique import OnConflict
 
 __version__ = "0.1.0"
 
@@ -46,8 +48,10 @@ __all__ = [
     "CronError",
     "CronOccurrence",
     "CronTicker",
+    "DuplicateJobError",
     "DuplicateTickerError",
     "EngineOptions",
+    "EnqueueOutcome",
     "Failure",
     "FunctionNotFoundError",
     "FunctionOptions",
@@ -57,6 +61,7 @@ __all__ = [
     "Middleware",
     "MisfirePolicy",
     "Node",
+    "OnConflict",
     "Pause",
     "Priority",
     "RateLimit",

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CronError",
+    "DuplicateJobError",
     "DuplicateTickerError",
     "FunctionNotFoundError",
     "InvalidArgumentError",
@@ -113,6 +114,28 @@ class DuplicateTickerError(TickerQError, ValueError):
         super().__init__(f"a {kind} with id {ticker_id!s} already exists")
         self.kind = kind
         self.ticker_id = ticker_id
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class DuplicateJobError(TickerQError, ValueError):
+    """A job of this function with this unique key already waits or runs (enqueued with
+    ``on_conflict="error"``, or a retry or update would make a second one); nothing
+    was stored or changed.
+
+    ``function`` and ``unique_key`` name the key, ``holder_id`` the time ticker that
+    holds it.
+    """
+
+    def __init__(self, function: str, unique_key: str, holder_id: object) -> None:
+        super().__init__(
+            f"a job of function {function!r} with unique key {unique_key!r} already waits "
+            f"or runs: time ticker {holder_id!s}"
+        )
+        self.function = function
+        self.unique_key = unique_key
+        self.holder_id = holder_id
 
     def __str__(self) -> str:
         return str(self.args[0])

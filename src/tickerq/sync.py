@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from tickerq.app import TickerQ
     from tickerq.functions import TickerFunction
     from tickerq.models import TimeTicker
+    from tickerq.unique import OnConflict
 
 __all__ = [
     "MAX_HANDED_OVER",
@@ -180,9 +181,12 @@ class SyncTickerQ:
         retry_intervals: Sequence[float] | None = None,
         timeout: float | None = None,
         headers: Mapping[str, str] | None = None,
+        unique_key: str | None = None,
+        on_conflict: OnConflict = "keep",
     ) -> TimeTicker:
-        """``await fn.enqueue(request, ...)``, blocking (see the module's notes)."""
-        if not self._hands_over(fn):
+        """``await fn.enqueue(request, ...)``, blocking (see the module's notes; an
+        enqueue with a unique key waits for the loop: its outcome is the store's)."""
+        if unique_key is not None or not self._hands_over(fn):
             return self.call(
                 fn.enqueue(
                     request,
@@ -191,6 +195,8 @@ class SyncTickerQ:
                     retry_intervals=retry_intervals,
                     timeout=timeout,
                     headers=headers,
+                    unique_key=unique_key,
+                    on_conflict=on_conflict,
                 )
             )
         spec = TimeTickerSpec(
@@ -216,9 +222,12 @@ class SyncTickerQ:
         retry_intervals: Sequence[float] | None = None,
         timeout: float | None = None,
         headers: Mapping[str, str] | None = None,
+        unique_key: str | None = None,
+        on_conflict: OnConflict = "keep",
     ) -> TimeTicker:
-        """``await fn.schedule(request, at=..., after=...)``, blocking (see the module's notes)."""
-        if not self._hands_over(fn):
+        """``await fn.schedule(request, at=..., after=...)``, blocking (see the module's
+        notes and :meth:`enqueue`)."""
+        if unique_key is not None or not self._hands_over(fn):
             return self.call(
                 fn.schedule(
                     request,
@@ -229,6 +238,8 @@ class SyncTickerQ:
                     retry_intervals=retry_intervals,
                     timeout=timeout,
                     headers=headers,
+                    unique_key=unique_key,
+                    on_conflict=on_conflict,
                 )
             )
         spec = TimeTickerSpec(
@@ -465,6 +476,8 @@ class SyncFunction(Generic[Req]):
         retry_intervals: Sequence[float] | None = None,
         timeout: float | None = None,
         headers: Mapping[str, str] | None = None,
+        unique_key: str | None = None,
+        on_conflict: OnConflict = "keep",
     ) -> TimeTicker:
         """``await fn.enqueue(request, ...)``, blocking."""
         return self._fn.app.sync.enqueue(
@@ -475,6 +488,8 @@ class SyncFunction(Generic[Req]):
             retry_intervals=retry_intervals,
             timeout=timeout,
             headers=headers,
+            unique_key=unique_key,
+            on_conflict=on_conflict,
         )
 
     def schedule(
@@ -488,6 +503,8 @@ class SyncFunction(Generic[Req]):
         retry_intervals: Sequence[float] | None = None,
         timeout: float | None = None,
         headers: Mapping[str, str] | None = None,
+        unique_key: str | None = None,
+        on_conflict: OnConflict = "keep",
     ) -> TimeTicker:
         """``await fn.schedule(request, at=..., after=...)``, blocking."""
         return self._fn.app.sync.schedule(
@@ -500,4 +517,6 @@ class SyncFunction(Generic[Req]):
             retry_intervals=retry_intervals,
             timeout=timeout,
             headers=headers,
+            unique_key=unique_key,
+            on_conflict=on_conflict,
         )

@@ -34,6 +34,9 @@ async def use() -> None:
     await send_email.enqueue(Sms(number="1"))  # error: wrong request type
     await send_email.schedule("not an email", after=5)  # error: wrong request type
     await no_request.enqueue(Email(to="x"))  # error: takes no request
+    email = Email(to="x")
+    await send_email.enqueue(email, unique_key="k", on_conflict="overwrite")  # error: no policy
+    await send_email.enqueue(Email(to="x"), unique_key=42)  # error: keys are text
 
 
 @app.function()

@@ -9,6 +9,9 @@ from tickerq import (
     BulkItem,
     BulkResult,
     CronTicker,
+    DuplicateJobError,
+    EnqueueOutcome,
+    OnConflict,
     Pause,
     TickerContext,
     TickerFunction,
@@ -75,6 +78,24 @@ async def use_pauses() -> list[Pause]:
     print(was_paused, cluster.cluster, await app.pauses.get("send_email"))
     await app.pauses.resume_cluster()
     return await app.pauses.query()
+
+
+async def use_unique_keys(policy: OnConflict) -> EnqueueOutcome | None:
+    """Unique keys on every enqueue path; the outcome is typed."""
+    ticker = await send_email.enqueue(Email(to="a"), unique_key="welcome-a")
+    later = await send_email.schedule(
+        Email(to="a"), after=30, unique_key="welcome-a", on_conflict="replace"
+    )
+    try:
+        await app.time_tickers.add("send_email", unique_key="k", on_conflict="error")
+    except DuplicateJobError as exc:
+        print(exc.function, exc.unique_key, exc.holder_id)
+    moved: BulkResult = await app.time_tickers.update_many([later.id], unique_key=None)
+    print(moved.items[0].held_by, later.unique_key)
+    blocking = send_email.sync.schedule(Email(to="b"), at=None, unique_key="b", on_conflict=policy)
+    app.sync.enqueue(send_email, Email(to="c"), unique_key="c", on_conflict="keep")
+    print(blocking.enqueued is EnqueueOutcome.KEPT)
+    return ticker.enqueued
 
 
 def use_pauses_blocking() -> list[Pause]:

@@ -25,7 +25,17 @@ from typing import Any
 
 import pytest
 
-from tickerq import EngineOptions, Status, TickerContext, TickerQ, TickerQError, TickerStateError
+from tickerq import (
+    DuplicateJobError,
+    EngineOptions,
+    EnqueueOutcome,
+    InvalidArgumentError,
+    Status,
+    TickerContext,
+    TickerQ,
+    TickerQError,
+    TickerStateError,
+)
 from tickerq.managers import CronTickerManager, TimeTickerManager
 from tickerq.models import TimeTicker
 from tickerq.sync import SyncCronTickers, SyncTimeTickers
@@ -93,6 +103,36 @@ def test_sync_facade_bulk_calls() -> None:
     assert retried.done == waiting[:2]
     assert app.sync.time_tickers.get(waiting[1]).status is Status.IDLE
     assert app.sync.cron_tickers.cancel_occurrences(waiting).done == []
+    app.sync.stop()
+
+
+def test_sync_facade_unique_keys_report_what_the_store_did() -> None:
+    # On the memory store an enqueue is otherwise handed to the loop without waiting
+    # (its ticker built here); one with a key waits: only the store knows the outcome.
+    app = TickerQ()
+
+    @app.function()
+    def write(ctx: TickerContext[Note]) -> None:
+        return None
+
+    app.sync.open()
+    first = app.sync.enqueue(write, Note("a"), unique_key="k")
+    kept = write.sync.enqueue(Note("b"), unique_key="k")
+    replaced = app.sync.schedule(write, Note("c"), after=60, unique_key="k", on_conflict="replace")
+    assert [t.enqueued.value if t.enqueued else None for t in (first, kept, replaced)] == [
+        "ADDED",
+        "KEPT",
+        "REPLACED",
+    ]
+    assert first.id == kept.id == replaced.id
+    assert app.sync.time_tickers.get(first.id).request == {"text": "c"}
+    with pytest.raises(DuplicateJobError, match=str(first.id)):
+        write.sync.schedule(Note("d"), after=5, unique_key="k", on_conflict="error")
+    with pytest.raises(InvalidArgumentError, match="'never'"):
+        app.sync.enqueue(write, Note("e"), unique_key="k", on_conflict="never")  # type: ignore[arg-type]
+    plain = app.sync.enqueue(write, Note("f"))  # handed over as before
+    assert plain.enqueued is EnqueueOutcome.ADDED
+    assert app.sync.time_tickers.count() == 2
     app.sync.stop()
 
 

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from tickerq.hooks import Hooks
     from tickerq.local import LocalEngine
     from tickerq.stores.base import Store
+    from tickerq.unique import KeyHeld
 
 __all__ = [
     "NOT_OPEN",
@@ -114,8 +115,9 @@ async def retry_tickers(
     """Make several tickers due now again in one store transaction (see ``retry_many``)."""
     wanted = check_ids(ids)
     now = clock.now()
-    found = await store.retry_many(kind, wanted, now) if wanted else {}
-    result = build_result(RETRY, kind, wanted, found)
+    held: dict[UUID, KeyHeld] = {}
+    found = await store.retry_many(kind, wanted, now, held_by=held) if wanted else {}
+    result = build_result(RETRY, kind, wanted, found, held)
     if result.done:
         engine.wake(now)
     return result
