@@ -33,6 +33,7 @@ async def test_middleware_sees_the_key_and_may_set_one() -> None:
     async def job(ctx: TickerContext[Any]) -> None:
         return None
 
+    await app.open()
     first = await job.enqueue(1, headers={"dedupe": "d1"})
     again = await job.enqueue(2, headers={"dedupe": "d1"})
     given = await job.enqueue(3, unique_key="own")
@@ -42,6 +43,7 @@ async def test_middleware_sees_the_key_and_may_set_one() -> None:
     with pytest.raises(InvalidArgumentError, match="unique_key"):
         await job.enqueue(4, headers={"dedupe": ""})
     assert await app.time_tickers.count() == 2
+    await app.stop()
 
 
 def test_claim_keys_gives_each_key_to_the_first_row() -> None:
