@@ -301,3 +301,31 @@ def test_every_snippet_is_tested_and_included() -> None:
         assert f"docs/snippets/{name}" in pages, f"no page includes docs/snippets/{name}"
     for name in sorted(deployment):
         assert f"docs/snippets/deploy/{name}" in pages, f"no page includes docs/snippets/deploy/{name}"
+
+
+@runs("producer.py")
+def test_producer_enqueues_for_the_worker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "jobs.py").write_text((SNIPPETS / "jobs.py").read_text())
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "jobs", raising=False)
+    try:
+        run_script("producer.py")
+    finally:
+        sys.modules.pop("jobs", None)
+    assert capsys.readouterr().out == "1 email(s) waiting for the worker\n"
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "jobs.db") as db:
+        rows = db.execute("SELECT function, status FROM tickerq_tickers").fetchall()
+    assert rows == [("send_email", "IDLE")]
+
+
+@runs("functions.py")
+def test_functions(capsys: pytest.CaptureFixture[str]) -> None:
+    run_script("functions.py")
+    out = lines(capsys.readouterr().out)
+    assert out[0] == "['anything', 'bill', 'billing.refund', 'cleanup', 'ping', 'send_email']"
+    assert out[1].startswith("function 'two_parameters': takes parameters (a, b); only one")
+    assert out[2:] == ["InvalidRequestError", "{'total': 9.5}"]
