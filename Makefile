@@ -22,9 +22,11 @@ test: lint typecheck css-check docs pytest
 
 check: test
 
+LINTED := src tests bench docs/snippets docs/_ext
+
 lint: $(STAMP)
-	$(PY) -m ruff check src tests bench
-	$(PY) -m ruff format --check src tests bench
+	$(PY) -m ruff check $(LINTED)
+	$(PY) -m ruff format --check $(LINTED)
 
 typecheck: $(STAMP)
 	$(PY) -m mypy src
@@ -81,8 +83,8 @@ bench-dashboard: $(STAMP)
 	$(PY) bench/dashboard.py --notes bench/dashboard-notes.md
 
 format: $(STAMP)
-	$(PY) -m ruff format src tests bench
-	$(PY) -m ruff check --fix src tests bench
+	$(PY) -m ruff format $(LINTED)
+	$(PY) -m ruff check --fix $(LINTED)
 
 # The dashboard's CSS is built from its templates at development time and committed.
 CSS_SRC := src/tickerq/dashboard/tailwind.css

@@ -42,8 +42,8 @@ async def main() -> None:
         for amount in (30, 0):
             parent, *children = await app.time_tickers.add_many([order_chain(amount)])
             await advance(app, 1)
-            for ticker in [parent, *children]:
-                ticker = await app.time_tickers.get(ticker.id)
+            for added in [parent, *children]:
+                ticker = await app.time_tickers.get(added.id)
                 print(amount, ticker.function, ticker.status)
         # 30 charge DONE
         # 30 ship DONE

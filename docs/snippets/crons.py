@@ -7,7 +7,9 @@ from tickerq.cron import next_occurrences
 from tickerq.testing import ManualClock, advance
 
 BERLIN = ZoneInfo("Europe/Berlin")
-clock = ManualClock(datetime(2026, 3, 27, 12, 0, tzinfo=UTC))  # Europe's clocks go forward on the 29th
+clock = ManualClock(
+    datetime(2026, 3, 27, 12, 0, tzinfo=UTC)
+)  # Europe's clocks go forward on the 29th
 app = TickerQ(clock=clock, timezone="Europe/Berlin")  # the default timezone of cron tickers
 fired: list[str] = []
 

@@ -1,6 +1,7 @@
 """jobs.py: the app a worker runs, with ``tickerq run jobs:app``."""
 
 import logging
+import os
 from dataclasses import dataclass
 
 from tickerq import EngineOptions, Priority, TickerContext, TickerQ
@@ -8,7 +9,7 @@ from tickerq import EngineOptions, Priority, TickerContext, TickerQ
 log = logging.getLogger(__name__)
 
 app = TickerQ(
-    "sqlite:///jobs.db",
+    os.environ.get("TICKERQ_STORE", "sqlite:///jobs.db"),  # the same variable tickerq db reads
     max_concurrency=8,  # jobs at once on this node
     timezone="Europe/Berlin",  # for cron tickers that name none
     options=EngineOptions(grace_period=20),  # seconds running jobs get on SIGTERM

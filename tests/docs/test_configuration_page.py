@@ -78,7 +78,9 @@ CASES = {
 def test_the_table_matches_the_code(name: str) -> None:
     code = CASES[name]()
     page = table(name)
-    assert list(page) == list(code), f"{name}: the page lists {list(page)}, the code has {list(code)}"
+    assert list(page) == list(code), (
+        f"{name}: the page lists {list(page)}, the code has {list(code)}"
+    )
     for param, (type_, default) in code.items():
         page_type, page_default, meaning = page[param]
         assert page_type == type_, f"{name}.{param}: page says type {page_type}, code {type_}"

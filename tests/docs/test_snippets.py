@@ -216,7 +216,9 @@ async def test_dashboard_mount() -> None:
             created = (await c.post("/invoices/7")).json()
             ticker = await web["jobs"].time_tickers.wait(uuid.UUID(created["ticker"]), timeout=10)
             assert ticker.status == "DONE"
-            page = await c.get(f"/jobs/api/time-tickers/{ticker.id}", auth=("support", "change-me-too"))
+            page = await c.get(
+                f"/jobs/api/time-tickers/{ticker.id}", auth=("support", "change-me-too")
+            )
             assert page.status_code == 200
             assert page.json()["ticker"]["request"] == {"number": 7, "card_number": "****"}
             assert (await c.get("/jobs/", auth=("admin", "change-me"))).status_code == 200
@@ -295,12 +297,18 @@ def test_every_snippet_is_tested_and_included() -> None:
     """A snippet no test runs, or no page shows, is a mistake."""
     pages = "\n".join(p.read_text() for p in (ROOT / "docs").rglob("*.md"))
     snippets = {p.name for p in SNIPPETS.iterdir() if p.is_file() and p.suffix == ".py"}
-    deployment = {p.name for p in (SNIPPETS / "deploy").iterdir()} if (SNIPPETS / "deploy").is_dir() else set()
+    deployment = (
+        {p.name for p in (SNIPPETS / "deploy").iterdir()}
+        if (SNIPPETS / "deploy").is_dir()
+        else set()
+    )
     assert snippets - TESTED == set(), "snippets no test runs"
     for name in sorted(snippets):
         assert f"docs/snippets/{name}" in pages, f"no page includes docs/snippets/{name}"
     for name in sorted(deployment):
-        assert f"docs/snippets/deploy/{name}" in pages, f"no page includes docs/snippets/deploy/{name}"
+        assert f"docs/snippets/deploy/{name}" in pages, (
+            f"no page includes docs/snippets/deploy/{name}"
+        )
 
 
 @runs("producer.py")
@@ -329,3 +337,15 @@ def test_functions(capsys: pytest.CaptureFixture[str]) -> None:
     assert out[0] == "['anything', 'bill', 'billing.refund', 'cleanup', 'ping', 'send_email']"
     assert out[1].startswith("function 'two_parameters': takes parameters (a, b); only one")
     assert out[2:] == ["InvalidRequestError", "{'total': 9.5}"]
+
+
+@runs("from_apscheduler.py")
+def test_from_apscheduler(capsys: pytest.CaptureFixture[str]) -> None:
+    run_script("from_apscheduler.py")
+    assert capsys.readouterr().out == "120 1 1\n"
+
+
+@runs("from_celery.py")
+def test_from_celery(capsys: pytest.CaptureFixture[str]) -> None:
+    run_script("from_celery.py")
+    assert lines(capsys.readouterr().out) == ["charged order 1", "DONE", "SKIPPED", "CANCELLED"]
