@@ -349,3 +349,29 @@ def test_from_apscheduler(capsys: pytest.CaptureFixture[str]) -> None:
 def test_from_celery(capsys: pytest.CaptureFixture[str]) -> None:
     run_script("from_celery.py")
     assert lines(capsys.readouterr().out) == ["charged order 1", "DONE", "SKIPPED", "CANCELLED"]
+
+
+@runs("flow_control.py")
+def test_flow_control(capsys: pytest.CaptureFixture[str]) -> None:
+    run_script("flow_control.py")
+    assert lines(capsys.readouterr().out) == [
+        "[('partner 09:00', 100), ('partner 09:01', 50), ('smtp 09:00:00', 10), ('smtp 09:00:01', 5)]",
+        "{'acme': 1, 'globex': 1}",
+    ]
+
+
+@runs("connections.py")
+def test_connections(capsys: pytest.CaptureFixture[str]) -> None:
+    run_script("connections.py")
+    assert lines(capsys.readouterr().out) == [
+        "ConnectionBudget(total=5, pool=3, hot_path=True, listen=True)",
+        "ConnectionBudget(total=5, pool=3, hot_path=True, listen=True)",
+        "ConnectionBudget(total=3, pool=1, hot_path=True, listen=True)",
+        "ConnectionBudget(total=3, pool=1, hot_path=True, listen=True)",
+    ]
+
+
+@runs("pauses.py")
+def test_pauses(capsys: pytest.CaptureFixture[str]) -> None:
+    run_script("pauses.py")
+    assert lines(capsys.readouterr().out) == ["IDLE", "alice", "True", "DUE_DONE", "['*']"]
