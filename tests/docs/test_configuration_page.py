@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import enum
 import inspect
-import re
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +29,24 @@ def table(name: str) -> dict[str, tuple[str, str, str]]:
     for line in text[start:].splitlines()[3:]:
         if not line.startswith("|"):
             break
-        cells = [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", line)[1:-1]]
+        cells = [c.strip() for c in _cells(line)]
         param, type_, default, meaning = cells
         rows[param.strip("`")] = (type_.strip("`"), default.strip("`"), meaning)
     return rows
+
+
+def _cells(line: str) -> list[str]:
+    """The cells of a table row: split on the pipes outside code spans."""
+    cells, current, in_code = [], "", False
+    for char in line.strip()[1:-1]:
+        if char == "`":
+            in_code = not in_code
+        if char == "|" and not in_code:
+            cells.append(current)
+            current = ""
+        else:
+            current += char
+    return [*cells, current]
 
 
 def shown(value: Any) -> str:
