@@ -375,3 +375,38 @@ def test_connections(capsys: pytest.CaptureFixture[str]) -> None:
 def test_pauses(capsys: pytest.CaptureFixture[str]) -> None:
     run_script("pauses.py")
     assert lines(capsys.readouterr().out) == ["IDLE", "alice", "True", "DUE_DONE", "['*']"]
+
+
+@runs("observability.py")
+def test_observability(capsys: pytest.CaptureFixture[str]) -> None:
+    run_script("observability.py")
+    assert lines(capsys.readouterr().out) == [
+        "send_email attempt 1 failed (SMTP server busy); final: False",
+        "DONE sent for acme ['request-id', 'tenant', 'traceparent']",
+        "['send send_email', 'process send_email', 'process send_email']",
+        '[\'tickerq_jobs_finished_total{function="send_email",status="done"} 1.0\', '
+        '\'tickerq_jobs_finished_total{function="send_email",status="retry"} 1.0\']',
+    ]
+
+
+@runs("logging_json.py")
+def test_logging_json() -> None:
+    """In a process of its own: it configures the root logger."""
+    import json
+
+    done = subprocess.run(
+        [sys.executable, str(SNIPPETS / "logging_json.py")],
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    record = json.loads(done.stderr)
+    assert {k: record[k] for k in ("level", "logger", "message", "action", "node")} == {
+        "level": "INFO",
+        "logger": "tickerq.app",
+        "message": "hello",
+        "action": "demo",
+        "node": "n1",
+    }
