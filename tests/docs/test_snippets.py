@@ -410,3 +410,14 @@ def test_logging_json() -> None:
         "action": "demo",
         "node": "n1",
     }
+
+
+def test_every_python_example_is_a_snippet() -> None:
+    """A Python block of a page holds only an include of a snippet the tests run."""
+    import re
+
+    for page in sorted((ROOT / "docs").rglob("*.md")):
+        for body in re.findall(r"^```python\n(.*?)^```", page.read_text(), re.M | re.S):
+            assert re.fullmatch(r'--8<-- "docs/snippets/[\w/]+\.py"\n', body), (
+                f"{page.name}: a Python example that is not a snippet:\n{body[:200]}"
+            )
