@@ -22,12 +22,15 @@ test: lint typecheck css-check pytest
 check: test
 
 lint: $(STAMP)
-	$(PY) -m ruff check src tests bench
-	$(PY) -m ruff format --check src tests bench
+	$(PY) -m ruff check src tests bench examples
+	$(PY) -m ruff format --check src tests bench examples
 
 typecheck: $(STAMP)
 	$(PY) -m mypy src
 	$(PY) -m mypy --strict tests/typing/ok_usage.py
+	for example in examples/*/; do \
+		(cd $$example && $(abspath $(PY)) -m mypy --strict --config-file $(CURDIR)/pyproject.toml *.py) || exit 1; \
+	done
 
 pytest: $(STAMP)
 	$(PY) -m pytest
