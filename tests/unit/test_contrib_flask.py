@@ -64,7 +64,7 @@ def test_producer_only_opens_on_the_first_request(closing: list[TickerQFlask]) -
     assert tq.loop is None and not ext.opened  # nothing at import or init
     job_id = client.post("/greet/ada").json["id"]  # type: ignore[index]
     assert ext.opened and tq.loop is not None
-    assert ext.engine is False and not tq.engine.running
+    assert ext.runs_engine is False and not tq.engine.running
     assert client.get(f"/greet/{job_id}").json == {"status": "IDLE", "result": None}
     ext.close()
     assert tq.loop is None and not ext.opened
@@ -89,7 +89,29 @@ def test_engine_argument_wins_over_config(closing: list[TickerQFlask]) -> None:
     ext = TickerQFlask(make_flask_bare(TICKERQ_ENGINE=True), tickerq=tq, engine=False)
     closing.append(ext)
     ext.open()
-    assert ext.engine is False and not tq.engine.running
+    assert ext.runs_engine is False and not tq.engine.running
+
+
+def test_a_failed_open_is_tried_again_on_the_next_request(tmp_path: Path) -> None:
+    folder = tmp_path / "not-yet"
+    tq = TickerQ(f"sqlite:///{folder}/jobs.db", node_id="flask-1")
+    app = make_flask_bare(TESTING=True)  # errors reach the test instead of a 500 page
+    ext = TickerQFlask(app, tickerq=tq, engine=True)
+
+    @app.get("/count")
+    def count() -> str:
+        return str(ext.sync.time_tickers.count())
+
+    client = app.test_client()
+    with pytest.raises(TickerQError, match="not-yet"):
+        client.get("/count")  # the folder of the database does not exist
+    assert not ext.opened and tq.loop is None
+    folder.mkdir()
+    try:
+        assert client.get("/count").text == "0"
+        assert tq.engine.running
+    finally:
+        ext.close()
 
 
 def make_flask_bare(**config: Any) -> Flask:

@@ -37,6 +37,7 @@ once their lease runs out).
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import threading
 from collections.abc import Callable
@@ -92,8 +93,9 @@ class TickerQFlask:
             raise InvalidArgumentError(f"engine must be True or False, got {engine!r}")
         self.tickerq = tickerq
         """The tickerq app the views use."""
-        self.engine = engine
-        """Whether this process runs the engine (None until known: see :meth:`init_app`)."""
+        self.runs_engine = engine
+        """Whether the web process runs the engine too (None until :meth:`init_app`
+        reads the config: then False unless ``TICKERQ_ENGINE`` is True)."""
         self.grace = grace
         self._lock = threading.Lock()
         self._opened_in: int | None = None
@@ -106,13 +108,13 @@ class TickerQFlask:
 
     def init_app(self, app: Flask) -> None:
         """Register the extension on ``app``: it opens tickerq before the first request."""
-        if self.engine is None:
+        if self.runs_engine is None:
             wanted = app.config.get(CONFIG_ENGINE, False)
             if not isinstance(wanted, bool):
                 raise InvalidArgumentError(
                     f"app.config[{CONFIG_ENGINE!r}] must be True or False, got {wanted!r}"
                 )
-            self.engine = wanted
+            self.runs_engine = wanted
         app.extensions[EXTENSION_KEY] = self
         app.before_request(self._before_request)
 
@@ -145,10 +147,17 @@ class TickerQFlask:
             tq = self.tickerq
             self._borrowed = tq.loop is not None
             if not self._borrowed:
-                if self.engine:
-                    tq.sync.start()
-                else:
-                    tq.sync.call(tq.open())
+                try:
+                    if self.runs_engine:
+                        tq.sync.start()
+                    else:
+                        tq.sync.call(tq.open())
+                except BaseException:
+                    # e.g. the database is down: leave nothing half open, so the
+                    # next request tries again from the start
+                    with contextlib.suppress(Exception):
+                        tq.sync.stop()
+                    raise
             self._opened_in = pid
             if not self._atexit:
                 _at_exit(self.close)
