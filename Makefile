@@ -22,7 +22,7 @@ test: lint typecheck css-check docs pytest
 
 check: test
 
-LINTED := src tests bench docs/snippets docs/_ext
+LINTED := src tests bench examples docs/snippets docs/_ext
 
 lint: $(STAMP)
 	$(PY) -m ruff check $(LINTED)
@@ -31,6 +31,9 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(PY) -m mypy src
 	$(PY) -m mypy --strict tests/typing/ok_usage.py
+	for example in examples/*/; do \
+		(cd $$example && $(abspath $(PY)) -m mypy --strict --config-file $(CURDIR)/pyproject.toml *.py) || exit 1; \
+	done
 
 pytest: $(STAMP)
 	$(PY) -m pytest

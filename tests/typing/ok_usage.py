@@ -103,3 +103,34 @@ def use_pauses_blocking() -> list[Pause]:
     ended: bool = app.sync.pauses.resume("send_email")
     print(ended)
     return app.sync.pauses.query()
+
+
+def web_integrations() -> None:
+    """The FastAPI/Starlette lifespan (alone, composed, assigned first) and the Flask extension."""
+    from collections.abc import AsyncIterator
+    from contextlib import asynccontextmanager
+
+    from fastapi import FastAPI
+    from flask import Flask
+    from starlette.applications import Starlette
+
+    from tickerq.contrib.fastapi import TickerQDep, tickerq_lifespan
+    from tickerq.contrib.flask import TickerQFlask
+
+    @asynccontextmanager
+    async def own(api: FastAPI) -> AsyncIterator[dict[str, int]]:
+        yield {"answer": 42}
+
+    lifespan = tickerq_lifespan(
+        app, engine=True, dashboard="/jobs", dashboard_options={"title": "x"}
+    )
+    api = FastAPI(lifespan=lifespan)
+    FastAPI(lifespan=tickerq_lifespan(app, own, grace=5))
+    Starlette(lifespan=tickerq_lifespan(app))
+
+    @api.get("/node")
+    async def node(tq: TickerQDep) -> str:
+        return tq.node_id
+
+    ext = TickerQFlask(Flask(__name__), tickerq=app, engine=False)
+    print(ext.sync.time_tickers.count(), ext.tickerq.node_id)
