@@ -8,9 +8,9 @@ import os
 import signal
 import socket
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Self, overload
 
 from tickerq.clock import Clock, SystemClock
 from tickerq.cron import parse_timezone
@@ -33,9 +33,11 @@ from tickerq.validation import check_name
 if TYPE_CHECKING:
     from starlette.applications import Starlette
 
-    from tickerq.context import TickerContext
+    from tickerq.context import Req, TickerContext
     from tickerq.dashboard.auth import AuthCallable, PermissionsSpec
+    from tickerq.models import TimeTicker
     from tickerq.sync import SyncTickerQ
+    from tickerq.unique import OnConflict
 
 __all__ = ["CancelHandler", "ExceptionHandler", "FinalFailureHandler", "TickerQ"]
 
@@ -233,6 +235,153 @@ class TickerQ(_Registrar):
                 raise RegistrationError(handle.name, f"the name is already registered (by {where})")
         for handle in handles:
             self._register(handle)
+
+    @overload
+    async def enqueue(
+        self,
+        function: TickerFunction[Req],
+        request: Req | None = None,
+        *,
+        description: str = "",
+        retries: int | None = None,
+        retry_intervals: Sequence[float] | None = None,
+        timeout: float | None = None,
+        headers: Mapping[str, str] | None = None,
+        unique_key: str | None = None,
+        on_conflict: OnConflict = "keep",
+    ) -> TimeTicker: ...
+
+    @overload
+    async def enqueue(
+        self,
+        function: str,
+        request: Any = None,
+        *,
+        description: str = "",
+        retries: int | None = None,
+        retry_intervals: Sequence[float] | None = None,
+        timeout: float | None = None,
+        headers: Mapping[str, str] | None = None,
+        unique_key: str | None = None,
+        on_conflict: OnConflict = "keep",
+    ) -> TimeTicker: ...
+
+    async def enqueue(
+        self,
+        function: TickerFunction[Any] | str,
+        request: Any = None,
+        *,
+        description: str = "",
+        retries: int | None = None,
+        retry_intervals: Sequence[float] | None = None,
+        timeout: float | None = None,
+        headers: Mapping[str, str] | None = None,
+        unique_key: str | None = None,
+        on_conflict: OnConflict = "keep",
+    ) -> TimeTicker:
+        """Add a time ticker of ``function`` that runs as soon as a slot is free.
+
+        ``function`` is a function's handle or its name. A name registered here is
+        checked here, as ``fn.enqueue`` does. A process without the job code (a web
+        app that only schedules) may name a function the cluster knows (a worker
+        reported it, or a cron ticker or time tickers use it): ``request`` is
+        stored as plain JSON and checked where the function is registered; a
+        worker that cannot validate it fails the ticker without retries. Such a
+        ticker runs with the function's registered options except those stored
+        with the ticker (retries, timeout: given here or the defaults), and gets
+        no per-key concurrency key. An unknown name raises FunctionNotFoundError.
+        The other arguments are those of ``fn.enqueue``."""
+        return await self.schedule(
+            function,
+            request,
+            description=description,
+            retries=retries,
+            retry_intervals=retry_intervals,
+            timeout=timeout,
+            headers=headers,
+            unique_key=unique_key,
+            on_conflict=on_conflict,
+        )
+
+    @overload
+    async def schedule(
+        self,
+        function: TickerFunction[Req],
+        request: Req | None = None,
+        *,
+        at: datetime | None = None,
+        after: timedelta | float | None = None,
+        description: str = "",
+        retries: int | None = None,
+        retry_intervals: Sequence[float] | None = None,
+        timeout: float | None = None,
+        headers: Mapping[str, str] | None = None,
+        unique_key: str | None = None,
+        on_conflict: OnConflict = "keep",
+    ) -> TimeTicker: ...
+
+    @overload
+    async def schedule(
+        self,
+        function: str,
+        request: Any = None,
+        *,
+        at: datetime | None = None,
+        after: timedelta | float | None = None,
+        description: str = "",
+        retries: int | None = None,
+        retry_intervals: Sequence[float] | None = None,
+        timeout: float | None = None,
+        headers: Mapping[str, str] | None = None,
+        unique_key: str | None = None,
+        on_conflict: OnConflict = "keep",
+    ) -> TimeTicker: ...
+
+    async def schedule(
+        self,
+        function: TickerFunction[Any] | str,
+        request: Any = None,
+        *,
+        at: datetime | None = None,
+        after: timedelta | float | None = None,
+        description: str = "",
+        retries: int | None = None,
+        retry_intervals: Sequence[float] | None = None,
+        timeout: float | None = None,
+        headers: Mapping[str, str] | None = None,
+        unique_key: str | None = None,
+        on_conflict: OnConflict = "keep",
+    ) -> TimeTicker:
+        """Add a time ticker of ``function`` due ``at`` an aware datetime or ``after``
+        a delay (now when neither is given); ``function`` a handle or a name, as in
+        :meth:`enqueue`."""
+        if isinstance(function, TickerFunction):
+            name = function.name
+        elif isinstance(function, str):
+            name = function
+        else:
+            raise InvalidArgumentError(
+                f"function must be a registered function or its name, got {function!r:.80}"
+            )
+        return await self.time_tickers.add(
+            name,
+            request=request,
+            execution_time=at,
+            after=after,
+            description=description,
+            retries=retries,
+            retry_intervals=retry_intervals,
+            timeout=timeout,
+            headers=headers,
+            allow_unregistered=name not in self._functions,
+            unique_key=unique_key,
+            on_conflict=on_conflict,
+        )
+
+    @property
+    def opened(self) -> bool:
+        """Whether the app is open (between :meth:`open` or :meth:`start` and :meth:`stop`)."""
+        return self._opened
 
     def get_function(self, name: str) -> TickerFunction[Any]:
         """The function registered as ``name``; raises FunctionNotFoundError."""

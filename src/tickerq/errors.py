@@ -85,12 +85,17 @@ class TickerNotFoundError(TickerQError, LookupError):
 
 
 class InvalidRequestError(TickerQError, ValueError):
-    """A request payload failed validation or is not JSON-serializable."""
+    """A request payload failed validation or is not JSON-serializable.
 
-    def __init__(self, function: str, problem: str) -> None:
+    ``stored`` is True when a stored request failed when its job was about to run
+    (one enqueued by name from a process without the function's code, as plain
+    JSON): it never will, so the ticker fails without retries."""
+
+    def __init__(self, function: str, problem: str, *, stored: bool = False) -> None:
         super().__init__(f"invalid request for function {function!r}: {problem}")
         self.function = function
         self.problem = problem
+        self.stored = stored
 
 
 class InvalidResultError(TickerQError, TypeError):

@@ -330,8 +330,18 @@ class TickerFunction(Generic[Req]):
         return self._codec.encode(self.name, request)
 
     def decode_request(self, payload: Any) -> Any:
-        """Decode a stored payload into the request type."""
-        return self._codec.decode(payload)
+        """Decode a stored payload into the request type; one that does not validate
+        (stored as plain JSON by a process without this function) raises
+        InvalidRequestError with ``stored`` set."""
+        try:
+            return self._codec.decode(payload)
+        except Exception as exc:
+            from pydantic import ValidationError
+
+            if isinstance(exc, ValidationError):
+                problem = _validation_text(exc)
+                raise InvalidRequestError(self.name, problem, stored=True) from None
+            raise
 
     @property
     def return_type(self) -> Any:

@@ -171,6 +171,7 @@ class SyncTickerQ:
         if not loop.is_running():
             loop.close()
 
+    @overload
     def enqueue(
         self,
         fn: TickerFunction[Req],
@@ -183,9 +184,55 @@ class SyncTickerQ:
         headers: Mapping[str, str] | None = None,
         unique_key: str | None = None,
         on_conflict: OnConflict = "keep",
+    ) -> TimeTicker: ...
+
+    @overload
+    def enqueue(
+        self,
+        fn: str,
+        request: Any = None,
+        *,
+        description: str = "",
+        retries: int | None = None,
+        retry_intervals: Sequence[float] | None = None,
+        timeout: float | None = None,
+        headers: Mapping[str, str] | None = None,
+        unique_key: str | None = None,
+        on_conflict: OnConflict = "keep",
+    ) -> TimeTicker: ...
+
+    def enqueue(
+        self,
+        fn: TickerFunction[Any] | str,
+        request: Any = None,
+        *,
+        description: str = "",
+        retries: int | None = None,
+        retry_intervals: Sequence[float] | None = None,
+        timeout: float | None = None,
+        headers: Mapping[str, str] | None = None,
+        unique_key: str | None = None,
+        on_conflict: OnConflict = "keep",
     ) -> TimeTicker:
         """``await fn.enqueue(request, ...)``, blocking (see the module's notes; an
-        enqueue with a unique key waits for the loop: its outcome is the store's)."""
+        enqueue with a unique key waits for the loop: its outcome is the store's).
+        ``fn`` may be a name, as in ``app.enqueue``."""
+        if isinstance(fn, str):
+            if fn not in self.app._functions:
+                return self.call(
+                    self.app.enqueue(
+                        fn,
+                        request,
+                        description=description,
+                        retries=retries,
+                        retry_intervals=retry_intervals,
+                        timeout=timeout,
+                        headers=headers,
+                        unique_key=unique_key,
+                        on_conflict=on_conflict,
+                    )
+                )
+            fn = self.app.get_function(fn)
         if unique_key is not None or not self._hands_over(fn):
             return self.call(
                 fn.enqueue(
@@ -210,6 +257,7 @@ class SyncTickerQ:
         )
         return self._hand_over(spec, None)
 
+    @overload
     def schedule(
         self,
         fn: TickerFunction[Req],
@@ -224,9 +272,60 @@ class SyncTickerQ:
         headers: Mapping[str, str] | None = None,
         unique_key: str | None = None,
         on_conflict: OnConflict = "keep",
+    ) -> TimeTicker: ...
+
+    @overload
+    def schedule(
+        self,
+        fn: str,
+        request: Any = None,
+        *,
+        at: datetime | None = None,
+        after: timedelta | float | None = None,
+        description: str = "",
+        retries: int | None = None,
+        retry_intervals: Sequence[float] | None = None,
+        timeout: float | None = None,
+        headers: Mapping[str, str] | None = None,
+        unique_key: str | None = None,
+        on_conflict: OnConflict = "keep",
+    ) -> TimeTicker: ...
+
+    def schedule(
+        self,
+        fn: TickerFunction[Any] | str,
+        request: Any = None,
+        *,
+        at: datetime | None = None,
+        after: timedelta | float | None = None,
+        description: str = "",
+        retries: int | None = None,
+        retry_intervals: Sequence[float] | None = None,
+        timeout: float | None = None,
+        headers: Mapping[str, str] | None = None,
+        unique_key: str | None = None,
+        on_conflict: OnConflict = "keep",
     ) -> TimeTicker:
         """``await fn.schedule(request, at=..., after=...)``, blocking (see the module's
         notes and :meth:`enqueue`)."""
+        if isinstance(fn, str):
+            if fn not in self.app._functions:
+                return self.call(
+                    self.app.schedule(
+                        fn,
+                        request,
+                        at=at,
+                        after=after,
+                        description=description,
+                        retries=retries,
+                        retry_intervals=retry_intervals,
+                        timeout=timeout,
+                        headers=headers,
+                        unique_key=unique_key,
+                        on_conflict=on_conflict,
+                    )
+                )
+            fn = self.app.get_function(fn)
         if unique_key is not None or not self._hands_over(fn):
             return self.call(
                 fn.schedule(

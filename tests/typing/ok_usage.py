@@ -49,6 +49,10 @@ no_request: TickerFunction[None] = cleanup
 async def use() -> TimeTicker:
     await cleanup.enqueue()
     await bare.enqueue({"anything": [1, 2]})
+    # by handle (the request type checked) or by name (plain JSON, checked where it runs)
+    await app.enqueue(send_email, Email(to="a@b.c"), retries=1)
+    by_name: TimeTicker = await app.enqueue("send_email", {"to": "a@b.c"})
+    await app.schedule("send_email", {"to": "a@b.c"}, after=30, unique_key=str(by_name.id))
     return await send_email.schedule(Email(to="a@b.c"), after=timedelta(seconds=5))
 
 
@@ -67,6 +71,7 @@ def use_blocking() -> TimeTicker:
     send_email.sync.enqueue(Email(to="a"), retries=2)
     cleanup.sync.schedule(after=timedelta(minutes=1))
     app.sync.enqueue(send_email, Email(to="b"), description="welcome")
+    app.sync.enqueue("send_email", {"to": "b"})
     return app.sync.schedule(send_email, Email(to="c"), at=datetime.now(UTC))
 
 
