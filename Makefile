@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+DEMO_STAMP := $(VENV)/.demo-installed
 
 .DEFAULT_GOAL := check
 .PHONY: check demo test docs docs-serve lint typecheck pytest bench bench-pg bench-pg-scale bench-sqlite-scale bench-scale bench-crons bench-memory bench-dashboard bench-pipeline bench-limits format clean css css-check
@@ -15,7 +16,14 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev,bench]'
 	touch $(STAMP)
 
-demo: $(STAMP)
+# The demo installs only what it needs (tickerq[demo]: SQLite, the dashboard, rich).
+$(DEMO_STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[demo]'
+	touch $(DEMO_STAMP)
+
+demo: $(DEMO_STAMP)
 	$(VENV)/bin/tickerq demo
 
 test: lint typecheck css-check docs pytest

@@ -225,6 +225,10 @@ def run(
     for good (see docs/observability.md).
     """
     _set_up_logs(log_format, log_level, "INFO")
+    if with_dashboard:
+        from tickerq._extras import need
+
+        need("dashboard", "tickerq run --dashboard")
     app = load_app(target)
     _configure(app, store_url=store_url, concurrency=concurrency, node_id=node_id)
     say(
@@ -275,6 +279,10 @@ def dashboard_command(store_url: str | None, host: str, port: int, title: str) -
 
     if not store_url:
         raise click.UsageError("which store? give --store URL or set TICKERQ_STORE")
+    from tickerq._extras import need, need_for_store
+
+    need("dashboard", "tickerq dashboard")
+    need_for_store(store_url)
     _require_sqlite_file(store_url)
     try:
         app = TickerQ(store_url, seed_crons=False)
@@ -476,6 +484,9 @@ def demo(
     stops it gracefully (dashboard, then engine; exit status 0). Logs go to
     stderr, from WARNING on by default: the table shows the jobs.
     """
+    from tickerq._extras import need
+
+    need("demo", "tickerq demo")
     from tickerq.demo import build_demo_app, run_demo
     from tickerq.stores import mask_password
 
@@ -584,13 +595,16 @@ def db_current(store_url: str | None) -> None:
 
 
 def _sql_dialect(url: str | None) -> Dialect:
+    from tickerq._extras import need_for_store
     from tickerq.errors import InvalidArgumentError
-    from tickerq.stores.sql.dialects import for_url
 
     if not url:
         raise click.UsageError("which database? give --store URL or set TICKERQ_STORE")
     if url.split("://", 1)[0] == "memory":
         raise click.UsageError("memory:// keeps no schema; give a sqlite:// or postgresql:// URL")
+    need_for_store(url)
+    from tickerq.stores.sql.dialects import for_url
+
     try:
         return for_url(url)
     except InvalidArgumentError as exc:
