@@ -25,6 +25,7 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
+from asgi_server import served
 from tickerq.cli import cli
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -421,3 +422,91 @@ def test_every_python_example_is_a_snippet() -> None:
             assert re.fullmatch(r'--8<-- "docs/snippets/[\w/]+\.py"\n', body), (
                 f"{page.name}: a Python example that is not a snippet:\n{body[:200]}"
             )
+
+
+@pytest.fixture
+def web_jobs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """docs/snippets/web_jobs.py as the ``jobs.py`` the web snippets import."""
+    jobs = tmp_path / "jobs.py"
+    jobs.write_text((SNIPPETS / "web_jobs.py").read_text())
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "jobs", raising=False)
+    yield jobs
+    sys.modules.pop("jobs", None)
+
+
+def worker_of(jobs: Path) -> Any:
+    """The app of another copy of jobs.py: what ``tickerq run jobs:tq`` loads in the worker."""
+    return runpy.run_path(str(jobs), run_name="worker_jobs")["tq"]
+
+
+SENT_TO_ADA = "sent 'Welcome, Ada!' to ada@example.com"
+FINISHED = {"DONE", "DUE_DONE"}
+
+
+@runs("web_jobs.py", "web_fastapi.py")
+async def test_fastapi_web_enqueues_and_a_worker_runs(web_jobs: Path) -> None:
+    web = run_script("web_fastapi.py", run_name="main")
+    tq = web["tq"]
+    async with served(web["api"]) as client:  # runs the lifespan, as uvicorn does
+        assert tq.store.is_open and not tq.engine.running  # producer only
+        assert (await client.post("/signup", json={"to": "ada@example.com"})).status_code == 422
+        accepted = await client.post("/signup", json={"to": "ada@example.com", "name": "Ada"})
+        assert accepted.status_code == 202, accepted.text
+        job_id = accepted.json()["job_id"]
+        assert (await client.get(f"/jobs/{job_id}")).json() == {"status": "IDLE"}
+        assert (await client.get(f"/jobs/{uuid.uuid4()}")).status_code == 404
+
+        async with worker_of(web_jobs) as worker:  # the worker: another app, the same store
+            done = await worker.time_tickers.wait(uuid.UUID(job_id), timeout=10)
+        assert done.result == SENT_TO_ADA
+        assert (await client.get(f"/jobs/{job_id}")).json()["status"] in FINISHED
+    assert not tq.store.is_open  # closed with the web app
+
+
+@runs("web_lifespan.py")
+async def test_fastapi_lifespan_with_engine_and_dashboard(
+    web_jobs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DASHBOARD_PASSWORD", "s3cret")
+    web = run_script("web_lifespan.py", run_name="main")
+    tq = web["tq"]
+    jobs = sys.modules["jobs"]
+    async with served(web["api"]) as client:
+        assert (await client.get("/ready")).json() == {"jobs": True, "http": True}
+        assert (await client.get("/admin/jobs/")).status_code == 401
+        assert (await client.get("/admin/jobs/", auth=("admin", "s3cret"))).status_code == 200
+        email = jobs.WelcomeEmail(to="ada@example.com", name="Ada")
+        ticker = await jobs.send_welcome_email.enqueue(email)
+        done = await tq.time_tickers.wait(ticker.id, timeout=10)  # run by the web process
+        assert done.status in FINISHED and done.result == SENT_TO_ADA
+    assert not tq.engine.running and not tq.store.is_open
+
+
+@runs("web_flask.py")
+def test_flask_web_enqueues_and_a_worker_runs(web_jobs: Path) -> None:
+    web = run_script("web_flask.py", run_name="web")
+    tq, background = web["tq"], web["background"]
+    try:
+        client = web["create_app"]().test_client()
+        refused = client.post("/signup", json={"to": "ada@example.com"})
+        assert refused.status_code == 422
+        assert [e["loc"] for e in refused.json["errors"]] == [["name"]]
+        accepted = client.post("/signup", json={"to": "ada@example.com", "name": "Ada"})
+        assert accepted.status_code == 202, accepted.text
+        job_id = accepted.json["job_id"]
+        assert client.get(f"/jobs/{job_id}").json == {"status": "IDLE"}
+        assert client.get(f"/jobs/{uuid.uuid4()}").status_code == 404
+        assert background.opened and not tq.engine.running  # producer only
+
+        worker = worker_of(web_jobs)
+        worker.sync.start()
+        try:
+            done = worker.sync.time_tickers.wait(uuid.UUID(job_id), timeout=10)
+        finally:
+            worker.sync.stop()
+        assert done.result == SENT_TO_ADA
+        assert client.get(f"/jobs/{job_id}").json["status"] in FINISHED
+    finally:
+        background.close()
+    assert not tq.store.is_open
