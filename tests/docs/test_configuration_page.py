@@ -2,8 +2,9 @@
 
 Each table on the page is marked ``<!-- table: NAME -->``; its rows are compared
 with the code: ``TickerQ.__init__``, the ``EngineOptions`` dataclass fields,
-``@app.function`` and ``app.dashboard``. A parameter added, removed, renamed,
-retyped or given another default fails here until the page is updated.
+``@app.function``, ``app.configure``, ``fn.schedule`` and ``app.dashboard``. A
+parameter added, removed, renamed, retyped or given another default fails here
+until the page is updated.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tickerq import EngineOptions, TickerQ
+from tickerq import EngineOptions, TickerFunction, TickerQ
 
 PAGE = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 
@@ -83,6 +84,8 @@ CASES = {
     "TickerQ": lambda: parameters(TickerQ.__init__),
     "EngineOptions": engine_fields,
     "function": lambda: parameters(TickerQ.function),
+    "configure": lambda: parameters(TickerQ.configure),
+    "schedule": lambda: parameters(TickerFunction.schedule),
     "dashboard": lambda: parameters(TickerQ.dashboard),
 }
 

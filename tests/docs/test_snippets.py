@@ -361,6 +361,17 @@ def test_flow_control(capsys: pytest.CaptureFixture[str]) -> None:
     ]
 
 
+@runs("unique_jobs.py")
+def test_unique_jobs(capsys: pytest.CaptureFixture[str]) -> None:
+    run_script("unique_jobs.py")
+    assert lines(capsys.readouterr().out) == [
+        "ADDED KEPT True",
+        "True {'account_id': 1, 'balance': 30}",
+        "1",
+        "charge order-42 True",
+    ]
+
+
 @runs("connections.py")
 def test_connections(capsys: pytest.CaptureFixture[str]) -> None:
     run_script("connections.py")
