@@ -9,7 +9,7 @@ from tickerq import EngineOptions, Priority, TickerContext, TickerQ
 log = logging.getLogger(__name__)
 
 app = TickerQ(
-    os.environ.get("TICKERQ_STORE", "sqlite:///jobs.db"),  # the same variable tickerq db reads
+    os.environ.get("TICKERQ_STORE", "sqlite:///jobs.db"),  # tickerq run and tickerq db read it too
     max_concurrency=8,  # jobs at once on this node
     timezone="Europe/Berlin",  # for cron tickers that name none
     options=EngineOptions(grace_period=20),  # seconds running jobs get on SIGTERM

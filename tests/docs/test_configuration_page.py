@@ -4,7 +4,8 @@ Each table on the page is marked ``<!-- table: NAME -->``; its rows are compared
 with the code: ``TickerQ.__init__``, the ``EngineOptions`` dataclass fields,
 ``@app.function``, ``app.configure``, ``fn.schedule`` and ``app.dashboard``. A
 parameter added, removed, renamed, retyped or given another default fails here
-until the page is updated.
+until the page is updated. The environment variables' table is compared with
+the variables the command line reads.
 """
 
 from __future__ import annotations
@@ -112,3 +113,50 @@ def test_the_check_bites() -> None:
     assert "grace_period" in rows and rows["grace_period"][1] == "30.0"
     del rows["grace_period"]
     assert list(rows) != list(engine_fields())
+
+
+def cli_variables() -> dict[str, set[str]]:
+    """Every environment variable the command line reads -> the commands reading it
+    (``tickerq run``, ``tickerq db``, ...: the top-level command's name)."""
+    import click
+
+    from tickerq.cli import cli
+
+    out: dict[str, set[str]] = {}
+
+    def walk(command: click.Command, top: str) -> None:
+        if isinstance(command, click.Group):
+            for name, sub in command.commands.items():
+                walk(sub, top or name)
+            return
+        for param in command.params:
+            names = [param.envvar] if isinstance(param.envvar, str) else param.envvar or []
+            for name in names:
+                out.setdefault(name, set()).add(f"tickerq {top}")
+
+    walk(cli, "")
+    return out
+
+
+def env_table() -> dict[str, str]:
+    """The page's environment variables: name -> what it says reads it."""
+    text = PAGE.read_text()
+    rows = text[text.index("<!-- env -->") :].splitlines()[3:]
+    out = {}
+    for line in rows:
+        if not line.startswith("|"):
+            break
+        name, read_by = (c.strip() for c in _cells(line))
+        out[name.strip("`")] = read_by
+    return out
+
+
+def test_the_environment_table_matches_the_command_line() -> None:
+    code, page = cli_variables(), env_table()
+    assert sorted(page) == sorted(code), (
+        f"the page lists {sorted(page)}, the CLI reads {sorted(code)}"
+    )
+    for name, commands in code.items():
+        for command in commands:
+            assert f"`{command}" in page[name], f"{name}: the page does not say {command} reads it"
+    assert code["TICKERQ_NODE_ID"] == {"tickerq run"}  # the check reads the commands

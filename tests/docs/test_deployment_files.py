@@ -97,23 +97,35 @@ def _seconds(text: str) -> float:
     return float(match.group(1))
 
 
-def test_compose() -> None:
+def test_compose(monkeypatch: pytest.MonkeyPatch) -> None:
     compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
     worker = compose["services"]["worker"]
     assert worker["environment"]["TICKERQ_STORE"].startswith("postgresql://")
+    # the image's command (the Dockerfile's CMD) reads the service's variables
+    for name, value in worker["environment"].items():
+        monkeypatch.setenv(name, str(value))
+    _, params = parse(json.loads(_dockerfile()["CMD"]))
+    assert params["store_url"] == worker["environment"]["TICKERQ_STORE"]
+    assert params["concurrency"] == worker["environment"]["TICKERQ_CONCURRENCY"] >= 1
     assert _seconds(worker["stop_grace_period"]) > worker_stop_budget()
     probe = " ".join(worker["healthcheck"]["test"])
     assert "http://127.0.0.1:9108/readyz" in probe
 
 
-def test_kubernetes_deployment() -> None:
+def test_kubernetes_deployment(monkeypatch: pytest.MonkeyPatch) -> None:
     (deployment,) = yaml.safe_load_all((DEPLOY / "k8s-worker.yaml").read_text())
     pod = deployment["spec"]["template"]["spec"]
     assert pod["terminationGracePeriodSeconds"] > worker_stop_budget()
     (migrate,) = pod["initContainers"]
     assert parse(migrate["command"])[0] == "upgrade"
     (worker,) = pod["containers"]
+    pod_name = "jobs-worker-7c9f5d-x2k4q"
+    env = {e["name"]: e for e in worker["env"]}
+    assert env["TICKERQ_NODE_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    monkeypatch.setenv("TICKERQ_NODE_ID", pod_name)
+    monkeypatch.setenv("TICKERQ_CONCURRENCY", env["TICKERQ_CONCURRENCY"]["value"])
     command, params = parse(worker["command"])
+    assert params["node_id"] == pod_name and params["concurrency"] == 8
     assert command == "run" and params["metrics_host"] == "0.0.0.0"
     ports = {p["name"]: p["containerPort"] for p in worker["ports"]}
     assert ports["metrics"] == params["metrics_port"]
@@ -133,3 +145,22 @@ def test_the_metrics_port_serves_the_probed_paths() -> None:
     source = (Path(__file__).resolve().parents[2] / "src" / "tickerq" / "monitor.py").read_text()
     for path in PROBES:
         assert f'"{path}"' in source, path
+
+
+def test_every_variable_in_the_files_is_one_tickerq_reads() -> None:
+    """A misspelt TICKERQ_* variable would be ignored without a word."""
+    read: set[str] = set()
+
+    def walk(command: click.Command) -> None:
+        for param in command.params:
+            if isinstance(param.envvar, str):
+                read.add(param.envvar)
+        if isinstance(command, click.Group):
+            for sub in command.commands.values():
+                walk(sub)
+
+    walk(cli)
+    assert {"TICKERQ_STORE", "TICKERQ_NODE_ID", "TICKERQ_CONCURRENCY"} <= read
+    for path in sorted(DEPLOY.iterdir()):
+        for name in re.findall(r"TICKERQ_[A-Z_]+", path.read_text()):
+            assert name in read, f"{path.name}: tickerq reads no {name}"
