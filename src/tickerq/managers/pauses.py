@@ -1,9 +1,10 @@
 """``app.pauses``: pause and resume functions, or the whole cluster, on every node.
 
-A pause is stored (see :meth:`tickerq.stores.base.Store.set_pause`), so every node
-sharing the store obeys it within a second, and it outlives restarts: no job of
-a paused function starts anywhere (nothing at all while the cluster is paused)
-until it is resumed. Jobs already running go on; the paused function's tickers
+A pause is stored (see :meth:`tickerq.stores.base.Store.set_pause`) and every
+claim reads the stored pauses in its own transaction, so once :meth:`PauseManager.pause`
+has returned, no node sharing the store starts a job of a paused function
+(nothing at all while the cluster is paused) until it is resumed; it outlives
+restarts. Jobs already running go on; the paused function's tickers
 wait, IDLE, without using an attempt, and its crons go on making their
 occurrences, which wait too. Adding and scheduling tickers goes on as usual.
 
