@@ -87,8 +87,17 @@ def test_dockerfile() -> None:
     assert command == "run" and params["metrics_host"] == "0.0.0.0"
     assert docker["EXPOSE"] == str(params["metrics_port"])
     assert docker["STOPSIGNAL"] == "SIGTERM"
-    # --metrics-port needs prometheus_client
-    assert "pip install --no-cache-dir 'tickerq[prometheus]'" in (DEPLOY / "Dockerfile").read_text()
+    # the image has the extras its stores (here and in compose.yaml) and --metrics-port need
+    (extras,) = re.findall(
+        r"pip install --no-cache-dir 'tickerq\[([a-z,]+)\]'", _text("Dockerfile")
+    )
+    assert {"sqlite", "postgres", "prometheus"} <= set(extras.split(","))
+    assert docker["ENV"].startswith("TICKERQ_STORE=sqlite:")
+    assert "postgresql://" in _text("compose.yaml") and "build: ." in _text("compose.yaml")
+
+
+def _text(name: str) -> str:
+    return (DEPLOY / name).read_text()
 
 
 def _seconds(text: str) -> float:
