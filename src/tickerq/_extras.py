@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 
-from tickerq.errors import TickerQError
+from tickerq.errors import MissingDependencyError
 
 __all__ = ["EXTRAS", "MissingDependencyError", "need", "need_for_store"]
 
@@ -23,20 +23,6 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "demo": ("rich",),
 }
 """The modules each extra brings that tickerq imports (by import name)."""
-
-
-class MissingDependencyError(TickerQError, ImportError):
-    """An optional part of tickerq is used without the extra that installs what it
-    needs; the message names the ``pip install`` to run."""
-
-    def __init__(self, feature: str, extra: str, missing: list[str]) -> None:
-        super().__init__(
-            f"{feature} needs {', '.join(missing)}, which this environment lacks: "
-            f"pip install 'tickerq[{extra}]'"
-        )
-        self.feature = feature
-        self.extra = extra
-        self.missing = missing
 
 
 def need(extra: str, feature: str) -> None:

@@ -19,6 +19,7 @@ __all__ = [
     "FunctionNotFoundError",
     "InvalidArgumentError",
     "InvalidRequestError",
+    "MissingDependencyError",
     "NotRunningError",
     "RegistrationError",
     "StoreConnectionError",
@@ -174,3 +175,17 @@ class TerminateExecution(TickerQError):
         super().__init__(f"execution terminated with status {status.name}: {reason}")
         self.status = status
         self.reason = reason
+
+
+class MissingDependencyError(TickerQError, ImportError):
+    """An optional part of tickerq is used without the extra that installs what it
+    needs; the message names the ``pip install`` to run."""
+
+    def __init__(self, feature: str, extra: str, missing: list[str]) -> None:
+        super().__init__(
+            f"{feature} needs {', '.join(missing)}, which this environment lacks: "
+            f"pip install 'tickerq[{extra}]'"
+        )
+        self.feature = feature
+        self.extra = extra
+        self.missing = missing

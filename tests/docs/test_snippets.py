@@ -10,6 +10,7 @@ or left behind. PostgreSQL (for ``two_nodes.py``) gets a database of its own.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import os
 import runpy
 import signal
@@ -329,6 +330,31 @@ def test_producer_enqueues_for_the_worker(
     with sqlite3.connect(tmp_path / "jobs.db") as db:
         rows = db.execute("SELECT function, status FROM tickerq_tickers").fetchall()
     assert rows == [("send_email", "IDLE")]
+
+
+@runs("producer_by_name.py")
+def test_a_producer_without_the_code_enqueues_by_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The worker (jobs.py) runs, so the cluster knows send_email; the producer
+    enqueues by name without importing it, and the worker runs the job."""
+    (tmp_path / "jobs.py").write_text((SNIPPETS / "jobs.py").read_text())
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "jobs", raising=False)
+    try:
+        worker = importlib.import_module("jobs").app
+        worker.sync.start()  # its heartbeat names its functions
+        try:
+            run_script("producer_by_name.py")
+            assert capsys.readouterr().out == (
+                "send_email IDLE {'to': 'bob@example.com', 'subject': 'Hi'}\n"
+            )
+            [ticker] = worker.sync.time_tickers.query(function="send_email")
+            assert worker.sync.time_tickers.wait(ticker.id, timeout=20).status.value == "DONE"
+        finally:
+            worker.sync.stop()
+    finally:
+        sys.modules.pop("jobs", None)
 
 
 @runs("functions.py")
