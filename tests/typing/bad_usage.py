@@ -34,6 +34,11 @@ async def use() -> None:
     await send_email.enqueue(Sms(number="1"))  # error: wrong request type
     await send_email.schedule("not an email", after=5)  # error: wrong request type
     await no_request.enqueue(Email(to="x"))  # error: takes no request
+    email = Email(to="x")
+    await send_email.enqueue(email, unique_key="k", on_conflict="overwrite")  # error: no policy
+    await send_email.enqueue(Email(to="x"), unique_key=42)  # error: keys are text
+    await app.enqueue(send_email, Sms(number="1"))  # error: wrong request type
+    await app.enqueue(42, {"to": "x"})  # error: a handle or a name
 
 
 @app.function()
@@ -44,6 +49,7 @@ def reads_wrong_field(ctx: TickerContext[Email]) -> None:
 def use_blocking() -> None:
     send_email.sync.enqueue(Sms(number="1"))  # error: wrong request type
     app.sync.enqueue(send_email, Sms(number="1"))  # error: wrong request type
+    app.sync.schedule(send_email, Sms(number="1"), after=5)  # error: wrong request type
     no_request.sync.schedule(Email(to="x"), after=5)  # error: takes no request
     app.sync.time_tickers.get("not a uuid")  # error: ids are UUIDs
     app.sync.time_tickers.add("send_email", when=5)  # error: no such keyword
