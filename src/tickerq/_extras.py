@@ -21,6 +21,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "postgres": ("sqlalchemy", "alembic", "asyncpg", "greenlet"),
     "dashboard": ("starlette", "jinja2", "multipart", "uvicorn", "h11"),
     "demo": ("rich",),
+    "django": ("django",),
 }
 """The modules each extra brings that tickerq imports (by import name)."""
 

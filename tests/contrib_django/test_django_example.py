@@ -376,5 +376,5 @@ def test_the_example_projects_own_tests_pass(project: Project) -> None:
     # PostgreSQL: test_<name>, tickerq's tables created in it on first use
     result = manage(project.database_url, "test", "orders", "--noinput", "-v", "1")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "Ran 5 tests" in result.stderr
+    assert "Ran 6 tests" in result.stderr
     assert "OK" in result.stderr

@@ -16,8 +16,8 @@ from django.test import TestCase, TransactionTestCase
 
 from orders.jobs import OrderRef, audit_order, confirm, confirm_order
 from orders.models import Order
-from tickerq import Status
-from tickerq.contrib.django import get_sync_app, reset_app
+from tickerq import InvalidRequestError, Status
+from tickerq.contrib.django import enqueue_on_commit, get_sync_app, reset_app
 
 
 def tickers_of(order_id: int) -> list[Any]:
@@ -42,6 +42,10 @@ class PlaceOrderTests(TestCase):
         self.assertEqual(callbacks, [])
         self.assertEqual(tickers_of(response.json()["order"]), [])
         self.assertFalse(Order.objects.filter(email="b@example.com").exists())
+
+    def test_a_bad_request_raises_at_the_call_not_at_the_commit(self) -> None:
+        with self.assertRaises(InvalidRequestError):
+            enqueue_on_commit(confirm_order, {"order_id": "seven"})
 
     def test_confirm_marks_the_order_confirmed(self) -> None:
         order = Order.objects.create(email="c@example.com")

@@ -22,7 +22,9 @@ def place_order(request: HttpRequest) -> JsonResponse:
     try:
         with transaction.atomic():
             order = Order.objects.create(email=request.POST.get("email", ""))
-            enqueue_on_commit(confirm_order, OrderRef(order.pk))
+            enqueue_on_commit(
+                confirm_order, OrderRef(order.pk), unique_key=f"confirm-order-{order.pk}"
+            )
             enqueue_on_commit("audit_order", {"order_id": order.pk})  # by name works too
             if request.POST.get("decline") == "1":
                 raise PaymentDeclined(order.pk)

@@ -19,14 +19,19 @@ worker with ``manage.py tickerq run``::
         enqueue_on_commit(send_welcome, user.pk)
 
 Settings (``TICKERQ``), the management command, connections, the health view
-and deployment are described in docs/django.md.
+and deployment are described in docs/django.md. Install with
+``pip install 'tickerq[django,postgres]'`` (or ``[django,sqlite]``).
 """
 
 from __future__ import annotations
 
-from tickerq.contrib.django.commit import enqueue_on_commit
-from tickerq.contrib.django.connections import CloseConnections
-from tickerq.contrib.django.project import (
+from tickerq._extras import need
+
+need("django", "tickerq.contrib.django")
+
+from tickerq.contrib.django.commit import enqueue_on_commit  # noqa: E402
+from tickerq.contrib.django.connections import CloseConnections  # noqa: E402
+from tickerq.contrib.django.project import (  # noqa: E402
     DjangoJob,
     autodiscover,
     get_app,

@@ -260,7 +260,7 @@ def _open(app: TickerQ) -> None:
     with _state.lock:
         if app.loop is not None:
             return
-        app.sync.call(app.open())
+        app.sync.open()
     close_at_exit(app)
 
 
