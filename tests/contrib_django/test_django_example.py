@@ -257,7 +257,7 @@ def test_check_fails_until_db_creates_the_schema(project: Project) -> None:
     before = project.check_before
     assert before.returncode == 1, before.stdout + before.stderr
     assert "no tickerq tables; run `manage.py tickerq db`" in before.stderr
-    assert "ok: 2 function(s): audit_order, confirm_order" in before.stdout
+    assert "ok: 3 function(s): audit_order, confirm_order, purge_abandoned_orders" in before.stdout
     assert project.db.returncode == 0, project.db.stderr
     assert "upgraded none -> " in project.db.stdout
     after = project.check_after
@@ -290,6 +290,13 @@ def test_a_committed_order_is_confirmed_and_audited_by_the_worker(
     assert order_status == "confirmed"  # the sync job's ORM update
     assert confirmed_at is not None
     assert audited in (True, 1)  # the async job's ORM update
+
+
+def test_the_worker_seeds_the_cron_job_in_the_settings_timezone(
+    worker: Worker, project: Project
+) -> None:
+    rows = project.rows("SELECT function, expression, timezone FROM tickerq_cron_tickers")
+    assert rows == [("purge_abandoned_orders", "0 3 * * *", "Europe/Berlin")]  # TIME_ZONE
 
 
 def test_a_rolled_back_order_enqueues_nothing(

@@ -451,12 +451,14 @@ def test_logging_json() -> None:
 
 
 def test_every_python_example_is_a_snippet() -> None:
-    """A Python block of a page holds only an include of a snippet the tests run."""
+    """A Python block of a page holds only an include of a snippet the tests run, or
+    of a file of the Django example project (which tests/contrib_django runs)."""
     import re
 
+    include = r'--8<-- "(docs/snippets|examples/django_project)/[\w/]+\.py"\n'
     for page in sorted((ROOT / "docs").rglob("*.md")):
         for body in re.findall(r"^```python\n(.*?)^```", page.read_text(), re.M | re.S):
-            assert re.fullmatch(r'--8<-- "docs/snippets/[\w/]+\.py"\n', body), (
+            assert re.fullmatch(include, body), (
                 f"{page.name}: a Python example that is not a snippet:\n{body[:200]}"
             )
 

@@ -7,6 +7,7 @@ registry is ready, in the web processes and in the worker alike.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 
 from django.utils import timezone
 
@@ -39,3 +40,11 @@ def confirm_order(ctx: TickerContext[OrderRef]) -> None:
 async def audit_order(ctx: TickerContext[OrderRef]) -> int:
     """An async job: it uses the async ORM (each run gets its own ORM thread)."""
     return await Order.objects.filter(pk=ctx.request.order_id).aupdate(audited=True)
+
+
+@job(cron="0 3 * * *")  # seeded by the worker: daily at 03:00 in TIME_ZONE
+def purge_abandoned_orders() -> int:
+    """A cron job: orders left unconfirmed for 30 days go."""
+    cutoff = timezone.now() - timedelta(days=30)
+    deleted, _ = Order.objects.filter(status="new", created_at__lt=cutoff).delete()
+    return deleted
