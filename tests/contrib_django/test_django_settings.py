@@ -243,3 +243,25 @@ def test_a_good_project_passes_and_db_has_nothing_to_do_on_memory() -> None:
     bad = django_admin("", "tickerq", "db", "sideways")
     assert bad.returncode == 1
     assert "db takes upgrade or current, got 'sideways'" in bad.stderr
+
+
+def test_without_django_the_import_names_the_extra_to_install() -> None:
+    code = (
+        "import sys; sys.modules['django'] = None  # as if Django were not installed\n"
+        "try:\n"
+        "    import tickerq.contrib.django\n"
+        "except ImportError as exc:\n"
+        "    print(type(exc).__name__, exc)\n"
+    )
+    src = str(Path(__file__).resolve().parents[2] / "src")
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "PYTHONPATH": src},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("MissingDependencyError tickerq.contrib.django needs django")
+    assert "pip install 'tickerq[django]'" in result.stdout
