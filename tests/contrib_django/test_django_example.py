@@ -173,12 +173,16 @@ def worker(project: Project, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     """``manage.py tickerq run`` on the project's database; stopped with SIGTERM after,
     which must end it with status 0."""
     assert project.db.returncode == 0, project.db.stderr
-    log = tmp_path_factory.mktemp("worker") / "worker.log"
+    folder = tmp_path_factory.mktemp("worker")
+    log = folder / "worker.log"
+    # the settings decide the store of every process: $TICKERQ_STORE must not send
+    # the worker elsewhere (the jobs would never run)
+    elsewhere = f"sqlite:///{folder / 'elsewhere.db'}"
     with log.open("w") as out:
         process = subprocess.Popen(
             [sys.executable, "manage.py", "tickerq", "run", "--log-level", "INFO"],
             cwd=PROJECT,
-            env=_env(project.database_url),
+            env={**_env(project.database_url), "TICKERQ_STORE": elsewhere},
             stdout=out,
             stderr=subprocess.STDOUT,
             text=True,
@@ -202,6 +206,8 @@ def worker(project: Project, tmp_path_factory: pytest.TempPathFactory) -> Iterat
             raise
     assert status == 0, running.output()
     assert "stopped" in running.output()
+    assert f"TICKERQ_STORE ({elsewhere}) is ignored" in running.output()
+    assert not (folder / "elsewhere.db").exists()
 
 
 _PLACE_ORDERS = """

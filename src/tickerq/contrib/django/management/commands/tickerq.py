@@ -14,6 +14,7 @@ Django's own options (``--settings``, ``-v``, ``--traceback``) go before the act
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any, ClassVar
 
@@ -71,12 +72,30 @@ class Command(BaseCommand):
             )
         else:
             self.check()  # Django's system checks, tickerq's among them
-            if load_config().store.startswith("memory:"):
+            config = load_config()
+            if config.store.startswith("memory:"):
                 self.stderr.write(
                     "warning: the store is memory://: only jobs enqueued in this process "
                     "run here (set TICKERQ['STORE'] or use an SQLite file or PostgreSQL)"
                 )
+            rest = self._settings_store_wins(config.store, rest)
         _exit_with(_tickerq([*verbose, "run", WORKER, *rest]))
+
+    def _settings_store_wins(self, store: str, rest: list[str]) -> list[str]:
+        """``rest``, with ``--store`` set to the settings' store when $TICKERQ_STORE would
+        otherwise give the worker another store than the web processes use."""
+        from tickerq.urls import mask_url
+
+        given = os.environ.get("TICKERQ_STORE")
+        if not given or any(a == "--store" or a.startswith("--store=") for a in rest):
+            return rest
+        if given != store:
+            self.stderr.write(
+                f"warning: TICKERQ_STORE ({mask_url(given)}) is ignored: the settings give "
+                f"the store ({mask_url(store)}) of every process of the project; "
+                "pass --store to run this worker on another"
+            )
+        return [*rest, "--store", store]
 
     def _check(self) -> None:
         from tickerq.contrib.django.checks import store_state
