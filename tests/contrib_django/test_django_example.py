@@ -351,12 +351,16 @@ _FORK = """
 import gc, os, signal, sys, time
 import tickerq.contrib.django.project as tickerq_project
 from tickerq.contrib.django import get_app, get_sync_app
+from orders.jobs import OrderRef, confirm_order
 parent_app = get_app()
 get_sync_app().time_tickers.count()  # opened on this process's facade thread
 pid = os.fork()
 if pid == 0:
+    # the function first: its app is the child's, not the parent's (whose loop is not here)
+    ticker = confirm_order.sync.schedule(OrderRef(0), after=3600)
     child_app = get_app()
-    print("child", child_app is not parent_app, get_sync_app().time_tickers.count() >= 0, flush=True)
+    print("child", child_app is not parent_app, confirm_order.app is child_app, flush=True)
+    get_sync_app().time_tickers.delete(ticker.id)
     tickerq_project._state.orphans.clear()  # what the interpreter does at exit, sooner
     gc.collect()  # finalizes the parent's connections: must not affect the parent
     sys.exit(0)  # the parent's close-at-exit must not wait for its thread here

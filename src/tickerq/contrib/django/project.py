@@ -131,8 +131,7 @@ def _after_fork_in_child() -> None:
     connections never unregisters them from the parent's epoll.
     """
     _state.lock = threading.RLock()  # another thread may have held it at the fork
-    app, _state.app = _state.app, None
-    _state.close_registered = False
+    app = _forget()
     if app is None:
         return
     _state.orphans.append(app)
@@ -205,12 +204,19 @@ def reset_app() -> None:
     from the settings (in tests: a fresh ``memory://`` store, or settings changed
     with ``override_settings``). Not while a worker runs it."""
     with _state.lock:
-        app, _state.app = _state.app, None
-        _state.close_registered = False
-        for handle in registry.functions.values():
-            handle._app = None
+        app = _forget()
     if app is not None and app.loop is not None:
         app.sync.stop()
+
+
+def _forget() -> TickerQ | None:
+    """Drop the process's app (returned), and its functions' link to it: the next
+    :func:`get_app` builds another, which the functions then belong to."""
+    app, _state.app = _state.app, None
+    _state.close_registered = False
+    for handle in registry.functions.values():
+        handle._app = None
+    return app
 
 
 def _build() -> TickerQ:
