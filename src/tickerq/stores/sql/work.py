@@ -233,8 +233,9 @@ class EngineWork(SqlBase):
         notice: str | None,
         gates: Gates,
     ) -> tuple[list[Job], set[UUID], bool]:
-        """The hot path's claim under rate limits and per-key limits: the same locks
-        and the same :class:`~tickerq.limits.Gate` as the general path."""
+        """The hot path's claim under rate limits and per-key limits: the same
+        advisory locks and rules as the general path (see
+        :mod:`tickerq.stores.sql.gating`), in fewer steps."""
         assert self.hot is not None
         keyed = sorted(f for f in functions if f in gates.per_key)
         gated = GatedClaim(
