@@ -1,12 +1,14 @@
 # make demo  — run the demo (creates .venv on first use)
-# make test  — lint, type-check and run the tests
+# make test  — lint, type-check, build the docs and run the tests
+# make docs  — build the docs site into site/ (mkdocs --strict)
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+DEMO_STAMP := $(VENV)/.demo-installed
 
 .DEFAULT_GOAL := check
-.PHONY: check demo test lint typecheck pytest bench bench-pg bench-pg-scale bench-sqlite-scale bench-scale bench-crons bench-memory bench-dashboard bench-pipeline bench-limits format clean css css-check
+.PHONY: check demo test docs docs-serve lint typecheck pytest bench bench-pg bench-pg-scale bench-sqlite-scale bench-scale bench-crons bench-memory bench-dashboard bench-pipeline bench-limits format clean css css-check
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -14,23 +16,43 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev,bench]'
 	touch $(STAMP)
 
-demo: $(STAMP)
+# The demo installs only what it needs (tickerq[demo]: SQLite, the dashboard, rich).
+$(DEMO_STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[demo]'
+	touch $(DEMO_STAMP)
+
+demo: $(DEMO_STAMP)
 	$(VENV)/bin/tickerq demo
 
-test: lint typecheck css-check pytest
+test: lint typecheck css-check docs pytest
 
 check: test
 
+LINTED := src tests bench examples docs/snippets docs/_ext
+
 lint: $(STAMP)
-	$(PY) -m ruff check src tests bench
-	$(PY) -m ruff format --check src tests bench
+	$(PY) -m ruff check $(LINTED)
+	$(PY) -m ruff format --check $(LINTED)
 
 typecheck: $(STAMP)
 	$(PY) -m mypy src
 	$(PY) -m mypy --strict tests/typing/ok_usage.py
+	for example in examples/*/; do \
+		(cd $$example && $(abspath $(PY)) -m mypy --strict --config-file $(CURDIR)/pyproject.toml *.py) || exit 1; \
+	done
 
 pytest: $(STAMP)
 	$(PY) -m pytest
+
+# The docs site (mkdocs.yml, docs/): any warning (a broken link, a missing snippet,
+# an API name that does not resolve) fails the build.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
+
+docs-serve: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve
 
 bench: $(STAMP)
 	$(PY) bench/run.py
@@ -72,8 +94,8 @@ bench-dashboard: $(STAMP)
 	$(PY) bench/dashboard.py --notes bench/dashboard-notes.md
 
 format: $(STAMP)
-	$(PY) -m ruff format src tests bench
-	$(PY) -m ruff check --fix src tests bench
+	$(PY) -m ruff format $(LINTED)
+	$(PY) -m ruff check --fix $(LINTED)
 
 # The dashboard's CSS is built from its templates at development time and committed.
 CSS_SRC := src/tickerq/dashboard/tailwind.css
@@ -88,4 +110,4 @@ css-check: $(STAMP)
 	  else echo "css: $(CSS_OUT) is stale; run make css" >&2; rm -f $$tmp; exit 1; fi
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache site

@@ -7,7 +7,8 @@ fresh database.
 
 1. **Limits configured, not binding**: ``--n`` no-op jobs already due, drained by
    one worker process (``bench/pg_workers.py``, ``max_concurrency`` 10) with
-   ``noop`` registered four ways, in turn for ``--rounds`` rounds (median):
+   ``noop`` registered four ways (each taking the same request), in turn for
+   ``--rounds`` rounds (median):
    no limit; ``rate_limit="1000000/s"``; ``concurrency_key`` (1,000 keys) with
    ``max_per_key=100``; both. Jobs/s against no limit, and the SQL statements
    the worker sent per job (SQLAlchemy's cursor executes plus the hot path's).
@@ -55,14 +56,11 @@ BINDING_RATE = 50
 
 async def seed(url: str, n: int, keyed: bool) -> None:
     """Add ``n`` due jobs, registered as the workers register them (so a key is
-    computed for each when ``keyed``)."""
-    app = build_tickerq(url, 10, [], per_key=100 if keyed else 0)
+    computed for each when ``keyed``); every variant's jobs carry the same request."""
+    app = build_tickerq(url, 10, [], per_key=100 if keyed else 0, request=True)
     await app.open()
     try:
-        specs = [
-            TimeTickerSpec(function="noop", request={"k": i % KEYS} if keyed else None)
-            for i in range(n)
-        ]
+        specs = [TimeTickerSpec(function="noop", request={"k": i % KEYS}) for i in range(n)]
         for i in range(0, n, 5000):
             await app.time_tickers.add_many(specs[i : i + 5000])
     finally:
@@ -74,7 +72,8 @@ async def drain(server: str, n: int, variant: str) -> dict[str, Any]:
     async with fresh_db(server) as db:
         url = f"{server}/{db}"
         await seed(url, n, keyed="--per-key" in extra)
-        workers = Workers([["tickerq", "--url", url, "--concurrency", "10", "--count-sql", *extra]])
+        argv = ["tickerq", "--url", url, "--concurrency", "10", "--count-sql", "--request"]
+        workers = Workers([[*argv, *extra]])
         await workers.start()
         conn = await asyncpg.connect(url)
         try:
@@ -100,7 +99,7 @@ async def binding(server: str, seconds: float) -> dict[str, Any]:
     async with fresh_db(server) as db:
         url = f"{server}/{db}"
         await seed(url, n, keyed=False)
-        argv = ["tickerq", "--url", url, "--concurrency", "10", "--rate", BINDING]
+        argv = ["tickerq", "--url", url, "--concurrency", "10", "--rate", BINDING, "--request"]
         workers = Workers([argv] * 3)
         await workers.start()
         await workers.send("go")

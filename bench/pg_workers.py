@@ -103,8 +103,10 @@ class WireCounter:
             self.control += 1
         elif query == "":
             self.pings += 1
-        elif query.startswith("WITH FIN AS"):
-            self.hot += 1
+        elif query.startswith(("WITH FIN AS", "SELECT * FROM PG_TEMP.TICKERQ_GATED_CLAIM")):
+            self.hot += 1  # the hot path's claim (under limits: a function of the session)
+        elif query.startswith("BEGIN; SELECT PG_ADVISORY_XACT_LOCK"):
+            self.hot += 1  # a gated claim's locks where it has no such function
 
     def install(self) -> None:
         """Log the queries of every asyncpg connection this process opens from now on."""
@@ -121,9 +123,15 @@ class WireCounter:
 
 
 def build_tickerq(
-    url: str, concurrency: int, out: list[float], rate: str = "", per_key: int = 0
+    url: str,
+    concurrency: int,
+    out: list[float],
+    rate: str = "",
+    per_key: int = 0,
+    request: bool = False,
 ) -> TickerQ:
-    """The bench app; ``rate`` and ``per_key`` put limits on ``noop`` (bench/limits.py)."""
+    """The bench app; ``rate`` and ``per_key`` put limits on ``noop`` (bench/limits.py);
+    ``request``: noop takes its request (as it does with a per-key limit) without one."""
     app = TickerQ(url, max_concurrency=concurrency)
     limits: dict[str, Any] = {}
     if rate:
@@ -138,7 +146,7 @@ def build_tickerq(
         return None
 
     # the key is read from the request: only then does noop take one
-    app.function("noop", **limits)(keyed_noop if per_key else noop)
+    app.function("noop", **limits)(keyed_noop if per_key or request else noop)
 
     @app.function()
     async def probe(ctx: TickerContext[float]) -> None:
@@ -154,7 +162,7 @@ async def tickerq_worker(args: argparse.Namespace) -> Result:
     wire = WireCounter()
     if args.count_sql:
         wire.install()
-    app = build_tickerq(args.url, args.concurrency, lateness, args.rate, args.per_key)
+    app = build_tickerq(args.url, args.concurrency, lateness, args.rate, args.per_key, args.request)
     await app.open()
     counter = SqlCounter()
     if args.count_sql:
@@ -240,6 +248,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--out", default="")
     parser.add_argument("--rate", default="", help="rate_limit of noop")
     parser.add_argument("--per-key", type=int, default=0, help="max_per_key of noop")
+    parser.add_argument(
+        "--request", action="store_true", help="noop takes its request (no limit needed)"
+    )
     args = parser.parse_args(argv)
     runner = {
         "tickerq": tickerq_worker,

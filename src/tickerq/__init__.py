@@ -11,14 +11,16 @@ from tickerq.app import TickerQ
 from tickerq.clock import Clock, SystemClock
 from tickerq.context import TickerContext
 from tickerq.engine import EngineOptions
-from tickerq.enums import MisfirePolicy, Priority, RunCondition, Status, TickerKind
+from tickerq.enums import EnqueueOutcome, MisfirePolicy, Priority, RunCondition, Status, TickerKind
 from tickerq.errors import (
     CronError,
+    DuplicateJobError,
     DuplicateTickerError,
     FunctionNotFoundError,
     InvalidArgumentError,
     InvalidRequestError,
     InvalidResultError,
+    MissingDependencyError,
     RegistrationError,
     TerminateExecution,
     TickerNotFoundError,
@@ -33,6 +35,7 @@ from tickerq.middleware import Middleware
 from tickerq.models import Attempt, CronOccurrence, CronTicker, Node, Pause, TimeTicker
 from tickerq.operations import BulkItem, BulkOutcome, BulkResult
 from tickerq.retry import RetryPolicy
+from tickerq.unique import OnConflict
 
 __version__ = "0.1.0"
 
@@ -46,8 +49,10 @@ __all__ = [
     "CronError",
     "CronOccurrence",
     "CronTicker",
+    "DuplicateJobError",
     "DuplicateTickerError",
     "EngineOptions",
+    "EnqueueOutcome",
     "Failure",
     "FunctionNotFoundError",
     "FunctionOptions",
@@ -56,7 +61,9 @@ __all__ = [
     "InvalidResultError",
     "Middleware",
     "MisfirePolicy",
+    "MissingDependencyError",
     "Node",
+    "OnConflict",
     "Pause",
     "Priority",
     "RateLimit",

@@ -8,9 +8,9 @@ import os
 import signal
 import socket
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Self, overload
 
 from tickerq.clock import Clock, SystemClock
 from tickerq.cron import parse_timezone
@@ -18,6 +18,7 @@ from tickerq.engine import Engine, EngineOptions
 from tickerq.errors import (
     InvalidArgumentError,
     RegistrationError,
+    TickerStateError,
 )
 from tickerq.events import EventBus
 from tickerq.functions import FunctionRegistry, TickerFunction, TickerRouter, _Registrar
@@ -25,15 +26,18 @@ from tickerq.hooks import Cancellation, Hooks
 from tickerq.limits import RateLimit, as_rate_limit
 from tickerq.managers import CronTickerManager, PauseManager, TimeTickerManager
 from tickerq.middleware import Pipeline
+from tickerq.pausing import PauseView
 from tickerq.stores import Store, mask_password, open_store
 from tickerq.validation import check_name
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
 
-    from tickerq.context import TickerContext
+    from tickerq.context import Req, TickerContext
     from tickerq.dashboard.auth import AuthCallable, PermissionsSpec
+    from tickerq.models import TimeTicker
     from tickerq.sync import SyncTickerQ
+    from tickerq.unique import OnConflict
 
 __all__ = ["CancelHandler", "ExceptionHandler", "FinalFailureHandler", "TickerQ"]
 
@@ -76,14 +80,8 @@ class TickerQ(_Registrar):
     ) -> None:
         super().__init__()
         named, app_wide = _rate_limits(limits, rate_limit)
-        if (
-            isinstance(max_concurrency, bool)
-            or not isinstance(max_concurrency, int)
-            or max_concurrency < 1
-        ):
-            raise InvalidArgumentError(
-                f"max_concurrency must be an integer >= 1, got {max_concurrency!r}"
-            )
+        _check_concurrency(max_concurrency)
+        self._auto_upgrade = auto_upgrade
         self.store = (
             open_store(store, auto_upgrade=auto_upgrade) if isinstance(store, str) else store
         )
@@ -142,6 +140,48 @@ class TickerQ(_Registrar):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sync: SyncTickerQ | None = None
 
+    def configure(
+        self,
+        *,
+        store: str | Store | None = None,
+        node_id: str | None = None,
+        max_concurrency: int | None = None,
+    ) -> None:
+        """Change, before the app opens, where it keeps its tickers, its node id or
+        how many jobs it runs at once (``tickerq run --store/--node-id/--concurrency``
+        and the ``TICKERQ_*`` variables do this to the app they load). Each value
+        is checked as :class:`TickerQ` checks it; None keeps the current one."""
+        if self._opened or self.engine.running:
+            raise TickerStateError(
+                "configure() changes an app before it opens; this one is open already"
+            )
+        if max_concurrency is not None:
+            _check_concurrency(max_concurrency)
+        new_id = None if node_id is None else check_name(node_id, "node_id")
+        new_store = None
+        if store is not None:
+            new_store = (
+                open_store(store, auto_upgrade=self._auto_upgrade)
+                if isinstance(store, str)
+                else store
+            )
+        # all checked: change
+        if max_concurrency is not None:
+            self.max_concurrency = self.engine.max_concurrency = max_concurrency
+        if new_id is not None:
+            self.node_id = self.engine.node_id = self.pauses._node_id = new_id
+        if new_store is not None:
+            assert store is not None
+            self.store = new_store
+            self.store_url = (
+                mask_password(store) if isinstance(store, str) else type(store).__name__
+            )
+            new_store.bind_events(self.events)
+            self.engine.store = new_store
+            self.engine.stored_pauses = PauseView(new_store)
+            for manager in (self.time_tickers, self.cron_tickers, self.pauses):
+                manager._store = new_store
+
     # -- registration -----------------------------------------------------------------
 
     def _register(self, handle: TickerFunction[Any]) -> None:
@@ -195,6 +235,153 @@ class TickerQ(_Registrar):
                 raise RegistrationError(handle.name, f"the name is already registered (by {where})")
         for handle in handles:
             self._register(handle)
+
+    @overload
+    async def enqueue(
+        self,
+        function: TickerFunction[Req],
+        request: Req | None = None,
+        *,
+        description: str = "",
+        retries: int | None = None,
+        retry_intervals: Sequence[float] | None = None,
+        timeout: float | None = None,
+        headers: Mapping[str, str] | None = None,
+        unique_key: str | None = None,
+        on_conflict: OnConflict = "keep",
+    ) -> TimeTicker: ...
+
+    @overload
+    async def enqueue(
+        self,
+        function: str,
+        request: Any = None,
+        *,
+        description: str = "",
+        retries: int | None = None,
+        retry_intervals: Sequence[float] | None = None,
+        timeout: float | None = None,
+        headers: Mapping[str, str] | None = None,
+        unique_key: str | None = None,
+        on_conflict: OnConflict = "keep",
+    ) -> TimeTicker: ...
+
+    async def enqueue(
+        self,
+        function: TickerFunction[Any] | str,
+        request: Any = None,
+        *,
+        description: str = "",
+        retries: int | None = None,
+        retry_intervals: Sequence[float] | None = None,
+        timeout: float | None = None,
+        headers: Mapping[str, str] | None = None,
+        unique_key: str | None = None,
+        on_conflict: OnConflict = "keep",
+    ) -> TimeTicker:
+        """Add a time ticker of ``function`` that runs as soon as a slot is free.
+
+        ``function`` is a function's handle or its name. A name registered here is
+        checked here, as ``fn.enqueue`` does. A process without the job code (a web
+        app that only schedules) may name a function the cluster knows (a worker
+        reported it, or a cron ticker or time tickers use it): ``request`` is
+        stored as plain JSON and checked where the function is registered; a
+        worker that cannot validate it fails the ticker without retries. Such a
+        ticker runs with the function's registered options except those stored
+        with the ticker (retries, timeout: given here or the defaults), and gets
+        no per-key concurrency key. An unknown name raises FunctionNotFoundError.
+        The other arguments are those of ``fn.enqueue``."""
+        return await self.schedule(
+            function,
+            request,
+            description=description,
+            retries=retries,
+            retry_intervals=retry_intervals,
+            timeout=timeout,
+            headers=headers,
+            unique_key=unique_key,
+            on_conflict=on_conflict,
+        )
+
+    @overload
+    async def schedule(
+        self,
+        function: TickerFunction[Req],
+        request: Req | None = None,
+        *,
+        at: datetime | None = None,
+        after: timedelta | float | None = None,
+        description: str = "",
+        retries: int | None = None,
+        retry_intervals: Sequence[float] | None = None,
+        timeout: float | None = None,
+        headers: Mapping[str, str] | None = None,
+        unique_key: str | None = None,
+        on_conflict: OnConflict = "keep",
+    ) -> TimeTicker: ...
+
+    @overload
+    async def schedule(
+        self,
+        function: str,
+        request: Any = None,
+        *,
+        at: datetime | None = None,
+        after: timedelta | float | None = None,
+        description: str = "",
+        retries: int | None = None,
+        retry_intervals: Sequence[float] | None = None,
+        timeout: float | None = None,
+        headers: Mapping[str, str] | None = None,
+        unique_key: str | None = None,
+        on_conflict: OnConflict = "keep",
+    ) -> TimeTicker: ...
+
+    async def schedule(
+        self,
+        function: TickerFunction[Any] | str,
+        request: Any = None,
+        *,
+        at: datetime | None = None,
+        after: timedelta | float | None = None,
+        description: str = "",
+        retries: int | None = None,
+        retry_intervals: Sequence[float] | None = None,
+        timeout: float | None = None,
+        headers: Mapping[str, str] | None = None,
+        unique_key: str | None = None,
+        on_conflict: OnConflict = "keep",
+    ) -> TimeTicker:
+        """Add a time ticker of ``function`` due ``at`` an aware datetime or ``after``
+        a delay (now when neither is given); ``function`` a handle or a name, as in
+        :meth:`enqueue`."""
+        if isinstance(function, TickerFunction):
+            name = function.name
+        elif isinstance(function, str):
+            name = function
+        else:
+            raise InvalidArgumentError(
+                f"function must be a registered function or its name, got {function!r:.80}"
+            )
+        return await self.time_tickers.add(
+            name,
+            request=request,
+            execution_time=at,
+            after=after,
+            description=description,
+            retries=retries,
+            retry_intervals=retry_intervals,
+            timeout=timeout,
+            headers=headers,
+            allow_unregistered=name not in self._functions,
+            unique_key=unique_key,
+            on_conflict=on_conflict,
+        )
+
+    @property
+    def opened(self) -> bool:
+        """Whether the app is open (between :meth:`open` or :meth:`start` and :meth:`stop`)."""
+        return self._opened
 
     def get_function(self, name: str) -> TickerFunction[Any]:
         """The function registered as ``name``; raises FunctionNotFoundError."""
@@ -451,3 +638,8 @@ def _rate_limits(
             named[check_name(name, "rate limit name")] = as_rate_limit(value, f"limits[{name!r}]")
     app_wide = None if rate_limit is None else as_rate_limit(rate_limit, "rate_limit")
     return named, app_wide
+
+
+def _check_concurrency(value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidArgumentError(f"max_concurrency must be an integer >= 1, got {value!r}")

@@ -157,7 +157,27 @@ def _set_up_logs(log_format: str, log_level: str | None, default: str) -> None:
 
 
 @cli.command()
-@click.argument("target", metavar="MODULE[:APP]")
+@click.argument("target", metavar="MODULE[:APP]", envvar="TICKERQ_APP")
+@click.option(
+    "--store",
+    "store_url",
+    envvar="TICKERQ_STORE",
+    metavar="URL",
+    help="Use this store instead of the app's own: sqlite:///path or "
+    "postgresql://user@host/db ($TICKERQ_STORE).",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1),
+    envvar="TICKERQ_CONCURRENCY",
+    help="Jobs run at once on this node, instead of the app's max_concurrency "
+    "($TICKERQ_CONCURRENCY).",
+)
+@click.option(
+    "--node-id",
+    envvar="TICKERQ_NODE_ID",
+    help="This node's name, instead of the app's (default: host-pid) ($TICKERQ_NODE_ID).",
+)
 @click.option("--dashboard", "with_dashboard", is_flag=True, help="Serve the web dashboard too.")
 @_HOST_OPTION
 @_PORT_OPTION
@@ -175,6 +195,9 @@ def _set_up_logs(log_format: str, log_level: str | None, default: str) -> None:
 def run(
     *,
     target: str,
+    store_url: str | None,
+    concurrency: int | None,
+    node_id: str | None,
     with_dashboard: bool,
     host: str,
     port: int,
@@ -183,7 +206,12 @@ def run(
     metrics_port: int | None,
     metrics_host: str,
 ) -> None:
-    """Run the engine of the app at MODULE:APP until Ctrl+C (SIGINT) or SIGTERM.
+    """Run the engine of the app at MODULE:APP ($TICKERQ_APP) until Ctrl+C
+    (SIGINT) or SIGTERM.
+
+    --store, --concurrency and --node-id (or their TICKERQ_* variables) replace
+    what the app's code sets, so one module runs anywhere: e.g. TICKERQ_STORE
+    set by the deployment, --concurrency per machine.
 
     On stop, running jobs get the app's grace period to finish; work that has
     not started stays waiting for the next start; exit status 0. With
@@ -197,7 +225,12 @@ def run(
     for good (see docs/observability.md).
     """
     _set_up_logs(log_format, log_level, "INFO")
+    if with_dashboard:
+        from tickerq._extras import need
+
+        need("dashboard", "tickerq run --dashboard")
     app = load_app(target)
+    _configure(app, store_url=store_url, concurrency=concurrency, node_id=node_id)
     say(
         f"running {target} as node {app.node_id} (Ctrl+C to stop)",
         action="cli_run",
@@ -210,6 +243,24 @@ def run(
             app, engine=True, dashboard=(host, port) if with_dashboard else None, metrics=metrics
         )
     )
+
+
+def _configure(
+    app: TickerQ, *, store_url: str | None, concurrency: int | None, node_id: str | None
+) -> None:
+    """Apply --store, --concurrency and --node-id to the loaded app; a bad value is
+    a usage error naming its option."""
+    for option, change in (
+        ("--store", {"store": store_url}),
+        ("--concurrency", {"max_concurrency": concurrency}),
+        ("--node-id", {"node_id": node_id}),
+    ):
+        if next(iter(change.values())) is None:
+            continue
+        try:
+            app.configure(**change)
+        except TickerQError as exc:
+            raise click.BadParameter(str(exc), param_hint=option) from None
 
 
 @cli.command("dashboard")
@@ -228,6 +279,10 @@ def dashboard_command(store_url: str | None, host: str, port: int, title: str) -
 
     if not store_url:
         raise click.UsageError("which store? give --store URL or set TICKERQ_STORE")
+    from tickerq._extras import need, need_for_store
+
+    need("dashboard", "tickerq dashboard")
+    need_for_store(store_url)
     _require_sqlite_file(store_url)
     try:
         app = TickerQ(store_url, seed_crons=False)
@@ -429,6 +484,9 @@ def demo(
     stops it gracefully (dashboard, then engine; exit status 0). Logs go to
     stderr, from WARNING on by default: the table shows the jobs.
     """
+    from tickerq._extras import need
+
+    need("demo", "tickerq demo")
     from tickerq.demo import build_demo_app, run_demo
     from tickerq.stores import mask_password
 
@@ -537,13 +595,16 @@ def db_current(store_url: str | None) -> None:
 
 
 def _sql_dialect(url: str | None) -> Dialect:
+    from tickerq._extras import need_for_store
     from tickerq.errors import InvalidArgumentError
-    from tickerq.stores.sql.dialects import for_url
 
     if not url:
         raise click.UsageError("which database? give --store URL or set TICKERQ_STORE")
     if url.split("://", 1)[0] == "memory":
         raise click.UsageError("memory:// keeps no schema; give a sqlite:// or postgresql:// URL")
+    need_for_store(url)
+    from tickerq.stores.sql.dialects import for_url
+
     try:
         return for_url(url)
     except InvalidArgumentError as exc:

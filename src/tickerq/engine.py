@@ -22,7 +22,7 @@ from uuid import UUID
 from tickerq import _joblog
 from tickerq.context import TickerContext
 from tickerq.enums import Priority, Status
-from tickerq.errors import TerminateExecution
+from tickerq.errors import InvalidRequestError, TerminateExecution
 from tickerq.events import EngineStateChanged
 from tickerq.firing import fire_due_crons
 from tickerq.hooks import Cancellation, Failure, Hooks
@@ -903,10 +903,14 @@ class Engine:
             self._record(run, started, Status.CANCELLED, reason=reason)
             await self.hooks.cancelled(Cancellation(job.id, job.kind, job.function, True))
         elif error is not None:
-            left = max(job.retries - job.retry_count, 0)
+            # a stored request that does not validate never will: no retry
+            retry = not (isinstance(error, InvalidRequestError) and error.stored)
+            left = max(job.retries - job.retry_count, 0) if retry else 0
             failure = Failure(final=left == 0, attempt=job.retry_count + 1, retries_left=left)
             handled = await self._on_error(ctx, error, failure)
-            final = self._record(run, started, Status.FAILED, error=error, report=not handled)
+            final = self._record(
+                run, started, Status.FAILED, error=error, report=not handled, counts_as_retry=retry
+            )
             if final:
                 await self.hooks.failed_finally(ctx, error)
         else:

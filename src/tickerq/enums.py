@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import IntEnum, StrEnum
 
-__all__ = ["MisfirePolicy", "Priority", "RunCondition", "Status", "TickerKind"]
+__all__ = ["EnqueueOutcome", "MisfirePolicy", "Priority", "RunCondition", "Status", "TickerKind"]
 
 
 class Status(StrEnum):
@@ -97,3 +97,19 @@ class TickerKind(StrEnum):
 
     TIME = "TIME"
     CRON_OCCURRENCE = "CRON_OCCURRENCE"
+
+
+class EnqueueOutcome(StrEnum):
+    """What an enqueue did (``ticker.enqueued``); only a unique key makes it other than ADDED."""
+
+    ADDED = "ADDED"
+    """A new ticker was stored."""
+    KEPT = "KEPT"
+    """``on_conflict="keep"``: a ticker with the key waits or runs; nothing was stored
+    and the ticker returned is that one."""
+    REPLACED = "REPLACED"
+    """``on_conflict="replace"``: the waiting ticker with the key took the new request,
+    time and options (same id); it is returned."""
+    CHAINED = "CHAINED"
+    """``on_conflict="replace"`` while the ticker with the key runs: a new ticker was
+    stored that runs once that run has ended (a chain child of it), and now holds the key."""

@@ -14,10 +14,12 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CronError",
+    "DuplicateJobError",
     "DuplicateTickerError",
     "FunctionNotFoundError",
     "InvalidArgumentError",
     "InvalidRequestError",
+    "MissingDependencyError",
     "NotRunningError",
     "RegistrationError",
     "StoreConnectionError",
@@ -84,12 +86,17 @@ class TickerNotFoundError(TickerQError, LookupError):
 
 
 class InvalidRequestError(TickerQError, ValueError):
-    """A request payload failed validation or is not JSON-serializable."""
+    """A request payload failed validation or is not JSON-serializable.
 
-    def __init__(self, function: str, problem: str) -> None:
+    ``stored`` is True when a stored request failed when its job was about to run
+    (one enqueued by name from a process without the function's code, as plain
+    JSON): it never will, so the ticker fails without retries."""
+
+    def __init__(self, function: str, problem: str, *, stored: bool = False) -> None:
         super().__init__(f"invalid request for function {function!r}: {problem}")
         self.function = function
         self.problem = problem
+        self.stored = stored
 
 
 class InvalidResultError(TickerQError, TypeError):
@@ -113,6 +120,28 @@ class DuplicateTickerError(TickerQError, ValueError):
         super().__init__(f"a {kind} with id {ticker_id!s} already exists")
         self.kind = kind
         self.ticker_id = ticker_id
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class DuplicateJobError(TickerQError, ValueError):
+    """A job of this function with this unique key already waits or runs (enqueued with
+    ``on_conflict="error"``, or a retry or update would make a second one); nothing
+    was stored or changed.
+
+    ``function`` and ``unique_key`` name the key, ``holder_id`` the time ticker that
+    holds it.
+    """
+
+    def __init__(self, function: str, unique_key: str, holder_id: object) -> None:
+        super().__init__(
+            f"a job of function {function!r} with unique key {unique_key!r} already waits "
+            f"or runs: time ticker {holder_id!s}"
+        )
+        self.function = function
+        self.unique_key = unique_key
+        self.holder_id = holder_id
 
     def __str__(self) -> str:
         return str(self.args[0])
@@ -146,3 +175,17 @@ class TerminateExecution(TickerQError):
         super().__init__(f"execution terminated with status {status.name}: {reason}")
         self.status = status
         self.reason = reason
+
+
+class MissingDependencyError(TickerQError, ImportError):
+    """An optional part of tickerq is used without the extra that installs what it
+    needs; the message names the ``pip install`` to run."""
+
+    def __init__(self, feature: str, extra: str, missing: list[str]) -> None:
+        super().__init__(
+            f"{feature} needs {', '.join(missing)}, which this environment lacks: "
+            f"pip install 'tickerq[{extra}]'"
+        )
+        self.feature = feature
+        self.extra = extra
+        self.missing = missing

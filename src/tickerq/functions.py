@@ -60,6 +60,7 @@ if TYPE_CHECKING:
     from tickerq.app import TickerQ
     from tickerq.models import TimeTicker
     from tickerq.sync import SyncFunction
+    from tickerq.unique import OnConflict
 
 __all__ = [
     "FunctionOptions",
@@ -329,8 +330,18 @@ class TickerFunction(Generic[Req]):
         return self._codec.encode(self.name, request)
 
     def decode_request(self, payload: Any) -> Any:
-        """Decode a stored payload into the request type."""
-        return self._codec.decode(payload)
+        """Decode a stored payload into the request type; one that does not validate
+        (stored as plain JSON by a process without this function) raises
+        InvalidRequestError with ``stored`` set."""
+        try:
+            return self._codec.decode(payload)
+        except Exception as exc:
+            from pydantic import ValidationError
+
+            if isinstance(exc, ValidationError):
+                problem = _validation_text(exc)
+                raise InvalidRequestError(self.name, problem, stored=True) from None
+            raise
 
     @property
     def return_type(self) -> Any:
@@ -351,8 +362,15 @@ class TickerFunction(Generic[Req]):
         retry_intervals: Sequence[float] | None = None,
         timeout: float | None = None,
         headers: Mapping[str, str] | None = None,
+        unique_key: str | None = None,
+        on_conflict: OnConflict = "keep",
     ) -> TimeTicker:
-        """Add a time ticker that runs as soon as a slot is free."""
+        """Add a time ticker that runs as soon as a slot is free.
+
+        With ``unique_key``, at most one ticker of this function with that key waits
+        or runs; ``on_conflict`` (``"keep"``, ``"replace"`` or ``"error"``) says what
+        an enqueue does while one does, and the result's ``enqueued`` what it did
+        (see ``app.time_tickers.add``)."""
         return await self.app.time_tickers.add(
             self.name,
             request=request,
@@ -361,6 +379,8 @@ class TickerFunction(Generic[Req]):
             retry_intervals=retry_intervals,
             timeout=timeout,
             headers=headers,
+            unique_key=unique_key,
+            on_conflict=on_conflict,
         )
 
     async def schedule(
@@ -374,8 +394,14 @@ class TickerFunction(Generic[Req]):
         retry_intervals: Sequence[float] | None = None,
         timeout: float | None = None,
         headers: Mapping[str, str] | None = None,
+        unique_key: str | None = None,
+        on_conflict: OnConflict = "keep",
     ) -> TimeTicker:
-        """Add a time ticker due ``at`` an aware datetime or ``after`` a delay."""
+        """Add a time ticker due ``at`` an aware datetime or ``after`` a delay.
+
+        ``unique_key`` and ``on_conflict`` as in :meth:`enqueue`: ``schedule(req,
+        after=30, unique_key=k, on_conflict="replace")`` debounces (each call moves
+        the one waiting ticker of ``k`` 30 s on, with the latest request)."""
         return await self.app.time_tickers.add(
             self.name,
             request=request,
@@ -386,6 +412,8 @@ class TickerFunction(Generic[Req]):
             retry_intervals=retry_intervals,
             timeout=timeout,
             headers=headers,
+            unique_key=unique_key,
+            on_conflict=on_conflict,
         )
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -547,6 +575,8 @@ class _Registrar:
         return dict(self._functions)
 
     _prefix = ""
+    _handle_type: type[TickerFunction[Any]] = TickerFunction
+    """The class of the handles the decorator makes (a subclass may add behaviour)."""
 
     @overload
     def function(self, name: Callable[[TickerContext[Req]], Any], /) -> TickerFunction[Req]: ...
@@ -633,7 +663,7 @@ class _Registrar:
             except InvalidArgumentError as exc:
                 raise RegistrationError(fname[:80], str(exc)) from None
             options = _checked_options(fname, dict(raw))
-            handle: TickerFunction[Any] = TickerFunction(fname, func, options)
+            handle: TickerFunction[Any] = self._handle_type(fname, func, options)
             self._register(handle)
             return handle
 

@@ -9,17 +9,24 @@ refused as an unknown function.
 
 from __future__ import annotations
 
+import time
+import weakref
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from tickerq.errors import FunctionNotFoundError
-from tickerq.stores.base import TickerQuery
+from tickerq.stores.base import Store, TickerQuery
 
 if TYPE_CHECKING:
     from tickerq.functions import FunctionRegistry
-    from tickerq.stores.base import Store
 
-__all__ = ["check_known", "names_in_use"]
+__all__ = ["KNOWN_FOR", "check_known", "names_in_use"]
+
+KNOWN_FOR = 5.0
+"""Seconds a store's function names, once read, answer :func:`check_known` (a name
+not among them is read again at once)."""
+
+_known: weakref.WeakKeyDictionary[Store, tuple[float, frozenset[str]]] = weakref.WeakKeyDictionary()
 
 
 async def names_in_use(store: Store, reported: Iterable[str] | None = None) -> set[str]:
@@ -40,12 +47,18 @@ async def check_known(functions: FunctionRegistry, store: Store, function: str) 
     """Return when ``function`` is registered in ``functions`` or the cluster (using
     ``store``) knows it; else raise FunctionNotFoundError listing the names it knows.
 
-    Known: in :func:`names_in_use`, or time tickers of it exist (some node runs or
+    Known: in :func:`names_in_use` (read at most every :data:`KNOWN_FOR` seconds
+    while the name is among them), or time tickers of it exist (some node runs or
     ran it).
     """
     if function in functions:
         return
-    names = functions.names() | await names_in_use(store)
+    cached = _known.get(store)
+    if cached is not None and cached[0] > time.monotonic() and function in cached[1]:
+        return  # a producer enqueueing by name: no reads per enqueue
+    used = await names_in_use(store)
+    _known[store] = (time.monotonic() + KNOWN_FOR, frozenset(used))
+    names = functions.names() | used
     if function in names:
         return
     if await store.count_time_tickers(TickerQuery(function=function, limit=1)):

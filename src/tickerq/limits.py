@@ -267,6 +267,15 @@ class Gate:
             self._running[(function, key)] = self._running.get((function, key), 0) + 1
         return True
 
+    def count(self, taken: Mapping[str, int], *, held: bool) -> None:
+        """Count starts admitted elsewhere (a claim that decided in SQL), by bucket,
+        and whether it held something back."""
+        for name, n in taken.items():
+            bucket = self._buckets.get(name)
+            if bucket is not None:
+                bucket.taken += n
+        self.held = self.held or held
+
     def taken(self) -> dict[str, int]:
         """Starts admitted by this claim, by bucket (to store)."""
         return {name: b.taken for name, b in self._buckets.items() if b.taken}

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Self
 from uuid import UUID
 
-from tickerq.enums import MisfirePolicy, Priority, RunCondition, Status, TickerKind
+from tickerq.enums import EnqueueOutcome, MisfirePolicy, Priority, RunCondition, Status, TickerKind
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -101,8 +101,15 @@ class TimeTicker(_Evolve):
     concurrency_key: str | None = None
     """The key its function's per-key concurrency limit counts it under (computed
     from the request at enqueue by the function's ``concurrency_key``)."""
+    unique_key: str | None = None
+    """While this ticker waits or runs, no other ticker of its function with this key
+    does (see ``enqueue(..., unique_key=...)``); None: it has none."""
     created_at: datetime
     updated_at: datetime
+    enqueued: EnqueueOutcome | None = field(default=None, compare=False)
+    """What the enqueue that returned this ticker did (ADDED; with a unique key also
+    KEPT, REPLACED or CHAINED). None on tickers read back from the store. Not
+    stored, and not compared."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -10,7 +10,7 @@ a :class:`BulkResult`. Stores act only on rows whose status the rule allows.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -18,6 +18,7 @@ from uuid import UUID
 
 from tickerq.enums import Status, TickerKind
 from tickerq.errors import InvalidArgumentError
+from tickerq.unique import KeyHeld, held_reason
 from tickerq.validation import short_repr
 
 __all__ = [
@@ -151,6 +152,8 @@ class BulkItem:
     """Its function (None when not found)."""
     reason: str | None = None
     """Why it was skipped (NOT_FOUND, NOT_ALLOWED), e.g. ``is DONE; it has already ended``."""
+    held_by: UUID | None = None
+    """NOT_ALLOWED because its unique key is held: the time ticker that holds it."""
 
     @property
     def skipped(self) -> bool:
@@ -227,9 +230,11 @@ def build_result(
     kind: TickerKind,
     ids: Sequence[UUID],
     found: dict[UUID, tuple[Status, str]],
+    held_by: Mapping[UUID, KeyHeld] | None = None,
 ) -> BulkResult:
     """The result of applying ``rule`` to ``ids``, given the status and function the
-    store found of each (before it acted); running rows a cancel reached are REQUESTED."""
+    store found of each (before it acted); running rows a cancel reached are REQUESTED,
+    rows the store left because their unique key is held (``held_by``) NOT_ALLOWED."""
     items = []
     for ticker_id in ids:
         seen = found.get(ticker_id)
@@ -237,7 +242,19 @@ def build_result(
             items.append(BulkItem(ticker_id, BulkOutcome.NOT_FOUND, reason=NOT_FOUND_REASON))
             continue
         status, function = seen
-        if not rule.allows(status):
+        held = held_by.get(ticker_id) if held_by else None
+        if held is not None:
+            items.append(
+                BulkItem(
+                    ticker_id,
+                    BulkOutcome.NOT_ALLOWED,
+                    status,
+                    function,
+                    held_reason(held),
+                    held.holder,
+                )
+            )
+        elif not rule.allows(status):
             items.append(
                 BulkItem(ticker_id, BulkOutcome.NOT_ALLOWED, status, function, rule.reason(status))
             )

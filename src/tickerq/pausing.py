@@ -10,11 +10,12 @@ them again
 * and, while it claims, whenever its view is :data:`REFRESH` seconds old,
   whatever notices say (notices can be lost; SQLite sends none).
 
-Each claim therefore uses a view at most :data:`REFRESH` seconds old: no job of a
-paused function starts later than that (plus the claim's own round trip) after
-the pause was stored. When nothing is paused the claim is the one of before (the
-same functions, the same statement); the read costs one small statement per
-:data:`REFRESH` seconds.
+The view decides what the engine asks for and when it wakes (the rows of paused
+functions are no reason to); the claim itself reads the pauses in its own
+transaction (see :meth:`~tickerq.stores.base.Store.claim`), so no job of a
+function starts on any node once its pause is stored, even when a node's view
+is behind. When nothing is paused the claim asks for the same functions as
+before; the view's read costs one small statement per :data:`REFRESH` seconds.
 """
 
 from __future__ import annotations

@@ -39,13 +39,15 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, Self, TypeVar, overload
 
 from tickerq.context import Req
-from tickerq.errors import TickerQError
+from tickerq.errors import TickerQError, TickerStateError
 from tickerq.managers import CronTickerManager, PauseManager, TimeTickerManager, TimeTickerSpec
+from tickerq.managers._common import NOT_OPEN
 
 if TYPE_CHECKING:
     from tickerq.app import TickerQ
     from tickerq.functions import TickerFunction
     from tickerq.models import TimeTicker
+    from tickerq.unique import OnConflict
 
 __all__ = [
     "MAX_HANDED_OVER",
@@ -145,6 +147,11 @@ class SyncTickerQ:
             raise _loop_gone() from None
         return _wait(future, loop, timeout)
 
+    def open(self) -> None:
+        """Open the store without running jobs (a process that only schedules: a web
+        app's workers, a script); :meth:`stop` closes it."""
+        self.call(self.app.open())
+
     def start(self) -> None:
         """Start the engine (in the facade's background thread unless a loop owns the app)."""
         self.call(self.app.start())
@@ -164,6 +171,7 @@ class SyncTickerQ:
         if not loop.is_running():
             loop.close()
 
+    @overload
     def enqueue(
         self,
         fn: TickerFunction[Req],
@@ -174,9 +182,58 @@ class SyncTickerQ:
         retry_intervals: Sequence[float] | None = None,
         timeout: float | None = None,
         headers: Mapping[str, str] | None = None,
+        unique_key: str | None = None,
+        on_conflict: OnConflict = "keep",
+    ) -> TimeTicker: ...
+
+    @overload
+    def enqueue(
+        self,
+        fn: str,
+        request: Any = None,
+        *,
+        description: str = "",
+        retries: int | None = None,
+        retry_intervals: Sequence[float] | None = None,
+        timeout: float | None = None,
+        headers: Mapping[str, str] | None = None,
+        unique_key: str | None = None,
+        on_conflict: OnConflict = "keep",
+    ) -> TimeTicker: ...
+
+    def enqueue(
+        self,
+        fn: TickerFunction[Any] | str,
+        request: Any = None,
+        *,
+        description: str = "",
+        retries: int | None = None,
+        retry_intervals: Sequence[float] | None = None,
+        timeout: float | None = None,
+        headers: Mapping[str, str] | None = None,
+        unique_key: str | None = None,
+        on_conflict: OnConflict = "keep",
     ) -> TimeTicker:
-        """``await fn.enqueue(request, ...)``, blocking (see the module's notes)."""
-        if not self._hands_over(fn):
+        """``await fn.enqueue(request, ...)``, blocking (see the module's notes; an
+        enqueue with a unique key waits for the loop: its outcome is the store's).
+        ``fn`` may be a name, as in ``app.enqueue``."""
+        if isinstance(fn, str):
+            if fn not in self.app._functions:
+                return self.call(
+                    self.app.enqueue(
+                        fn,
+                        request,
+                        description=description,
+                        retries=retries,
+                        retry_intervals=retry_intervals,
+                        timeout=timeout,
+                        headers=headers,
+                        unique_key=unique_key,
+                        on_conflict=on_conflict,
+                    )
+                )
+            fn = self.app.get_function(fn)
+        if unique_key is not None or not self._hands_over(fn):
             return self.call(
                 fn.enqueue(
                     request,
@@ -185,6 +242,8 @@ class SyncTickerQ:
                     retry_intervals=retry_intervals,
                     timeout=timeout,
                     headers=headers,
+                    unique_key=unique_key,
+                    on_conflict=on_conflict,
                 )
             )
         spec = TimeTickerSpec(
@@ -198,6 +257,7 @@ class SyncTickerQ:
         )
         return self._hand_over(spec, None)
 
+    @overload
     def schedule(
         self,
         fn: TickerFunction[Req],
@@ -210,9 +270,63 @@ class SyncTickerQ:
         retry_intervals: Sequence[float] | None = None,
         timeout: float | None = None,
         headers: Mapping[str, str] | None = None,
+        unique_key: str | None = None,
+        on_conflict: OnConflict = "keep",
+    ) -> TimeTicker: ...
+
+    @overload
+    def schedule(
+        self,
+        fn: str,
+        request: Any = None,
+        *,
+        at: datetime | None = None,
+        after: timedelta | float | None = None,
+        description: str = "",
+        retries: int | None = None,
+        retry_intervals: Sequence[float] | None = None,
+        timeout: float | None = None,
+        headers: Mapping[str, str] | None = None,
+        unique_key: str | None = None,
+        on_conflict: OnConflict = "keep",
+    ) -> TimeTicker: ...
+
+    def schedule(
+        self,
+        fn: TickerFunction[Any] | str,
+        request: Any = None,
+        *,
+        at: datetime | None = None,
+        after: timedelta | float | None = None,
+        description: str = "",
+        retries: int | None = None,
+        retry_intervals: Sequence[float] | None = None,
+        timeout: float | None = None,
+        headers: Mapping[str, str] | None = None,
+        unique_key: str | None = None,
+        on_conflict: OnConflict = "keep",
     ) -> TimeTicker:
-        """``await fn.schedule(request, at=..., after=...)``, blocking (see the module's notes)."""
-        if not self._hands_over(fn):
+        """``await fn.schedule(request, at=..., after=...)``, blocking (see the module's
+        notes and :meth:`enqueue`)."""
+        if isinstance(fn, str):
+            if fn not in self.app._functions:
+                return self.call(
+                    self.app.schedule(
+                        fn,
+                        request,
+                        at=at,
+                        after=after,
+                        description=description,
+                        retries=retries,
+                        retry_intervals=retry_intervals,
+                        timeout=timeout,
+                        headers=headers,
+                        unique_key=unique_key,
+                        on_conflict=on_conflict,
+                    )
+                )
+            fn = self.app.get_function(fn)
+        if unique_key is not None or not self._hands_over(fn):
             return self.call(
                 fn.schedule(
                     request,
@@ -223,6 +337,8 @@ class SyncTickerQ:
                     retry_intervals=retry_intervals,
                     timeout=timeout,
                     headers=headers,
+                    unique_key=unique_key,
+                    on_conflict=on_conflict,
                 )
             )
         spec = TimeTickerSpec(
@@ -246,9 +362,11 @@ class SyncTickerQ:
 
     def _hand_over(self, spec: TimeTickerSpec, after: timedelta | float | None) -> TimeTicker:
         """Build and check a ticker here; have the loop store it (batched with others)."""
+        app = self.app
+        if not app.store.is_open:
+            raise TickerStateError(NOT_OPEN)
         loop = self._target()
         _check_caller(loop)
-        app = self.app
         ticker = app.time_tickers._build(spec, app.clock.now(), None, after)
         with self._handed_lock:
             while len(self._handed) >= MAX_HANDED_OVER:
@@ -457,6 +575,8 @@ class SyncFunction(Generic[Req]):
         retry_intervals: Sequence[float] | None = None,
         timeout: float | None = None,
         headers: Mapping[str, str] | None = None,
+        unique_key: str | None = None,
+        on_conflict: OnConflict = "keep",
     ) -> TimeTicker:
         """``await fn.enqueue(request, ...)``, blocking."""
         return self._fn.app.sync.enqueue(
@@ -467,6 +587,8 @@ class SyncFunction(Generic[Req]):
             retry_intervals=retry_intervals,
             timeout=timeout,
             headers=headers,
+            unique_key=unique_key,
+            on_conflict=on_conflict,
         )
 
     def schedule(
@@ -480,6 +602,8 @@ class SyncFunction(Generic[Req]):
         retry_intervals: Sequence[float] | None = None,
         timeout: float | None = None,
         headers: Mapping[str, str] | None = None,
+        unique_key: str | None = None,
+        on_conflict: OnConflict = "keep",
     ) -> TimeTicker:
         """``await fn.schedule(request, at=..., after=...)``, blocking."""
         return self._fn.app.sync.schedule(
@@ -492,4 +616,6 @@ class SyncFunction(Generic[Req]):
             retry_intervals=retry_intervals,
             timeout=timeout,
             headers=headers,
+            unique_key=unique_key,
+            on_conflict=on_conflict,
         )

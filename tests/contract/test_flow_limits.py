@@ -8,6 +8,7 @@ builds them, and what it starts is checked against the limits.
 from __future__ import annotations
 
 import asyncio
+import random
 from collections import Counter
 from collections.abc import Callable
 from datetime import timedelta
@@ -18,7 +19,7 @@ from pydantic import BaseModel
 
 from contract.conftest import Ops
 from tickerq import RateLimit, Status, TickerContext, TickerQ
-from tickerq.limits import Gates, function_bucket, named_bucket
+from tickerq.limits import APP_BUCKET, Gates, function_bucket, named_bucket
 from tickerq.testing import advance, run_until_idle
 
 MakeApp = Callable[..., TickerQ]
@@ -196,6 +197,101 @@ async def test_a_key_counts_the_runs_of_every_node(
     assert len(await ops.claim(node="node-a", slots=1, functions=["per_tenant"], gates=gates)) == 1
     assert len(await ops.claim(node="node-b", functions=["per_tenant"], gates=gates)) == 1
     assert await ops.claim(node="node-b", functions=["per_tenant"], gates=gates) == []
+
+
+@pytest.mark.parametrize("general", ["node-a", "node-b", None])
+async def test_hot_and_general_claims_keep_the_same_limits(
+    keyed: TickerQ, clock: Any, store_kind: str, general: str | None
+) -> None:
+    """A claim on the hot path and one on the general path (a node with a capacity
+    limit takes it) count the same starts and the same running keys, in either
+    order: a rate limit of 3 and at most 2 per key, across two nodes."""
+    if store_kind == "memory":
+        pytest.skip("one process: no other node shares a memory store")
+    ops = Ops(keyed, clock)
+    a = [await _add(keyed, "a", n) for n in range(4)]
+    b = [await _add(keyed, "b", n) for n in range(2)]
+
+    def gates() -> Gates:
+        gates = _rate("per_tenant", "3/m")
+        gates.per_key["per_tenant"] = 2
+        return gates
+
+    def claim(node: str, gated: Gates, slots: int = 100) -> Any:
+        capacity = {"plain": 5} if node == general else None
+        return ops.claim(
+            node=node, slots=slots, functions=["per_tenant"], gates=gated, capacity=capacity
+        )
+
+    assert [j.id for j in await claim("node-a", gates(), slots=1)] == [a[0].id]
+    # key a has one run of two; the rate limit room for two more: a1 and b0 (a2, a3
+    # and b1 wait)
+    assert {j.id for j in await claim("node-b", gates())} == {a[1].id, b[0].id}
+    later = gates()
+    assert await claim("node-a", later) == []
+    assert later.blocked and later.blocked_until == ops.at(60)
+    waiting = [a[2], a[3], b[1]]
+    assert {(await ops.get(t.id)).status for t in waiting} == {Status.IDLE}
+
+
+@pytest.mark.parametrize("seed", range(3))
+async def test_random_claims_with_limits_binding_together_break_none(
+    keyed: TickerQ, clock: Any, store_kind: str, seed: int
+) -> None:
+    """Two nodes claim at random times and slots, on the hot and the general path
+    at random, while a function's own rate limit, the app-wide one and a per-key
+    limit all bind; jobs end at random. After every claim no 10 s window holds more
+    starts than a rate limit allows and no key runs twice at once; in
+    the end every ticker has run."""
+    rng = random.Random(seed)
+    ops = Ops(keyed, clock)
+    tenants = ["a", "b", "c"]
+    key_of = {}
+    for n in range(24):
+        ticker = await _add(keyed, rng.choice(tenants), n)
+        key_of[ticker.id] = ticker.concurrency_key
+    for _ in range(8):
+        key_of[(await ops.add("plain")).id] = None
+    ids = set(key_of)
+
+    def gates() -> Gates:
+        gates = _rate("per_tenant", "4/10s")
+        gates.buckets[APP_BUCKET] = RateLimit.parse("6/10s")
+        gates.app_wide = True
+        gates.per_key["per_tenant"] = 1
+        return gates
+
+    starts: list[tuple[Any, str]] = []  # (time, function)
+    running: dict[Any, tuple[Any, str | None, str]] = {}  # id -> (job, key, node)
+    ran: set[Any] = set()
+    for step in range(200):
+        if step % 3 == 0:
+            clock.set(ops.at(rng.choice([0.0, 0.5, 1.0, 2.5, 4.0])))
+        node = rng.choice(["node-a", "node-b"])
+        general = store_kind != "memory" and rng.random() < 0.5
+        jobs = await ops.claim(
+            node=node,
+            slots=rng.randint(1, 5),
+            functions=["per_tenant", "plain"],
+            gates=gates(),
+            capacity={"other": 9} if general else None,
+        )
+        for job in jobs:
+            assert job.id not in ran, "a ticker started twice"
+            ran.add(job.id)
+            running[job.id] = (job, key_of[job.id], node)
+            starts.append((ops.now, job.function))
+        window = [f for t, f in starts if t > ops.now - timedelta(seconds=10)]
+        assert len(window) <= 6, f"step {step}: {len(window)} starts in 10 s (app: 6)"
+        assert window.count("per_tenant") <= 4, f"step {step}: per_tenant over 4 in 10 s"
+        keys = Counter(k for _, k, _ in running.values() if k is not None)
+        assert max(keys.values(), default=0) <= 1, f"step {step}: {keys}"
+        for ident in [i for i in running if rng.random() < 0.4]:
+            job, _, owner = running.pop(ident)
+            await ops.complete(job, Status.DONE, node=owner)
+        if ran == ids:
+            break
+    assert ran == ids, f"{len(ids - ran)} tickers never ran"
 
 
 # -- the engine --------------------------------------------------------------------------

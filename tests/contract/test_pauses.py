@@ -107,6 +107,29 @@ async def test_a_claim_of_the_unpaused_functions_leaves_the_paused_rows(
     assert [j.id for j in await ops.claim()] == [paused.id]
 
 
+@pytest.mark.parametrize("path", ["plain", "limited"])
+async def test_a_claim_leaves_what_is_paused_as_stored_whatever_it_is_asked(
+    app: TickerQ, ops: Ops, path: str
+) -> None:
+    """The engine's view of the pauses can be a moment old (a pause stored while it
+    was about to claim): the claim itself leaves the rows of functions paused when
+    it runs, on the hot path and on the general one (a capacity limit)."""
+    capacity = {"gamma": 5} if path == "limited" else None
+    store = ops.store
+    paused = await ops.add("alpha")
+    free = await ops.add("beta")
+    await store.set_pause(Pause(function="alpha", paused_at=START))
+    assert [j.id for j in await ops.claim(capacity=capacity)] == [free.id]
+    assert (await ops.get(paused.id)).status is Status.IDLE
+    later = await ops.add("beta")
+    await store.set_pause(Pause(function=CLUSTER, paused_at=START))
+    assert await ops.claim(capacity=capacity) == []
+    await store.clear_pause(CLUSTER, START)
+    await store.clear_pause("alpha", START)
+    claimed = {j.id for j in await ops.claim(capacity=capacity)}
+    assert claimed == {paused.id, later.id}
+
+
 async def test_change_marker_moves_on_pause_and_resume(app: TickerQ, ops: Ops) -> None:
     store = ops.store
     before = await store.change_marker()

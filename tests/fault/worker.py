@@ -24,7 +24,15 @@ Functions:
 * with ``--decorated-crons N``: ``seeded_0`` .. ``seeded_{N-1}`` decorated
   with ``cron=...``, so every start seeds them;
 * with ``--flow-rate RATE``: ``limited`` (``rate_limit=RATE``) and ``keyed``
-  (at most one run per ``request["key"]``), both sleeping ``request["sleep"]``.
+  (at most one run per ``request["key"]``), both sleeping ``request["sleep"]``;
+* ``uniq``: sleeps ``request["sleep"]``; with ``--unique-keys N`` the process
+  also enqueues ``uniq`` jobs from the moment its engine runs, for
+  ``--enqueue-seconds`` s: each with ``unique_key`` one of ``u0`` ..
+  ``u{N-1}`` (also ``request["key"]``), ``on_conflict`` "keep" or "replace",
+  due now or a moment later, three at once with one key. Each enqueue's outcome is one line of
+  ``DIR/<node>.<pid>.enq``: ``<key> <on_conflict> <outcome> <ticker id>``
+  (``<key> <on_conflict> ERROR <error>`` if it raised), then ``done`` when
+  the loop ended.
 
 When the engine runs, the process prints ``READY <node> <pid>`` on stdout.
 It stops gracefully on SIGTERM/SIGINT (``TickerQ.serve``).
@@ -36,8 +44,10 @@ import argparse
 import asyncio
 import logging
 import os
+import random
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from tickerq import EngineOptions, TickerContext, TickerQ
@@ -106,6 +116,55 @@ def _register_flow_jobs(app: TickerQ, record: Any, rate: str) -> None:
     app.function("keyed", concurrency_key=lambda request: request["key"], max_per_key=1)(flow_job)
 
 
+def _register_unique_job(app: TickerQ, record: Any) -> None:
+    @app.function("uniq")
+    async def uniq(ctx: TickerContext[Any]) -> None:
+        record("start", ctx)
+        await asyncio.sleep(float((ctx.request or {}).get("sleep", 0)))
+        record("end", ctx, "ok")
+
+
+async def enqueue_unique(app: TickerQ, directory: str, keys: int, seconds: float) -> None:
+    """Enqueue ``uniq`` jobs with random keys for ``seconds`` (see the module's doc)."""
+    path = os.path.join(directory, f"{app.node_id}.{os.getpid()}.enq")
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    rng = random.Random(f"{app.node_id}-{os.getpid()}")
+    handle = app.get_function("uniq")
+    deadline = time.monotonic() + seconds
+    n = 0
+
+    async def one(key: str, policy: str, after: float) -> None:
+        nonlocal n
+        n += 1
+        request = {"key": key, "sleep": 0.15, "by": app.node_id, "n": n}
+        try:
+            ticker = await handle.schedule(
+                request,
+                after=after,
+                unique_key=key,
+                on_conflict=policy,  # type: ignore[arg-type]
+            )
+        except Exception as exc:  # the test fails on it, with the reason
+            line = f"{key} {policy} ERROR {type(exc).__name__}: {exc}".replace("\n", " ")
+            os.write(fd, line.encode() + b"\n")
+            return
+        assert ticker.enqueued is not None
+        os.write(fd, f"{key} {policy} {ticker.enqueued.value} {ticker.id}\n".encode())
+
+    try:
+        while time.monotonic() < deadline:
+            # a burst of enqueues of one key at once (each on its own connection)
+            key = f"u{rng.randrange(keys)}"
+            after = rng.choice((0.0, 0.0, 0.1, 0.3))
+            await asyncio.gather(
+                *(one(key, rng.choice(("keep", "replace")), after) for _ in range(3))
+            )
+            await asyncio.sleep(rng.uniform(0.0, 0.03))
+        os.write(fd, b"done\n")
+    finally:
+        os.close(fd)
+
+
 def build_app(
     store: str,
     *,
@@ -162,6 +221,7 @@ def build_app(
 
     if flow_rate is not None:
         _register_flow_jobs(app, record, flow_rate)
+    _register_unique_job(app, record)
 
     for i in range(decorated_crons):
         expression = SEEDED_EXPRESSIONS[i % len(SEEDED_EXPRESSIONS)]
@@ -175,13 +235,16 @@ def build_app(
     return app
 
 
-def _announce_ready(app: TickerQ) -> None:
-    """Print READY once the engine runs (then stop listening: events cost a little)."""
+def _announce_ready(app: TickerQ, then: Callable[[], object] | None = None) -> None:
+    """Print READY once the engine runs (then stop listening: events cost a little),
+    and call ``then``."""
 
     def on_event(event: Event) -> None:
         if isinstance(event, EngineStateChanged) and event.state == "running":
             unsubscribe()
             print(f"READY {app.node_id} {os.getpid()}", flush=True)
+            if then is not None:
+                then()
 
     unsubscribe = app.events.subscribe(on_event)
 
@@ -199,6 +262,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grace", type=float, default=3.0)
     parser.add_argument("--max-stale-restarts", type=int, default=3)
     parser.add_argument("--flow-rate", default=None, help="register limited and keyed")
+    parser.add_argument("--unique-keys", type=int, default=0, help="enqueue uniq jobs")
+    parser.add_argument("--enqueue-seconds", type=float, default=5.0)
     parser.add_argument("--log-level", default="WARNING")
     parser.add_argument(
         "--start-at", type=float, default=None, help="wall-clock time (epoch s) to start at"
@@ -224,7 +289,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.start_at is not None:  # imports done: start together with the others
         time.sleep(max(0.0, args.start_at - time.time()))
-    _announce_ready(app)
+    enqueuing: list[asyncio.Task[None]] = []
+
+    def start_enqueuing() -> None:
+        if args.unique_keys and args.records:
+            task = asyncio.get_running_loop().create_task(
+                enqueue_unique(app, args.records, args.unique_keys, args.enqueue_seconds)
+            )
+            enqueuing.append(task)  # keep a reference until it ends
+
+    _announce_ready(app, start_enqueuing)
     app.run()
     print(f"STOPPED {args.node_id} {os.getpid()}", flush=True)
     return 0

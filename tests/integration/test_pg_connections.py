@@ -436,6 +436,52 @@ async def test_pgbouncer_mode_keeps_no_session_state(db: str) -> None:
         assert (plan_mode != "auto") is expect_state, (mode, plan_mode)
 
 
+@pytest.mark.parametrize("pgbouncer", ["false", "true"])
+async def test_claims_under_limits_in_one_round_trip_or_three(db: str, pgbouncer: str) -> None:
+    """A claim under limits is one call of a function of the hot connection's
+    session; in PgBouncer mode (no session state) it is BEGIN with the locks, the
+    claim, COMMIT. Either way two nodes keep a rate limit and a per-key limit: of
+    12 due jobs of 3 keys (at most 1 running per key, 5 starts a minute), 5 start
+    and no key runs twice at once."""
+    url = _url(db, pgbouncer=pgbouncer)
+    running: dict[int, int] = {}
+    overlaps: list[int] = []
+    apps = []
+    for _ in range(2):
+        app = TickerQ(url, node_id=f"node-{uuid.uuid4().hex[:6]}", max_concurrency=4)
+
+        @app.function(rate_limit="5/m", concurrency_key=lambda n: n % 3, max_per_key=1)
+        async def limited(ctx: TickerContext[int]) -> None:
+            key = ctx.request % 3
+            running[key] = running.get(key, 0) + 1
+            if running[key] > 1:
+                overlaps.append(key)
+            await asyncio.sleep(0.05)
+            running[key] -= 1
+
+        apps.append(app)
+    await apps[0].open()
+    await apps[0].time_tickers.add_many(
+        [TimeTickerSpec(function="limited", request=n) for n in range(12)]
+    )
+    try:
+        for app in apps:
+            await app.start()
+        deadline = time.monotonic() + 20
+        while await apps[0].time_tickers.count(status="DONE") < 5:
+            assert time.monotonic() < deadline, "the first 5 did not run"
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(1.0)  # time for a sixth start, were the limit not kept
+        assert await apps[0].time_tickers.count(status="DONE") == 5
+        assert await apps[0].time_tickers.count(status="IDLE") == 7
+        assert overlaps == []
+        made = [app.store.hot._gated for app in apps]  # type: ignore[attr-defined]
+        assert made == [pgbouncer == "false"] * 2, made
+    finally:
+        for app in apps:
+            await app.stop()
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -27,6 +27,7 @@ from tickerq import (
     TickerQ,
     TickerQError,
     TickerRouter,
+    TickerStateError,
     TimeTickerSpec,
 )
 
@@ -488,7 +489,7 @@ async def test_update_execution_time_none_keeps_ticker_runnable(jobs: Jobs) -> N
 # -- scheduling before the engine runs --------------------------------------------------
 
 
-async def test_schedule_before_start_is_stored_idle_then_runs() -> None:
+async def test_schedule_needs_an_open_app_and_runs_once_started() -> None:
     app = TickerQ()
     ran: list[Any] = []
 
@@ -496,7 +497,13 @@ async def test_schedule_before_start_is_stored_idle_then_runs() -> None:
     async def job(ctx: TickerContext) -> None:
         ran.append(ctx.request)
 
-    # no open(), no start(): scheduling is still allowed
+    # not opened: refused, saying how to open it, and nothing is stored
+    for attempt in (job.enqueue({"n": 0}), app.time_tickers.count()):
+        with pytest.raises(TickerStateError, match=r"async with app.*app\.sync\.start\(\)"):
+            await attempt
+    # opened without the engine: scheduling is allowed; the job runs once started
+    await app.open()
+    assert await app.time_tickers.count() == 0
     ticker = await job.enqueue({"n": 1})
     assert not app.engine.running
     stored = await app.time_tickers.get(ticker.id)

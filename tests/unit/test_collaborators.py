@@ -8,6 +8,7 @@ managers ask of the engine is seen. The store is a real (memory) store.
 from __future__ import annotations
 
 import ast
+import contextlib
 import uuid
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -55,6 +56,8 @@ async def _job(ctx: TickerContext[int]) -> None:
 
 def _parts(max_payload_bytes: int = 1000) -> tuple[MemoryStore, ManualClock, FunctionRegistry]:
     store = MemoryStore()
+    with contextlib.suppress(StopIteration):
+        store.open().send(None)  # the managers use only an open store; this never suspends
     store.bind_events(EventBus())
     functions: dict[str, TickerFunction[Any]] = {"job": TickerRouter().function("job")(_job)}
     return (

@@ -50,6 +50,7 @@ class Harness:
         self.clock = ManualClock(START)
         self.store = MemoryStore(history_limit=history_limit)
         self.app = TickerQ(self.store, clock=self.clock)
+        drive(self.store.open())
 
         async def noop() -> None:
             return None
@@ -356,6 +357,7 @@ def test_due_crons_and_next_due_time_match_a_scan(ops: list[tuple[Any, ...]]) ->
     clock = ManualClock(START)
     app = TickerQ(clock=clock)
     app.function("a")(_noop)
+    drive(app.store.open())
     store: Any = app.store
     ids: list[UUID] = []
 
@@ -530,6 +532,7 @@ async def test_the_engine_purges_in_small_steps_until_done() -> None:
     store = MemoryStore(history_limit=None)
     app = TickerQ(store, clock=clock)
     app.function("a")(_noop)
+    await app.open()
     steps: list[int] = []
     purge = store.purge
 

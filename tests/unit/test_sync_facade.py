@@ -25,7 +25,17 @@ from typing import Any
 
 import pytest
 
-from tickerq import EngineOptions, Status, TickerContext, TickerQ, TickerQError
+from tickerq import (
+    DuplicateJobError,
+    EngineOptions,
+    EnqueueOutcome,
+    InvalidArgumentError,
+    Status,
+    TickerContext,
+    TickerQ,
+    TickerQError,
+    TickerStateError,
+)
 from tickerq.managers import CronTickerManager, TimeTickerManager
 from tickerq.models import TimeTicker
 from tickerq.sync import SyncCronTickers, SyncTimeTickers
@@ -55,7 +65,11 @@ def test_sync_facade_enqueue_and_query() -> None:
         seen.append(ctx.request.text)
         done.set()
 
-    # Scheduling before the engine starts is allowed; it runs once started.
+    # Before the app opens, scheduling is refused, saying how to open it.
+    with pytest.raises(TickerStateError, match=r"app\.sync\.start\(\)"):
+        app.sync.enqueue(write, Note("early"))
+    # Opened without the engine: scheduling is allowed; it runs once started.
+    app.sync.open()
     ticker = app.sync.enqueue(write, Note("hello"))
     assert app.sync.time_tickers.get(ticker.id).status is Status.IDLE
     with app.sync:
@@ -77,6 +91,7 @@ def test_sync_facade_bulk_calls() -> None:
     def write(ctx: TickerContext[Note]) -> None:
         return None
 
+    app.sync.open()
     waiting = [app.sync.enqueue(write, Note(str(i))).id for i in range(3)]
     moved = app.sync.time_tickers.update_many(waiting, description="bulk")
     assert moved.done == waiting
@@ -88,6 +103,37 @@ def test_sync_facade_bulk_calls() -> None:
     assert retried.done == waiting[:2]
     assert app.sync.time_tickers.get(waiting[1]).status is Status.IDLE
     assert app.sync.cron_tickers.cancel_occurrences(waiting).done == []
+    app.sync.stop()
+
+
+def test_sync_facade_unique_keys_report_what_the_store_did() -> None:
+    # On the memory store an enqueue is otherwise handed to the loop without waiting
+    # (its ticker built here); one with a key waits: only the store knows the outcome.
+    app = TickerQ()
+
+    @app.function()
+    def write(ctx: TickerContext[Note]) -> None:
+        return None
+
+    app.sync.open()
+    first = app.sync.enqueue(write, Note("a"), unique_key="k")
+    kept = write.sync.enqueue(Note("b"), unique_key="k")
+    replaced = app.sync.schedule(write, Note("c"), after=60, unique_key="k", on_conflict="replace")
+    assert [t.enqueued.value if t.enqueued else None for t in (first, kept, replaced)] == [
+        "ADDED",
+        "KEPT",
+        "REPLACED",
+    ]
+    assert first.id == kept.id == replaced.id
+    assert app.sync.time_tickers.get(first.id).request == {"text": "c"}
+    with pytest.raises(DuplicateJobError, match=str(first.id)):
+        write.sync.schedule(Note("d"), after=5, unique_key="k", on_conflict="error")
+    with pytest.raises(InvalidArgumentError, match="'never'"):
+        app.sync.enqueue(write, Note("e"), unique_key="k", on_conflict="never")  # type: ignore[arg-type]
+    plain = app.sync.enqueue(write, Note("f"))  # handed over as before
+    assert plain.enqueued is EnqueueOutcome.ADDED
+    assert app.sync.time_tickers.count() == 2
+    app.sync.stop()
 
 
 def test_sync_facade_refuses_to_deadlock_inside_its_loop() -> None:

@@ -14,16 +14,20 @@ Without ``auth`` only loopback clients get in::
 
 from __future__ import annotations
 
-from tickerq.dashboard.app import CSP, create_dashboard
-from tickerq.dashboard.auth import (
+from tickerq._extras import need
+
+need("dashboard", "the dashboard")
+
+from tickerq.dashboard.app import CSP, create_dashboard  # noqa: E402
+from tickerq.dashboard.auth import (  # noqa: E402
     ALL_PERMISSIONS,
     BasicAuth,
     BearerAuth,
     DashboardUser,
     Permission,
 )
-from tickerq.dashboard.context import Dashboard, DashboardError
-from tickerq.dashboard.service import Redactor
+from tickerq.dashboard.context import Dashboard, DashboardError  # noqa: E402
+from tickerq.dashboard.service import Redactor  # noqa: E402
 
 __all__ = [
     "ALL_PERMISSIONS",

@@ -11,6 +11,7 @@ text from the query is shown, so a crafted link cannot put words on the page.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import parse_qsl
 from uuid import UUID
@@ -19,7 +20,7 @@ from starlette.datastructures import FormData, QueryParams
 
 from tickerq.dashboard.context import DashboardError
 from tickerq.enums import Status, TickerKind
-from tickerq.operations import MAX_BULK_IDS, RULES, BulkResult
+from tickerq.operations import MAX_BULK_IDS, RULES, BulkItem, BulkResult
 
 __all__ = ["SHOWN_SKIPPED", "BulkNotice", "back_query", "notice_of", "result_query", "selected"]
 
@@ -28,6 +29,11 @@ SHOWN_SKIPPED = 20
 
 MISSING = "missing"
 """How a row that was not found is written in the query."""
+
+HELD = "held"
+"""How a row refused because its unique key is held is written in the query."""
+
+HELD_REASON = "its unique key is held by another ticker that waits or runs"
 
 _BACK_KEYS = {"status", "function", "q", "view", "page"}
 """The list's own query parameters a bulk action keeps."""
@@ -59,19 +65,22 @@ def back_query(form: FormData) -> dict[str, str]:
     return {k: v[:200] for k, v in parse_qsl(raw[:2000]) if k in _BACK_KEYS and v}
 
 
+def _code(item: BulkItem) -> str:
+    if item.held_by is not None:
+        return HELD
+    return item.status.value if item.status is not None else MISSING
+
+
 def result_query(result: BulkResult) -> dict[str, str]:
     """The query parameters that carry ``result`` to the page it goes back to."""
     skipped = result.skipped
-    groups = Counter(i.status.value if i.status is not None else MISSING for i in skipped)
+    groups = Counter(_code(i) for i in skipped)
     return {
         "did": result.action,
         "done": str(len(result.done)),
         "asked": str(len(result.requested)),
         "skipped": ",".join(f"{code}.{n}" for code, n in sorted(groups.items())),
-        "skipped_ids": ",".join(
-            f"{i.id}.{i.status.value if i.status is not None else MISSING}"
-            for i in skipped[:SHOWN_SKIPPED]
-        ),
+        "skipped_ids": ",".join(f"{i.id}.{_code(i)}" for i in skipped[:SHOWN_SKIPPED]),
     }
 
 
@@ -82,9 +91,16 @@ class BulkNotice:
 
     text: str
     skipped: list[tuple[UUID, Status | None, str]]
+    """Status None: not found, or (with :data:`HELD_REASON`) its unique key is held."""
     more: int
     """Skipped rows not named."""
     all_done: bool
+    missing: frozenset[UUID] = frozenset()
+    """The named rows that were not found (the others are linked)."""
+
+    def exists(self, ticker_id: UUID) -> bool:
+        """Whether a named skipped row was found (so the page links to it)."""
+        return ticker_id not in self.missing
 
 
 def notice_of(params: QueryParams, kind: TickerKind = TickerKind.TIME) -> BulkNotice | None:
@@ -96,12 +112,9 @@ def notice_of(params: QueryParams, kind: TickerKind = TickerKind.TIME) -> BulkNo
     try:
         done = _count(params.get("done", "0"))
         asked = _count(params.get("asked", "0"))
-        groups = [
-            (_status_or_missing(code), _count(n)) for code, n in _items(params.get("skipped", ""))
-        ]
+        groups = [(_code_of(code), _count(n)) for code, n in _items(params.get("skipped", ""))]
         named = [
-            (UUID(head), _status_or_missing(code))
-            for head, code in _items(params.get("skipped_ids", ""))
+            (UUID(head), _code_of(code)) for head, code in _items(params.get("skipped_ids", ""))
         ][:SHOWN_SKIPPED]
     except ValueError:
         return None
@@ -113,20 +126,26 @@ def notice_of(params: QueryParams, kind: TickerKind = TickerKind.TIME) -> BulkNo
     text = "; ".join(parts) + "."
     total = sum(n for _, n in groups)
     if total:
-        refused = sorted((s, n) for s, n in groups if s is not None)
+        refused = sorted((s, n) for s, n in groups if isinstance(s, Status))
         missing = sum(n for s, n in groups if s is None)
+        held = sum(n for s, n in groups if s == HELD)
         why = []
         if refused:
             statuses = ", ".join(f"{n} {s.value}" for s, n in refused)
             why.append(f"{sum(n for _, n in refused)} {rule.refused_as} ({statuses})")
+        if held:
+            why.append(f"{held} whose unique key another ticker holds")
         if missing:
             why.append(f"{missing} not found")
         text += f" Skipped {total}: " + ", ".join(why) + "."
-    skipped = [
-        (ticker_id, status, "not found" if status is None else rule.reason(status))
-        for ticker_id, status in named
-    ]
-    return BulkNotice(text, skipped, max(total - len(skipped), 0), all_done=total == 0)
+    skipped = [(ticker_id, *_named(rule.reason, code)) for ticker_id, code in named]
+    return BulkNotice(
+        text,
+        skipped,
+        max(total - len(skipped), 0),
+        all_done=total == 0,
+        missing=frozenset(ticker_id for ticker_id, code in named if code is None),
+    )
 
 
 def _items(raw: str) -> list[tuple[str, str]]:
@@ -148,5 +167,15 @@ def _count(raw: str) -> int:
     return value
 
 
-def _status_or_missing(raw: str) -> Status | None:
+def _code_of(raw: str) -> Status | str | None:
+    """A skipped row's code from the query: its status, HELD, or None (not found)."""
+    if raw == HELD:
+        return HELD
     return None if raw == MISSING else Status(raw)
+
+
+def _named(reason: Callable[[Status], str], code: Status | str | None) -> tuple[Status | None, str]:
+    """The status and reason a named skipped row is shown with."""
+    if isinstance(code, Status):
+        return code, reason(code)
+    return None, HELD_REASON if code == HELD else "not found"

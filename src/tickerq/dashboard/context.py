@@ -30,6 +30,7 @@ from tickerq.dashboard.live import LiveFeed
 from tickerq.dashboard.service import Service
 from tickerq.errors import (
     CronError,
+    DuplicateJobError,
     FunctionNotFoundError,
     InvalidArgumentError,
     InvalidRequestError,
@@ -199,7 +200,7 @@ def error_status(exc: BaseException) -> int:
         return 422
     if isinstance(exc, TickerNotFoundError):
         return 404
-    if isinstance(exc, TickerStateError):
+    if isinstance(exc, TickerStateError | DuplicateJobError):
         return 409
     if isinstance(
         exc, InvalidArgumentError | InvalidRequestError | CronError | ValidationError | ValueError

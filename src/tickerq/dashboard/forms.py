@@ -126,6 +126,10 @@ def _time_data(request: Request, form: FormData, editing: bool) -> tuple[dict[st
     if when is not None or not editing:
         data["execution_time"] = when
     data["description"] = values.get("description", "")
+    if "unique_key" in values:
+        data["unique_key"] = values["unique_key"] or None
+    if not editing:  # the form refuses a held key unless told otherwise
+        data["on_conflict"] = values.get("on_conflict") or "error"
     if values.get("retries"):
         data["retries"] = _number(values["retries"], "retries")
     data["retry_intervals"] = _intervals(values.get("retry_intervals", ""))

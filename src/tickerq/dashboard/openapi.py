@@ -62,7 +62,10 @@ _ERRORS = {
     "401": _json(_ref("ErrorOut"), "Authentication required"),
     "403": _json(_ref("ErrorOut"), "Not allowed (permission, loopback-only or cross-site)"),
     "404": _json(_ref("ErrorOut"), "No such ticker"),
-    "409": _json(_ref("ErrorOut"), "Not possible in the ticker's current state"),
+    "409": _json(
+        _ref("ErrorOut"),
+        "Not possible in the ticker's current state, or its unique key is held by another",
+    ),
     "422": _json(_ref("ErrorOut"), "Invalid input; the message names the bad value"),
 }
 

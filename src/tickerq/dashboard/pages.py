@@ -185,6 +185,7 @@ async def show_time_form(
                 "retries": ticker.retries,
                 "retry_intervals": ", ".join(f"{x:g}" for x in ticker.retry_intervals or ()),
                 "timeout": "" if ticker.timeout is None else f"{ticker.timeout:g}",
+                "unique_key": ticker.unique_key or "",
             }
     return render(
         request,

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
-from tickerq.enums import MisfirePolicy, Priority, RunCondition, Status, TickerKind
+from tickerq.enums import EnqueueOutcome, MisfirePolicy, Priority, RunCondition, Status, TickerKind
 from tickerq.operations import MAX_BULK_IDS, BulkOutcome, BulkResult
 
 __all__ = [
@@ -50,6 +50,7 @@ Seconds = Annotated[float, Field(ge=0, le=10 * 365 * 24 * 3600)]
 Timeout = Annotated[float, Field(gt=0, le=10 * 365 * 24 * 3600)]
 Description = Annotated[str, Field(max_length=2000)]
 FunctionName = Annotated[str, Field(min_length=1, max_length=200)]
+UniqueKey = Annotated[str, Field(min_length=1, max_length=200)]
 
 
 class _In(BaseModel):
@@ -80,6 +81,13 @@ class TimeTickerIn(_In):
     timeout: Timeout | None = None
     headers: Annotated[dict[str, str], Field(max_length=64)] | None = None
     """Text key/values stored with the ticker (the job sees them as ``ctx.headers``)."""
+    unique_key: UniqueKey | None = None
+    """While a ticker of this function with this key waits or runs, no second one is
+    stored (see ``on_conflict``)."""
+    on_conflict: Literal["keep", "replace", "error"] = "keep"
+    """With ``unique_key``, when a ticker holds it: ``keep`` it (answered with it),
+    ``replace`` its request, time and options (or run after it, when it runs),
+    or refuse with 409."""
 
 
 class TimeTickerUpdate(_In):
@@ -91,6 +99,8 @@ class TimeTickerUpdate(_In):
     retries: Retries | None = None
     retry_intervals: Annotated[list[Seconds], Field(max_length=100)] | None = None
     timeout: Timeout | None = None
+    unique_key: UniqueKey | None = None
+    """A new unique key (null: none); one another ticker of its function holds: 409."""
 
 
 class CronTickerIn(_In):
@@ -153,6 +163,8 @@ class BulkItemOut(BaseModel):
     function: str | None
     reason: str | None
     """Why it was skipped, e.g. ``is DONE; it has already ended``."""
+    held_by: UUID | None = None
+    """Skipped because its unique key is held: the time ticker that holds it."""
 
 
 class BulkResultOut(BaseModel):
@@ -180,6 +192,7 @@ class BulkResultOut(BaseModel):
                     status=i.status,
                     function=i.function,
                     reason=i.reason,
+                    held_by=i.held_by,
                 )
                 for i in result
             ],
@@ -215,6 +228,13 @@ class TimeTickerOut(_Out):
     error_type: str | None
     error_message: str | None
     skipped_reason: str | None
+    unique_key: str | None = None
+    enqueued: EnqueueOutcome | None = Field(
+        default=None,
+        description="In the answer to an add: ADDED, or with a unique key KEPT (the "
+        "ticker that holds it), REPLACED (that ticker, changed) or CHAINED (a new "
+        "ticker that runs after the one that holds it). Null elsewhere.",
+    )
     headers: dict[str, str] = Field(
         default_factory=dict,
         description="Stored with the ticker (trace context, tenant...); values of names "

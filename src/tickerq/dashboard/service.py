@@ -397,8 +397,11 @@ class Service:
             timeout=data.timeout,
             headers=data.headers,
             allow_unregistered=True,
+            unique_key=data.unique_key,
+            on_conflict=data.on_conflict,
         )
-        self._log(user, "added time ticker", ticker.id, function=ticker.function)
+        outcome = ticker.enqueued.value if ticker.enqueued is not None else ""
+        self._log(user, "added time ticker", ticker.id, function=ticker.function, outcome=outcome)
         return ticker
 
     async def update_time_ticker(
@@ -436,10 +439,14 @@ class Service:
                 kwargs[name] = value
         if "request" in given:
             kwargs["request"] = data.request
+        if "unique_key" in given:
+            kwargs["unique_key"] = data.unique_key
         return kwargs
 
     async def duplicate(self, user: DashboardUser, ticker_id: UUID) -> TimeTicker:
-        """A copy of a time ticker, due now (without its chain)."""
+        """A copy of a time ticker, due now (without its chain), with its unique key:
+        while the key is held (by the ticker itself, if it still waits or runs), the
+        copy is refused with DuplicateJobError naming the holder."""
         source = await self.app.time_tickers.get(ticker_id)
         data = TimeTickerIn(
             function=source.function,
@@ -451,6 +458,8 @@ class Service:
             else None,
             timeout=source.timeout,
             headers=dict(source.headers) or None,
+            unique_key=source.unique_key,
+            on_conflict="error",
         )
         ticker = await self.add_time_ticker(user, data)
         self._log(user, "duplicated time ticker", ticker_id, copy=str(ticker.id))

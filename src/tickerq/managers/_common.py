@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from tickerq.enums import Status, TickerKind
-from tickerq.errors import InvalidArgumentError
+from tickerq.errors import InvalidArgumentError, TickerStateError
 from tickerq.hooks import Cancellation
 from tickerq.operations import CANCEL, RETRY, BulkOutcome, BulkResult, build_result, check_ids
 from tickerq.stores.base import TickerQuery
@@ -27,9 +27,12 @@ if TYPE_CHECKING:
     from tickerq.hooks import Hooks
     from tickerq.local import LocalEngine
     from tickerq.stores.base import Store
+    from tickerq.unique import KeyHeld
 
 __all__ = [
+    "NOT_OPEN",
     "UNSET",
+    "UsesStore",
     "cancel_ticker",
     "cancel_tickers",
     "description_of",
@@ -42,6 +45,32 @@ __all__ = [
 
 UNSET: Any = object()
 """An argument not given (None may be a value)."""
+
+NOT_OPEN = (
+    "the app is not open: use `async with app:` (or `await app.open()` to schedule "
+    "without running jobs, `await app.start()` to run them too), or `app.sync.start()` "
+    "in code that is not async"
+)
+"""What a manager says when it is used before its app opened its store."""
+
+
+class UsesStore:
+    """A manager's store, refused with :data:`NOT_OPEN` while it is not open (a
+    forgotten ``async with app`` would otherwise store into a memory store that no
+    engine runs, or fail deep in a database driver)."""
+
+    _store_ref: Store
+
+    @property
+    def _store(self) -> Store:
+        store = self._store_ref
+        if not store.is_open:
+            raise TickerStateError(NOT_OPEN)
+        return store
+
+    @_store.setter
+    def _store(self, store: Store) -> None:
+        self._store_ref = store
 
 
 async def cancel_ticker(
@@ -86,8 +115,9 @@ async def retry_tickers(
     """Make several tickers due now again in one store transaction (see ``retry_many``)."""
     wanted = check_ids(ids)
     now = clock.now()
-    found = await store.retry_many(kind, wanted, now) if wanted else {}
-    result = build_result(RETRY, kind, wanted, found)
+    held: dict[UUID, KeyHeld] = {}
+    found = await store.retry_many(kind, wanted, now, held_by=held) if wanted else {}
+    result = build_result(RETRY, kind, wanted, found, held)
     if result.done:
         engine.wake(now)
     return result

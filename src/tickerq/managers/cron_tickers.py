@@ -16,6 +16,7 @@ from tickerq.hooks import Cancellation, Hooks
 from tickerq.known_functions import check_known
 from tickerq.managers._common import (
     UNSET,
+    UsesStore,
     cancel_ticker,
     cancel_tickers,
     description_of,
@@ -46,7 +47,7 @@ if TYPE_CHECKING:
 __all__ = ["CronTickerManager"]
 
 
-class CronTickerManager:
+class CronTickerManager(UsesStore):
     """Adds, changes and inspects cron tickers: ``app.cron_tickers``."""
 
     def __init__(

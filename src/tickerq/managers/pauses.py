@@ -1,9 +1,10 @@
 """``app.pauses``: pause and resume functions, or the whole cluster, on every node.
 
-A pause is stored (see :meth:`tickerq.stores.base.Store.set_pause`), so every node
-sharing the store obeys it within a second, and it outlives restarts: no job of
-a paused function starts anywhere (nothing at all while the cluster is paused)
-until it is resumed. Jobs already running go on; the paused function's tickers
+A pause is stored (see :meth:`tickerq.stores.base.Store.set_pause`) and every
+claim reads the stored pauses in its own transaction, so once :meth:`PauseManager.pause`
+has returned, no node sharing the store starts a job of a paused function
+(nothing at all while the cluster is paused) until it is resumed; it outlives
+restarts. Jobs already running go on; the paused function's tickers
 wait, IDLE, without using an attempt, and its crons go on making their
 occurrences, which wait too. Adding and scheduling tickers goes on as usual.
 
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from tickerq.errors import InvalidArgumentError
 from tickerq.known_functions import check_known
-from tickerq.managers._common import function_name
+from tickerq.managers._common import UsesStore, function_name
 from tickerq.models import CLUSTER, Pause
 from tickerq.validation import MAX_NAME_LENGTH, check_text
 
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
 __all__ = ["PauseManager"]
 
 
-class PauseManager:
+class PauseManager(UsesStore):
     """Pauses and resumes functions and the whole cluster, for every node: ``app.pauses``.
 
     ``by`` (who paused) defaults to this process's node id; the dashboard passes

@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from uuid import UUID, uuid4
 
-from tickerq.enums import RunCondition, Status, TickerKind
+from tickerq.enums import EnqueueOutcome, RunCondition, Status, TickerKind
 from tickerq.errors import InvalidArgumentError, TickerNotFoundError
 from tickerq.events import Event, EventBus, TickerChanged, TickerDeleted
 from tickerq.hooks import Cancellation, Hooks
 from tickerq.known_functions import check_known
 from tickerq.managers._common import (
     UNSET,
+    UsesStore,
     cancel_ticker,
     cancel_tickers,
     description_of,
@@ -29,6 +31,7 @@ from tickerq.managers._common import (
 from tickerq.middleware import Pipeline, run_chain
 from tickerq.models import TimeTicker
 from tickerq.operations import UPDATE, BulkResult, build_result, check_ids
+from tickerq.unique import KeyHeld, OnConflict, check_on_conflict, check_unique_key
 from tickerq.validation import (
     MAX_RETRIES,
     check_after,
@@ -59,6 +62,10 @@ class TimeTickerSpec:
     ``children`` run after this ticker ends, each when its ``run_condition``
     matches (default: any completed status); a child with its own
     ``execution_time`` also waits for that time.
+
+    ``unique_key``: see :mod:`tickerq.unique`. :meth:`TimeTickerManager.add_many`
+    stores all or nothing, so a key that is held makes it raise DuplicateJobError
+    (as ``on_conflict="error"`` would).
     """
 
     function: str
@@ -70,10 +77,11 @@ class TimeTickerSpec:
     timeout: float | None = None
     run_condition: RunCondition | None = None
     headers: Mapping[str, str] | None = None
+    unique_key: str | None = None
     children: Sequence[TimeTickerSpec] = field(default_factory=tuple)
 
 
-class TimeTickerManager:
+class TimeTickerManager(UsesStore):
     """Adds, changes and inspects time tickers: ``app.time_tickers``."""
 
     def __init__(
@@ -138,8 +146,10 @@ class TimeTickerManager:
             else None,
             headers=check_headers(spec.headers),
             concurrency_key=self._functions.concurrency_key(name, payload),
+            unique_key=check_unique_key(spec.unique_key),
             created_at=now,
             updated_at=now,
+            enqueued=EnqueueOutcome.ADDED,
         )
 
     async def add(
@@ -157,17 +167,28 @@ class TimeTickerManager:
         run_condition: RunCondition | None = None,
         headers: Mapping[str, str] | None = None,
         allow_unregistered: bool = False,
+        unique_key: str | None = None,
+        on_conflict: OnConflict = "keep",
     ) -> TimeTicker:
         """Add one time ticker (due now when no time is given) and return it.
 
         ``headers`` (text to text) are stored with it and seen by the job as
         ``ctx.headers``; the app's ``on_enqueue`` middleware sees the ticker first.
 
+        ``unique_key`` (1 to 200 characters): while a ticker of this function with
+        this key waits or runs, no second one is stored; ``on_conflict`` says what
+        happens instead: ``"keep"`` returns that ticker, ``"error"`` raises
+        DuplicateJobError, ``"replace"`` gives a waiting one the new request, time
+        and options (debounce), or chains the new ticker after a running one (see
+        :mod:`tickerq.unique`). The returned ticker's ``enqueued`` says which
+        (ADDED, KEPT, REPLACED or CHAINED).
+
         ``allow_unregistered=True`` also accepts a function not registered in this
         process that the cluster knows (see :mod:`tickerq.known_functions`): its
         request is stored as plain JSON, checked against the same bounds and size
         limit, and it runs with NORMAL priority and no retries unless given. An
         unknown name raises FunctionNotFoundError either way."""
+        conflict = check_on_conflict(on_conflict)
         if allow_unregistered:
             await check_known(self._functions, self._store, function_name(function))
         now = self._clock.now()
@@ -181,17 +202,24 @@ class TimeTickerManager:
             timeout=timeout,
             run_condition=run_condition,
             headers=headers,
+            unique_key=unique_key,
         )
         parent = None if parent_id is None else uuid_of(parent_id)
         ticker = self._build(spec, now, parent, after, allow_unregistered=allow_unregistered)
+        store = functools.partial(self._store_one, on_conflict=conflict)
         hooks = self._pipeline.enqueue_hooks(ticker.function)
         if not hooks:
-            return await self._store_one(ticker)
-        stored: TimeTicker = await run_chain(hooks, ticker, _as_built(ticker, self._store_one))
+            return await store(ticker)
+        stored: TimeTicker = await run_chain(hooks, ticker, _as_built(ticker, store))
         return stored
 
-    async def _store_one(self, ticker: TimeTicker) -> TimeTicker:
-        await self._store.add_time_tickers((ticker,))
+    async def _store_one(self, ticker: TimeTicker, on_conflict: OnConflict = "keep") -> TimeTicker:
+        if ticker.unique_key is None:
+            await self._store.add_time_tickers((ticker,))
+        else:
+            ticker = await self._store.add_unique(ticker, on_conflict)
+            if ticker.enqueued is EnqueueOutcome.KEPT:
+                return ticker
         self._engine.wake(ticker.execution_time)
         return ticker
 
@@ -245,9 +273,12 @@ class TimeTickerManager:
         timeout: float | None = UNSET,
         headers: Mapping[str, str] = UNSET,
         allow_unregistered: bool = False,
+        unique_key: str | None = UNSET,
     ) -> TimeTicker:
         """Change a waiting (IDLE) ticker. Only the given fields change.
 
+        ``unique_key`` gives it a key (None: takes its key away); a key another
+        ticker of its function holds raises DuplicateJobError naming that ticker.
         ``allow_unregistered=True`` stores a new request of a function not
         registered in this process as plain JSON."""
         tid = uuid_of(ticker_id)
@@ -258,6 +289,7 @@ class TimeTickerManager:
             retry_intervals=retry_intervals,
             timeout=timeout,
             headers=headers,
+            unique_key=unique_key,
         )
         if request is not UNSET:
             current = await self.get(tid)
@@ -283,14 +315,17 @@ class TimeTickerManager:
         timeout: float | None = UNSET,
         headers: Mapping[str, str] = UNSET,
         allow_unregistered: bool = False,
+        unique_key: str | None = UNSET,
     ) -> BulkResult:
         """Change several waiting (IDLE) tickers the same way, in one transaction.
 
         Takes the fields :meth:`update` takes; they are checked once, before
         anything is written (a new ``request`` against each function among the
         tickers: one that does not fit raises and nothing changes). Each id is
-        reported: DONE, NOT_ALLOWED (not IDLE, with the reason) or NOT_FOUND.
-        At most :data:`~tickerq.operations.MAX_BULK_IDS` ids (given twice: once).
+        reported: DONE, NOT_ALLOWED (not IDLE, or a ``unique_key`` another ticker
+        of its function holds or one of these, earlier by id, takes: with the
+        reason and ``held_by``) or NOT_FOUND. At most
+        :data:`~tickerq.operations.MAX_BULK_IDS` ids (given twice: once).
         """
         wanted = check_ids(ids)
         changes = self._changes(
@@ -300,6 +335,7 @@ class TimeTickerManager:
             retry_intervals=retry_intervals,
             timeout=timeout,
             headers=headers,
+            unique_key=unique_key,
         )
         per_id: dict[UUID, Mapping[str, Any]] = dict.fromkeys(wanted, changes)
         if request is not UNSET and wanted:
@@ -315,8 +351,13 @@ class TimeTickerManager:
                     "concurrency_key": self._functions.concurrency_key(name, payload),
                 }
             per_id = {i: by_function[functions[i]] for i in wanted if i in functions}
-        found = await self._store.update_time_tickers(per_id, UPDATE.allowed) if per_id else {}
-        result = build_result(UPDATE, TickerKind.TIME, wanted, found)
+        held: dict[UUID, KeyHeld] = {}
+        found = (
+            await self._store.update_time_tickers(per_id, UPDATE.allowed, held_by=held)
+            if per_id
+            else {}
+        )
+        result = build_result(UPDATE, TickerKind.TIME, wanted, found, held)
         if result.done:
             self._engine.wake(changes.get("execution_time"))
         return result
@@ -330,6 +371,7 @@ class TimeTickerManager:
         retry_intervals: Any,
         timeout: Any,
         headers: Any,
+        unique_key: Any = UNSET,
     ) -> dict[str, Any]:
         """The checked changes of :meth:`update` (all but the request, which is checked
         against the ticker's function); UNSET fields are left out."""
@@ -347,6 +389,8 @@ class TimeTickerManager:
             changes["timeout"] = check_timeout(timeout)
         if headers is not UNSET:
             changes["headers"] = check_headers(headers)
+        if unique_key is not UNSET:
+            changes["unique_key"] = check_unique_key(unique_key)
         return changes
 
     async def delete(self, ticker_id: UUID) -> None:
@@ -421,7 +465,8 @@ class TimeTickerManager:
                 unsubscribe()
 
     async def retry(self, ticker_id: UUID) -> TimeTicker:
-        """Run an ended (or waiting) ticker again now."""
+        """Run an ended (or waiting) ticker again now. Raises DuplicateJobError when
+        another ticker holds its unique key now."""
         now = self._clock.now()
         await self._store.retry_now(TickerKind.TIME, uuid_of(ticker_id), now)
         self._engine.wake(now)
@@ -429,7 +474,9 @@ class TimeTickerManager:
 
     async def retry_many(self, ids: Sequence[UUID]) -> BulkResult:
         """Run several ended (or waiting) tickers again now, in one transaction, as
-        :meth:`retry` does each; running ones are NOT_ALLOWED, unknown ids NOT_FOUND.
+        :meth:`retry` does each; running ones are NOT_ALLOWED, so is an ended one
+        whose unique key another ticker holds now (``held_by`` names it; of several
+        ended ones with one key, the first by id runs), unknown ids NOT_FOUND.
         At most :data:`~tickerq.operations.MAX_BULK_IDS` ids."""
         return await retry_tickers(self._store, self._engine, self._clock, TickerKind.TIME, ids)
 
@@ -509,6 +556,8 @@ def _as_built(
             )
         if ticker.headers is not built.headers:
             ticker = ticker.evolve(headers=check_headers(ticker.headers))
+        if ticker.unique_key != built.unique_key:
+            ticker = ticker.evolve(unique_key=check_unique_key(ticker.unique_key))
         return await then(ticker)
 
     return check

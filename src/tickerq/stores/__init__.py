@@ -52,6 +52,9 @@ def open_store(url: str, *, auto_upgrade: bool = False) -> Store:
 
         return MemoryStore.from_url(url)
     if scheme in ("sqlite", "postgresql", "postgres"):
+        from tickerq._extras import need_for_store
+
+        need_for_store(url)
         from tickerq.stores.sql import SqlStore  # SQLAlchemy only when a SQL store is used
 
         return SqlStore(url, auto_upgrade=auto_upgrade)

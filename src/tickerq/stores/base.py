@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from tickerq.enums import Priority, RunCondition, Status, TickerKind
-from tickerq.errors import TickerNotFoundError, TickerStateError
+from tickerq.errors import DuplicateJobError, TickerNotFoundError, TickerStateError
 from tickerq.operations import CANCEL, RETRY, UPDATE, StateRule, kind_name
 
 if TYPE_CHECKING:
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
         ThroughputBucket,
         TickerPage,
     )
+    from tickerq.unique import KeyHeld, OnConflict
 
 __all__ = [
     "CRON_BATCH_FIRES",
@@ -297,6 +298,11 @@ class Store(ABC):
     async def open(self) -> None:  # noqa: B027 - optional hook
         """Connect; create or check the schema."""
 
+    @property
+    def is_open(self) -> bool:
+        """Whether the store may be used (the managers refuse to use it otherwise)."""
+        return True
+
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release every connection."""
 
@@ -321,7 +327,28 @@ class Store(ABC):
 
     @abstractmethod
     async def add_time_tickers(self, tickers: Sequence[TimeTicker]) -> None:
-        """Store new time tickers atomically (all or none). Parents come before children."""
+        """Store new time tickers atomically (all or none). Parents come before children.
+
+        A ticker with a unique key whose key another ticker holds raises
+        DuplicateJobError; two of the batch with one function and key raise
+        InvalidArgumentError (nothing is stored either way).
+        """
+
+    @abstractmethod
+    async def add_unique(self, ticker: TimeTicker, on_conflict: OnConflict) -> TimeTicker:
+        """Store ``ticker``, which has a unique key, unless a ticker of its function
+        holds that key (waits or runs: see :mod:`tickerq.unique`); then, in the
+        same transaction, what ``on_conflict`` says: ``"keep"`` stores nothing,
+        ``"error"`` raises DuplicateJobError naming the holder, ``"replace"``
+        changes a waiting (IDLE) holder in place (:data:`tickerq.unique.REPLACED_FIELDS`)
+        or, when the holder has started, stores ``ticker`` as its chain child
+        (:func:`tickerq.unique.successor`) and moves the key to it.
+
+        Returns the ticker as stored, with ``enqueued`` saying which happened
+        (ADDED, KEPT: the holder, REPLACED: the holder changed, CHAINED: the new
+        child). Race-free across nodes: of two calls with one key, one adds and
+        the other sees its ticker.
+        """
 
     @abstractmethod
     async def get_time_ticker(self, ticker_id: UUID) -> TimeTicker | None:
@@ -339,11 +366,16 @@ class Store(ABC):
     ) -> TimeTicker:
         """Change fields of a ticker whose status is in ``allowed``.
 
-        Raises TickerNotFoundError, or TickerStateError naming the status.
+        Raises TickerNotFoundError, TickerStateError naming the status, or
+        DuplicateJobError when the change would give it a key another ticker holds.
         """
-        found = (await self.update_time_tickers({ticker_id: changes}, allowed)).get(ticker_id)
+        held: dict[UUID, KeyHeld] = {}
+        found = (await self.update_time_tickers({ticker_id: changes}, allowed, held_by=held)).get(
+            ticker_id
+        )
         rule = UPDATE if allowed == UPDATE.allowed else _rule("update", allowed)
         _one(rule, TickerKind.TIME, ticker_id, found)
+        _not_held(held.get(ticker_id))
         ticker = await self.get_time_ticker(ticker_id)
         if ticker is None:  # deleted right after the change
             raise TickerNotFoundError("time ticker", ticker_id)
@@ -354,10 +386,17 @@ class Store(ABC):
         self,
         changes: Mapping[UUID, Mapping[str, Any]],
         allowed: frozenset[Status] = UPDATE.allowed,
+        *,
+        held_by: dict[UUID, KeyHeld] | None = None,
     ) -> dict[UUID, tuple[Status, str]]:
         """Change several tickers in one transaction: each id whose status is in
         ``allowed`` gets its ``changes`` (one mapping object may serve many ids; the
         changes never include the status).
+
+        A change that would make a row hold a unique key (``unique_key`` or
+        ``function`` among the changes) another ticker holds, or one an earlier
+        row of the call (in id order) takes, is not made: the row is left as it
+        is and put in ``held_by`` with the key and its holder.
 
         Returns the status (before this call) and function of every id found; ids
         not found are left out.
@@ -388,9 +427,12 @@ class Store(ABC):
 
     async def retry_now(self, kind: TickerKind, ticker_id: UUID, now: datetime) -> None:
         """Make an ended (or waiting) ticker due now again. Raises TickerNotFoundError,
-        or TickerStateError while it runs (see :data:`RETRY`)."""
-        found = (await self.retry_many(kind, [ticker_id], now)).get(ticker_id)
+        TickerStateError while it runs (see :data:`RETRY`), or DuplicateJobError when
+        another ticker holds its unique key now."""
+        held: dict[UUID, KeyHeld] = {}
+        found = (await self.retry_many(kind, [ticker_id], now, held_by=held)).get(ticker_id)
         _one(RETRY, kind, ticker_id, found)
+        _not_held(held.get(ticker_id))
 
     @abstractmethod
     async def cancel_many(
@@ -407,11 +449,20 @@ class Store(ABC):
 
     @abstractmethod
     async def retry_many(
-        self, kind: TickerKind, ids: Sequence[UUID], now: datetime
+        self,
+        kind: TickerKind,
+        ids: Sequence[UUID],
+        now: datetime,
+        *,
+        held_by: dict[UUID, KeyHeld] | None = None,
     ) -> dict[UUID, tuple[Status, str]]:
         """Make each of ``ids`` whose status :data:`RETRY` allows (all but running
         ones) due now again, in one transaction: IDLE, its error, lock and cancel
         flag cleared, no longer waiting for a chain parent.
+
+        An ended time ticker whose unique key another ticker holds now (or an
+        earlier one of ``ids``, in id order, takes back) stays as it is and is put
+        in ``held_by`` with the key and its holder: a key has one holder at a time.
 
         Returns the status (before this call) and function of every id found;
         ids not found (or of the other kind) are left out.
@@ -587,6 +638,9 @@ class Store(ABC):
         ``functions`` (those this node can run). ``limits`` gives each limited
         function's max_concurrency: a shared store enforces it across all nodes
         (counting their running jobs) instead of this node's ``capacity``.
+        Functions paused in the store when the claim runs (:meth:`set_pause`;
+        every function while the cluster is) are left out, whatever ``functions``
+        says: the caller's view of the pauses may be a moment old.
 
         ``gates`` (see :mod:`tickerq.limits`): rate limits (no window of a limit's
         period holds more starts of its functions than its limit, counting every
@@ -800,6 +854,12 @@ def _one(
     if not rule.allows(status):
         raise TickerStateError(rule.refusal(kind, ticker_id, status))
     return status
+
+
+def _not_held(held: KeyHeld | None) -> None:
+    """Raise DuplicateJobError when a single operation was refused for a held key."""
+    if held is not None:
+        raise DuplicateJobError(held.function, held.key, held.holder)
 
 
 def _rule(name: str, allowed: frozenset[Status]) -> StateRule:

@@ -56,7 +56,9 @@ from tickerq.stores.memory_rows import (
     time_ticker,
     utc,
 )
+from tickerq.stores.memory_unique import HeldKeys, MemoryUnique
 from tickerq.stores.seeding import plan_seeding
+from tickerq.unique import KeyHeld
 
 __all__ = ["DEFAULT_HISTORY_LIMIT", "MemoryStore"]
 
@@ -66,7 +68,7 @@ DEFAULT_HISTORY_LIMIT = 100_000
 """Ended rows a memory store keeps by default (about 1 KB each: ~100 MB at most)."""
 
 
-class MemoryStore(MemoryPauses, MemoryReads, Store):
+class MemoryStore(MemoryUnique, MemoryPauses, MemoryReads, Store):
     """Keeps everything in this process's memory.
 
     ``history_limit`` bounds the ended rows kept (time tickers and cron
@@ -114,9 +116,20 @@ class MemoryStore(MemoryPauses, MemoryReads, Store):
         self._ended_count = 0
         """Ended rows stored (what ``history_limit`` bounds)."""
         self._pauses = {}
+        self._opened = False
         self._held: dict[UUID, Row] = {}
         """Ended chain roots taken out of the end order because a row of their chain
         still waits or runs; they go back in when a row of the chain ends."""
+        self._held_keys = HeldKeys(self._rows)
+
+    async def open(self) -> None:
+        """Nothing to connect: from now on the store may be used."""
+        self._opened = True
+
+    @property
+    def is_open(self) -> bool:
+        """Whether the store was opened (once opened, it may be read after a stop)."""
+        return self._opened
 
     @classmethod
     def from_url(cls, url: str) -> MemoryStore:
@@ -166,10 +179,13 @@ class MemoryStore(MemoryPauses, MemoryReads, Store):
         """Store new time tickers; children are linked to parents stored before.
 
         An id that is stored already (or twice in the batch) raises
-        DuplicateTickerError, as the SQL stores' primary key does; nothing is stored.
+        DuplicateTickerError, as the SQL stores' primary key does; a held unique key
+        DuplicateJobError; nothing is stored.
         """
         batch = set()
+        keyed = False
         for t in tickers:  # check every id and parent first: all or nothing is stored
+            keyed = keyed or t.unique_key is not None
             if t.id in batch or t.id in self._rows:
                 raise DuplicateTickerError("time ticker", t.id)
             if (
@@ -179,6 +195,8 @@ class MemoryStore(MemoryPauses, MemoryReads, Store):
             ):
                 raise TickerNotFoundError("time ticker", t.parent_id)
             batch.add(t.id)
+        if keyed:
+            self._check_new_keys(tickers)
         rows = []
         for t in tickers:
             parent = self._rows.get(t.parent_id) if t.parent_id else None
@@ -199,11 +217,14 @@ class MemoryStore(MemoryPauses, MemoryReads, Store):
                 awaiting_parent=parent is not None,
                 headers=dict(t.headers) if t.headers else None,
                 concurrency_key=t.concurrency_key,
+                unique_key=t.unique_key,
                 status=t.status,
                 created_at=utc(t.created_at),
                 updated_at=utc(t.updated_at),
             )
             self._rows[t.id] = row
+            if keyed:
+                self._held_keys.hold(row)
             rows.append(row)
             if parent is not None:
                 parent.children.append(row)
@@ -236,21 +257,27 @@ class MemoryStore(MemoryPauses, MemoryReads, Store):
         self,
         changes: Mapping[UUID, Mapping[str, Any]],
         allowed: frozenset[Status] = UPDATE.allowed,
+        *,
+        held_by: dict[UUID, KeyHeld] | None = None,
     ) -> dict[UUID, tuple[Status, str]]:
         """Change the waiting tickers among ``changes`` (see Store)."""
         out: dict[UUID, tuple[Status, str]] = {}
+        refused = self._refused_updates(changes, allowed)
+        if held_by is not None:
+            held_by.update(refused)
         for ticker_id, fields in changes.items():
             row = self._rows.get(ticker_id)
             if row is None or row.kind is not TickerKind.TIME:
                 continue
             out[ticker_id] = (row.status, row.function)
-            if row.status not in allowed:
+            if row.status not in allowed or ticker_id in refused:
                 continue
             for key, value in fields.items():
                 if key == "headers":
                     row.headers = dict(value) if value else {}
                     continue
                 setattr(row, key, utc(value) if isinstance(value, datetime) else value)
+            self._held_keys.hold(row)
             self._schedule(row)
             self._announce(row, row.updated_at)
         return out
@@ -308,16 +335,28 @@ class MemoryStore(MemoryPauses, MemoryReads, Store):
         return found
 
     async def retry_many(
-        self, kind: TickerKind, ids: Sequence[UUID], now: datetime
+        self,
+        kind: TickerKind,
+        ids: Sequence[UUID],
+        now: datetime,
+        *,
+        held_by: dict[UUID, KeyHeld] | None = None,
     ) -> dict[UUID, tuple[Status, str]]:
         """Make rows due now again (see Store)."""
         found: dict[UUID, tuple[Status, str]] = {}
+        again: list[Row] = []
         for ticker_id in ids:
             row = self._rows.get(ticker_id)
             if row is None or row.kind is not kind or ticker_id in found:
                 continue
             found[ticker_id] = (row.status, row.function)
-            if not RETRY.allows(row.status):
+            if RETRY.allows(row.status):
+                again.append(row)
+        refused = self._refused_retries(row for row in again if row.unique_key is not None)
+        if held_by is not None:
+            held_by.update(refused)
+        for row in again:
+            if row.id in refused:
                 continue
             if row.status.is_final:
                 self._ended_count -= 1
@@ -329,6 +368,7 @@ class MemoryStore(MemoryPauses, MemoryReads, Store):
             row.error_type = row.error_message = row.skipped_reason = None
             row.lock_holder = row.locked_at = row.lease_until = None
             row.updated_at = now
+            self._held_keys.hold(row)
             self._schedule(row)
             self._announce(row, now)
         return found
@@ -707,6 +747,7 @@ class MemoryStore(MemoryPauses, MemoryReads, Store):
         best up to the limits."""
         if finished:
             await self.complete(finished)
+        functions = _unpaused(functions, self._pauses)  # as stored now
         ready = self._ready
         self._move_due(now)
         claimed: list[Job] = []
@@ -1037,6 +1078,8 @@ class MemoryStore(MemoryPauses, MemoryReads, Store):
         children: the caller does that when the parent stays)."""
         if self._rows.pop(row.id, None) is None:
             return
+        if row.unique_key is not None:
+            self._held_keys.forget(row)
         row.version += 1  # retires its entries in the due heap, FIFOs and end order
         if row.status.is_final:
             self._ended_count -= 1
@@ -1053,3 +1096,13 @@ class MemoryStore(MemoryPauses, MemoryReads, Store):
     async def cancel_requested(self, ids: Sequence[UUID]) -> list[UUID]:
         """Running ids flagged for cancellation."""
         return [i for i in ids if (r := self._rows.get(i)) is not None and r.cancel_requested]
+
+
+def _unpaused(functions: Collection[str], paused: Collection[str]) -> Collection[str]:
+    """Of ``functions``, those not paused (none while the cluster is): the pauses
+    as stored when the claim runs, whatever the engine last read of them."""
+    if not paused:
+        return functions
+    if CLUSTER in paused:
+        return ()
+    return [f for f in functions if f not in paused]

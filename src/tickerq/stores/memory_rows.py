@@ -56,6 +56,7 @@ class Row(Job):
         "run_condition",
         "skipped_reason",
         "status",
+        "unique_key",
         "updated_at",
         "version",
     )
@@ -84,6 +85,7 @@ class Row(Job):
         awaiting_parent: bool = False,
         headers: dict[str, str] | None = None,
         concurrency_key: str | None = None,
+        unique_key: str | None = None,
     ) -> None:
         # Explicit arguments (no **kwargs sorting): a row is made for every enqueue.
         super().__init__(
@@ -126,6 +128,7 @@ class Row(Job):
         self.result: Any = None
         """What the last attempt returned (JSON), None while none succeeded."""
         self.concurrency_key = concurrency_key
+        self.unique_key = unique_key
 
 
 def utc(value: Any) -> Any:
@@ -169,6 +172,7 @@ def time_ticker(row: Row) -> TimeTicker:
         headers=dict(row.headers) if row.headers else {},  # a copy: the row keeps its own
         result=row.result,
         concurrency_key=row.concurrency_key,
+        unique_key=row.unique_key,
         **run_state(row),
     )
 

@@ -69,6 +69,8 @@ class Shop:
     async def _start(self) -> None:
         await seed_history(self.store_url, hours=24 if SCREENSHOTS else 8)
         self.app = build_shop_app(self.store_url)
+        if SCREENSHOTS:  # the footer names the store: no machine path in the docs
+            self.app.store_url = "sqlite:///shop.db"
         await self.app.start()
         self.seeded = await seed_live(self.app)
         self.worker = build_shop_app(self.store_url, node_id="worker-2")

@@ -149,6 +149,11 @@ class SqlBase(Store):
             raise TickerStateError(f"the store {self.dialect.safe_url} is not open")
         return self._engine
 
+    @property
+    def is_open(self) -> bool:
+        """Whether the store is connected (between :meth:`open` and :meth:`close`)."""
+        return self._engine is not None
+
     async def open(self) -> None:
         """Connect, and create the schema if the database is empty.
 

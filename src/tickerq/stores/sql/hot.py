@@ -36,10 +36,12 @@ from typing import Any
 from uuid import UUID
 
 from tickerq.enums import Priority, RunCondition, Status
+from tickerq.models import CLUSTER
 from tickerq.stores.base import Job, Outcome
+from tickerq.stores.sql.gating import GatedClaim
 from tickerq.stores.sql.notify import CHANNEL
 from tickerq.stores.sql.rows import JOB_COLUMN_NAMES, Decode, job_from_row
-from tickerq.stores.sql.schema import WAITING_SQL
+from tickerq.stores.sql.schema import KEYED_RUNNING_SQL, WAITING_SQL
 
 __all__ = ["HotPath"]
 
@@ -48,16 +50,33 @@ logger = logging.getLogger(__name__)
 _WAITING = WAITING_SQL["postgresql"]
 
 
-def _due(priority: Priority) -> str:
+def _due(priority: Priority, *, gated: bool = False) -> str:
     """The due rows of one priority this node may run, oldest first, locked.
 
     One bounded range of the waiting index: the claim's cost is the rows it
     takes (plus due rows of functions this node lacks), not the table's size.
+    Functions paused when the statement starts are left out, whatever the
+    engine last read of the pauses (two one-time subqueries of a tiny table).
+    ``gated``: the rows of keys at their per-key limit (``saturated``) are left
+    out too, so one busy key's backlog does not stand in front of the others;
+    the columns the gate decides on come along.
     """
-    return f"""SELECT id FROM (
-        SELECT id FROM tickerq_tickers
+    columns = "id, function, concurrency_key, priority, execution_time" if gated else "id"
+    saturated = (
+        """
+          AND (concurrency_key IS NULL OR NOT EXISTS (
+              SELECT 1 FROM saturated s
+              WHERE s.function = tickerq_tickers.function
+                AND s.key = tickerq_tickers.concurrency_key))"""
+        if gated
+        else ""
+    )
+    return f"""SELECT {columns} FROM (
+        SELECT {columns} FROM tickerq_tickers
         WHERE {_WAITING} AND priority = {int(priority)}
           AND execution_time <= $16 AND function = ANY($17::text[])
+          AND function <> ALL(ARRAY(SELECT function FROM tickerq_pauses))
+          AND NOT EXISTS (SELECT 1 FROM tickerq_pauses WHERE function = '{CLUSTER}'){saturated}
         ORDER BY execution_time
         LIMIT {{limit}}
         FOR UPDATE SKIP LOCKED
@@ -66,8 +85,7 @@ def _due(priority: Priority) -> str:
 
 _SLOT_PRIORITIES = (Priority.HIGH, Priority.NORMAL, Priority.LOW)
 
-_FINISH_AND_CLAIM = f"""
-WITH fin AS (
+_FINISH = """fin AS (
     SELECT * FROM unnest(
         $1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[],
         $6::timestamptz[], $7::timestamptz[], $8::int[], $9::int[], $10::text[],
@@ -94,7 +112,7 @@ WITH fin AS (
       AND t.claims = f.claim AND NOT (t.has_children AND f.final_at IS NOT NULL)
     RETURNING t.id, t.kind
 ), left_over AS (
-    SELECT coalesce(array_agg(f.id), '{{}}') AS ids FROM fin f
+    SELECT coalesce(array_agg(f.id), '{}') AS ids FROM fin f
     WHERE f.final_at IS NOT NULL AND NOT EXISTS (SELECT 1 FROM done d WHERE d.id = f.id)
 ), att AS (
     INSERT INTO tickerq_attempts (ticker_id, kind, number, node, status, started_at,
@@ -102,7 +120,22 @@ WITH fin AS (
     SELECT d.id, d.kind, f.number, $15, f.attempt_status, f.started_at, f.finished_at,
         f.elapsed, f.error_type, f.error_message, f.traceback, f.result
     FROM done d JOIN fin f ON f.id = d.id
-), long_picked AS (
+"""
+"""The results in: ``fin``, ``done``, ``left_over``, ``att`` (see the module)."""
+
+_KIDS = f"""kids AS (
+    UPDATE tickerq_tickers c SET
+        awaiting_parent = false,
+        execution_time = greatest(c.execution_time, {{now}}),
+        updated_at = {{now}}
+    WHERE EXISTS (SELECT 1 FROM claimed WHERE has_children)
+      AND c.parent_id = ANY(ARRAY(SELECT id FROM claimed WHERE has_children))
+      AND c.awaiting_parent AND c.status = '{Status.IDLE.value}'
+      AND c.run_condition = '{RunCondition.IN_PROGRESS.value}'"""
+"""The IN_PROGRESS chain children of the ``claimed`` rows start with them."""
+
+_FINISH_AND_CLAIM = f"""
+WITH {_FINISH}), long_picked AS (
     {_due(Priority.LONG_RUNNING).format(limit="$18")}
 ), slot_picked AS (
     {" UNION ALL ".join(_due(p).format(limit="$19") for p in _SLOT_PRIORITIES)}
@@ -113,15 +146,7 @@ WITH fin AS (
         lease_until = $20, executed_at = $16, updated_at = $16, claims = t.claims + 1
     WHERE t.id = ANY(ARRAY(SELECT id FROM long_picked UNION ALL SELECT id FROM slot_picked))
     RETURNING {", ".join(f"t.{name}" for name in JOB_COLUMN_NAMES)}
-), kids AS (
-    UPDATE tickerq_tickers c SET
-        awaiting_parent = false,
-        execution_time = greatest(c.execution_time, $16),
-        updated_at = $16
-    WHERE EXISTS (SELECT 1 FROM claimed WHERE has_children)
-      AND c.parent_id = ANY(ARRAY(SELECT id FROM claimed WHERE has_children))
-      AND c.awaiting_parent AND c.status = '{Status.IDLE.value}'
-      AND c.run_condition = '{RunCondition.IN_PROGRESS.value}'
+), {_KIDS.format(now="$16")}
 ), notice AS (
     SELECT pg_notify('{CHANNEL}', $22::text)
     WHERE $22::text IS NOT NULL
@@ -131,6 +156,180 @@ SELECT l.ids AS left_over, (SELECT count(*) FROM notice) AS notified, c.*
 FROM left_over l LEFT JOIN claimed c ON true
 ORDER BY c.priority DESC, c.execution_time
 """
+
+
+# A claim under cluster-wide limits, sent after the claim's advisory locks (so
+# its snapshot holds every claim that held them before): the results in; what
+# the limits count (the running rows of each key, the results just written
+# aside; the starts within each rate limit's window); the due rows, locked, the
+# keys at their limit left out (``picked``, best first); the rows past a key's
+# room (``over_key``), then past a rate limit's room (``over_rate``); the others
+# start, with their chain children, and their starts are stored; old starts go.
+_FINISH_AND_CLAIM_GATED = f"""
+WITH {_FINISH}), running AS (
+    SELECT function, concurrency_key AS key, count(*) AS n FROM tickerq_tickers
+    WHERE {KEYED_RUNNING_SQL} AND function = ANY($24::text[]) AND id <> ALL($1::uuid[])
+    GROUP BY function, concurrency_key
+), saturated AS (
+    SELECT r.function, r.key FROM running r
+    JOIN unnest($24::text[], $25::int[]) AS u(function, most) ON u.function = r.function
+    WHERE r.n >= u.most
+), used AS (
+    SELECT b.bucket, b.oldest, b.most, coalesce(sum(s.count), 0) AS n
+    FROM unnest($26::text[], $27::timestamptz[], $28::int[]) AS b(bucket, oldest, most)
+    LEFT JOIN tickerq_rate_starts s ON s.bucket = b.bucket AND s.started_at > b.oldest
+    GROUP BY b.bucket, b.oldest, b.most
+), long_picked AS (
+    {_due(Priority.LONG_RUNNING, gated=True).format(limit="$18")}
+), slot_picked AS (
+    {" UNION ALL ".join(_due(p, gated=True).format(limit="$19") for p in _SLOT_PRIORITIES)}
+    LIMIT $19
+), picked AS (
+    SELECT p.*, row_number() OVER (ORDER BY p.priority DESC, p.execution_time) AS pos
+    FROM (SELECT * FROM long_picked UNION ALL SELECT * FROM slot_picked) AS p
+), over_key AS (
+    SELECT k.id FROM (
+        SELECT p.id, u.most, coalesce(r.n, 0)
+            + row_number() OVER (PARTITION BY p.function, p.concurrency_key ORDER BY p.pos) AS nth
+        FROM picked p
+        JOIN unnest($24::text[], $25::int[]) AS u(function, most) ON u.function = p.function
+        LEFT JOIN running r ON r.function = p.function AND r.key = p.concurrency_key
+        WHERE p.concurrency_key IS NOT NULL
+    ) AS k WHERE k.nth > k.most
+), over_rate AS (
+    SELECT q.id FROM (
+        SELECT p.id, u.most - u.n AS room,
+            row_number() OVER (PARTITION BY m.bucket ORDER BY p.pos) AS nth
+        FROM picked p
+        JOIN unnest($29::text[], $30::text[]) AS m(function, bucket) ON m.function = p.function
+        JOIN used u ON u.bucket = m.bucket
+        WHERE NOT EXISTS (SELECT 1 FROM over_key o WHERE o.id = p.id)
+    ) AS q WHERE q.nth > q.room
+), claimed AS (
+    UPDATE tickerq_tickers t SET
+        status = '{Status.IN_PROGRESS.value}', lock_holder = $15, locked_at = $16,
+        lease_until = $20, executed_at = $16, updated_at = $16, claims = t.claims + 1
+    WHERE t.id = ANY(ARRAY(
+        SELECT id FROM picked EXCEPT SELECT id FROM over_key EXCEPT SELECT id FROM over_rate
+    ))
+    RETURNING {", ".join(f"t.{name}" for name in JOB_COLUMN_NAMES)}
+), {_KIDS.format(now="$16")}
+), taken AS (
+    SELECT m.bucket, count(*) AS n FROM claimed c
+    JOIN unnest($29::text[], $30::text[]) AS m(function, bucket) ON m.function = c.function
+    GROUP BY m.bucket
+), starts AS (
+    INSERT INTO tickerq_rate_starts (bucket, started_at, count) SELECT bucket, $16, n FROM taken
+), pruned AS (
+    DELETE FROM tickerq_rate_starts s
+    USING unnest($31::text[], $32::timestamptz[]) AS x(bucket, cutoff)
+    WHERE s.bucket = x.bucket AND s.started_at <= x.cutoff
+), filled AS (
+    SELECT u.bucket, u.oldest FROM used u LEFT JOIN taken t ON t.bucket = u.bucket
+    WHERE u.n + coalesce(t.n, 0) >= u.most
+), window_starts AS (
+    SELECT s.bucket, s.started_at, s.count FROM filled f
+    JOIN tickerq_rate_starts s ON s.bucket = f.bucket AND s.started_at > f.oldest
+), notice AS (
+    SELECT pg_notify('{CHANNEL}', $22::text)
+    WHERE $22::text IS NOT NULL
+      AND (EXISTS (SELECT 1 FROM done) OR EXISTS (SELECT 1 FROM claimed))
+)
+SELECT l.ids::uuid[] AS left_over, (SELECT count(*) FROM notice)::bigint AS notified,
+    (EXISTS (SELECT 1 FROM saturated) OR EXISTS (SELECT 1 FROM over_key)
+        OR EXISTS (SELECT 1 FROM over_rate))::boolean AS held,
+    ARRAY(SELECT bucket::text FROM taken) AS taken_buckets,
+    ARRAY(SELECT n::bigint FROM taken) AS taken_counts,
+    ARRAY(SELECT bucket::text FROM window_starts) AS start_buckets,
+    ARRAY(SELECT started_at::timestamptz FROM window_starts) AS start_times,
+    ARRAY(SELECT count::bigint FROM window_starts) AS start_counts,
+    c.*
+FROM left_over l LEFT JOIN claimed c ON true
+ORDER BY c.priority DESC, c.execution_time
+"""
+
+_GATED_META = (
+    "left_over uuid[], notified bigint, held boolean, taken_buckets text[], "
+    "taken_counts bigint[], start_buckets text[], start_times timestamptz[], "
+    "start_counts bigint[]"
+)
+"""The first columns :data:`_FINISH_AND_CLAIM_GATED` returns (the job's follow)."""
+
+_GATED_PARAMETERS = (
+    "uuid[], text[], text[], timestamptz[], timestamptz[], timestamptz[], timestamptz[], "
+    "int[], int[], text[], float8[], text[], text[], text[], text, timestamptz, text[], "
+    "bigint, bigint, timestamptz, int[], text, json[], text[], int[], text[], "
+    "timestamptz[], int[], text[], text[], text[], timestamptz[], bigint[]"
+)
+"""The types of :data:`_FINISH_AND_CLAIM_GATED`'s parameters, then the lock keys ($33)."""
+
+_GATED_FUNCTION = "pg_temp.tickerq_gated_claim"
+"""A function of the hot connection's session: the claim's advisory locks, then
+:data:`_FINISH_AND_CLAIM_GATED`, whose snapshot a PL/pgSQL function takes after
+the locks: the whole gated claim in one round trip and one transaction."""
+
+_JOB_TYPES = """
+SELECT attname, format_type(atttypid, atttypmod) AS type FROM pg_attribute
+WHERE attrelid = 'tickerq_tickers'::regclass AND attname = ANY($1::text[])
+  AND attnum > 0 AND NOT attisdropped
+"""
+
+_CALL_GATED = f"SELECT * FROM {_GATED_FUNCTION}({', '.join(f'${n}' for n in range(1, 34))})"
+
+
+def _gated_function(job_types: str) -> str:
+    """The ``CREATE FUNCTION`` of :data:`_GATED_FUNCTION` (``job_types``: the job
+    columns with their types, as the table has them)."""
+    return f"""CREATE OR REPLACE FUNCTION {_GATED_FUNCTION}({_GATED_PARAMETERS})
+RETURNS TABLE ({_GATED_META}, {job_types}) LANGUAGE plpgsql AS $body$
+#variable_conflict use_column
+BEGIN
+    PERFORM pg_advisory_xact_lock(k) FROM unnest($33) AS k ORDER BY k;
+    RETURN QUERY {_FINISH_AND_CLAIM_GATED};
+END
+$body$"""
+
+
+def _arguments(
+    finished: Sequence[Outcome],
+    *,
+    node: str,
+    now: datetime,
+    functions: Collection[str],
+    long_limit: int,
+    slots: int,
+    lease_until: datetime,
+    notice: str | None,
+) -> list[Any]:
+    """The first 23 arguments of the claim statements (see :data:`_FINISH`)."""
+    done = sorted(finished, key=lambda o: o.job.id)
+    return [
+        [o.job.id for o in done],
+        [o.status.value for o in done],
+        [o.attempt_status.value for o in done],
+        [o.started_at for o in done],
+        [o.finished_at for o in done],
+        [o.final_at for o in done],
+        [o.next_run_at for o in done],
+        [o.retry_increment for o in done],
+        [o.job.retry_count for o in done],
+        [o.skipped_reason for o in done],
+        [o.elapsed_ms for o in done],
+        [o.error_type for o in done],
+        [o.error_message for o in done],
+        [o.traceback for o in done],
+        node,
+        now,
+        list(functions),
+        max(long_limit, 0),
+        max(slots, 0),
+        lease_until,
+        [o.claim for o in done],
+        notice,
+        # JSON text; NULL (no encoding) for the usual None of a failure or a job
+        # that returns nothing
+        [None if o.result is None else json.dumps(o.result) for o in done],
+    ]
 
 
 class HotPath:
@@ -146,6 +345,8 @@ class HotPath:
         """PgBouncer mode: no server settings, no prepared statement kept."""
         self._conn: Any = None
         self._lock = asyncio.Lock()
+        self._gated: bool | None = None
+        """Whether the session has :data:`_GATED_FUNCTION` (None: not tried yet)."""
 
     async def finish_and_claim(
         self,
@@ -170,34 +371,10 @@ class HotPath:
         children in the same transaction, or changes nothing), and whether the
         notice was sent.
         """
-        done = sorted(finished, key=lambda o: o.job.id)
-        args = (
-            [o.job.id for o in done],
-            [o.status.value for o in done],
-            [o.attempt_status.value for o in done],
-            [o.started_at for o in done],
-            [o.finished_at for o in done],
-            [o.final_at for o in done],
-            [o.next_run_at for o in done],
-            [o.retry_increment for o in done],
-            [o.job.retry_count for o in done],
-            [o.skipped_reason for o in done],
-            [o.elapsed_ms for o in done],
-            [o.error_type for o in done],
-            [o.error_message for o in done],
-            [o.traceback for o in done],
-            node,
-            now,
-            list(functions),
-            max(long_limit, 0),
-            max(slots, 0),
-            lease_until,
-            [o.claim for o in done],
-            notice,
-            # JSON text; NULL (no encoding) for the usual None of a failure or a job
-            # that returns nothing
-            [None if o.result is None else json.dumps(o.result) for o in done],
-        )
+        args = _arguments(
+            finished, node=node, now=now, functions=functions,
+            long_limit=long_limit, slots=slots, lease_until=lease_until, notice=notice,
+        )  # fmt: skip
         async with self._lock:
             try:
                 if self._conn is None or self._conn.is_closed():
@@ -207,6 +384,67 @@ class HotPath:
                 await self._drop()
                 raise
         first = records[0]
+        jobs = [job_from_row(r, _DECODE) for r in records if r["id"] is not None]
+        return jobs, set(first["left_over"]), bool(first["notified"])
+
+    async def finish_and_claim_gated(
+        self,
+        now: datetime,
+        *,
+        node: str,
+        lease_until: datetime,
+        slots: int,
+        long_limit: int,
+        functions: Collection[str],
+        finished: Sequence[Outcome],
+        notice: str | None,
+        gated: GatedClaim,
+    ) -> tuple[list[Job], set[UUID], bool]:
+        """:meth:`finish_and_claim` under cluster-wide limits: ``BEGIN`` with the
+        claim's advisory locks (one order on every node: two nodes cannot count
+        the same room), the statement that decides and starts, ``COMMIT``. The
+        gates learn what was held back (:meth:`GatedClaim.report`)."""
+        keyed = list(gated.per_key)
+        buckets = list(gated.windows)
+        functions_of, buckets_of = zip(*gated.members, strict=True) if gated.members else ((), ())
+        args = _arguments(
+            finished, node=node, now=now, functions=functions, long_limit=long_limit,
+            slots=slots, lease_until=lease_until, notice=notice,
+        )  # fmt: skip
+        args += [
+            keyed,
+            [gated.per_key[f] for f in keyed],
+            buckets,
+            [gated.windows[b] for b in buckets],
+            [gated.limits[b] for b in buckets],
+            list(functions_of),
+            list(buckets_of),
+            list(gated.prune),
+            list(gated.prune.values()),
+        ]
+        locks = sorted(set(gated.locks))
+        async with self._lock:
+            try:
+                if self._conn is None or self._conn.is_closed():
+                    self._conn = await self._connect()
+                conn = self._conn
+                if await self._has_gated_function(conn):
+                    records = await conn.fetch(_CALL_GATED, *args, locks)
+                else:  # three round trips: the locks, the claim, COMMIT
+                    await conn.execute(
+                        "BEGIN; " + " ".join(f"SELECT pg_advisory_xact_lock({k});" for k in locks)
+                    )
+                    records = await conn.fetch(_FINISH_AND_CLAIM_GATED, *args)
+                    await conn.execute("COMMIT")
+            except BaseException:
+                await self._drop()  # the server rolls the transaction back
+                raise
+        first = records[0]
+        starts = zip(
+            first["start_buckets"], first["start_times"], first["start_counts"], strict=True
+        )
+        taken = dict(zip(first["taken_buckets"], first["taken_counts"], strict=True))
+        gated.report(first["held"], list(starts), taken)
         jobs = [job_from_row(r, _DECODE) for r in records if r["id"] is not None]
         return jobs, set(first["left_over"]), bool(first["notified"])
 
@@ -244,7 +482,32 @@ class HotPath:
         async with self._lock:
             await self._drop()
 
+    async def _has_gated_function(self, conn: Any) -> bool:
+        """Whether this session has :data:`_GATED_FUNCTION`, made on first use
+        (not through PgBouncer: a session's functions do not outlive a
+        transaction there; nor where the role may not make temporary objects)."""
+        if self._gated is None:
+            self._gated = False
+            if not self.pgbouncer:
+                import asyncpg
+
+                try:
+                    rows = await conn.fetch(_JOB_TYPES, JOB_COLUMN_NAMES)
+                    types = {r["attname"]: r["type"] for r in rows}
+                    job = ", ".join(f'"{n}" {types[n]}' for n in JOB_COLUMN_NAMES)
+                    await conn.execute(_gated_function(job))
+                    self._gated = True
+                except asyncpg.PostgresError as exc:
+                    logger.warning(
+                        "claims under rate or per-key limits take three round trips: "
+                        "could not create %s (%s)",
+                        _GATED_FUNCTION,
+                        exc,
+                    )
+        return self._gated
+
     async def _drop(self) -> None:
+        self._gated = None
         conn, self._conn = self._conn, None
         if conn is not None and not conn.is_closed():
             try:

@@ -1,13 +1,14 @@
 """The worker's hot path on SQLite: results in, next jobs out, one thread hop.
 
-The general path sends each statement through SQLAlchemy and aiosqlite's
+The general path sends each statement through SQLAlchemy and its connection's
 thread: a handful of hops and per-row parameter processing for every batch.
 Here one function runs the whole transaction on a dedicated ``sqlite3``
 connection in a thread of its own: ``BEGIN IMMEDIATE`` (claims on one file
 run one at a time, across processes), the ended jobs' attempt rows and row
 updates (only rows this node still holds), the claim of the best due rows up
-to the free slots (LONG_RUNNING ones outside the slots), the start of their
-IN_PROGRESS chain children, ``COMMIT``.
+to the free slots (LONG_RUNNING ones outside the slots) of functions not
+paused as the transaction reads them, the start of their IN_PROGRESS chain
+children, ``COMMIT``.
 
 Values are stored exactly as SQLAlchemy stores them on SQLite (see
 :mod:`tickerq.stores.sql.schema`): UUIDs as 32 hex digits, datetimes as naive
@@ -27,9 +28,11 @@ from typing import Any
 from uuid import UUID
 
 from tickerq.enums import Priority, RunCondition, Status
+from tickerq.models import CLUSTER
 from tickerq.stores.base import Job, Outcome
+from tickerq.stores.sql.gating import GatedClaim
 from tickerq.stores.sql.rows import JOB_COLUMN_NAMES, Decode, job_from_row
-from tickerq.stores.sql.schema import WAITING_SQL, decode_sqlite_json
+from tickerq.stores.sql.schema import KEYED_RUNNING_SQL, WAITING_SQL, decode_sqlite_json
 from tickerq.stores.sql.watch import SqliteWatcher
 
 __all__ = ["SqliteHotPath"]
@@ -81,6 +84,95 @@ WHERE parent_id = ?2 AND awaiting_parent = 1 AND status = '{_IDLE}'
 """
 
 
+def _unpaused(db: sqlite3.Connection, names: list[str]) -> list[str]:
+    """Of ``names``, the functions not paused as stored now (the engine's view of
+    the pauses may be a moment old); none while the cluster is paused."""
+    paused = {r[0] for r in db.execute("SELECT function FROM tickerq_pauses")}
+    if not paused:
+        return names
+    return [] if CLUSTER in paused else [n for n in names if n not in paused]
+
+
+_PICK = f"""
+SELECT id, function, concurrency_key, priority, execution_time
+FROM tickerq_tickers INDEXED BY ix_tickerq_tickers_waiting
+WHERE {WAITING_SQL["sqlite"]} AND priority = ? AND execution_time <= ?
+  AND function IN ({{functions}}){{skipped}}
+ORDER BY execution_time
+LIMIT ?
+"""
+
+
+def _claim_gated(
+    db: sqlite3.Connection,
+    gated: GatedClaim,
+    names: list[str],
+    *,
+    claim: tuple[Any, ...],
+    slots: int,
+    long_limit: int,
+    at: str | None,
+) -> list[Any]:
+    """Within the claim's transaction: read what the limits count, pick the due rows
+    (keys at their limit left out), let the gate admit some, start those and store
+    their starts."""
+    keyed = sorted(f for f in names if f in gated.per_key)
+    running: dict[tuple[str, str], int] = {}
+    if keyed:
+        sql = (
+            "SELECT function, concurrency_key, count(*) FROM tickerq_tickers "
+            f"WHERE {KEYED_RUNNING_SQL} AND function IN ({', '.join('?' * len(keyed))}) "
+            "GROUP BY function, concurrency_key"
+        )
+        running = {(f, k): n for f, k, n in db.execute(sql, keyed)}
+    starts: list[tuple[str, datetime, int]] = []
+    for bucket, oldest in gated.windows.items():
+        sql = (
+            "SELECT started_at, count FROM tickerq_rate_starts WHERE bucket = ? AND started_at > ?"
+        )
+        starts.extend((bucket, _aware(t), n) for t, n in db.execute(sql, (bucket, oldest)))
+    skipped, skip_args = "", []
+    for function in keyed:
+        full = [k for (f, k), n in running.items() if f == function and n >= gated.per_key[f]]
+        if full:
+            skipped += (
+                "\n  AND (function != ? OR concurrency_key IS NULL"
+                f" OR concurrency_key NOT IN ({', '.join('?' * len(full))}))"
+            )
+            skip_args += [function, *full]
+    sql = _PICK.format(functions=", ".join("?" * len(names)), skipped=skipped)
+    picked: list[Any] = []
+    if long_limit > 0:
+        picked.extend(db.execute(sql, (_LONG, at, *names, *skip_args, long_limit)))
+    for priority in _SLOT_PRIORITIES:
+        free = slots - sum(1 for r in picked if r["priority"] != _LONG)
+        if free <= 0:
+            break
+        picked.extend(db.execute(sql, (priority, at, *names, *skip_args, free)))
+    ids, taken = gated.admit(picked, starts, running)
+    rows: list[Any] = []
+    if ids:
+        sql = (
+            f"UPDATE tickerq_tickers SET status = '{_RUNNING}', lock_holder = ?, locked_at = ?,"
+            " lease_until = ?, executed_at = ?, updated_at = ?, claims = claims + 1"
+            f" WHERE id IN ({', '.join('?' * len(ids))}) RETURNING {', '.join(JOB_COLUMN_NAMES)}"
+        )
+        rows = list(db.execute(sql, (*claim, *ids)))
+    db.executemany(
+        "INSERT INTO tickerq_rate_starts (bucket, started_at, count) VALUES (?, ?, ?)",
+        [(b, at, n) for b, n in taken.items()],
+    )
+    db.executemany(
+        "DELETE FROM tickerq_rate_starts WHERE bucket = ? AND started_at <= ?",
+        [(b, _text(cutoff)) for b, cutoff in gated.prune.items()],
+    )
+    return rows
+
+
+def _aware(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
 def _text(moment: datetime | None) -> str | None:
     """A datetime as SQLAlchemy keeps it on SQLite (naive UTC text)."""
     if moment is None:
@@ -122,9 +214,11 @@ class SqliteHotPath:
         functions: Collection[str],
         finished: Sequence[Outcome],
         notice: str | None = None,
+        gated: GatedClaim | None = None,
     ) -> tuple[list[Job], set[UUID], bool]:
         """Write ``finished`` and claim up to ``slots`` due rows (plus up to
-        ``long_limit`` LONG_RUNNING ones) in one transaction.
+        ``long_limit`` LONG_RUNNING ones) in one transaction (``gated``: see
+        :meth:`finish_and_claim_gated`).
 
         Returns the jobs, the ids of the final results left over (not written
         because their row has chain children, added after the claim; the caller
@@ -157,6 +251,7 @@ class SqliteHotPath:
         loop = asyncio.get_running_loop()
         transaction = functools.partial(
             self._transaction,
+            gated=gated,
             attempts=attempts,
             updates=updates,
             finals=finals,
@@ -170,9 +265,41 @@ class SqliteHotPath:
         jobs = [job_from_row(r, _DECODE) for r in rows]
         return jobs, {UUID(hex=i) for i in left_over}, False
 
+    async def finish_and_claim_gated(
+        self,
+        now: datetime,
+        *,
+        node: str,
+        lease_until: datetime,
+        slots: int,
+        long_limit: int,
+        functions: Collection[str],
+        finished: Sequence[Outcome],
+        notice: str | None,
+        gated: GatedClaim,
+    ) -> tuple[list[Job], set[UUID], bool]:
+        """:meth:`finish_and_claim` under cluster-wide limits, in the same one
+        transaction: after the results, it reads what the limits count (the
+        running rows of each key, the starts within each rate limit's window),
+        picks the due rows (keys at their limit left out), lets the gate admit
+        some (:meth:`GatedClaim.admit`), starts those and stores their starts. No
+        lock is needed: ``BEGIN IMMEDIATE`` runs claims on one file one at a time."""
+        return await self.finish_and_claim(
+            now,
+            node=node,
+            lease_until=lease_until,
+            slots=slots,
+            long_limit=long_limit,
+            functions=functions,
+            finished=finished,
+            notice=notice,
+            gated=gated,
+        )
+
     def _transaction(
         self,
         *,
+        gated: GatedClaim | None,
         attempts: list[tuple[Any, ...]],
         updates: list[tuple[Any, ...]],
         finals: list[str],
@@ -197,18 +324,18 @@ class SqliteHotPath:
             if attempts:
                 db.executemany(_INSERT_ATTEMPT, attempts)
                 db.executemany(_FINISH, updates)
-            if names:
-                sql = self._claim_sql(len(names))
-                if long_limit > 0:
-                    rows.extend(db.execute(sql, (*claim, _LONG, at, *names, long_limit)))
-                for priority in _SLOT_PRIORITIES:
-                    free = slots - (len(rows) - sum(1 for r in rows if r["priority"] == _LONG))
-                    if free <= 0:
-                        break
-                    rows.extend(db.execute(sql, (*claim, priority, at, *names, free)))
-                for row in rows:
-                    if row["has_children"]:  # its IN_PROGRESS children start with it
-                        db.execute(_START_CHILDREN, (at, row["id"]))
+            names = _unpaused(db, names)
+            if names and gated is not None:
+                rows = _claim_gated(
+                    db, gated, names, claim=claim, slots=slots, long_limit=long_limit, at=at
+                )
+            elif names:
+                rows = self._claim(
+                    db, names, claim=claim, slots=slots, long_limit=long_limit, at=at
+                )
+            for row in rows:
+                if row["has_children"]:  # its IN_PROGRESS children start with it
+                    db.execute(_START_CHILDREN, (at, row["id"]))
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:
@@ -216,6 +343,29 @@ class SqliteHotPath:
             raise
         rows.sort(key=lambda r: (-r["priority"], r["execution_time"]))
         return rows, left_over
+
+    def _claim(
+        self,
+        db: sqlite3.Connection,
+        names: list[str],
+        *,
+        claim: tuple[Any, ...],
+        slots: int,
+        long_limit: int,
+        at: str | None,
+    ) -> list[Any]:
+        """Start the best due rows of ``names``: up to ``long_limit`` LONG_RUNNING
+        ones, then by priority up to ``slots``."""
+        rows: list[Any] = []
+        sql = self._claim_sql(len(names))
+        if long_limit > 0:
+            rows.extend(db.execute(sql, (*claim, _LONG, at, *names, long_limit)))
+        for priority in _SLOT_PRIORITIES:
+            free = slots - (len(rows) - sum(1 for r in rows if r["priority"] == _LONG))
+            if free <= 0:
+                break
+            rows.extend(db.execute(sql, (*claim, priority, at, *names, free)))
+        return rows
 
     def _claim_sql(self, count: int) -> str:
         sql = self._claims.get(count)

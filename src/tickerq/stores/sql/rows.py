@@ -63,6 +63,7 @@ def ticker_values(
         "cancel_requested": False,
         "headers": t.headers or None,
         "concurrency_key": t.concurrency_key,
+        "unique_key": t.unique_key,
         "created_at": t.created_at,
         "updated_at": t.updated_at,
     }
@@ -87,6 +88,7 @@ def ticker_from_row(r: Any) -> TimeTicker:
         headers=r.headers or {},
         result=r.result,
         concurrency_key=r.concurrency_key,
+        unique_key=r.unique_key,
         **run_state(r),
     )
 

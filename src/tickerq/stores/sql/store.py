@@ -24,7 +24,12 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 
 from tickerq.enums import Priority, Status, TickerKind
-from tickerq.errors import DuplicateTickerError, TickerNotFoundError, TickerStateError
+from tickerq.errors import (
+    DuplicateJobError,
+    DuplicateTickerError,
+    TickerNotFoundError,
+    TickerStateError,
+)
 from tickerq.events import TickerDeleted
 from tickerq.models import Attempt, CronOccurrence, CronTicker, TimeTicker
 from tickerq.notices import CRONS, TICKERS, CancelRequested, Changed, Notice, WorkDue, encode
@@ -54,14 +59,16 @@ from tickerq.stores.sql.rows import (
 )
 from tickerq.stores.sql.schema import attempts, cron_tickers, tickers
 from tickerq.stores.sql.seeding import CronSeeding
+from tickerq.stores.sql.unique import SqlUnique, held_keys_of
 from tickerq.stores.sql.work import EngineWork
+from tickerq.unique import HOLDING, KeyHeld, check_batch_keys
 
 __all__ = ["SqlStore"]
 
 logger = logging.getLogger(__name__)
 
 
-class SqlStore(CronSeeding, CronMaterializing, EngineWork, SqlPauses, SqlReads):
+class SqlStore(CronSeeding, CronMaterializing, EngineWork, SqlUnique, SqlPauses, SqlReads):
     """Tickers in SQLite or PostgreSQL, shared by every node that uses the same database."""
 
     _sqlite_enqueue: SqliteEnqueue | None = None
@@ -79,23 +86,38 @@ class SqlStore(CronSeeding, CronMaterializing, EngineWork, SqlPauses, SqlReads):
                 if t.id in seen:
                     raise DuplicateTickerError("time ticker", t.id)
                 seen.add(t.id)
-        if self._pg_enqueue is not None and len(new) == 1 and new[0].parent_id is None:
+        keyed = any(t.unique_key is not None for t in new)
+        if keyed:
+            check_batch_keys(new)
+        elif self._pg_enqueue is not None and len(new) == 1 and new[0].parent_id is None:
             await self._pg_enqueue.add(new[0])  # one round trip, notice included
             self._announce(TIME, new[0].id, new[0].function, new[0].status.value, new[0].created_at)
             return
         outside = {t.parent_id for t in new if t.parent_id and t.parent_id not in batch_ids}
         try:
-            if not await self._fast_add(new, outside):
+            # Keyed tickers take the general path: the fast paths cannot say which key
+            # broke the unique index.
+            if keyed or not await self._fast_add(new, outside):
                 await self._insert_time_tickers(new, outside)
         except IntegrityError:
-            async with self.sa_engine.connect() as conn:  # which id was taken?
-                for chunk in _chunks(list(batch_ids), 500):
-                    taken = (await conn.execute(select(T.id).where(T.id.in_(chunk)))).scalar()
-                    if taken is not None:
-                        raise DuplicateTickerError("time ticker", taken) from None
+            await self._raise_taken(new, batch_ids)
             raise
         for t in new:
             self._announce(TIME, t.id, t.function, t.status.value, t.created_at)
+
+    async def _raise_taken(self, new: Sequence[TimeTicker], batch_ids: set[UUID]) -> None:
+        """After an add broke a constraint: raise DuplicateTickerError for an id that
+        is taken, DuplicateJobError for a unique key that is held (else return)."""
+        async with self.sa_engine.connect() as conn:
+            for chunk in _chunks(list(batch_ids), 500):
+                taken = (await conn.execute(select(T.id).where(T.id.in_(chunk)))).scalar()
+                if taken is not None:
+                    raise DuplicateTickerError("time ticker", taken) from None
+            pairs = [(t.function, t.unique_key) for t in new if t.unique_key is not None]
+            holders = await conn.run_sync(held_keys_of, pairs) if pairs else []
+            if holders:
+                holder, function, key = holders[0]
+                raise DuplicateJobError(function, key, holder) from None
 
     async def close(self) -> None:
         """Close every connection (the SQLite enqueue's too)."""
@@ -167,17 +189,23 @@ class SqlStore(CronSeeding, CronMaterializing, EngineWork, SqlPauses, SqlReads):
         self,
         changes: Mapping[UUID, Mapping[str, Any]],
         allowed: frozenset[Status] = UPDATE.allowed,
+        *,
+        held_by: dict[UUID, KeyHeld] | None = None,
     ) -> dict[UUID, tuple[Status, str]]:
         """Change the tickers among ``changes`` whose status is allowed (see Store):
         one UPDATE per distinct mapping of changes, all in one transaction."""
         wanted = sorted(changes)
+        refused: dict[UUID, KeyHeld] = {}
 
         def tx(conn: Connection) -> tuple[dict[UUID, tuple[Status, str]], list[Any]]:
             found: dict[UUID, tuple[Status, str]] = {}
             groups: dict[int, tuple[Mapping[str, Any], list[UUID]]] = {}
-            for r in self._lock_rows(conn, TickerKind.TIME, wanted):
+            rows = self._lock_rows(conn, TickerKind.TIME, wanted)
+            refused.clear()
+            refused.update(self._refused_keys(conn, _new_keys(rows, changes, allowed)))
+            for r in rows:
                 found[r.id] = (Status(r.status), r.function)
-                if Status(r.status) in allowed:
+                if Status(r.status) in allowed and r.id not in refused:
                     fields = changes[r.id]
                     groups.setdefault(id(fields), (fields, []))[1].append(r.id)
             changed: list[Any] = []
@@ -203,7 +231,9 @@ class SqlStore(CronSeeding, CronMaterializing, EngineWork, SqlPauses, SqlReads):
                 self._notify(conn, WorkDue(dialects.as_utc(min(due))) if due else CHANGED_TIME)
             return found, changed
 
-        found, changed = await self.write(tx)
+        found, changed = await self.write_retrying(tx, integrity=True)
+        if held_by is not None:
+            held_by.update(refused)
         for row in changed:
             at = changes[row.id].get("updated_at") or dialects.utcnow()
             self._announce(TIME, row.id, row.function, row.status, at)
@@ -212,12 +242,12 @@ class SqlStore(CronSeeding, CronMaterializing, EngineWork, SqlPauses, SqlReads):
     def _lock_rows(self, conn: Connection, kind: TickerKind, ids: list[UUID]) -> list[Any]:
         """Lock the rows of ``ids`` (sorted: every bulk call takes its locks in id order,
         so two calls over the same rows wait for each other instead of deadlocking)
-        and read their id, status, function and has_children."""
+        and read their id, status, function, has_children and unique_key."""
         rows: list[Any] = []
         for chunk in _chunks(ids, IN_CHUNK):
             rows.extend(
                 conn.execute(
-                    select(T.id, T.status, T.function, T.has_children)
+                    select(T.id, T.status, T.function, T.has_children, T.unique_key)
                     .where(T.id.in_(chunk), T.kind == kind.value)
                     .order_by(T.id)
                     .with_for_update()
@@ -313,16 +343,28 @@ class SqlStore(CronSeeding, CronMaterializing, EngineWork, SqlPauses, SqlReads):
         return found
 
     async def retry_many(
-        self, kind: TickerKind, ids: Sequence[UUID], now: datetime
+        self,
+        kind: TickerKind,
+        ids: Sequence[UUID],
+        now: datetime,
+        *,
+        held_by: dict[UUID, KeyHeld] | None = None,
     ) -> dict[UUID, tuple[Status, str]]:
         """Make rows due now again (see Store); running ones stay as they are."""
         wanted = sorted(set(ids))
+        refused: dict[UUID, KeyHeld] = {}
 
         def tx(conn: Connection) -> tuple[dict[UUID, tuple[Status, str]], list[UUID]]:
-            found = {
-                r.id: (Status(r.status), r.function) for r in self._lock_rows(conn, kind, wanted)
-            }
-            again = [i for i, (s, _) in found.items() if RETRY.allows(s)]
+            rows = self._lock_rows(conn, kind, wanted)
+            found = {r.id: (Status(r.status), r.function) for r in rows}
+            ended = [
+                (r.id, r.function, r.unique_key)
+                for r in rows
+                if r.unique_key is not None and Status(r.status) not in HOLDING
+            ]
+            refused.clear()
+            refused.update(self._refused_keys(conn, ended))
+            again = [i for i, (s, _) in found.items() if RETRY.allows(s) and i not in refused]
             for chunk in _chunks(again, IN_CHUNK):
                 conn.execute(
                     update(tickers)
@@ -345,7 +387,9 @@ class SqlStore(CronSeeding, CronMaterializing, EngineWork, SqlPauses, SqlReads):
                 self._notify(conn, WorkDue(now))
             return found, again
 
-        found, again = await self.write(tx)
+        found, again = await self.write_retrying(tx, integrity=True)
+        if held_by is not None:
+            held_by.update(refused)
         for ticker_id in again:
             self._announce(kind.value, ticker_id, found[ticker_id][1], IDLE, now)
         return found
@@ -585,6 +629,28 @@ def _cron_notice(enabled: bool, next_fire_at: datetime | None) -> Notice:
 
 def _chunks(items: list[UUID], size: int) -> list[list[UUID]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def _new_keys(
+    rows: Sequence[Any],
+    changes: Mapping[UUID, Mapping[str, Any]],
+    allowed: frozenset[Status],
+) -> list[tuple[UUID, str, str]]:
+    """The (id, function, key) of the locked ``rows`` that ``changes`` would make hold
+    a key they do not hold now."""
+    out = []
+    for r in rows:
+        fields = changes[r.id]
+        if "unique_key" not in fields and "function" not in fields:
+            continue
+        status = Status(r.status)
+        if status not in allowed or status not in HOLDING:
+            continue
+        function = fields.get("function", r.function)
+        key = fields.get("unique_key", r.unique_key)
+        if key is not None and (function, key) != (r.function, r.unique_key):
+            out.append((r.id, function, key))
+    return out
 
 
 def _column_values(changes: Mapping[str, Any]) -> dict[str, Any]:

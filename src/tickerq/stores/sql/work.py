@@ -47,6 +47,7 @@ from tickerq.stores.sql.connection import (
     SqlBase,
     T,
 )
+from tickerq.stores.sql.gating import GatedClaim
 from tickerq.stores.sql.hot_sqlite import SqliteHotPath
 from tickerq.stores.sql.rows import (
     job_from_row,
@@ -61,6 +62,7 @@ from tickerq.stores.sql.schema import (
     attempts,
     cron_tickers,
     nodes,
+    pauses,
     rate_starts,
     tickers,
     waiting,
@@ -152,18 +154,31 @@ class EngineWork(SqlBase):
         if gates is not None:
             gates.blocked_until, gates.blocked = None, False
             gated = gates.applies_to(functions)
-        if self.hot is not None and not (limited or capacity or chains or gated):
+        if self.hot is not None and not (limited or capacity or chains):
             notice, mark = self._pace()
-            jobs, left_over, sent = await self.hot.finish_and_claim(
-                now,
-                node=node,
-                lease_until=lease_until,
-                slots=slots,
-                long_limit=1000,
-                functions=functions,
-                finished=finished,
-                notice=notice,
-            )
+            if gated:
+                assert gates is not None
+                jobs, left_over, sent = await self._hot_gated(
+                    now,
+                    node=node,
+                    lease_until=lease_until,
+                    slots=slots,
+                    functions=functions,
+                    finished=finished,
+                    notice=notice,
+                    gates=gates,
+                )
+            else:
+                jobs, left_over, sent = await self.hot.finish_and_claim(
+                    now,
+                    node=node,
+                    lease_until=lease_until,
+                    slots=slots,
+                    long_limit=1000,
+                    functions=functions,
+                    finished=finished,
+                    notice=notice,
+                )
             self._paced(mark, sent=sent, changed=bool(finished or jobs))
             rest = [o for o in finished if o.job.id in left_over]
             try:
@@ -206,6 +221,51 @@ class EngineWork(SqlBase):
             self._announce(job.kind.value, job.id, job.function, RUNNING, now)
         return jobs
 
+    async def _hot_gated(
+        self,
+        now: datetime,
+        *,
+        node: str,
+        lease_until: datetime,
+        slots: int,
+        functions: Collection[str],
+        finished: Sequence[Outcome],
+        notice: str | None,
+        gates: Gates,
+    ) -> tuple[list[Job], set[UUID], bool]:
+        """The hot path's claim under rate limits and per-key limits: the same
+        advisory locks and rules as the general path (see
+        :mod:`tickerq.stores.sql.gating`), in fewer steps."""
+        assert self.hot is not None
+        keyed = sorted(f for f in functions if f in gates.per_key)
+        gated = GatedClaim(
+            gates,
+            now,
+            functions,
+            locks=_gate_locks(gates.buckets_for(functions), keyed),
+            prune=self._prune_cutoffs(gates, now),
+        )
+        return await self.hot.finish_and_claim_gated(
+            now,
+            node=node,
+            lease_until=lease_until,
+            slots=slots,
+            long_limit=1000,
+            functions=functions,
+            finished=finished,
+            notice=notice,
+            gated=gated,
+        )
+
+    def _prune_cutoffs(self, gates: Gates, now: datetime) -> dict[str, datetime]:
+        """By bucket, the time up to which its stored starts may go (no window needs
+        them): every bucket at most once per :data:`_PRUNE_EVERY`, else none."""
+        pruned = self._rate_pruned_at
+        if not gates.buckets or (pruned is not None and now - pruned < _PRUNE_EVERY):
+            return {}
+        self._rate_pruned_at = now
+        return {b: now - rate.per for b, rate in gates.buckets.items()}
+
     def _claim_rows(
         self,
         conn: Connection,
@@ -220,6 +280,11 @@ class EngineWork(SqlBase):
         gates: Gates | None = None,
     ) -> list[Any]:
         claimed: list[Any] = []
+        # The pauses as stored when the claim runs (the engine's view may be a
+        # moment old): nothing paused before this transaction starts here.
+        paused = set(conn.execute(select(pauses.c.function)).scalars())
+        if paused:
+            functions = () if CLUSTER in paused else [f for f in functions if f not in paused]
         left = dict(capacity)
         if limits:
             left = self._cluster_capacity(conn, limits, functions)
@@ -273,10 +338,7 @@ class EngineWork(SqlBase):
         """
         buckets = gates.buckets_for(functions)
         keyed = sorted(f for f in functions if f in gates.per_key)
-        for lock in sorted(
-            [_lock_key("\x00rate:" + b) for b in buckets]
-            + [_lock_key("\x00key:" + f) for f in keyed]
-        ):
+        for lock in _gate_locks(buckets, keyed):
             self.dialect.lock(conn, lock)
         starts: list[tuple[str, datetime, int]] = []
         if buckets:
@@ -324,17 +386,12 @@ class EngineWork(SqlBase):
                 insert(rate_starts),
                 [{"bucket": b, "started_at": gate.now, "count": n} for b, n in taken.items()],
             )
-        pruned = self._rate_pruned_at
-        if gate.gates.buckets and (pruned is None or gate.now - pruned >= _PRUNE_EVERY):
-            self._rate_pruned_at = gate.now
-            # Rows past their limit's period: one delete per period.
-            by_period: dict[timedelta, list[str]] = {}
-            for b, rate in gate.gates.buckets.items():
-                by_period.setdefault(rate.per, []).append(b)
-            for per, names in by_period.items():
-                conn.execute(
-                    delete(rate_starts).where(S.bucket.in_(names), S.started_at <= gate.now - per)
-                )
+        # Rows past their limit's period: one delete per period.
+        by_cutoff: dict[datetime, list[str]] = {}
+        for b, cutoff in self._prune_cutoffs(gate.gates, gate.now).items():
+            by_cutoff.setdefault(cutoff, []).append(b)
+        for cutoff, names in by_cutoff.items():
+            conn.execute(delete(rate_starts).where(S.bucket.in_(names), S.started_at <= cutoff))
         gate.close()
 
     def _cluster_capacity(
@@ -786,6 +843,14 @@ def _outcome_params(o: Outcome) -> dict[str, Any]:
         "b_traceback": o.traceback,
         "b_result": o.result,
     }
+
+
+def _gate_locks(buckets: Collection[str], keyed: Collection[str]) -> list[int]:
+    """The advisory locks a gated claim takes, in the one order of every node: one
+    per rate limit (bucket) and one per function with a per-key limit."""
+    return sorted(
+        [_lock_key("\x00rate:" + b) for b in buckets] + [_lock_key("\x00key:" + f) for f in keyed]
+    )
 
 
 def _lock_key(function: str) -> int:

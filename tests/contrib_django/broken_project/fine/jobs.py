@@ -1,0 +1,6 @@
+from tickerq.contrib.django import job
+
+
+@job
+def tidy() -> None:
+    pass
