@@ -43,18 +43,20 @@ async def names_in_use(store: Store, reported: Iterable[str] | None = None) -> s
     return names
 
 
-async def check_known(functions: FunctionRegistry, store: Store, function: str) -> None:
+async def check_known(
+    functions: FunctionRegistry, store: Store, function: str, *, cached: bool = False
+) -> None:
     """Return when ``function`` is registered in ``functions`` or the cluster (using
     ``store``) knows it; else raise FunctionNotFoundError listing the names it knows.
 
-    Known: in :func:`names_in_use` (read at most every :data:`KNOWN_FOR` seconds
-    while the name is among them), or time tickers of it exist (some node runs or
-    ran it).
+    Known: in :func:`names_in_use`, or time tickers of it exist (some node runs or
+    ran it). ``cached``: a name found in the last :data:`KNOWN_FOR` seconds is
+    taken as known without a read (a producer enqueueing by name).
     """
     if function in functions:
         return
-    cached = _known.get(store)
-    if cached is not None and cached[0] > time.monotonic() and function in cached[1]:
+    known = _known.get(store) if cached else None
+    if known is not None and known[0] > time.monotonic() and function in known[1]:
         return  # a producer enqueueing by name: no reads per enqueue
     used = await names_in_use(store)
     _known[store] = (time.monotonic() + KNOWN_FOR, frozenset(used))

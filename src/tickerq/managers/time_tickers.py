@@ -190,7 +190,7 @@ class TimeTickerManager(UsesStore):
         unknown name raises FunctionNotFoundError either way."""
         conflict = check_on_conflict(on_conflict)
         if allow_unregistered:
-            await check_known(self._functions, self._store, function_name(function))
+            await check_known(self._functions, self._store, function_name(function), cached=True)
         now = self._clock.now()
         spec = TimeTickerSpec(
             function=function,

@@ -26,7 +26,6 @@ from typing import Any, TypeVar
 from uuid import UUID
 
 from sqlalchemy import Connection, select, text, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from tickerq.enums import EnqueueOutcome, Status
@@ -119,7 +118,7 @@ class SqlUnique(SqlBase):
 
     def _insert_unless_held(self, conn: Connection, values: dict[str, Any]) -> Any:
         """INSERT the row unless its (function, key) is held; the row, or None."""
-        module: Any = postgresql if self.dialect.name == "postgresql" else sqlite
+        module: Any = self.dialect._insert_module()  # a SQLite process loads no PG dialect
         stmt = (
             module.insert(tickers)
             .values(**values)
