@@ -91,6 +91,18 @@ async def test_an_app_wide_limit_counts_every_function(ops: Ops) -> None:
     assert len(await ops.claim(ops.at(1), gates=gates)) == 1
 
 
+async def test_a_start_leaves_the_window_exactly_one_period_later(ops: Ops) -> None:
+    """A window of a limit's period after a start no longer counts it (the window is
+    the period up to now, its start excluded), at whole seconds too (a time stored
+    without microseconds compares as the same instant, on every store)."""
+    for _ in range(3):
+        await ops.add("alpha")
+    assert ops.now.microsecond == 0
+    assert len(await ops.claim(slots=1, gates=_rate("alpha", "1/10s"))) == 1
+    assert await ops.claim(ops.at(9.999999), slots=1, gates=_rate("alpha", "1/10s")) == []
+    assert len(await ops.claim(ops.at(10), slots=1, gates=_rate("alpha", "1/10s"))) == 1
+
+
 async def test_a_rate_limit_counts_the_starts_of_every_node(ops: Ops, store_kind: str) -> None:
     if store_kind == "memory":
         pytest.skip("one process: no other node shares a memory store")

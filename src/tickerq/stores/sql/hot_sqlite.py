@@ -130,7 +130,8 @@ def _claim_gated(
         sql = (
             "SELECT started_at, count FROM tickerq_rate_starts WHERE bucket = ? AND started_at > ?"
         )
-        starts.extend((bucket, _aware(t), n) for t, n in db.execute(sql, (bucket, oldest)))
+        found = db.execute(sql, (bucket, _text(oldest)))  # stored as naive UTC text
+        starts.extend((bucket, _aware(t), n) for t, n in found)
     skipped, skip_args = "", []
     for function in keyed:
         full = [k for (f, k), n in running.items() if f == function and n >= gated.per_key[f]]
