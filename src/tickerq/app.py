@@ -286,10 +286,11 @@ class TickerQ(_Registrar):
         app that only schedules) may name a function the cluster knows (a worker
         reported it, or a cron ticker or time tickers use it): ``request`` is
         stored as plain JSON and checked where the function is registered; a
-        worker that cannot validate it fails the ticker without retries. Such a
-        ticker runs with the function's registered options except those stored
-        with the ticker (retries, timeout: given here or the defaults), and gets
-        no per-key concurrency key. An unknown name raises FunctionNotFoundError.
+        worker that cannot validate it fails the ticker without retries. What is
+        stored with a ticker comes from here, not from the function's registration
+        (the producer cannot see it): NORMAL priority, and the retries and timeout
+        given here (none by default); no per-key concurrency key. An unknown name
+        raises FunctionNotFoundError.
         The other arguments are those of ``fn.enqueue``."""
         return await self.schedule(
             function,
