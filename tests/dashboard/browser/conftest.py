@@ -226,6 +226,11 @@ def browse(browser: Any, shop: Shop) -> Iterator[Browse]:
     """A fresh browser context (1280 px wide, UTC) on the shop's dashboard."""
     context = browser.new_context(viewport={"width": WIDTH, "height": 900}, timezone_id="UTC")
     context.set_default_timeout(8000)
+    from playwright.sync_api import expect
+
+    # Live updates travel store -> poll -> event stream -> page: on a loaded CI machine
+    # that can take longer than expect()'s 5 s default (a wait, not a slower test).
+    expect.set_options(timeout=12_000)
     page = context.new_page()
     watch = Watch()
     watch_page(page, watch)
