@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from tickerq.models import Pause
     from tickerq.stores.base import Store
 
-__all__ = ["REFRESH", "PauseView"]
+__all__ = ["REFRESH", "PauseView", "unpaused"]
 
 logger = logging.getLogger(__name__)
 
@@ -110,3 +110,13 @@ class PauseView:
                 "the cluster" if name == CLUSTER else f"function {name}",
                 extra={"action": "resumed", "function": name},
             )
+
+
+def unpaused(functions: Collection[str], paused: Collection[str]) -> Collection[str]:
+    """Of ``functions``, those not in ``paused`` (none while it holds the cluster's
+    pause): what a claim may take, by the pauses as stored when it runs."""
+    if not paused:
+        return functions
+    if CLUSTER in paused:
+        return ()
+    return [f for f in functions if f not in paused]

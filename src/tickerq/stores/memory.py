@@ -30,6 +30,7 @@ from tickerq.events import CronTickerChanged, TickerChanged, TickerDeleted
 from tickerq.limits import Gate, Gates
 from tickerq.models import CLUSTER, Attempt, CronOccurrence, CronTicker, Node, TimeTicker
 from tickerq.operations import CANCEL, RETRY, UPDATE
+from tickerq.pausing import unpaused
 from tickerq.stores.base import (
     CRON_BATCH_FIRES,
     CRON_BATCH_SIZE,
@@ -747,7 +748,7 @@ class MemoryStore(MemoryUnique, MemoryPauses, MemoryReads, Store):
         best up to the limits."""
         if finished:
             await self.complete(finished)
-        functions = _unpaused(functions, self._pauses)  # as stored now
+        functions = unpaused(functions, self._pauses)  # as stored now
         ready = self._ready
         self._move_due(now)
         claimed: list[Job] = []
@@ -1096,13 +1097,3 @@ class MemoryStore(MemoryUnique, MemoryPauses, MemoryReads, Store):
     async def cancel_requested(self, ids: Sequence[UUID]) -> list[UUID]:
         """Running ids flagged for cancellation."""
         return [i for i in ids if (r := self._rows.get(i)) is not None and r.cancel_requested]
-
-
-def _unpaused(functions: Collection[str], paused: Collection[str]) -> Collection[str]:
-    """Of ``functions``, those not paused (none while the cluster is): the pauses
-    as stored when the claim runs, whatever the engine last read of them."""
-    if not paused:
-        return functions
-    if CLUSTER in paused:
-        return ()
-    return [f for f in functions if f not in paused]

@@ -28,7 +28,7 @@ from typing import Any
 from uuid import UUID
 
 from tickerq.enums import Priority, RunCondition, Status
-from tickerq.models import CLUSTER
+from tickerq.pausing import unpaused
 from tickerq.stores.base import Job, Outcome
 from tickerq.stores.sql.gating import GatedClaim
 from tickerq.stores.sql.rows import JOB_COLUMN_NAMES, Decode, job_from_row
@@ -87,10 +87,7 @@ WHERE parent_id = ?2 AND awaiting_parent = 1 AND status = '{_IDLE}'
 def _unpaused(db: sqlite3.Connection, names: list[str]) -> list[str]:
     """Of ``names``, the functions not paused as stored now (the engine's view of
     the pauses may be a moment old); none while the cluster is paused."""
-    paused = {r[0] for r in db.execute("SELECT function FROM tickerq_pauses")}
-    if not paused:
-        return names
-    return [] if CLUSTER in paused else [n for n in names if n not in paused]
+    return list(unpaused(names, {r[0] for r in db.execute("SELECT function FROM tickerq_pauses")}))
 
 
 _PICK = f"""

@@ -29,6 +29,7 @@ from sqlalchemy import (
 from tickerq.enums import Priority, Status, TickerKind
 from tickerq.limits import Gate, Gates
 from tickerq.models import CLUSTER, Node
+from tickerq.pausing import unpaused
 from tickerq.stores.base import (
     DEFAULT_LOST_RUN,
     LEASE_EXPIRED,
@@ -282,9 +283,7 @@ class EngineWork(SqlBase):
         claimed: list[Any] = []
         # The pauses as stored when the claim runs (the engine's view may be a
         # moment old): nothing paused before this transaction starts here.
-        paused = set(conn.execute(select(pauses.c.function)).scalars())
-        if paused:
-            functions = () if CLUSTER in paused else [f for f in functions if f not in paused]
+        functions = unpaused(functions, set(conn.execute(select(pauses.c.function)).scalars()))
         left = dict(capacity)
         if limits:
             left = self._cluster_capacity(conn, limits, functions)
