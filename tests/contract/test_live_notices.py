@@ -332,6 +332,10 @@ async def test_a_busy_node_announces_its_work_inside_its_claims(
         # heard on a loop the busy engine shares, single arrivals jitter
         gaps = sorted(b - a for a, b in itertools.pairwise(changed))
         assert gaps[len(gaps) // 2] >= PACE * 0.9, changed
-        assert len(own) <= 2, f"{len(own)} notices of their own in {took:.2f} s"
+        # a notice of its own goes when no claim came for 1.5 PACE: the end of the flow,
+        # or a stall of a loaded machine's loop; most ride in the claims
+        assert len(own) <= max(2, len(changed) // 4), (
+            f"{len(own)} notices of their own of {len(changed)} in {took:.2f} s"
+        )
     finally:
         await listener.close()
