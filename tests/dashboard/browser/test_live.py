@@ -17,6 +17,7 @@ from playwright.sync_api import expect
 
 from dashboard.browser.conftest import Browse
 from tickerq import Status
+from tickerq.dashboard.server import start_server
 
 OTHER_PROCESS = textwrap.dedent(
     """
@@ -162,4 +163,37 @@ def test_a_change_during_a_refresh_is_not_lost(browse: Browse) -> None:
     expect(page.get_by_test_id("ticker-row")).to_have_count(2, timeout=5000)
     assert held, "no live refresh went out"
     expect(row).to_have_attribute("data-status", "CANCELLED", timeout=2500)
+    browse.watch.assert_clean()
+
+
+def test_a_change_made_while_the_stream_was_down_shows_when_it_is_back(browse: Browse) -> None:
+    """No event tells a page what changed while its event stream was broken (here the
+    dashboard restarts): once the stream is back, the page reads its live parts again."""
+    page, shop = browse.page, browse.shop
+    first = shop.run(start_server(shop.app.dashboard(title="restarting"), port=0))
+    port = int(first.url.rstrip("/").rsplit(":", 1)[1])
+    second = None
+    try:
+        tag = f"while restarting {time.monotonic_ns()}"
+        page.goto(f"{first.url.rstrip('/')}/time-tickers?q={tag.replace(' ', '+')}")
+        browse.wait_live()
+        rows = page.locator("[data-testid=ticker-row]", has_text=tag)
+        expect(rows).to_have_count(0)
+        shop.run(first.stop())
+        page.locator("#live-status.live-off").wait_for(timeout=10000)
+        shop.run(
+            shop.app.time_tickers.add(
+                "charge_card",
+                request={"order_id": 3, "amount": 3.0},
+                execution_time=datetime.now(UTC) + timedelta(days=30),
+                description=tag,
+            )
+        )
+        second = shop.run(start_server(shop.app.dashboard(title="restarting"), port=port))
+        browse.wait_live()
+        expect(rows).to_have_count(1)
+    finally:
+        for server in (first, second):
+            if server is not None:
+                shop.run(server.stop())
     browse.watch.assert_clean()

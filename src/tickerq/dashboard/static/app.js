@@ -110,6 +110,15 @@
     source.addEventListener("change", function (event) {
       try { onChange(JSON.parse(event.data).topics || []); } catch (e) { /* ignore */ }
     });
+    // Each (re)connection says hello. The first comes to a page just read; a later one
+    // follows a break in the stream, whose changes no event will tell: read them all.
+    var greeted = false;
+    source.addEventListener("hello", function (event) {
+      if (greeted) {
+        try { onChange(JSON.parse(event.data).topics || []); } catch (e) { /* ignore */ }
+      }
+      greeted = true;
+    });
   }
 
   setInterval(function () {
