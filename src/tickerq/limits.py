@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tickerq.errors import InvalidArgumentError
@@ -46,6 +46,17 @@ _UNITS = {
 _RATE = re.compile(r"\s*(\d+)\s*/\s*(\d*(?:\.\d+)?)\s*([a-z]+?)s?\s*$")
 _MAX_LIMIT = 1_000_000
 _MAX_PER = timedelta(days=7)
+SLOTS_PER_PERIOD = 100
+"""A rate limit stores its starts by slot, at most this many in a period (see
+:meth:`RateLimit.stored_at`)."""
+_SLOT_STEPS = sorted(
+    {m * 10**e for e in range(6) for m in (1, 2, 5)}
+    | {s * 1_000_000 for s in (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600)}
+)
+"""The slot lengths in microseconds: each divides a second, a minute or an hour
+(a start at a whole second is stored at that second for periods up to 100 s)."""
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +98,24 @@ class RateLimit:
         except ValueError:
             raise InvalidArgumentError(f"bad period in rate limit {text!r}") from None
         return cls(int(count), timedelta(seconds=seconds))
+
+    @property
+    def slot(self) -> timedelta:
+        """How long a slot of stored starts lasts: the longest step of
+        1/2/5 x 10^k microseconds (or 1 s ... 1 h, each dividing the next unit)
+        that is at most a hundredth of the period."""
+        most = self.per // SLOTS_PER_PERIOD // _MICROSECOND
+        return timedelta(microseconds=max((s for s in _SLOT_STEPS if s <= most), default=1))
+
+    def stored_at(self, now: datetime) -> datetime:
+        """When a start at ``now`` is stored: the end of its slot (``now`` itself
+        when it falls on a slot's end). One stored row per slot keeps a period's
+        rows at most :data:`SLOTS_PER_PERIOD` + 1, whatever the throughput and the
+        period; a start counts until its slot's end plus the period, never less
+        than the period after it (at most a hundredth of the period longer)."""
+        step = self.slot // _MICROSECOND
+        at = (now - _EPOCH) // _MICROSECOND
+        return _EPOCH + timedelta(microseconds=-(-at // step) * step)
 
     def __str__(self) -> str:
         return rate_limit_text(self)
@@ -173,6 +202,11 @@ class Gates:
         if self.app_wide:
             return bool(functions)
         return any(f in self.of_function or f in self.per_key for f in functions)
+
+    def stored_at(self, bucket: str, now: datetime) -> datetime:
+        """When the starts a claim at ``now`` makes under ``bucket`` are stored
+        (see :meth:`RateLimit.stored_at`)."""
+        return self.buckets[bucket].stored_at(now)
 
     def buckets_for(self, functions: Iterable[str]) -> list[str]:
         """The buckets starts of ``functions`` count against, sorted (the lock order)."""
@@ -297,9 +331,9 @@ class Gate:
             if bucket.used + bucket.taken < limit:
                 continue
             # Room for one more start comes when enough of the window's starts age
-            # out: the oldest ones first (this claim's own starts are at ``now``).
+            # out: the oldest ones first (this claim's own are stored at its slot's end).
             excess = bucket.used + bucket.taken - limit + 1
-            frees = self.now + bucket.limit.per
+            frees = bucket.limit.stored_at(self.now) + bucket.limit.per
             for at, count in sorted(bucket.starts):
                 excess -= count
                 if excess <= 0:

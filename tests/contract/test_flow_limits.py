@@ -374,3 +374,49 @@ async def test_the_engine_keeps_a_per_key_limit(make_app: MakeApp) -> None:
         done = await app.time_tickers.count(status=["DONE", "DUE_DONE"])
     assert done == 6
     assert most == {"a": 1, "b": 1}
+
+
+async def _stored_starts(ops: Ops, store_kind: str) -> int:
+    """How many rows of starts the store keeps (every bucket)."""
+    store: Any = ops.store
+    if store_kind == "memory":
+        return sum(len(kept) for kept in store._rate_starts.values())
+    from sqlalchemy import text
+
+    async with store.sa_engine.connect() as conn:
+        return int((await conn.execute(text("SELECT count(*) FROM tickerq_rate_starts"))).scalar())
+
+
+async def test_the_starts_of_a_long_period_stay_few_rows_and_count_exactly(
+    ops: Ops, store_kind: str
+) -> None:
+    """A start is stored in its slot (a hundredth of the period at most): 120 claims
+    a second apart under 1000/h keep 5 rows, not 120, on the hot and the general
+    path alike, and every start still counts until a period after it (the cost of a
+    claim does not grow with the throughput over a long period)."""
+    for _ in range(160):
+        await ops.add("alpha")
+    rate = RateLimit.parse("1000/h")
+    assert rate.slot == timedelta(seconds=30)
+    for second in range(120):
+        general = store_kind != "memory" and second % 2 == 1
+        gates = _rate("alpha", "1000/h")
+        claimed = await ops.claim(
+            ops.at(second), slots=1, gates=gates, capacity={"other": 9} if general else None
+        )
+        assert len(claimed) == 1, second
+    assert await _stored_starts(ops, store_kind) <= 120 // 30 + 1
+    bucket = function_bucket("alpha")
+    usage = await ops.store.rate_usage({bucket: rate.per}, ops.at(119))
+    assert usage == {bucket: 120}
+    # A full limit of 120 per hour: the start at t0 (stored at t0, a slot's end)
+    # leaves an hour later; those of seconds 1-30, stored at t0+30, 30 s after that.
+    full = Gates(
+        buckets={bucket: RateLimit(120, per=timedelta(hours=1))},
+        of_function={"alpha": (bucket,)},
+    )
+    assert len(await ops.claim(ops.at(3600), gates=full)) == 1
+    assert await ops.claim(ops.at(3600), gates=full) == []
+    assert full.blocked_until == ops.at(3630)
+    assert await ops.claim(ops.at(3629.999), gates=full) == []
+    assert len(await ops.claim(ops.at(3630), gates=full)) == 30

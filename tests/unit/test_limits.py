@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tickerq import InvalidArgumentError, RateLimit, RegistrationError, TickerContext, TickerQ
-from tickerq.limits import Gate, Gates, check_concurrency_key
+from tickerq.limits import SLOTS_PER_PERIOD, Gate, Gates, check_concurrency_key
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -126,3 +126,28 @@ def test_no_window_holds_more_starts_than_the_limit(
     for at, _ in log:
         window = sum(n for other, n in log if at - timedelta(seconds=per) < other <= at)
         assert window <= limit
+
+
+@given(
+    per_us=st.integers(min_value=1_000, max_value=7 * 86_400 * 1_000_000),
+    at_us=st.integers(min_value=0, max_value=4_000_000_000 * 1_000_000),
+)
+def test_a_start_is_stored_at_its_slots_end_never_before_it(per_us: int, at_us: int) -> None:
+    """stored_at(now) is the first slot end at or after now: never earlier (a start
+    counts at least a period), less than a slot later, and a slot is at most a
+    hundredth of the period (a period holds at most 101 stored rows)."""
+    rate = RateLimit(1, per=timedelta(microseconds=per_us))
+    now = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=at_us)
+    stored = rate.stored_at(now)
+    assert now <= stored < now + rate.slot
+    assert rate.slot * SLOTS_PER_PERIOD <= rate.per or rate.slot == timedelta(microseconds=1)
+    assert rate.stored_at(stored) == stored  # a slot's end is its own slot
+    assert rate.stored_at(stored + timedelta(microseconds=1)) == stored + rate.slot
+
+
+def test_slots_keep_whole_seconds_for_periods_up_to_100_seconds() -> None:
+    whole = datetime(2026, 12, 1, 10, 11, 17, tzinfo=UTC)
+    for text in ("3/10s", "4/m", "50/s", "5/100s"):
+        assert RateLimit.parse(text).stored_at(whole) == whole, text
+    assert RateLimit.parse("1000/h").slot == timedelta(seconds=30)
+    assert RateLimit.parse("10/d").slot == timedelta(minutes=10)

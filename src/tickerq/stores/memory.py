@@ -781,10 +781,19 @@ class MemoryStore(MemoryUnique, MemoryPauses, MemoryReads, Store):
             if held:
                 queue.extendleft(reversed(held))
         if gate is not None:
-            for bucket, count in gate.taken().items():
-                self._rate_starts.setdefault(bucket, []).append((now, count))
-            gate.close()
+            self._close_gate(gate)
         return claimed
+
+    def _close_gate(self, gate: Gate) -> None:
+        """Keep the starts the claim counted, one entry per slot of each limit."""
+        for bucket, count in gate.taken().items():
+            stored = self._rate_starts.setdefault(bucket, [])
+            at = gate.gates.stored_at(bucket, gate.now)
+            if stored and stored[-1][0] == at:
+                stored[-1] = (at, stored[-1][1] + count)
+            else:
+                stored.append((at, count))
+        gate.close()
 
     async def rate_usage(self, periods: Mapping[str, timedelta], now: datetime) -> dict[str, int]:
         """Starts counted by each rate limit within its period."""

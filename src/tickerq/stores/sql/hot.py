@@ -164,7 +164,8 @@ ORDER BY c.priority DESC, c.execution_time
 # aside; the starts within each rate limit's window); the due rows, locked, the
 # keys at their limit left out (``picked``, best first); the rows past a key's
 # room (``over_key``), then past a rate limit's room (``over_rate``); the others
-# start, with their chain children, and their starts are stored; old starts go.
+# start, with their chain children, and their starts are stored, added to their
+# slot's row ($33: each bucket's slot, see RateLimit.stored_at); old starts go.
 _FINISH_AND_CLAIM_GATED = f"""
 WITH {_FINISH}), running AS (
     SELECT function, concurrency_key AS key, count(*) AS n FROM tickerq_tickers
@@ -218,8 +219,16 @@ WITH {_FINISH}), running AS (
     SELECT m.bucket, count(*) AS n FROM claimed c
     JOIN unnest($29::text[], $30::text[]) AS m(function, bucket) ON m.function = c.function
     GROUP BY m.bucket
+), slotted AS (
+    SELECT t.bucket, x.at, t.n FROM taken t
+    JOIN unnest($26::text[], $33::timestamptz[]) AS x(bucket, at) ON x.bucket = t.bucket
+), bumped AS (
+    UPDATE tickerq_rate_starts s SET count = s.count + x.n
+    FROM slotted x WHERE s.bucket = x.bucket AND s.started_at = x.at
+    RETURNING s.bucket
 ), starts AS (
-    INSERT INTO tickerq_rate_starts (bucket, started_at, count) SELECT bucket, $16, n FROM taken
+    INSERT INTO tickerq_rate_starts (bucket, started_at, count)
+    SELECT bucket, at, n FROM slotted WHERE bucket NOT IN (SELECT bucket FROM bumped)
 ), pruned AS (
     DELETE FROM tickerq_rate_starts s
     USING unnest($31::text[], $32::timestamptz[]) AS x(bucket, cutoff)
@@ -259,9 +268,9 @@ _GATED_PARAMETERS = (
     "uuid[], text[], text[], timestamptz[], timestamptz[], timestamptz[], timestamptz[], "
     "int[], int[], text[], float8[], text[], text[], text[], text, timestamptz, text[], "
     "bigint, bigint, timestamptz, int[], text, json[], text[], int[], text[], "
-    "timestamptz[], int[], text[], text[], text[], timestamptz[], bigint[]"
+    "timestamptz[], int[], text[], text[], text[], timestamptz[], timestamptz[], bigint[]"
 )
-"""The types of :data:`_FINISH_AND_CLAIM_GATED`'s parameters, then the lock keys ($33)."""
+"""The types of :data:`_FINISH_AND_CLAIM_GATED`'s parameters, then the lock keys ($34)."""
 
 _GATED_FUNCTION = "pg_temp.tickerq_gated_claim"
 """A function of the hot connection's session: the claim's advisory locks, then
@@ -274,7 +283,7 @@ WHERE attrelid = 'tickerq_tickers'::regclass AND attname = ANY($1::text[])
   AND attnum > 0 AND NOT attisdropped
 """
 
-_CALL_GATED = f"SELECT * FROM {_GATED_FUNCTION}({', '.join(f'${n}' for n in range(1, 34))})"
+_CALL_GATED = f"SELECT * FROM {_GATED_FUNCTION}({', '.join(f'${n}' for n in range(1, 35))})"
 
 
 def _gated_function(job_types: str) -> str:
@@ -284,7 +293,7 @@ def _gated_function(job_types: str) -> str:
 RETURNS TABLE ({_GATED_META}, {job_types}) LANGUAGE plpgsql AS $body$
 #variable_conflict use_column
 BEGIN
-    PERFORM pg_advisory_xact_lock(k) FROM unnest($33) AS k ORDER BY k;
+    PERFORM pg_advisory_xact_lock(k) FROM unnest($34) AS k ORDER BY k;
     RETURN QUERY {_FINISH_AND_CLAIM_GATED};
 END
 $body$"""
@@ -421,6 +430,7 @@ class HotPath:
             list(buckets_of),
             list(gated.prune),
             list(gated.prune.values()),
+            [gated.gates.stored_at(b, now) for b in buckets],
         ]
         locks = sorted(set(gated.locks))
         async with self._lock:

@@ -156,10 +156,17 @@ def _claim_gated(
             f" WHERE id IN ({', '.join('?' * len(ids))}) RETURNING {', '.join(JOB_COLUMN_NAMES)}"
         )
         rows = list(db.execute(sql, (*claim, *ids)))
-    db.executemany(
-        "INSERT INTO tickerq_rate_starts (bucket, started_at, count) VALUES (?, ?, ?)",
-        [(b, at, n) for b, n in taken.items()],
-    )
+    for bucket, n in taken.items():  # one row per slot
+        stored = _text(gated.gates.stored_at(bucket, gated.now))
+        bumped = db.execute(
+            "UPDATE tickerq_rate_starts SET count = count + ? WHERE bucket = ? AND started_at = ?",
+            (n, bucket, stored),
+        )
+        if not bumped.rowcount:
+            db.execute(
+                "INSERT INTO tickerq_rate_starts (bucket, started_at, count) VALUES (?, ?, ?)",
+                (bucket, stored, n),
+            )
     db.executemany(
         "DELETE FROM tickerq_rate_starts WHERE bucket = ? AND started_at <= ?",
         [(b, _text(cutoff)) for b, cutoff in gated.prune.items()],

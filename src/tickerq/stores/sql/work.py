@@ -379,12 +379,16 @@ class EngineWork(SqlBase):
 
     def _close_gate(self, conn: Connection, gate: Gate) -> None:
         """Store the starts the claim counted; drop those no limit needs any more."""
-        taken = gate.taken()
-        if taken:
-            conn.execute(
-                insert(rate_starts),
-                [{"bucket": b, "started_at": gate.now, "count": n} for b, n in taken.items()],
+        # One row per slot (the claim holds the bucket's lock: no other writer).
+        for bucket, n in gate.taken().items():
+            at = gate.gates.stored_at(bucket, gate.now)
+            bumped = conn.execute(
+                update(rate_starts)
+                .where(S.bucket == bucket, S.started_at == at)
+                .values(count=S.count + n)
             )
+            if not bumped.rowcount:
+                conn.execute(insert(rate_starts).values(bucket=bucket, started_at=at, count=n))
         # Rows past their limit's period: one delete per period.
         by_cutoff: dict[datetime, list[str]] = {}
         for b, cutoff in self._prune_cutoffs(gate.gates, gate.now).items():
