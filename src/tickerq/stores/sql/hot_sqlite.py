@@ -174,10 +174,6 @@ def _claim_gated(
     return rows
 
 
-def _aware(text: str) -> datetime:
-    return datetime.fromisoformat(text).replace(tzinfo=UTC)
-
-
 def _text(moment: datetime | None) -> str | None:
     """A datetime as SQLAlchemy keeps it on SQLite (naive UTC text)."""
     if moment is None:
@@ -185,8 +181,13 @@ def _text(moment: datetime | None) -> str | None:
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
+def _aware(text: str) -> datetime:
+    """A stored naive UTC text as an aware datetime."""
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
 def _moment(text: str | None) -> datetime | None:
-    return None if text is None else datetime.fromisoformat(text).replace(tzinfo=UTC)
+    return None if text is None else _aware(text)
 
 
 def _uuid(value: str | None) -> UUID | None:
