@@ -197,3 +197,51 @@ def test_a_change_made_while_the_stream_was_down_shows_when_it_is_back(browse: B
             if server is not None:
                 shop.run(server.stop())
     browse.watch.assert_clean()
+
+
+def test_an_action_whose_form_a_live_refresh_replaced_leaves_the_page_live(
+    browse: Browse,
+) -> None:
+    """An action's form sits in a live part. When a live refresh of that part lands
+    while the action's request is out, the form that sent it leaves the page before its
+    answer comes: the page must still learn that the request ended, or it holds every
+    later live refresh back for good (the dashboard stopped updating after "Run now")."""
+    page, shop = browse.page, browse.shop
+    ct = shop.app.cron_tickers
+    cron = shop.run(ct.add("nightly_report", "0 5 1 1 *", description="refresh race"))
+    try:
+        browse.goto(f"/cron-tickers/{cron.id}")
+        refreshes: list[Any] = []
+        actions: list[Any] = []
+
+        def hold_refreshes(route: Any) -> None:
+            if route.request.headers.get("x-tickerq-refresh"):
+                refreshes.append(route)  # answered below, once the action's request is out
+            else:
+                route.continue_()
+
+        page.route(re.compile(rf"/cron-tickers/{cron.id}$"), hold_refreshes)
+        page.route(re.compile(rf"/cron-tickers/{cron.id}/run$"), lambda r: actions.append(r))
+        # a change elsewhere: the page reads its live parts again (held back)
+        shop.run(ct.update(cron.id, description="refresh race, changed"))
+        deadline = time.monotonic() + 10
+        while len(refreshes) < 2 and time.monotonic() < deadline:  # both live parts
+            page.wait_for_timeout(50)
+        assert len(refreshes) == 2, refreshes
+        page.get_by_test_id("cron-run").click()  # its form is in a live part
+        while not actions and time.monotonic() < deadline:
+            page.wait_for_timeout(50)
+        assert actions, "the action was not sent"
+        for route in refreshes:
+            route.continue_()  # the live parts are swapped: the form leaves the page
+        page.wait_for_timeout(300)
+        page.unroute(re.compile(rf"/cron-tickers/{cron.id}$"))
+        actions[0].continue_()
+        expect(page.get_by_test_id("occurrence-row")).to_have_count(1)
+        # later changes still show up live
+        shop.run(ct.disable(cron.id))
+        expect(page.get_by_test_id("cron-state")).to_have_text("disabled", timeout=6000)
+    finally:
+        page.unroute_all()
+        shop.run(ct.delete(cron.id))
+    browse.watch.assert_clean()

@@ -31,21 +31,22 @@
   // While this page's own change (POST/PUT/DELETE) is on its way, and while the
   // page it sends the browser to (HX-Location) loads, live refreshes wait: the
   // change's own event would otherwise re-read the page being replaced (a deleted
-  // ticker's page answers 404 once the delete is done).
+  // ticker's page answers 404 once the delete is done). The end is read from the
+  // request itself, not from htmx's afterRequest event: a live refresh may swap
+  // out the form that sent the change while it is on its way, and the events of
+  // an element no longer in the page never reach the document (the page would
+  // then hold every later refresh back).
   var changing = 0;
   var holdUntil = 0;
   document.addEventListener("htmx:beforeRequest", function (event) {
     var verb = (event.detail.requestConfig && event.detail.requestConfig.verb) || "get";
-    if (verb !== "get") { changing += 1; event.detail.elt.dataset.changing = "1"; }
-  });
-  document.addEventListener("htmx:afterRequest", function (event) {
-    var elt = event.detail.elt;
     var xhr = event.detail.xhr;
-    if (elt && elt.dataset && elt.dataset.changing) {
-      delete elt.dataset.changing;
+    if (verb === "get" || !xhr) return;
+    changing += 1;
+    xhr.addEventListener("loadend", function () {
       changing = Math.max(0, changing - 1);
-      if (xhr && xhr.getResponseHeader("HX-Location")) holdUntil = Date.now() + 3000;
-    }
+      if (xhr.status && xhr.getResponseHeader("HX-Location")) holdUntil = Date.now() + 3000;
+    }, { once: true });
   });
   document.addEventListener("htmx:pushedIntoHistory", function () { holdUntil = 0; });
 
