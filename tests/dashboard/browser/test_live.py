@@ -220,8 +220,11 @@ def test_an_action_whose_form_a_live_refresh_replaced_leaves_the_page_live(
             else:
                 route.continue_()
 
+        def hold_action(route: Any) -> None:
+            actions.append(route)  # Playwright wants a function of its own, not a bound method
+
         page.route(re.compile(rf"/cron-tickers/{cron.id}$"), hold_refreshes)
-        page.route(re.compile(rf"/cron-tickers/{cron.id}/run$"), lambda r: actions.append(r))
+        page.route(re.compile(rf"/cron-tickers/{cron.id}/run$"), hold_action)
         # a change elsewhere: the page reads its live parts again (held back)
         shop.run(ct.update(cron.id, description="refresh race, changed"))
         deadline = time.monotonic() + 10
