@@ -50,16 +50,16 @@ logger = logging.getLogger(__name__)
 _WAITING = WAITING_SQL["postgresql"]
 
 
-def _due(priority: Priority, *, gated: bool = False) -> str:
+def _due(priority: Priority, *, gated: bool = False, keyed: bool = False) -> str:
     """The due rows of one priority this node may run, oldest first, locked.
 
     One bounded range of the waiting index: the claim's cost is the rows it
     takes (plus due rows of functions this node lacks), not the table's size.
     Functions paused when the statement starts are left out, whatever the
     engine last read of the pauses (two one-time subqueries of a tiny table).
-    ``gated``: the rows of keys at their per-key limit (``saturated``) are left
-    out too, so one busy key's backlog does not stand in front of the others;
-    the columns the gate decides on come along.
+    ``gated``: the columns the gate decides on come along; ``keyed``: the rows of
+    keys at their per-key limit (``saturated``) are left out too, so one busy
+    key's backlog does not stand in front of the others.
     """
     columns = "id, function, concurrency_key, priority, execution_time" if gated else "id"
     saturated = (
@@ -68,7 +68,7 @@ def _due(priority: Priority, *, gated: bool = False) -> str:
               SELECT 1 FROM saturated s
               WHERE s.function = tickerq_tickers.function
                 AND s.key = tickerq_tickers.concurrency_key))"""
-        if gated
+        if keyed
         else ""
     )
     return f"""SELECT {columns} FROM (
@@ -166,8 +166,14 @@ ORDER BY c.priority DESC, c.execution_time
 # room (``over_key``), then past a rate limit's room (``over_rate``); the others
 # start, with their chain children, and their starts are stored, added to their
 # slot's row ($33: each bucket's slot, see RateLimit.stored_at); old starts go.
-_FINISH_AND_CLAIM_GATED = f"""
-WITH {_FINISH}), running AS (
+# Built for the limits a claim has (per-key, rate or both): each part a plan
+# carries costs time on every call, used or not.
+def _gated_sql(*, keys: bool, rates: bool) -> str:
+    """The gated claim statement with the parts of per-key limits (``keys``) and
+    of rate limits (``rates``); the same parameters and columns either way."""
+    parts = [f"WITH {_FINISH})"]
+    if keys:
+        parts.append(f"""running AS (
     SELECT function, concurrency_key AS key, count(*) AS n FROM tickerq_tickers
     WHERE {KEYED_RUNNING_SQL} AND function = ANY($24::text[]) AND id <> ALL($1::uuid[])
     GROUP BY function, concurrency_key
@@ -175,20 +181,29 @@ WITH {_FINISH}), running AS (
     SELECT r.function, r.key FROM running r
     JOIN unnest($24::text[], $25::int[]) AS u(function, most) ON u.function = r.function
     WHERE r.n >= u.most
-), used AS (
+)""")
+    if rates:
+        parts.append("""used AS (
     SELECT b.bucket, b.oldest, b.most, coalesce(sum(s.count), 0) AS n
     FROM unnest($26::text[], $27::timestamptz[], $28::int[]) AS b(bucket, oldest, most)
     LEFT JOIN tickerq_rate_starts s ON s.bucket = b.bucket AND s.started_at > b.oldest
     GROUP BY b.bucket, b.oldest, b.most
-), long_picked AS (
-    {_due(Priority.LONG_RUNNING, gated=True).format(limit="$18")}
+)""")
+    due = {"gated": True, "keyed": keys}
+    slot_picks = " UNION ALL ".join(_due(p, **due).format(limit="$19") for p in _SLOT_PRIORITIES)
+    parts.append(f"""long_picked AS (
+    {_due(Priority.LONG_RUNNING, **due).format(limit="$18")}
 ), slot_picked AS (
-    {" UNION ALL ".join(_due(p, gated=True).format(limit="$19") for p in _SLOT_PRIORITIES)}
+    {slot_picks}
     LIMIT $19
 ), picked AS (
     SELECT p.*, row_number() OVER (ORDER BY p.priority DESC, p.execution_time) AS pos
     FROM (SELECT * FROM long_picked UNION ALL SELECT * FROM slot_picked) AS p
-), over_key AS (
+)""")
+    held_back = []
+    if keys:
+        held_back.append("over_key")
+        parts.append("""over_key AS (
     SELECT k.id FROM (
         SELECT p.id, u.most, coalesce(r.n, 0)
             + row_number() OVER (PARTITION BY p.function, p.concurrency_key ORDER BY p.pos) AS nth
@@ -197,25 +212,30 @@ WITH {_FINISH}), running AS (
         LEFT JOIN running r ON r.function = p.function AND r.key = p.concurrency_key
         WHERE p.concurrency_key IS NOT NULL
     ) AS k WHERE k.nth > k.most
-), over_rate AS (
+)""")
+    if rates:
+        held_back.append("over_rate")
+        not_over_key = "\n        WHERE NOT EXISTS (SELECT 1 FROM over_key o WHERE o.id = p.id)"
+        parts.append(f"""over_rate AS (
     SELECT q.id FROM (
         SELECT p.id, u.most - u.n AS room,
             row_number() OVER (PARTITION BY m.bucket ORDER BY p.pos) AS nth
         FROM picked p
         JOIN unnest($29::text[], $30::text[]) AS m(function, bucket) ON m.function = p.function
-        JOIN used u ON u.bucket = m.bucket
-        WHERE NOT EXISTS (SELECT 1 FROM over_key o WHERE o.id = p.id)
+        JOIN used u ON u.bucket = m.bucket{not_over_key if keys else ""}
     ) AS q WHERE q.nth > q.room
-), claimed AS (
+)""")
+    starting = "SELECT id FROM picked" + "".join(f" EXCEPT SELECT id FROM {c}" for c in held_back)
+    parts.append(f"""claimed AS (
     UPDATE tickerq_tickers t SET
         status = '{Status.IN_PROGRESS.value}', lock_holder = $15, locked_at = $16,
         lease_until = $20, executed_at = $16, updated_at = $16, claims = t.claims + 1
-    WHERE t.id = ANY(ARRAY(
-        SELECT id FROM picked EXCEPT SELECT id FROM over_key EXCEPT SELECT id FROM over_rate
-    ))
+    WHERE t.id = ANY(ARRAY({starting}))
     RETURNING {", ".join(f"t.{name}" for name in JOB_COLUMN_NAMES)}
 ), {_KIDS.format(now="$16")}
-), taken AS (
+)""")
+    if rates:
+        parts.append("""taken AS (
     SELECT m.bucket, count(*) AS n FROM claimed c
     JOIN unnest($29::text[], $30::text[]) AS m(function, bucket) ON m.function = c.function
     GROUP BY m.bucket
@@ -239,23 +259,46 @@ WITH {_FINISH}), running AS (
 ), window_starts AS (
     SELECT s.bucket, s.started_at, s.count FROM filled f
     JOIN tickerq_rate_starts s ON s.bucket = f.bucket AND s.started_at > f.oldest
-), notice AS (
+)""")
+    parts.append(f"""notice AS (
     SELECT pg_notify('{CHANNEL}', $22::text)
     WHERE $22::text IS NOT NULL
       AND (EXISTS (SELECT 1 FROM done) OR EXISTS (SELECT 1 FROM claimed))
-)
-SELECT l.ids::uuid[] AS left_over, (SELECT count(*) FROM notice)::bigint AS notified,
-    (EXISTS (SELECT 1 FROM saturated) OR EXISTS (SELECT 1 FROM over_key)
-        OR EXISTS (SELECT 1 FROM over_rate))::boolean AS held,
-    ARRAY(SELECT bucket::text FROM taken) AS taken_buckets,
+)""")
+    held = " OR ".join(
+        f"EXISTS (SELECT 1 FROM {c})" for c in (["saturated"] if keys else []) + held_back
+    )
+    if rates:
+        counts = """ARRAY(SELECT bucket::text FROM taken) AS taken_buckets,
     ARRAY(SELECT n::bigint FROM taken) AS taken_counts,
     ARRAY(SELECT bucket::text FROM window_starts) AS start_buckets,
     ARRAY(SELECT started_at::timestamptz FROM window_starts) AS start_times,
-    ARRAY(SELECT count::bigint FROM window_starts) AS start_counts,
+    ARRAY(SELECT count::bigint FROM window_starts) AS start_counts"""
+    else:
+        counts = """'{}'::text[] AS taken_buckets, '{}'::bigint[] AS taken_counts,
+    '{}'::text[] AS start_buckets, '{}'::timestamptz[] AS start_times,
+    '{}'::bigint[] AS start_counts"""
+    select = f"""
+SELECT l.ids::uuid[] AS left_over, (SELECT count(*) FROM notice)::bigint AS notified,
+    ({held})::boolean AS held,
+    {counts},
     c.*
 FROM left_over l LEFT JOIN claimed c ON true
 ORDER BY c.priority DESC, c.execution_time
 """
+    return "\n" + ", ".join(parts) + select
+
+
+_FINISH_AND_CLAIM_GATED = _gated_sql(keys=True, rates=True)
+"""The gated claim with both kinds of limits (the general form)."""
+
+_GATED_SQL = {
+    (keys, rates): _gated_sql(keys=keys, rates=rates)
+    for keys in (False, True)
+    for rates in (False, True)
+    if keys or rates
+}
+"""The gated claim by (per-key limits, rate limits) among the claimed functions."""
 
 _GATED_META = (
     "left_over uuid[], notified bigint, held boolean, taken_buckets text[], "
@@ -272,10 +315,15 @@ _GATED_PARAMETERS = (
 )
 """The types of :data:`_FINISH_AND_CLAIM_GATED`'s parameters, then the lock keys ($34)."""
 
-_GATED_FUNCTION = "pg_temp.tickerq_gated_claim"
-"""A function of the hot connection's session: the claim's advisory locks, then
-:data:`_FINISH_AND_CLAIM_GATED`, whose snapshot a PL/pgSQL function takes after
-the locks: the whole gated claim in one round trip and one transaction."""
+_GATED_FUNCTIONS = {
+    (True, False): "pg_temp.tickerq_claim_keyed",
+    (False, True): "pg_temp.tickerq_claim_rated",
+    (True, True): "pg_temp.tickerq_claim_gated",
+}
+"""Functions of the hot connection's session, one per form of :data:`_GATED_SQL`:
+the claim's advisory locks, then the statement, whose snapshot a PL/pgSQL
+function takes after the locks: the whole gated claim in one round trip and one
+transaction. Made on first use."""
 
 _JOB_TYPES = """
 SELECT attname, format_type(atttypid, atttypmod) AS type FROM pg_attribute
@@ -283,18 +331,19 @@ WHERE attrelid = 'tickerq_tickers'::regclass AND attname = ANY($1::text[])
   AND attnum > 0 AND NOT attisdropped
 """
 
-_CALL_GATED = f"SELECT * FROM {_GATED_FUNCTION}({', '.join(f'${n}' for n in range(1, 35))})"
+_ARGUMENTS = ", ".join(f"${n}" for n in range(1, 35))
 
 
-def _gated_function(job_types: str) -> str:
-    """The ``CREATE FUNCTION`` of :data:`_GATED_FUNCTION` (``job_types``: the job
-    columns with their types, as the table has them)."""
-    return f"""CREATE OR REPLACE FUNCTION {_GATED_FUNCTION}({_GATED_PARAMETERS})
+def _gated_function(form: tuple[bool, bool], job_types: str) -> str:
+    """The ``CREATE FUNCTION`` of the gated claim's ``form`` (see
+    :data:`_GATED_FUNCTIONS`; ``job_types``: the job columns with their types,
+    as the table has them)."""
+    return f"""CREATE OR REPLACE FUNCTION {_GATED_FUNCTIONS[form]}({_GATED_PARAMETERS})
 RETURNS TABLE ({_GATED_META}, {job_types}) LANGUAGE plpgsql AS $body$
 #variable_conflict use_column
 BEGIN
     PERFORM pg_advisory_xact_lock(k) FROM unnest($34) AS k ORDER BY k;
-    RETURN QUERY {_FINISH_AND_CLAIM_GATED};
+    RETURN QUERY {_GATED_SQL[form]};
 END
 $body$"""
 
@@ -355,7 +404,10 @@ class HotPath:
         self._conn: Any = None
         self._lock = asyncio.Lock()
         self._gated: bool | None = None
-        """Whether the session has :data:`_GATED_FUNCTION` (None: not tried yet)."""
+        """Whether the session can have the functions of :data:`_GATED_FUNCTIONS`
+        (None: not tried yet)."""
+        self._made: set[tuple[bool, bool]] = set()
+        """The forms whose function the session has."""
 
     async def finish_and_claim(
         self,
@@ -433,18 +485,22 @@ class HotPath:
             [gated.gates.stored_at(b, now) for b in buckets],
         ]
         locks = sorted(set(gated.locks))
+        form = (bool(keyed), bool(buckets))
+        if form not in _GATED_SQL:
+            form = (True, True)
         async with self._lock:
             try:
                 if self._conn is None or self._conn.is_closed():
                     self._conn = await self._connect()
                 conn = self._conn
-                if await self._has_gated_function(conn):
-                    records = await conn.fetch(_CALL_GATED, *args, locks)
+                if await self._has_gated_function(conn, form):
+                    call = f"SELECT * FROM {_GATED_FUNCTIONS[form]}({_ARGUMENTS})"
+                    records = await conn.fetch(call, *args, locks)
                 else:  # three round trips: the locks, the claim, COMMIT
                     await conn.execute(
                         "BEGIN; " + " ".join(f"SELECT pg_advisory_xact_lock({k});" for k in locks)
                     )
-                    records = await conn.fetch(_FINISH_AND_CLAIM_GATED, *args)
+                    records = await conn.fetch(_GATED_SQL[form], *args)
                     await conn.execute("COMMIT")
             except BaseException:
                 await self._drop()  # the server rolls the transaction back
@@ -492,32 +548,39 @@ class HotPath:
         async with self._lock:
             await self._drop()
 
-    async def _has_gated_function(self, conn: Any) -> bool:
-        """Whether this session has :data:`_GATED_FUNCTION`, made on first use
-        (not through PgBouncer: a session's functions do not outlive a
-        transaction there; nor where the role may not make temporary objects)."""
-        if self._gated is None:
+    async def _has_gated_function(self, conn: Any, form: tuple[bool, bool]) -> bool:
+        """Whether this session has the function of the gated claim's ``form``
+        (:data:`_GATED_FUNCTIONS`), made on first use (not through PgBouncer: a
+        session's functions do not outlive a transaction there; nor where the
+        role may not make temporary objects)."""
+        if form in self._made:
+            return True
+        if self._gated is False or self.pgbouncer:
             self._gated = False
-            if not self.pgbouncer:
-                import asyncpg
+            return False
+        import asyncpg
 
-                try:
-                    rows = await conn.fetch(_JOB_TYPES, JOB_COLUMN_NAMES)
-                    types = {r["attname"]: r["type"] for r in rows}
-                    job = ", ".join(f'"{n}" {types[n]}' for n in JOB_COLUMN_NAMES)
-                    await conn.execute(_gated_function(job))
-                    self._gated = True
-                except asyncpg.PostgresError as exc:
-                    logger.warning(
-                        "claims under rate or per-key limits take three round trips: "
-                        "could not create %s (%s)",
-                        _GATED_FUNCTION,
-                        exc,
-                    )
-        return self._gated
+        try:
+            rows = await conn.fetch(_JOB_TYPES, JOB_COLUMN_NAMES)
+            types = {r["attname"]: r["type"] for r in rows}
+            job = ", ".join(f'"{n}" {types[n]}' for n in JOB_COLUMN_NAMES)
+            await conn.execute(_gated_function(form, job))
+        except asyncpg.PostgresError as exc:
+            self._gated = False
+            logger.warning(
+                "claims under rate or per-key limits take three round trips: "
+                "could not create %s (%s)",
+                _GATED_FUNCTIONS[form],
+                exc,
+            )
+            return False
+        self._gated = True
+        self._made.add(form)
+        return True
 
     async def _drop(self) -> None:
         self._gated = None
+        self._made = set()
         conn, self._conn = self._conn, None
         if conn is not None and not conn.is_closed():
             try:
