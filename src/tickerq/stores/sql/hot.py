@@ -184,10 +184,11 @@ def _gated_sql(*, keys: bool, rates: bool) -> str:
 )""")
     if rates:
         parts.append("""used AS (
-    SELECT b.bucket, b.oldest, b.most, coalesce(sum(s.count), 0) AS n
+    SELECT b.bucket, b.oldest, b.most, (
+        SELECT coalesce(sum(s.count), 0) FROM tickerq_rate_starts s
+        WHERE s.bucket = b.bucket AND s.started_at > b.oldest
+    ) AS n
     FROM unnest($26::text[], $27::timestamptz[], $28::int[]) AS b(bucket, oldest, most)
-    LEFT JOIN tickerq_rate_starts s ON s.bucket = b.bucket AND s.started_at > b.oldest
-    GROUP BY b.bucket, b.oldest, b.most
 )""")
     due = {"gated": True, "keyed": keys}
     slot_picks = " UNION ALL ".join(_due(p, **due).format(limit="$19") for p in _SLOT_PRIORITIES)
