@@ -103,7 +103,7 @@ class WireCounter:
             self.control += 1
         elif query == "":
             self.pings += 1
-        elif query.startswith(("WITH FIN AS", "SELECT * FROM PG_TEMP.TICKERQ_GATED_CLAIM")):
+        elif query.startswith(("WITH FIN AS", "SELECT * FROM PG_TEMP.TICKERQ_CLAIM_")):
             self.hot += 1  # the hot path's claim (under limits: a function of the session)
         elif query.startswith("BEGIN; SELECT PG_ADVISORY_XACT_LOCK"):
             self.hot += 1  # a gated claim's locks where it has no such function
