@@ -582,6 +582,7 @@ class TickerQ(_Registrar):
         title: str = "tickerq",
         allowed_origins: Sequence[str] = (),
         metrics: bool = False,
+        stream_max_age: float = 15.0,
     ) -> Starlette:
         """The web dashboard of this app: an ASGI app to mount (see tickerq.dashboard).
 
@@ -591,6 +592,8 @@ class TickerQ(_Registrar):
         ``redact(function, payload)`` hides parts of payloads. ``metrics=True`` serves
         the Prometheus metrics at ``/metrics`` (needs ``tickerq[prometheus]``).
         ``/api/healthz`` and ``/api/readyz`` answer without credentials.
+        ``stream_max_age``: seconds a page's live-update stream lasts before the
+        browser opens the next (the most a graceful shutdown waits for it).
         """
         from tickerq.dashboard import create_dashboard
 
@@ -603,6 +606,7 @@ class TickerQ(_Registrar):
             title=title,
             allowed_origins=allowed_origins,
             metrics=metrics,
+            stream_max_age=stream_max_age,
         )
 
     def wake_engine(self, due: datetime | None) -> None:

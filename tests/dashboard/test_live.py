@@ -109,3 +109,69 @@ async def test_sse_coalesces_bursts(memory_app: TickerQ) -> None:
     text, _ = await read_events(dash, burst, "event: change")
     await asyncio.sleep(0)
     assert text.count("event: change") <= 2
+
+
+async def _whole_stream(feed: Any, last_event_id: str | None = None) -> str:
+    """Every chunk of one stream of ``feed``, until it ends by itself."""
+    return "".join([chunk async for chunk in feed.stream(last_event_id)])
+
+
+def _last_id(text: str) -> str:
+    return [line for line in text.splitlines() if line.startswith("id: ")][-1][4:]
+
+
+async def test_a_stream_ends_by_itself_and_says_whether_a_returning_page_missed_a_change(
+    memory_app: TickerQ,
+) -> None:
+    """A stream that never ends keeps a server's graceful shutdown waiting for ever
+    (uvicorn, where the dashboard is mounted): it ends after ``max_age``, and the
+    hello of the next one tells a page coming back whether it missed anything."""
+    from tickerq.dashboard.live import LiveFeed, topics_of
+
+    feed = LiveFeed(memory_app.events, memory_app.store, min_interval=0.0, max_age=0.4)
+    began = asyncio.get_running_loop().time()
+    first = await asyncio.wait_for(_whole_stream(feed), 5)
+    assert 0.4 <= asyncio.get_running_loop().time() - began < 2
+    assert '"missed": false' in first and first.rstrip().endswith("data: {}")
+    assert "event: bye" in first and "retry: 500" in first
+
+    # back at once, nothing changed meanwhile: no need to read the page again
+    again = await asyncio.wait_for(_whole_stream(feed, _last_id(first)), 5)
+    assert '"missed": false' in again
+
+    # a change while the page was away (the feed still listens: it just left)
+    feed.publish(topics_of(_a_ticker_event()))
+    later = await asyncio.wait_for(_whole_stream(feed, _last_id(again)), 5)
+    assert '"missed": true' in later
+    # a page of another feed (the dashboard restarted) missed everything
+    other = await asyncio.wait_for(_whole_stream(feed, "0123abcd.5"), 5)
+    assert '"missed": true' in other
+
+
+async def test_a_change_during_a_stream_moves_its_id_on(memory_app: TickerQ) -> None:
+    """A page that got every change of its stream is told nothing was missed; the id
+    is taken with the change's topics, so a change after them is not counted seen."""
+    from tickerq.dashboard.live import LiveFeed, topics_of
+
+    feed = LiveFeed(memory_app.events, memory_app.store, min_interval=0.0, max_age=0.6)
+
+    async def change_soon() -> None:
+        await asyncio.sleep(0.2)
+        feed.publish(topics_of(_a_ticker_event()))
+
+    changing = asyncio.create_task(change_soon())
+    text = await asyncio.wait_for(_whole_stream(feed), 5)
+    await changing
+    assert "event: change" in text
+    seen = _last_id(text)
+    assert '"missed": false' in await asyncio.wait_for(_whole_stream(feed, seen), 5)
+
+
+def _a_ticker_event() -> Any:
+    from datetime import UTC, datetime
+    from uuid import uuid4
+
+    from tickerq.enums import Status, TickerKind
+    from tickerq.events import TickerChanged
+
+    return TickerChanged(datetime.now(UTC), TickerKind.TIME, uuid4(), "noop", Status.IDLE)

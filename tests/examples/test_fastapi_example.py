@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from asgi_server import served
 from example_runner import Process, attempts, example_modules, node_of, poll, worker
@@ -85,3 +86,43 @@ async def test_jobs_run_in_the_web_process_when_asked(tmp_path: Path, monkeypatc
         check_email(done["result"], job_id, tmp_path)
         assert [a.node for a in runs] == [jobs.tq.node_id]
         assert not jobs.tq.engine.running
+
+
+@pytest.mark.timeout(90)
+def test_the_web_app_stops_on_sigterm_while_a_dashboard_page_is_open(tmp_path: Path) -> None:
+    """An open dashboard page holds a live-update stream, a request that never ended:
+    uvicorn's graceful shutdown waited for it for ever. A stream now ends after
+    ``stream_max_age`` (15 s by default) and the page opens the next."""
+    import threading
+    import time
+
+    web = Process(
+        [sys.executable, "-m", "uvicorn", "main:api", "--host", "127.0.0.1", "--port", "0"],
+        "fastapi_app",
+        environment(tmp_path),
+    )
+    try:
+        base = web.wait_for(r"Uvicorn running on (http://\S+)")[1]
+        greeted = threading.Event()
+
+        def watch_the_page() -> None:
+            try:
+                with (
+                    httpx.Client(base_url=base, timeout=60) as http,
+                    http.stream("GET", "/admin/jobs/events") as events,
+                ):
+                    for line in events.iter_lines():
+                        if line == "event: hello":
+                            greeted.set()
+            except httpx.HTTPError:
+                pass  # the server went away
+
+        page = threading.Thread(target=watch_the_page, daemon=True)
+        page.start()
+        assert greeted.wait(10), "the event stream did not open"
+        began = time.monotonic()
+        assert web.stop(timeout=25) in (0, -signal.SIGTERM), web.text()
+        assert time.monotonic() - began < 20, web.text()
+        assert "Application shutdown complete" in web.text()
+    finally:
+        web.stop()

@@ -67,6 +67,7 @@ class DashboardOptions(TypedDict, total=False):
     title: str
     allowed_origins: Sequence[str]
     metrics: bool
+    stream_max_age: float
 
 
 @overload

@@ -47,7 +47,7 @@ from tickerq.dashboard.context import (
 from tickerq.dashboard.live import LiveFeed
 from tickerq.dashboard.rendering import error_page
 from tickerq.dashboard.service import Redactor, Service
-from tickerq.errors import TickerQError
+from tickerq.errors import InvalidArgumentError, TickerQError
 
 if TYPE_CHECKING:
     from tickerq.app import TickerQ
@@ -334,6 +334,7 @@ def create_dashboard(
     title: str = "tickerq",
     allowed_origins: Sequence[str] = (),
     metrics: bool = False,
+    stream_max_age: float = 15.0,
 ) -> Starlette:
     """The dashboard of ``app`` as a Starlette app (ASGI), to mount or serve.
 
@@ -348,6 +349,8 @@ def create_dashboard(
     origins allowed to POST (a proxy that rewrites Host). ``metrics``: serve the
     app's Prometheus metrics at ``/metrics`` (its PrometheusMiddleware, installed
     if it has none; needs ``tickerq[prometheus]``), to users with the view permission.
+    ``stream_max_age``: seconds a page's event stream lasts before the browser
+    opens the next one (the most a server's graceful shutdown waits for it).
 
     ``/api/healthz`` and ``/api/readyz`` answer anyone, without credentials (see
     :mod:`tickerq.health`).
@@ -361,7 +364,11 @@ def create_dashboard(
         allowed_origins=tuple(allowed_origins),
     )
     dash.service = Service(app, redact)
-    dash.live = LiveFeed(app.events, app.store)
+    if not isinstance(stream_max_age, int | float) or not 0 < stream_max_age <= 3600:
+        raise InvalidArgumentError(
+            f"stream_max_age must be seconds in (0, 3600], got {stream_max_age!r}"
+        )
+    dash.live = LiveFeed(app.events, app.store, max_age=float(stream_max_age))
     if metrics:
         try:
             from tickerq.contrib.prometheus import prometheus_of

@@ -9,6 +9,14 @@ seconds (see :meth:`tickerq.stores.base.Store.watch`). Each client gets at most
 one event per ``min_interval`` naming the topics that changed (``tickers``,
 ``crons``, ``nodes``, ``pauses``, ``engine``); the page then re-fetches the parts
 that show them.
+
+A stream ends after ``max_age`` seconds and the browser opens a new one: an
+event stream is a request that never ends otherwise, and a server waiting for
+its requests to end before it stops (uvicorn's graceful shutdown, where the
+dashboard is mounted in your app) would wait for ever. Every message carries an
+id; a browser that comes back sends the last one it got, and the ``hello`` of
+the new stream says whether anything changed meanwhile (``missed``), so that
+the page reads its live parts again only then.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import secrets
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -52,6 +61,8 @@ logger = logging.getLogger(__name__)
 ENGINE = "engine"
 """This process's engine started, paused, resumed or stopped (events only)."""
 TOPICS = (TICKERS, CRONS, NODES, PAUSES, ENGINE)
+IDLE_GRACE = 10.0
+"""Seconds the feed keeps listening after its last client left."""
 
 
 def topics_of(message: Event | Notice) -> set[str]:
@@ -98,6 +109,7 @@ class LiveFeed:
         poll_interval: float = 0.5,
         min_interval: float = 0.35,
         keepalive: float = 15.0,
+        max_age: float = 15.0,
     ) -> None:
         self.bus = bus
         self.store = store
@@ -105,9 +117,14 @@ class LiveFeed:
         """Where notices do not say what other processes changed, look this often."""
         self.min_interval = min_interval
         self.keepalive = keepalive
+        self.max_age = max_age
+        """Seconds a stream lasts; the browser then opens another."""
+        self._token = secrets.token_hex(4)
+        self._published = 0
         self._clients: set[_Client] = set()
         self._unsubscribe: list[Callable[[], None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._idle: asyncio.TimerHandle | None = None
         self._closed = asyncio.Event()
 
     @property
@@ -117,6 +134,7 @@ class LiveFeed:
 
     def publish(self, topics: set[str]) -> None:
         """Tell every client these topics changed (call on the feed's loop)."""
+        self._published += 1
         for client in tuple(self._clients):
             client.push(topics)
 
@@ -139,7 +157,13 @@ class LiveFeed:
 
     def _start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
         if not self._unsubscribe:
+            # what changed while nobody listened is not known: a browser coming back
+            # with an older id reads its live parts again
+            self._published += 1
             self._unsubscribe = [
                 self.bus.subscribe(self._on_event),
                 self.bus.subscribe_notices(self._on_event),
@@ -147,6 +171,17 @@ class LiveFeed:
             ]
 
     def _stop_if_idle(self) -> None:
+        """Stop listening once no client has come back for ``IDLE_GRACE`` seconds (a
+        browser opens its next stream right after one ends)."""
+        if self._clients or self._loop is None or self._idle is not None:
+            return
+        if self._closed.is_set():
+            self._stop_listening()
+            return
+        self._idle = self._loop.call_later(IDLE_GRACE, self._stop_listening)
+
+    def _stop_listening(self) -> None:
+        self._idle = None
         if self._clients:
             return
         unsubscribe, self._unsubscribe = self._unsubscribe, []
@@ -159,31 +194,50 @@ class LiveFeed:
         for client in tuple(self._clients):
             client.ready.set()
 
-    async def stream(self) -> AsyncIterator[str]:
-        """One client's event stream (text/event-stream chunks)."""
+    def _mark(self) -> str:
+        """The id of what a client has been told of by now (this feed, its count of
+        changes)."""
+        return f"{self._token}.{self._published}"
+
+    async def stream(self, last_event_id: str | None = None) -> AsyncIterator[str]:
+        """One client's event stream (text/event-stream chunks), for ``max_age``
+        seconds. ``last_event_id``: the id of the last message a browser coming
+        back got (its ``Last-Event-ID`` header)."""
         client = _Client()
         self._clients.add(client)
         self._start()
+        loop = asyncio.get_running_loop()
+        ends = loop.time() + self.max_age
         try:
+            mark = self._mark()  # changes from now on reach the client's pending set
+            missed = last_event_id is not None and last_event_id != mark
             yield "retry: 2000\n\n"
-            yield _message("hello", {"topics": list(TOPICS)})
+            yield _message("hello", {"topics": list(TOPICS), "missed": missed}, mark)
             while not self._closed.is_set():
+                left = ends - loop.time()
+                if left <= 0:
+                    # a planned end: come back soon (the next hello sets 2 s again)
+                    yield "retry: 500\n\n" + _message("bye", {}, None)
+                    break
                 try:
-                    await asyncio.wait_for(client.ready.wait(), self.keepalive)
+                    await asyncio.wait_for(client.ready.wait(), min(self.keepalive, left))
                 except TimeoutError:
-                    yield ": keepalive\n\n"
+                    if ends - loop.time() > 0:
+                        yield ": keepalive\n\n"
                     continue
                 if self._closed.is_set():
                     break
                 await asyncio.sleep(self.min_interval)  # coalesce a burst into one event
+                mark = self._mark()  # taken with the topics: nothing can come between
                 topics, client.pending = client.pending, set()
                 client.ready.clear()
                 if topics:
-                    yield _message("change", {"topics": sorted(topics)})
+                    yield _message("change", {"topics": sorted(topics)}, mark)
         finally:
             self._clients.discard(client)
             self._stop_if_idle()
 
 
-def _message(event: str, data: dict[str, Any]) -> str:
-    return f"event: {event}\ndata: {json.dumps(data)}\n\n"
+def _message(event: str, data: dict[str, Any], ident: str | None) -> str:
+    head = f"id: {ident}\n" if ident is not None else ""
+    return f"{head}event: {event}\ndata: {json.dumps(data)}\n\n"

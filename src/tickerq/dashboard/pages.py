@@ -340,7 +340,7 @@ async def events(request: Request) -> Response:
     """Server-Sent Events: ``change`` events naming the topics that changed."""
     dash = dashboard_of(request)
     return StreamingResponse(
-        dash.live.stream(),
+        dash.live.stream(request.headers.get("last-event-id")),
         media_type="text/event-stream",
         headers={"cache-control": "no-store", "x-accel-buffering": "no"},
     )

@@ -248,3 +248,44 @@ def test_an_action_whose_form_a_live_refresh_replaced_leaves_the_page_live(
         page.unroute_all()
         shop.run(ct.delete(cron.id))
     browse.watch.assert_clean()
+
+
+def test_streams_that_end_on_purpose_keep_the_page_live_without_reading_it_again(
+    browse: Browse,
+) -> None:
+    """Each event stream ends after ``stream_max_age`` (so a server's graceful shutdown
+    never waits on it for long) and the browser opens the next one: the page stays
+    live, its dot stays on, and it reads its parts again only when it missed a change."""
+    page, shop = browse.page, browse.shop
+    server = shop.run(start_server(shop.app.dashboard(stream_max_age=0.8), port=0))
+    try:
+        tag = f"across stream ends {time.monotonic_ns()}"
+        page.goto(f"{server.url.rstrip('/')}/time-tickers?q={tag.replace(' ', '+')}")
+        browse.wait_live()
+        streams: list[str] = []
+        refreshes: list[str] = []
+        page.on("request", lambda r: streams.append(r.url) if r.url.endswith("/events") else None)
+        page.on(
+            "request",
+            lambda r: refreshes.append(r.url) if r.headers.get("x-tickerq-refresh") else None,
+        )
+        dots: list[str] = []
+        deadline = time.monotonic() + 4.0
+        while time.monotonic() < deadline:
+            dots.append(page.locator("#live-status").get_attribute("class") or "")
+            page.wait_for_timeout(100)
+        assert len(streams) >= 2, streams  # it came back after each end
+        assert all("live-on" in d for d in dots), dots
+        assert refreshes == []  # nothing changed: nothing read again
+        shop.run(
+            shop.app.time_tickers.add(
+                "charge_card",
+                request={"order_id": 4, "amount": 4.0},
+                execution_time=datetime.now(UTC) + timedelta(days=30),
+                description=tag,
+            )
+        )
+        expect(page.locator("[data-testid=ticker-row]", has_text=tag)).to_have_count(1)
+    finally:
+        shop.run(server.stop())
+    browse.watch.assert_clean()

@@ -106,17 +106,35 @@
     var url = body.getAttribute("data-events");
     if (!url || !window.EventSource) return;
     var source = new EventSource(url);
-    source.addEventListener("open", function () { liveState = "on"; showLive(); });
-    source.addEventListener("error", function () { liveState = "off"; showLive(); });
+    // A stream ends every few seconds on purpose ("bye") and the browser opens the
+    // next at once: the dot goes off only if that takes long.
+    var byeAt = 0;
+    var offTimer = null;
+    function off() { liveState = "off"; showLive(); }
+    source.addEventListener("open", function () {
+      clearTimeout(offTimer);
+      liveState = "on";
+      showLive();
+    });
+    source.addEventListener("bye", function () { byeAt = Date.now(); });
+    source.addEventListener("error", function () {
+      clearTimeout(offTimer);
+      if (Date.now() - byeAt < 2000) offTimer = setTimeout(off, 4000); else off();
+    });
     source.addEventListener("change", function (event) {
       try { onChange(JSON.parse(event.data).topics || []); } catch (e) { /* ignore */ }
     });
     // Each (re)connection says hello. The first comes to a page just read; a later one
-    // follows a break in the stream, whose changes no event will tell: read them all.
+    // follows a break in the stream, whose changes no event told: it says whether
+    // anything changed since the last message this page got (the browser sends its
+    // id); if so, read every live part again.
     var greeted = false;
     source.addEventListener("hello", function (event) {
       if (greeted) {
-        try { onChange(JSON.parse(event.data).topics || []); } catch (e) { /* ignore */ }
+        try {
+          var hello = JSON.parse(event.data);
+          if (hello.missed !== false) onChange(hello.topics || []);
+        } catch (e) { /* ignore */ }
       }
       greeted = true;
     });
