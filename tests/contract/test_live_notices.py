@@ -48,7 +48,7 @@ class Watcher:
 
     async def _read(self) -> None:
         async for chunk in self.feed.stream():
-            if chunk.startswith("event: change"):
+            if "event: change" in chunk:
                 self.changes.put_nowait((time.monotonic(), chunk))
 
     async def start(self) -> None:
@@ -84,7 +84,7 @@ class Watcher:
 @asynccontextmanager
 async def _viewer(app: TickerQ, store_kind: str, clock: ManualClock) -> AsyncIterator[Watcher]:
     poll = PG_POLL if store_kind == "postgresql" else SQLITE_POLL
-    feed = LiveFeed(app.events, app.store, poll_interval=poll, min_interval=0.0)
+    feed = LiveFeed(app.events, app.store, poll_interval=poll, min_interval=0.0, max_age=3600)
     watcher = Watcher(feed, clock)
     await watcher.start()
     if store_kind == "postgresql":

@@ -175,3 +175,13 @@ def _a_ticker_event() -> Any:
     from tickerq.events import TickerChanged
 
     return TickerChanged(datetime.now(UTC), TickerKind.TIME, uuid4(), "noop", Status.IDLE)
+
+
+async def test_a_bad_stream_max_age_is_refused_naming_it(memory_app: TickerQ) -> None:
+    import pytest
+
+    from tickerq.errors import InvalidArgumentError
+
+    for bad in (0, -1, 7200, "15"):
+        with pytest.raises(InvalidArgumentError, match=f"stream_max_age.*{bad!r}"):
+            memory_app.dashboard(stream_max_age=bad)  # type: ignore[arg-type]
