@@ -182,6 +182,6 @@ async def test_a_bad_stream_max_age_is_refused_naming_it(memory_app: TickerQ) ->
 
     from tickerq.errors import InvalidArgumentError
 
-    for bad in (0, -1, 7200, "15"):
+    for bad in (0, -1, 7200, "15", True, float("nan")):
         with pytest.raises(InvalidArgumentError, match=f"stream_max_age.*{bad!r}"):
             memory_app.dashboard(stream_max_age=bad)  # type: ignore[arg-type]

@@ -364,7 +364,11 @@ def create_dashboard(
         allowed_origins=tuple(allowed_origins),
     )
     dash.service = Service(app, redact)
-    if not isinstance(stream_max_age, int | float) or not 0 < stream_max_age <= 3600:
+    if (
+        isinstance(stream_max_age, bool)
+        or not isinstance(stream_max_age, int | float)
+        or not 0 < stream_max_age <= 3600
+    ):
         raise InvalidArgumentError(
             f"stream_max_age must be seconds in (0, 3600], got {stream_max_age!r}"
         )
