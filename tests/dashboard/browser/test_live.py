@@ -16,7 +16,7 @@ from uuid import UUID
 from playwright.sync_api import expect
 
 from dashboard.browser.conftest import Browse
-from tickerq import Status
+from tickerq import Status, TickerContext, TickerQ
 from tickerq.dashboard.server import start_server
 
 OTHER_PROCESS = textwrap.dedent(
@@ -181,14 +181,7 @@ def test_a_change_made_while_the_stream_was_down_shows_when_it_is_back(browse: B
         expect(rows).to_have_count(0)
         shop.run(first.stop())
         page.locator("#live-status.live-off").wait_for(timeout=10000)
-        shop.run(
-            shop.app.time_tickers.add(
-                "charge_card",
-                request={"order_id": 3, "amount": 3.0},
-                execution_time=datetime.now(UTC) + timedelta(days=30),
-                description=tag,
-            )
-        )
+        _add_far_ahead(browse, shop.app, tag)
         second = shop.run(start_server(shop.app.dashboard(title="restarting"), port=port))
         browse.wait_live()
         expect(rows).to_have_count(1)
@@ -255,9 +248,17 @@ def test_streams_that_end_on_purpose_keep_the_page_live_without_reading_it_again
 ) -> None:
     """Each event stream ends after ``stream_max_age`` (so a server's graceful shutdown
     never waits on it for long) and the browser opens the next one: the page stays
-    live, its dot stays on, and it reads its parts again only when it missed a change."""
+    live, its dot stays on, and it reads its parts again only when it missed a change.
+    An app of its own, with no engine: nothing else changes while the page is watched."""
     page, shop = browse.page, browse.shop
-    server = shop.run(start_server(shop.app.dashboard(stream_max_age=0.8), port=0))
+    quiet = TickerQ("memory://", node_id="quiet")
+
+    @quiet.function()
+    async def charge_card(ctx: TickerContext[dict[str, Any]]) -> None:
+        return None
+
+    shop.run(quiet.open())
+    server = shop.run(start_server(quiet.dashboard(stream_max_age=0.8), port=0))
     try:
         tag = f"across stream ends {time.monotonic_ns()}"
         page.goto(f"{server.url.rstrip('/')}/time-tickers?q={tag.replace(' ', '+')}")
@@ -277,15 +278,21 @@ def test_streams_that_end_on_purpose_keep_the_page_live_without_reading_it_again
         assert len(streams) >= 2, streams  # it came back after each end
         assert all("live-on" in d for d in dots), dots
         assert refreshes == []  # nothing changed: nothing read again
-        shop.run(
-            shop.app.time_tickers.add(
-                "charge_card",
-                request={"order_id": 4, "amount": 4.0},
-                execution_time=datetime.now(UTC) + timedelta(days=30),
-                description=tag,
-            )
-        )
+        _add_far_ahead(browse, quiet, tag)
         expect(page.locator("[data-testid=ticker-row]", has_text=tag)).to_have_count(1)
     finally:
         shop.run(server.stop())
+        shop.run(quiet.stop())
     browse.watch.assert_clean()
+
+
+def _add_far_ahead(browse: Browse, app: TickerQ, tag: str) -> None:
+    """Add to ``app`` (on the shop's loop) a ticker due in 30 days, described by ``tag``."""
+    browse.shop.run(
+        app.time_tickers.add(
+            "charge_card",
+            request={"order_id": 3, "amount": 3.0},
+            execution_time=datetime.now(UTC) + timedelta(days=30),
+            description=tag,
+        )
+    )

@@ -290,9 +290,6 @@ ORDER BY c.priority DESC, c.execution_time
     return "\n" + ", ".join(parts) + select
 
 
-_FINISH_AND_CLAIM_GATED = _gated_sql(keys=True, rates=True)
-"""The gated claim with both kinds of limits (the general form)."""
-
 _GATED_SQL = {
     (keys, rates): _gated_sql(keys=keys, rates=rates)
     for keys in (False, True)
@@ -306,7 +303,7 @@ _GATED_META = (
     "taken_counts bigint[], start_buckets text[], start_times timestamptz[], "
     "start_counts bigint[]"
 )
-"""The first columns :data:`_FINISH_AND_CLAIM_GATED` returns (the job's follow)."""
+"""The first columns :data:`_GATED_SQL` returns (the job's follow)."""
 
 _GATED_PARAMETERS = (
     "uuid[], text[], text[], timestamptz[], timestamptz[], timestamptz[], timestamptz[], "
@@ -314,7 +311,7 @@ _GATED_PARAMETERS = (
     "bigint, bigint, timestamptz, int[], text, json[], text[], int[], text[], "
     "timestamptz[], int[], text[], text[], text[], timestamptz[], timestamptz[], bigint[]"
 )
-"""The types of :data:`_FINISH_AND_CLAIM_GATED`'s parameters, then the lock keys ($34)."""
+"""The types of :data:`_GATED_SQL`'s parameters, then the lock keys ($34)."""
 
 _GATED_FUNCTIONS = {
     (True, False): "pg_temp.tickerq_claim_keyed",
