@@ -6,13 +6,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, tzinfo
 from typing import TYPE_CHECKING, Any
-from uuid import UUID, uuid4
+from uuid import UUID
 
 from tickerq.cron import parse_timezone
 from tickerq.enums import MisfirePolicy, TickerKind
 from tickerq.errors import CronError, TickerNotFoundError, TickerStateError
 from tickerq.firing import first_fire_after, parse_cached
 from tickerq.hooks import Cancellation, Hooks
+from tickerq.ids import new_id
 from tickerq.known_functions import check_known
 from tickerq.managers._common import (
     UNSET,
@@ -131,7 +132,7 @@ class CronTickerManager(UsesStore):
         expr = parse_cached(check_cron_text(expression), tz)
         now = self._clock.now()
         return CronTicker(
-            id=uuid4(),
+            id=new_id(),
             function=name,
             expression=expr.expression,
             timezone=tz,

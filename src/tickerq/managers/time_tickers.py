@@ -9,12 +9,13 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
-from uuid import UUID, uuid4
+from uuid import UUID
 
 from tickerq.enums import EnqueueOutcome, RunCondition, Status, TickerKind
 from tickerq.errors import InvalidArgumentError, TickerNotFoundError
 from tickerq.events import Event, EventBus, TickerChanged, TickerDeleted
 from tickerq.hooks import Cancellation, Hooks
+from tickerq.ids import new_id
 from tickerq.known_functions import check_known
 from tickerq.managers._common import (
     UNSET,
@@ -131,7 +132,7 @@ class TimeTickerManager(UsesStore):
         if intervals is None:
             intervals = options.retry_intervals
         return TimeTicker(
-            id=uuid4(),
+            id=new_id(),
             function=name,
             execution_time=when,
             request=payload,

@@ -17,7 +17,7 @@ from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl
-from uuid import UUID, uuid4
+from uuid import UUID
 
 from tickerq.enums import Priority, RunCondition, Status, TickerKind
 from tickerq.errors import (
@@ -27,6 +27,7 @@ from tickerq.errors import (
     TickerStateError,
 )
 from tickerq.events import CronTickerChanged, TickerChanged, TickerDeleted
+from tickerq.ids import new_id
 from tickerq.limits import Gate, Gates
 from tickerq.models import CLUSTER, Attempt, CronOccurrence, CronTicker, Node, TimeTicker
 from tickerq.operations import CANCEL, RETRY, UPDATE
@@ -531,7 +532,7 @@ class MemoryStore(MemoryUnique, MemoryPauses, MemoryReads, Store):
                 continue
             row = Row(
                 kind=TickerKind.CRON_OCCURRENCE,
-                id=uuid4(),
+                id=new_id(),
                 function=cron.function,
                 priority=priority,
                 request=cron.request,

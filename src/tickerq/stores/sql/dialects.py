@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from uuid import UUID, uuid4
+from uuid import UUID
 
 from sqlalchemy import (
     Case,
@@ -32,6 +32,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.sql.base import Executable
 from sqlalchemy.sql.dml import Insert
 
+from tickerq import ids
 from tickerq.errors import InvalidArgumentError, StoreConnectionError
 from tickerq.stores import mask_password
 from tickerq.stores.sql.threaded import ThreadedEngine
@@ -74,8 +75,8 @@ def utcnow() -> datetime:
 
 
 def new_id() -> UUID:
-    """A new row id."""
-    return uuid4()
+    """A new row id (time-ordered: :func:`tickerq.ids.new_id`)."""
+    return ids.new_id()
 
 
 def as_utc(value: datetime) -> datetime:
