@@ -529,8 +529,13 @@ class HotPath:
         # rows), then paid for every row the table gained. No sequential scan
         # here: every row the statement touches is found by an index (ids, the
         # waiting index, parents), whatever the table held when it was planned.
+        # No bitmap scan either: the generic plan cannot see the LIMIT, and on a
+        # table whose statistics show few waiting rows it read every due row of a
+        # priority through a bitmap, then sorted them, to take ten: a claim cost
+        # the backlog, and a drain its square. An index scan walks the waiting
+        # index in due order and stops at the LIMIT.
         # No JIT: its compile time is wasted on a statement that reads a few
-        # index entries (the generic plan cannot see the LIMIT).
+        # index entries.
         return await asyncpg.connect(
             self.url,
             timeout=10,
@@ -538,6 +543,7 @@ class HotPath:
                 "plan_cache_mode": "force_generic_plan",
                 "jit": "off",
                 "enable_seqscan": "off",
+                "enable_bitmapscan": "off",
             },
         )
 
