@@ -230,7 +230,9 @@ class Gate:
     locks; :meth:`admit` decides row by row and counts what it admits.
 
     ``starts`` are (bucket, started_at, count) of recent starts (older ones are
-    ignored); ``running`` counts running rows by (function, key).
+    ignored); ``running`` counts running rows by (function, key); ``spare``
+    counts, by function, what a key with no running row counts as running (room
+    other nodes hold ahead: see :mod:`tickerq.stores.sql.prepaid`).
     """
 
     def __init__(
@@ -239,6 +241,7 @@ class Gate:
         now: datetime,
         starts: Iterable[tuple[str, datetime, int]],
         running: Mapping[tuple[str, str], int],
+        spare: Mapping[str, int] | None = None,
     ) -> None:
         self.gates = gates
         self.now = now
@@ -249,6 +252,7 @@ class Gate:
                 bucket.used += count
                 bucket.starts.append((at, count))
         self._running = dict(running)
+        self._spare = dict(spare or {})
         self.held = False
         """Whether a limit held something back (a function or key at its limit)."""
 
@@ -288,7 +292,12 @@ class Gate:
         """Whether a row of ``function`` with concurrency ``key`` may start now;
         if so, it is counted (a start in each rate limit, a run of the key)."""
         limit = self.gates.per_key.get(function)
-        if limit is not None and key is not None and self._running.get((function, key), 0) >= limit:
+        spare = self._spare.get(function, 0)
+        if (
+            limit is not None
+            and key is not None
+            and self._running.get((function, key), spare) >= limit
+        ):
             self.held = True
             return False
         if not self.may_start(function):
@@ -298,7 +307,7 @@ class Gate:
             if bucket is not None:
                 bucket.taken += 1
         if limit is not None and key is not None:
-            self._running[(function, key)] = self._running.get((function, key), 0) + 1
+            self._running[(function, key)] = self._running.get((function, key), spare) + 1
         return True
 
     def count(self, taken: Mapping[str, int], *, held: bool) -> None:

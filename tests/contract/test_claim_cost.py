@@ -100,7 +100,7 @@ async def _hot_cost(store: SqlStore) -> int:
             empty: list[Any] = []
             args = (
                 *[empty] * 14, "n1", now, ["f"], 1000, 10, now + timedelta(minutes=1), empty, None,
-                empty,
+                empty, None,
             )  # fmt: skip
             async with conn.transaction():
                 explain = "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + _FINISH_AND_CLAIM
@@ -236,7 +236,7 @@ _EXECUTE = (
     "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) EXECUTE hot("
     + ", ".join(["'{}'"] * 14)
     + ", 'n1', now(), '{f}', 1000, 10, now() + interval '1 minute', '{}',"
-    + " 'changed crons tickers', '{}')"  # with the paced notice (rolled back: never sent)
+    + " 'changed crons tickers', '{}', NULL)"  # with the paced notice (rolled back: never sent)
 )
 
 

@@ -405,10 +405,12 @@ async def test_the_starts_of_a_long_period_stay_few_rows_and_count_exactly(
             ops.at(second), slots=1, gates=gates, capacity={"other": 9} if general else None
         )
         assert len(claimed) == 1, second
-    assert await _stored_starts(ops, store_kind) <= 120 // 30 + 1
+    # (PostgreSQL: and one row of the starts the node holds ahead, counted as used)
+    ahead = 0 if store_kind == "memory" else ops.store._prepaid.held(function_bucket("alpha"))
+    assert await _stored_starts(ops, store_kind) <= 120 // 30 + 1 + (ahead > 0)
     bucket = function_bucket("alpha")
     usage = await ops.store.rate_usage({bucket: rate.per}, ops.at(119))
-    assert usage == {bucket: 120}
+    assert usage == {bucket: 120 + ahead}
     # A full limit of 120 per hour: the start at t0 (stored at t0, a slot's end)
     # leaves an hour later; those of seconds 1-30, stored at t0+30, 30 s after that.
     full = Gates(

@@ -24,7 +24,8 @@ Functions:
 * with ``--decorated-crons N``: ``seeded_0`` .. ``seeded_{N-1}`` decorated
   with ``cron=...``, so every start seeds them;
 * with ``--flow-rate RATE``: ``limited`` (``rate_limit=RATE``) and ``keyed``
-  (at most one run per ``request["key"]``), both sleeping ``request["sleep"]``;
+  (at most ``--flow-per-key`` runs, default 1, per ``request["key"]``), both
+  sleeping ``request["sleep"]``;
 * ``uniq``: sleeps ``request["sleep"]``; with ``--unique-keys N`` the process
   also enqueues ``uniq`` jobs from the moment its engine runs, for
   ``--enqueue-seconds`` s: each with ``unique_key`` one of ``u0`` ..
@@ -106,14 +107,16 @@ def _register_sync_jobs(app: TickerQ, record: Any) -> None:
         os._exit(17)  # kills the node that runs it, every time
 
 
-def _register_flow_jobs(app: TickerQ, record: Any, rate: str) -> None:
+def _register_flow_jobs(app: TickerQ, record: Any, rate: str, per_key: int = 1) -> None:
     async def flow_job(ctx: TickerContext[Any]) -> None:
         record("start", ctx)
         await asyncio.sleep(float((ctx.request or {}).get("sleep", 0)))
         record("end", ctx, "ok")
 
     app.function("limited", rate_limit=rate)(flow_job)
-    app.function("keyed", concurrency_key=lambda request: request["key"], max_per_key=1)(flow_job)
+    app.function("keyed", concurrency_key=lambda request: request["key"], max_per_key=per_key)(
+        flow_job
+    )
 
 
 def _register_unique_job(app: TickerQ, record: Any) -> None:
@@ -178,6 +181,7 @@ def build_app(
     grace: float = 3.0,
     max_stale_restarts: int = 3,
     flow_rate: str | None = None,
+    flow_per_key: int = 1,
 ) -> TickerQ:
     """The fault-test app; the test process builds it too (without a recorder) to seed."""
     options = EngineOptions(
@@ -220,7 +224,7 @@ def build_app(
         make_tick(name)
 
     if flow_rate is not None:
-        _register_flow_jobs(app, record, flow_rate)
+        _register_flow_jobs(app, record, flow_rate, flow_per_key)
     _register_unique_job(app, record)
 
     for i in range(decorated_crons):
@@ -262,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grace", type=float, default=3.0)
     parser.add_argument("--max-stale-restarts", type=int, default=3)
     parser.add_argument("--flow-rate", default=None, help="register limited and keyed")
+    parser.add_argument("--flow-per-key", type=int, default=1, help="keyed's max_per_key")
     parser.add_argument("--unique-keys", type=int, default=0, help="enqueue uniq jobs")
     parser.add_argument("--enqueue-seconds", type=float, default=5.0)
     parser.add_argument("--log-level", default="WARNING")
@@ -286,6 +291,7 @@ def main(argv: list[str] | None = None) -> int:
         grace=args.grace,
         max_stale_restarts=args.max_stale_restarts,
         flow_rate=args.flow_rate,
+        flow_per_key=args.flow_per_key,
     )
     if args.start_at is not None:  # imports done: start together with the others
         time.sleep(max(0.0, args.start_at - time.time()))

@@ -167,7 +167,7 @@ def _has_table(conn: Connection, name: str) -> bool:
 
 
 def test_head_is_schema_version() -> None:
-    assert migrate.head_revision() == SCHEMA_VERSION == "0007"
+    assert migrate.head_revision() == SCHEMA_VERSION == "0008"
 
 
 async def test_fresh_database_gets_exactly_the_schema(url: str) -> None:
@@ -289,7 +289,9 @@ async def test_partial_tickerq_tables_are_refused(url: str, engine: AsyncEngine)
         await conn.run_sync(
             metadata.create_all, [tables["tickerq_cron_tickers"], tables["tickerq_tickers"]]
         )
-    with pytest.raises(TickerStateError, match="not tickerq_attempts, tickerq_nodes"):
+    with pytest.raises(
+        TickerStateError, match="not tickerq_attempts, tickerq_key_leases, tickerq_nodes"
+    ):
         await SqlStore(url).open()
 
 

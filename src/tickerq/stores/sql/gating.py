@@ -14,11 +14,12 @@ starts them).
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 from tickerq.limits import Gate, Gates
+from tickerq.stores.sql.prepaid import Grant, LeaseWish
 
 __all__ = ["GatedClaim"]
 
@@ -29,7 +30,22 @@ class GatedClaim:
     limit, the (function, bucket) pairs a start counts against, and the starts the
     claim may delete (``prune``: by bucket, up to when)."""
 
-    __slots__ = ("gates", "limits", "locks", "members", "now", "per_key", "prune", "windows")
+    __slots__ = (
+        "gates",
+        "granted",
+        "grants",
+        "lease_until",
+        "leases",
+        "limits",
+        "locks",
+        "members",
+        "now",
+        "per_key",
+        "prune",
+        "returns",
+        "windows",
+        "wishes",
+    )
 
     def __init__(
         self,
@@ -39,6 +55,10 @@ class GatedClaim:
         *,
         locks: list[int],
         prune: Mapping[str, datetime],
+        grants: Sequence[Grant] = (),
+        returns: Sequence[tuple[str, datetime, int]] = (),
+        wishes: Sequence[LeaseWish] = (),
+        lease_until: datetime | None = None,
     ) -> None:
         self.gates = gates
         self.now = now
@@ -50,6 +70,17 @@ class GatedClaim:
         self.members = [(f, b) for f in sorted(functions) for b in gates.buckets_of(f)]
         self.locks = locks
         self.prune = dict(prune)
+        self.grants = list(grants)
+        """Reserves to ask for (PostgreSQL; see :mod:`tickerq.stores.sql.prepaid`)."""
+        self.returns = list(returns)
+        """Unused starts of spent reserves to give back: (bucket, slot, count)."""
+        self.granted: dict[str, int] = {}
+        """The reserves granted, by bucket (set by :meth:`report`)."""
+        self.wishes = list(wishes)
+        """Leases of per-key room to ask for (PostgreSQL), until ``lease_until``."""
+        self.lease_until = lease_until
+        self.leases: list[str] = []
+        """The functions whose lease was granted (set by :meth:`report`)."""
 
     def admit(
         self,
@@ -69,10 +100,18 @@ class GatedClaim:
         return ids, taken
 
     def report(
-        self, held: bool, starts: Iterable[tuple[str, datetime, int]], taken: Mapping[str, int]
+        self,
+        held: bool,
+        starts: Iterable[tuple[str, datetime, int]],
+        taken: Mapping[str, int],
+        granted: Mapping[str, int] | None = None,
+        leases: Iterable[str] = (),
     ) -> None:
         """What a claim decided in SQL: whether a limit held a row back, the stored
-        starts of each rate limit it filled, the starts it made by bucket."""
+        starts of each rate limit it filled, the starts it made by bucket, the
+        reserves it granted by bucket, the functions whose lease it granted."""
+        self.granted = dict(granted or {})
+        self.leases = list(leases)
         gate = Gate(self.gates, self.now, starts, {})
         gate.count(taken, held=held)
         gate.close()

@@ -145,6 +145,7 @@ WITH {_FINISH}), long_picked AS (
         status = '{Status.IN_PROGRESS.value}', lock_holder = $15, locked_at = $16,
         lease_until = $20, executed_at = $16, updated_at = $16, claims = t.claims + 1
     WHERE t.id = ANY(ARRAY(SELECT id FROM long_picked UNION ALL SELECT id FROM slot_picked))
+      AND ($24::timestamptz IS NULL OR statement_timestamp() <= $24::timestamptz)
     RETURNING {", ".join(f"t.{name}" for name in JOB_COLUMN_NAMES)}
 ), {_KIDS.format(now="$16")}
 ), notice AS (
@@ -173,10 +174,26 @@ def _gated_sql(*, keys: bool, rates: bool) -> str:
     of rate limits (``rates``); the same parameters and columns either way."""
     parts = [f"WITH {_FINISH})"]
     if keys:
-        parts.append(f"""running AS (
-    SELECT function, concurrency_key AS key, count(*) AS n FROM tickerq_tickers
+        # A key counts its running rows, plus the room other nodes' leases have
+        # not used on it (``spare``: the whole room, on a key with nothing running).
+        parts.append(f"""running_on AS (
+    SELECT function, concurrency_key AS key, lock_holder AS node, count(*) AS n
+    FROM tickerq_tickers
     WHERE {KEYED_RUNNING_SQL} AND function = ANY($24::text[]) AND id <> ALL($1::uuid[])
-    GROUP BY function, concurrency_key
+    GROUP BY function, concurrency_key, lock_holder
+), leased AS (
+    SELECT function, node, room FROM tickerq_key_leases
+    WHERE function = ANY($24::text[]) AND node <> $15 AND until > $16
+), spare AS (
+    SELECT function, sum(room) AS n FROM leased GROUP BY function
+), running AS (
+    SELECT k.function, k.key, sum(k.n) + coalesce(max(s.n), 0) - coalesce((
+        SELECT sum(least(o.n, l.room)) FROM running_on o
+        JOIN leased l ON l.function = o.function AND l.node = o.node
+        WHERE o.function = k.function AND o.key = k.key
+    ), 0) AS n
+    FROM running_on k LEFT JOIN spare s ON s.function = k.function
+    GROUP BY k.function, k.key
 ), saturated AS (
     SELECT r.function, r.key FROM running r
     JOIN unnest($24::text[], $25::int[]) AS u(function, most) ON u.function = r.function
@@ -187,6 +204,10 @@ def _gated_sql(*, keys: bool, rates: bool) -> str:
     SELECT b.bucket, b.oldest, b.most, (
         SELECT coalesce(sum(s.count), 0) FROM tickerq_rate_starts s
         WHERE s.bucket = b.bucket AND s.started_at > b.oldest
+    ) - (
+        SELECT coalesce(sum(r.n), 0)
+        FROM unnest($39::text[], $40::timestamptz[], $41::int[]) AS r(bucket, at, n)
+        WHERE r.bucket = b.bucket AND r.at > b.oldest
     ) AS n
     FROM unnest($26::text[], $27::timestamptz[], $28::int[]) AS b(bucket, oldest, most)
 )""")
@@ -206,11 +227,12 @@ def _gated_sql(*, keys: bool, rates: bool) -> str:
         held_back.append("over_key")
         parts.append("""over_key AS (
     SELECT k.id FROM (
-        SELECT p.id, u.most, coalesce(r.n, 0)
+        SELECT p.id, u.most, coalesce(r.n, s.n, 0)
             + row_number() OVER (PARTITION BY p.function, p.concurrency_key ORDER BY p.pos) AS nth
         FROM picked p
         JOIN unnest($24::text[], $25::int[]) AS u(function, most) ON u.function = p.function
         LEFT JOIN running r ON r.function = p.function AND r.key = p.concurrency_key
+        LEFT JOIN spare s ON s.function = p.function
         WHERE p.concurrency_key IS NOT NULL
     ) AS k WHERE k.nth > k.most
 )""")
@@ -260,7 +282,58 @@ def _gated_sql(*, keys: bool, rates: bool) -> str:
 ), window_starts AS (
     SELECT s.bucket, s.started_at, s.count FROM filled f
     JOIN tickerq_rate_starts s ON s.bucket = f.bucket AND s.started_at > f.oldest
+), granted AS (
+    SELECT g.bucket, g.at, least(g.n, g.ceiling - u.n - coalesce(t.n, 0)) AS n
+    FROM unnest($34::text[], $35::timestamptz[], $36::int[], $37::int[], $38::int[])
+        AS g(bucket, at, n, ceiling, least_n)
+    JOIN used u ON u.bucket = g.bucket
+    LEFT JOIN taken t ON t.bucket = g.bucket
+    WHERE least(g.n, g.ceiling - u.n - coalesce(t.n, 0)) >= g.least_n
+      AND (SELECT count(*) FROM claimed) >= $19
+), reserved AS (
+    UPDATE tickerq_rate_starts s SET count = s.count + g.n
+    FROM granted g WHERE s.bucket = g.bucket AND s.started_at = g.at
+    RETURNING s.bucket
+), reserves AS (
+    INSERT INTO tickerq_rate_starts (bucket, started_at, count)
+    SELECT bucket, at, n FROM granted WHERE bucket NOT IN (SELECT bucket FROM reserved)
+), given_back AS (
+    UPDATE tickerq_rate_starts s SET count = s.count - r.n
+    FROM unnest($39::text[], $40::timestamptz[], $41::int[]) AS r(bucket, at, n)
+    WHERE s.bucket = r.bucket AND s.started_at = r.at
 )""")
+    if keys:
+        # Leases asked for ($42, $43; until $44): granted while the function's
+        # leases hold at most half its limit, and with its busiest key's running
+        # rows (this claim's too) at most all of it; the others asked for go.
+        parts.append("""busiest AS (
+    SELECT function, max(n) AS n FROM (
+        SELECT function, key, sum(n) AS n FROM (
+            SELECT function, key, n FROM running_on
+            UNION ALL
+            SELECT p.function, p.concurrency_key, 1 FROM picked p
+            WHERE p.concurrency_key IS NOT NULL AND p.id IN (SELECT id FROM claimed)
+        ) AS x GROUP BY function, key
+    ) AS y GROUP BY function
+), lease_granted AS (
+    SELECT w.function, w.room FROM unnest($42::text[], $43::int[]) AS w(function, room)
+    JOIN unnest($24::text[], $25::int[]) AS u(function, most) ON u.function = w.function
+    LEFT JOIN spare s ON s.function = w.function
+    LEFT JOIN busiest b ON b.function = w.function
+    WHERE 2 * (coalesce(s.n, 0) + w.room) <= u.most
+      AND coalesce(s.n, 0) + w.room + coalesce(b.n, 0) <= u.most
+), lease_kept AS (
+    INSERT INTO tickerq_key_leases (function, node, room, until)
+    SELECT function, $15, room, $44 FROM lease_granted
+    ON CONFLICT (function, node) DO UPDATE SET room = excluded.room, until = excluded.until
+), lease_dropped AS (
+    DELETE FROM tickerq_key_leases
+    WHERE node = $15 AND function = ANY($42::text[])
+      AND function NOT IN (SELECT function FROM lease_granted)
+)""")
+        leases = "ARRAY(SELECT function::text FROM lease_granted) AS leases"
+    else:
+        leases = "'{}'::text[] AS leases"
     parts.append(f"""notice AS (
     SELECT pg_notify('{CHANNEL}', $22::text)
     WHERE $22::text IS NOT NULL
@@ -274,15 +347,18 @@ def _gated_sql(*, keys: bool, rates: bool) -> str:
     ARRAY(SELECT n::bigint FROM taken) AS taken_counts,
     ARRAY(SELECT bucket::text FROM window_starts) AS start_buckets,
     ARRAY(SELECT started_at::timestamptz FROM window_starts) AS start_times,
-    ARRAY(SELECT count::bigint FROM window_starts) AS start_counts"""
+    ARRAY(SELECT count::bigint FROM window_starts) AS start_counts,
+    ARRAY(SELECT bucket::text FROM granted) AS granted_buckets,
+    ARRAY(SELECT n::bigint FROM granted) AS granted_counts"""
     else:
         counts = """'{}'::text[] AS taken_buckets, '{}'::bigint[] AS taken_counts,
     '{}'::text[] AS start_buckets, '{}'::timestamptz[] AS start_times,
-    '{}'::bigint[] AS start_counts"""
+    '{}'::bigint[] AS start_counts, '{}'::text[] AS granted_buckets,
+    '{}'::bigint[] AS granted_counts"""
     select = f"""
 SELECT l.ids::uuid[] AS left_over, (SELECT count(*) FROM notice)::bigint AS notified,
     ({held})::boolean AS held,
-    {counts},
+    {counts}, {leases},
     c.*
 FROM left_over l LEFT JOIN claimed c ON true
 ORDER BY c.priority DESC, c.execution_time
@@ -301,7 +377,7 @@ _GATED_SQL = {
 _GATED_META = (
     "left_over uuid[], notified bigint, held boolean, taken_buckets text[], "
     "taken_counts bigint[], start_buckets text[], start_times timestamptz[], "
-    "start_counts bigint[]"
+    "start_counts bigint[], granted_buckets text[], granted_counts bigint[], leases text[]"
 )
 """The first columns :data:`_GATED_SQL` returns (the job's follow)."""
 
@@ -309,9 +385,11 @@ _GATED_PARAMETERS = (
     "uuid[], text[], text[], timestamptz[], timestamptz[], timestamptz[], timestamptz[], "
     "int[], int[], text[], float8[], text[], text[], text[], text, timestamptz, text[], "
     "bigint, bigint, timestamptz, int[], text, json[], text[], int[], text[], "
-    "timestamptz[], int[], text[], text[], text[], timestamptz[], timestamptz[], bigint[]"
+    "timestamptz[], int[], text[], text[], text[], timestamptz[], timestamptz[], "
+    "text[], timestamptz[], int[], int[], int[], text[], timestamptz[], int[], "
+    "text[], int[], timestamptz, bigint[]"
 )
-"""The types of :data:`_GATED_SQL`'s parameters, then the lock keys ($34)."""
+"""The types of :data:`_GATED_SQL`'s parameters, then the lock keys ($45)."""
 
 _GATED_FUNCTIONS = {
     (True, False): "pg_temp.tickerq_claim_keyed",
@@ -329,7 +407,7 @@ WHERE attrelid = 'tickerq_tickers'::regclass AND attname = ANY($1::text[])
   AND attnum > 0 AND NOT attisdropped
 """
 
-_ARGUMENTS = ", ".join(f"${n}" for n in range(1, 35))
+_ARGUMENTS = ", ".join(f"${n}" for n in range(1, 46))
 
 
 def _gated_function(form: tuple[bool, bool], job_types: str) -> str:
@@ -340,7 +418,7 @@ def _gated_function(form: tuple[bool, bool], job_types: str) -> str:
 RETURNS TABLE ({_GATED_META}, {job_types}) LANGUAGE plpgsql AS $body$
 #variable_conflict use_column
 BEGIN
-    PERFORM pg_advisory_xact_lock(k) FROM unnest($34) AS k ORDER BY k;
+    PERFORM pg_advisory_xact_lock(k) FROM unnest($45) AS k ORDER BY k;
     RETURN QUERY {_GATED_SQL[form]};
 END
 $body$"""
@@ -418,10 +496,13 @@ class HotPath:
         functions: Collection[str],
         finished: Sequence[Outcome],
         notice: str | None = None,
+        deadline: datetime | None = None,
     ) -> tuple[list[Job], set[UUID], bool]:
         """Write ``finished`` and claim up to ``slots`` due rows, plus up to
         ``long_limit`` LONG_RUNNING ones; send the ``notice`` payload if a row
-        was ended or claimed.
+        was ended or claimed. With a ``deadline``, nothing is claimed once the
+        database's clock has passed it (a claim on room held ahead: see
+        :mod:`tickerq.stores.sql.prepaid`).
 
         Returns the claimed jobs, the ids of the final results left over: not
         written because their row has chain children (added while it ran, after
@@ -438,7 +519,7 @@ class HotPath:
             try:
                 if self._conn is None or self._conn.is_closed():
                     self._conn = await self._connect()
-                records = await self._conn.fetch(_FINISH_AND_CLAIM, *args)
+                records = await self._conn.fetch(_FINISH_AND_CLAIM, *args, deadline)
             except BaseException:
                 await self._drop()
                 raise
@@ -481,6 +562,17 @@ class HotPath:
             list(gated.prune),
             list(gated.prune.values()),
             [gated.gates.stored_at(b, now) for b in buckets],
+            [g.bucket for g in gated.grants],
+            [g.at for g in gated.grants],
+            [g.n for g in gated.grants],
+            [g.ceiling for g in gated.grants],
+            [g.least for g in gated.grants],
+            [r[0] for r in gated.returns],
+            [r[1] for r in gated.returns],
+            [r[2] for r in gated.returns],
+            [w.function for w in gated.wishes],
+            [w.room for w in gated.wishes],
+            gated.lease_until,
         ]
         locks = sorted(set(gated.locks))
         form = (bool(keyed), bool(buckets))
@@ -498,7 +590,9 @@ class HotPath:
                     await conn.execute(
                         "BEGIN; " + " ".join(f"SELECT pg_advisory_xact_lock({k});" for k in locks)
                     )
-                    records = await conn.fetch(_GATED_SQL[form], *args)
+                    # The form with every part: on its own, a statement's parameters
+                    # get their types from where it uses them (it uses them all).
+                    records = await conn.fetch(_GATED_SQL[(True, True)], *args)
                     await conn.execute("COMMIT")
             except BaseException:
                 await self._drop()  # the server rolls the transaction back
@@ -508,7 +602,8 @@ class HotPath:
             first["start_buckets"], first["start_times"], first["start_counts"], strict=True
         )
         taken = dict(zip(first["taken_buckets"], first["taken_counts"], strict=True))
-        gated.report(first["held"], list(starts), taken)
+        granted = dict(zip(first["granted_buckets"], first["granted_counts"], strict=True))
+        gated.report(first["held"], list(starts), taken, granted, first["leases"])
         jobs = [job_from_row(r, _DECODE) for r in records if r["id"] is not None]
         return jobs, set(first["left_over"]), bool(first["notified"])
 

@@ -54,7 +54,7 @@ __all__ = [
     "waiting",
 ]
 
-SCHEMA_VERSION = "0007"
+SCHEMA_VERSION = "0008"
 """The Alembic revision the code expects."""
 
 
@@ -345,7 +345,20 @@ rate_starts = Table(
     Index("ix_tickerq_rate_starts_bucket", "bucket", "started_at"),
 )
 
-tables = {t.name: t for t in (tickers, cron_tickers, attempts, nodes, pauses, rate_starts)}
+key_leases = Table(
+    "tickerq_key_leases",
+    metadata,
+    # Room a node holds under a function's per-key limit (PostgreSQL: see
+    # tickerq.stores.sql.prepaid): up to ``room`` runs per key until ``until``.
+    Column("function", String(200), primary_key=True),
+    Column("node", String(200), primary_key=True),
+    Column("room", Integer, nullable=False),
+    Column("until", UTCDateTime, nullable=False),
+)
+
+tables = {
+    t.name: t for t in (tickers, cron_tickers, attempts, nodes, pauses, rate_starts, key_leases)
+}
 
 _POSTGRESQL_INDEX_OPTIONS: dict[str, dict[str, Any]] = {
     "ix_tickerq_tickers_waiting": {"postgresql_where": text(WAITING_SQL["postgresql"])},

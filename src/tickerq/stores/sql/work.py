@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Collection, Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -49,7 +49,9 @@ from tickerq.stores.sql.connection import (
     T,
 )
 from tickerq.stores.sql.gating import GatedClaim
+from tickerq.stores.sql.hot import HotPath
 from tickerq.stores.sql.hot_sqlite import SqliteHotPath
+from tickerq.stores.sql.prepaid import LEASE_TIME, Grant, LeaseWish, Prepaid
 from tickerq.stores.sql.rows import (
     job_from_row,
     node_from_row,
@@ -62,6 +64,7 @@ from tickerq.stores.sql.schema import (
     UTCDateTime,
     attempts,
     cron_tickers,
+    key_leases,
     nodes,
     pauses,
     rate_starts,
@@ -149,6 +152,7 @@ class EngineWork(SqlBase):
         """
         if self._unwritten:  # left over by an earlier claim whose follow-up failed
             finished, self._unwritten = [*self._unwritten, *finished], []
+        self._prepaid.ended(o.job.id for o in finished)
         limited = bool(limits) and any(f in functions for f in limits or ())
         chains = any(_has_chain_work(o) for o in finished)
         gated = False
@@ -157,29 +161,16 @@ class EngineWork(SqlBase):
             gated = gates.applies_to(functions)
         if self.hot is not None and not (limited or capacity or chains):
             notice, mark = self._pace()
-            if gated:
-                assert gates is not None
-                jobs, left_over, sent = await self._hot_gated(
-                    now,
-                    node=node,
-                    lease_until=lease_until,
-                    slots=slots,
-                    functions=functions,
-                    finished=finished,
-                    notice=notice,
-                    gates=gates,
-                )
-            else:
-                jobs, left_over, sent = await self.hot.finish_and_claim(
-                    now,
-                    node=node,
-                    lease_until=lease_until,
-                    slots=slots,
-                    long_limit=1000,
-                    functions=functions,
-                    finished=finished,
-                    notice=notice,
-                )
+            jobs, left_over, sent = await self._hot_claim(
+                now,
+                node=node,
+                lease_until=lease_until,
+                slots=slots,
+                functions=functions,
+                finished=finished,
+                notice=notice,
+                gates=gates if gated else None,
+            )
             self._paced(mark, sent=sent, changed=bool(finished or jobs))
             rest = [o for o in finished if o.job.id in left_over]
             try:
@@ -217,10 +208,83 @@ class EngineWork(SqlBase):
             rows, sent, mark = await self.write(tx)
             self._paced(mark, sent=sent, changed=bool(finished or rows))
             jobs = [job_from_row(r._mapping) for r in rows]
+        if gates is not None:
+            self._prepaid.started(gates, [(job.id, job.function) for job in jobs], node)
         self._announce_outcomes(finished)
         for job in jobs:
             self._announce(job.kind.value, job.id, job.function, RUNNING, now)
         return jobs
+
+    async def _hot_claim(
+        self,
+        now: datetime,
+        *,
+        node: str,
+        lease_until: datetime,
+        slots: int,
+        functions: Collection[str],
+        finished: Sequence[Outcome],
+        notice: str | None,
+        gates: Gates | None,
+    ) -> tuple[list[Job], set[UUID], bool]:
+        """The hot path's claim: exact under limits (:meth:`_hot_gated`), unless the
+        room this node holds ahead covers it (PostgreSQL: see
+        :mod:`tickerq.stores.sql.prepaid`); plain without limits."""
+        assert self.hot is not None
+        plain = None
+        if gates is not None and isinstance(self.hot, HotPath):
+            plain = self._prepaid.plain(gates, functions, slots, now, node)
+        if gates is not None and plain is None:
+            return await self._hot_gated(
+                now,
+                node=node,
+                lease_until=lease_until,
+                slots=slots,
+                functions=functions,
+                finished=finished,
+                notice=notice,
+                gates=gates,
+            )
+        if plain is None:
+            return await self.hot.finish_and_claim(
+                now,
+                node=node,
+                lease_until=lease_until,
+                slots=slots,
+                long_limit=1000,
+                functions=functions,
+                finished=finished,
+                notice=notice,
+            )
+        assert isinstance(self.hot, HotPath)
+        jobs, left_over, sent = await self.hot.finish_and_claim(
+            now,
+            node=node,
+            lease_until=lease_until,
+            slots=slots,
+            long_limit=plain.long_limit,
+            functions=functions,
+            finished=finished,
+            notice=notice,
+            deadline=plain.deadline,
+        )
+        self._prepaid.spent(plain, [job.function for job in jobs])
+        if len(jobs) < slots and datetime.now(UTC) >= plain.deadline:
+            # The room ran out on the way (the statement claimed nothing): claim
+            # exactly now, or the engine would wait for work that is there.
+            assert gates is not None
+            more, _, also = await self._hot_gated(
+                now,
+                node=node,
+                lease_until=lease_until,
+                slots=slots - len(jobs),
+                functions=functions,
+                finished=(),
+                notice=notice,
+                gates=gates,
+            )
+            jobs, sent = jobs + more, sent or also
+        return jobs, left_over, sent
 
     async def _hot_gated(
         self,
@@ -239,24 +303,51 @@ class EngineWork(SqlBase):
         :mod:`tickerq.stores.sql.gating`), in fewer steps."""
         assert self.hot is not None
         keyed = sorted(f for f in functions if f in gates.per_key)
+        buckets = gates.buckets_for(functions)
+        grants: list[Grant] = []
+        returns: list[tuple[str, datetime, int]] = []
+        wishes: list[LeaseWish] = []
+        if not isinstance(self.hot, SqliteHotPath):  # room ahead: PostgreSQL's claims
+            grants, returns = self._prepaid.requests(gates, buckets, now, slots)
+            wishes = self._prepaid.lease_wishes(gates, functions, now, slots, node)
+        leased_until = now + LEASE_TIME
         gated = GatedClaim(
             gates,
             now,
             functions,
-            locks=_gate_locks(gates.buckets_for(functions), keyed),
+            locks=_gate_locks(buckets, keyed),
             prune=self._prune_cutoffs(gates, now),
+            grants=grants,
+            returns=returns,
+            wishes=wishes,
+            lease_until=leased_until,
         )
-        return await self.hot.finish_and_claim_gated(
-            now,
-            node=node,
-            lease_until=lease_until,
-            slots=slots,
-            long_limit=1000,
-            functions=functions,
-            finished=finished,
-            notice=notice,
-            gated=gated,
-        )
+        try:
+            found = await self.hot.finish_and_claim_gated(
+                now,
+                node=node,
+                lease_until=lease_until,
+                slots=slots,
+                long_limit=1000,
+                functions=functions,
+                finished=finished,
+                notice=notice,
+                gated=gated,
+            )
+        except BaseException:
+            self._prepaid.clear()
+            raise
+        self._prepaid.granted(grants, gated.granted, now)
+        self._prepaid.leased(wishes, gated.leases, node, now, leased_until)
+        return found
+
+    @property
+    def _prepaid(self) -> Prepaid:
+        """This node's room held ahead (see :mod:`tickerq.stores.sql.prepaid`)."""
+        prepaid = self.__dict__.get("_prepaid_room")
+        if prepaid is None:
+            prepaid = self.__dict__["_prepaid_room"] = Prepaid()
+        return prepaid
 
     def _prune_cutoffs(self, gates: Gates, now: datetime) -> dict[str, datetime]:
         """By bucket, the time up to which its stored starts may go (no window needs
@@ -287,7 +378,7 @@ class EngineWork(SqlBase):
         left = dict(capacity)
         if limits:
             left = self._cluster_capacity(conn, limits, functions)
-        gate = None if gates is None else self._open_gate(conn, now, gates, functions)
+        gate = None if gates is None else self._open_gate(conn, now, gates, functions, node)
         # Best priority first (LONG_RUNNING, which runs outside the slots, leads).
         # A round that took LONG_RUNNING jobs, or more of a limited function than
         # it may (those go back), leaves slots free: another round fills them.
@@ -326,7 +417,7 @@ class EngineWork(SqlBase):
         return claimed
 
     def _open_gate(
-        self, conn: Connection, now: datetime, gates: Gates, functions: Collection[str]
+        self, conn: Connection, now: datetime, gates: Gates, functions: Collection[str], node: str
     ) -> Gate:
         """Read what the limits of ``functions`` count, under their locks: the starts
         within each rate limit's period and the running rows of each key.
@@ -351,14 +442,32 @@ class EngineWork(SqlBase):
                 )
             ]
         running: dict[tuple[str, str], int] = {}
+        spare: dict[str, int] = {}
         if keyed:
+            # Other nodes' leases (PostgreSQL): the room they have not used on a
+            # key counts as running there (see tickerq.stores.sql.prepaid).
+            leases: dict[tuple[str, str], int] = {}
+            if self.dialect.name == "postgresql":
+                L = key_leases.c
+                found = conn.execute(
+                    select(L.function, L.node, L.room).where(
+                        L.function.in_(keyed), L.node != node, L.until > now
+                    )
+                )
+                leases = {(r[0], r[1]): int(r[2]) for r in found}
+            for (function, _), room in leases.items():
+                spare[function] = spare.get(function, 0) + room
             rows = conn.execute(
-                select(T.function, T.concurrency_key, func.count())
+                select(T.function, T.concurrency_key, T.lock_holder, func.count())
                 .where(text(KEYED_RUNNING_SQL), T.function.in_(keyed))
-                .group_by(T.function, T.concurrency_key)
+                .group_by(T.function, T.concurrency_key, T.lock_holder)
             )
-            running = {(r[0], r[1]): int(r[2]) for r in rows}
-        return Gate(gates, now, starts, running)
+            for function, key, holder, count in rows:
+                unused_there = min(int(count), leases.get((function, holder), 0))
+                running[(function, key)] = (
+                    running.get((function, key), spare.get(function, 0)) + count - unused_there
+                )
+        return Gate(gates, now, starts, running, spare)
 
     async def rate_usage(self, periods: Mapping[str, timedelta], now: datetime) -> dict[str, int]:
         """Starts counted by each rate limit within its period (one read)."""
@@ -503,6 +612,7 @@ class EngineWork(SqlBase):
             await self._write_left_over([o for o in outcomes if o.job.id in left_over])
         else:
             await self._write_left_over(outcomes)
+        self._prepaid.ended(o.job.id for o in outcomes)
         self._announce_outcomes(outcomes)
 
     async def _write_left_over(self, rest: Sequence[Outcome]) -> None:
@@ -561,6 +671,7 @@ class EngineWork(SqlBase):
 
         sent, mark = await self.write(tx)
         self._paced(mark, sent=sent, changed=True)
+        self._prepaid.ended(j.id for j in jobs)
 
     # -- nodes and leases -------------------------------------------------------------
 
@@ -697,6 +808,8 @@ class EngineWork(SqlBase):
         """Delete a node row (rows it still runs are reclaimed when their leases lapse)."""
 
         def tx(conn: Connection) -> None:
+            # its room held ahead under per-key limits goes with it
+            conn.execute(delete(key_leases).where(key_leases.c.node == node_id))
             if conn.execute(delete(nodes).where(nodes.c.id == node_id)).rowcount:
                 self._notify(conn, CHANGED_NODES)
 
