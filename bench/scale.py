@@ -314,14 +314,19 @@ def render(results: list[dict[str, Any]], args: argparse.Namespace, took: float)
         " Ids are time-ordered as tickerq makes them; each fill is written out of the OS"
         " cache (`os.sync()`, and a PostgreSQL `CHECKPOINT`) before a drain is timed.",
         "",
+        "The ratio to empty: the median over rounds of a drain's jobs/s over the empty"
+        " table's drain of the same round.",
+        "",
         "| store | background | drain jobs/s (median) | drains | ratio to empty |"
         " target >= 0.90 |"
         " idle CPU % of a core | target <= 1 % |",
         "|---|---|---:|---|---:|---|---:|---|",
     ]
-    base = {r["store"]: r["jobs_per_s"] for r in results if r["background"] == "empty"}
+    # Against the empty table's drain of the same round (the backgrounds are drained
+    # in turn, round by round): the median of those ratios.
+    base = {r["store"]: r["rates"] for r in results if r["background"] == "empty"}
     for r in results:
-        ratio = r["jobs_per_s"] / base[r["store"]]
+        ratio = statistics.median(x / b for x, b in zip(r["rates"], base[r["store"]], strict=True))
         lines.append(
             f"| {r['store']} | {r['background']} | {r['jobs_per_s']:,.0f} | "
             f"{', '.join(f'{x:,.0f}' for x in r['rates'])} | {ratio:.2f} | "

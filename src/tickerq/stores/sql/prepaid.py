@@ -45,6 +45,7 @@ LONG_RUNNING rows it may take are capped by what the room leaves).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -123,8 +124,9 @@ class Prepaid:
         self._reserves: dict[str, _Reserve] = {}
         self._leases: dict[tuple[str, str], tuple[int, datetime, datetime]] = {}
         """By (node, function): room, since, until."""
-        self._running: dict[UUID, tuple[str, str]] = {}
-        """Running jobs of functions with a per-key limit: (node, function)."""
+        self._running: dict[UUID, tuple[str, str, float]] = {}
+        """Running jobs of functions with a per-key limit: (node, function, when
+        counted: monotonic seconds)."""
         self._widest = 1
         """The most free slots a claim had: a reserve is sized by it."""
 
@@ -172,19 +174,30 @@ class Prepaid:
 
     def started(self, gates: Gates, jobs: Iterable[tuple[UUID, str]], node: str) -> None:
         """Count jobs (id, function) ``node`` claimed, by any path."""
+        counted = time.monotonic()
         for ident, function in jobs:
             if function in gates.per_key:
-                self._running[ident] = (node, function)
+                self._running[ident] = (node, function, counted)
 
     def ended(self, ids: Iterable[UUID]) -> None:
         """Forget jobs that ended here (or went back unrun)."""
         for ident in ids:
             self._running.pop(ident, None)
 
+    def running_now(self, node: str, running: Collection[UUID]) -> None:
+        """Forget the jobs of ``node`` counted a minute ago or more that it no
+        longer runs (``running``: what its engine runs now, as its heartbeat says;
+        a job claimed while that list was made is younger)."""
+        old = time.monotonic() - 60
+        still = set(running)
+        for ident, (holder, _, counted) in list(self._running.items()):
+            if holder == node and counted < old and ident not in still:
+                del self._running[ident]
+
     def running_by_function(self, node: str) -> dict[str, int]:
         """The running jobs of ``node`` of functions with a per-key limit, by function."""
         out: dict[str, int] = {}
-        for holder, function in self._running.values():
+        for holder, function, _ in self._running.values():
             if holder == node:
                 out[function] = out.get(function, 0) + 1
         return out

@@ -711,6 +711,9 @@ class EngineWork(SqlBase):
             return held
 
         held = await self.write(tx)
+        # Jobs of this node that no longer run here (ended unreported, taken over):
+        # forget them, so they do not count against its room ahead for ever.
+        self._prepaid.running_now(node.id, running)
         return [i for i in running if i not in held]
 
     async def reclaim_expired(
