@@ -6,7 +6,7 @@ import hashlib
 import logging
 from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 from uuid import UUID
 
 from sqlalchemy import (
@@ -49,7 +49,6 @@ from tickerq.stores.sql.connection import (
     T,
 )
 from tickerq.stores.sql.gating import GatedClaim
-from tickerq.stores.sql.hot import HotPath
 from tickerq.stores.sql.hot_sqlite import SqliteHotPath
 from tickerq.stores.sql.prepaid import LEASE_TIME, Grant, LeaseWish, Prepaid
 from tickerq.stores.sql.rows import (
@@ -71,6 +70,9 @@ from tickerq.stores.sql.schema import (
     tickers,
     waiting,
 )
+
+if TYPE_CHECKING:
+    from tickerq.stores.sql.hot import HotPath
 
 __all__ = ["EngineWork"]
 
@@ -232,7 +234,7 @@ class EngineWork(SqlBase):
         :mod:`tickerq.stores.sql.prepaid`); plain without limits."""
         assert self.hot is not None
         plain = None
-        if gates is not None and isinstance(self.hot, HotPath):
+        if gates is not None and not isinstance(self.hot, SqliteHotPath):
             plain = self._prepaid.plain(gates, functions, slots, now, node)
         if gates is not None and plain is None:
             return await self._hot_gated(
@@ -256,8 +258,8 @@ class EngineWork(SqlBase):
                 finished=finished,
                 notice=notice,
             )
-        assert isinstance(self.hot, HotPath)
-        jobs, left_over, sent = await self.hot.finish_and_claim(
+        hot = cast("HotPath", self.hot)  # PostgreSQL's (its module stays unloaded on SQLite)
+        jobs, left_over, sent = await hot.finish_and_claim(
             now,
             node=node,
             lease_until=lease_until,
