@@ -38,7 +38,7 @@ def test_a_reserve_covers_plain_claims_until_it_runs_out_or_its_slot_passes() ->
     room, gates = Prepaid(), _gates()
     assert room.plain(gates, ["f"], 10, T0, "n") is None  # nothing held: exact
     at = _reserve(room, gates, T0, 10, 25)
-    assert at == T0 + timedelta(milliseconds=100)  # a tenth of the period ahead
+    assert at == T0 + timedelta(milliseconds=250)  # a quarter of the period ahead
     claim = room.plain(gates, ["f"], 10, T0, "n")
     assert claim is not None and claim.long_limit == 15
     assert claim.deadline <= datetime.now(UTC) + (at - T0)

@@ -55,11 +55,11 @@ from tickerq.limits import Gates
 
 __all__ = ["Grant", "LeaseWish", "PlainClaim", "Prepaid"]
 
-RESERVE_CLAIMS = 128
+RESERVE_CLAIMS = 256
 """A reserve holds the starts of this many claims of the node's widest."""
 
 RESERVE_AHEAD = timedelta(seconds=1)
-"""A reserve lasts at most this long (and at most a tenth of its period, but at
+"""A reserve lasts at most this long (and at most a quarter of its period, but at
 least one slot)."""
 
 LEASE_TIME = timedelta(seconds=10)
@@ -224,7 +224,7 @@ class Prepaid:
         for bucket in buckets:
             limit = gates.buckets[bucket]
             # At least one slot ahead: never the slot of the claim's own starts.
-            ahead = max(min(RESERVE_AHEAD, limit.per / 10), limit.slot)
+            ahead = max(min(RESERVE_AHEAD, limit.per / 4), limit.slot)
             at = limit.stored_at(now + ahead)
             reserve = self._reserves.get(bucket)
             if reserve is not None:
