@@ -63,7 +63,7 @@ bench-pipeline: $(STAMP)
 	$(PY) bench/pipeline.py
 
 bench-limits: $(STAMP)
-	$(PY) bench/limits.py
+	$(PY) bench/limits.py --n 20000 --rounds 9 --seconds 60
 
 bench-pg: $(STAMP)
 	$(PY) bench/pg.py

@@ -9,15 +9,19 @@ room covers everything they can take, are plain ones.
 
 Rate limits: a **reserve**
     While a rate limit's window holds at most half its limit (counting this
-    claim's starts), an exact claim stores up to ``n`` more starts of it at a slot
-    a little ahead (``at``, see :meth:`~tickerq.limits.RateLimit.stored_at`), as
+    claim's starts) and the claim took as many rows as it had slots (there is a
+    backlog), an exact claim stores up to ``n`` more starts of it at a slot a
+    little ahead (``at``, see :meth:`~tickerq.limits.RateLimit.stored_at`), as
     if they had started, and the node may start that many jobs under it until
-    ``at`` without counting. The window proof still holds: a start stored at
-    ``at`` is counted by every claim decided before ``at`` plus the period, and
-    each of these jobs really starts after the claim that stored it and no later
-    than ``at``. What a reserve did not use goes back (its stored count is
-    lowered) at the node's next exact claim; until then it only takes room, never
-    gives more.
+    ``at`` without counting. The window proof still holds: every exact claim
+    counts the stored starts after its window's beginning, later ones included;
+    take any window and, of the jobs started in it, the one decided last: every
+    other one was decided before it and is stored at or after its own start, so
+    inside that claim's window, and was counted by it. So no window holds more
+    starts than the limit, since each of these jobs really starts after the
+    claim that stored it and no later than ``at``. What a reserve did not use
+    goes back (its stored count is lowered) at the node's next exact claim; until
+    then it only takes room, never gives more.
 
 Per-key limits: a **lease**
     An exact claim may lease its node ``room`` runs per key of a function, until
@@ -30,8 +34,9 @@ Per-key limits: a **lease**
     the function (this one included) hold at most half its ``max_per_key`` and,
     added to the busiest key's running rows, at most all of it: so for every key,
     the leased room plus what others run stays within the limit. A node renews
-    its leases at an exact claim when half their time is gone; one that stops or
-    dies leaves its lease to run out (others count it until then).
+    its leases at an exact claim when half their time is gone; one that stops
+    drops them (with its node row); one that dies leaves them to run out (others
+    count them until then).
 
 Both end at a moment; a plain claim enforces it itself: it claims nothing once
 the database's clock has passed the deadline the node sends with it (a node
