@@ -78,7 +78,7 @@ bench-sqlite-scale: $(STAMP)
 
 # Drain and idle CPU on top of 1,000,000 pending or finished rows (PostgreSQL, SQLite).
 bench-scale: $(STAMP)
-	$(PY) bench/scale.py
+	$(PY) bench/scale.py --rounds 7
 
 # 10,000 every-minute crons due at once, before (per-cron) and after (batched), PostgreSQL and SQLite.
 bench-crons: $(STAMP)
