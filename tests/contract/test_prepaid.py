@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -23,10 +24,12 @@ from tickerq.limits import Gates, function_bucket
 from tickerq.stores.base import Job
 from tickerq.stores.sql import SqlStore
 from tickerq.stores.sql.hot import HotPath
+from tickerq.stores.sql.prepaid import Prepaid
 
 MakeApp = Callable[..., TickerQ]
 SLOTS = 4
 """Each node's slots in the random runs."""
+MS = timedelta(milliseconds=1)
 
 
 class Order(BaseModel):
@@ -287,3 +290,29 @@ async def test_a_claim_under_limits_gives_its_jobs_the_engines_lease(
     for job in jobs:
         ticker = await app.time_tickers.get(job.id)
         assert ticker.lease_until == ops.now + timedelta(seconds=600)
+
+
+async def test_a_node_whose_room_ran_out_on_the_way_claims_exactly_at_once(
+    make_app: MakeApp, clock: Any, store_kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The plain claim reached the database after its deadline (a freeze, a slow
+    network) and claimed nothing: the store claims exactly in the same call, so the
+    engine is not left waiting for work that is there."""
+    if not _prepaid_on(store_kind):
+        pytest.skip("PostgreSQL's hot path only")
+    app = await _node(make_app, "node-a")
+    ops = Ops(app, clock)
+    for _ in range(3):
+        await ops.add("rated")
+    original = Prepaid.plain
+
+    def late(room: Prepaid, *args: Any) -> Any:
+        claim = original(room, *args)
+        return None if claim is None else replace(claim, deadline=datetime.now(UTC) - MS)
+
+    monkeypatch.setattr(Prepaid, "plain", late)
+    exact = _Exact(monkeypatch)
+    assert len(await _claim(ops, "node-a", _gates(rate="1000/s"), 1)) == 1  # exact
+    assert exact.calls == 1
+    assert len(await _claim(ops, "node-a", _gates(rate="1000/s"), 1)) == 1  # late: exact
+    assert exact.calls == 2
